@@ -1,0 +1,57 @@
+"""What stops a run: one tree rooted in ``ImporterError``.
+
+Each error carries the one sentence the user reads; the CLI maps the classes to exit codes
+in one place (``importer.cli.EXIT_CODES``) and prints them without a traceback::
+
+    ImporterError
+     ├── UsageError        bad option, missing credential            (exit 2)
+     ├── ConfigError       unreadable or invalid importer.toml       (exit 2)
+     ├── SpecError         unknown API or invalid spec file          (exit 2)
+     ├── InputError        unreadable input, missing column          (exit 2)
+     ├── JournalError      corrupt or foreign journal                (exit 2)
+     │    └── LockedError  the same input is being run already       (exit 2)
+     └── AbortedError      a fatal platform answer stopped the run   (exit 3)
+
+A bad *row* is never an exception: it is an ``Outcome`` in the report.
+"""
+
+from __future__ import annotations
+
+
+class ImporterError(Exception):
+    """Base class: ``str(error)`` is the sentence shown to the user."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UsageError(ImporterError):
+    """The command line or environment asks for something impossible."""
+
+
+class ConfigError(ImporterError):
+    """The configuration file cannot be read or holds a bad value."""
+
+
+class SpecError(ImporterError):
+    """An API spec is unknown or malformed."""
+
+
+class InputError(ImporterError):
+    """An input file cannot be read, or lacks a required column."""
+
+
+class JournalError(ImporterError):
+    """The resume journal is unusable."""
+
+
+class LockedError(JournalError):
+    """Another live run holds the same input on the same journal."""
+
+
+class AbortedError(ImporterError):
+    """The platform answered with an error that every further call would repeat."""

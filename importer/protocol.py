@@ -1,0 +1,238 @@
+"""The TOP wire protocol, pure: build a signed request, and read a response into a ``Reply``.
+
+Requests follow the official SDKs: system parameters in the query string, the object parameter
+as a form body (reference §1, §3). Responses are classified per the design's table (reference §5)
+so the dispatcher only has to act on ``Reply.error_class``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from enum import Enum
+from urllib.parse import quote, urlencode
+
+from importer.signing import sign
+from importer.specs import ApiSpec
+
+# The platform's clock is Beijing time; a fixed offset (China has no DST) needs no tz database.
+GMT8 = timezone(timedelta(hours=8), "GMT+8")
+TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S"
+FORM_CONTENT_TYPE = "application/x-www-form-urlencoded;charset=UTF-8"
+
+THROTTLE_CODES = frozenset({"4", "5", "6", "7", "8"})
+FATAL_CODES = frozenset({"9", "11", "12", "13", *(str(c) for c in range(21, 35))})
+_BAN = re.compile(r"ban will last for (\d+(?:\.\d+)?) more seconds?", re.IGNORECASE)
+
+
+def format_timestamp(now: datetime) -> str:
+    """``yyyy-MM-dd HH:mm:ss`` in GMT+8, whatever zone ``now`` (an aware datetime) is in."""
+    return now.astimezone(GMT8).strftime(TIMESTAMP_FORMAT)
+
+
+@dataclass(frozen=True)
+class Credentials:
+    app_key: str
+    secret: str = field(repr=False)
+    session: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class SignedRequest:
+    query: str  # url-encoded system parameters, sign included
+    body: bytes  # url-encoded form with the object parameter
+
+
+class RequestBuilder:
+    """Signs one API's calls with one set of credentials; ``build`` is called once per attempt."""
+
+    def __init__(
+        self,
+        spec: ApiSpec,
+        credentials: Credentials,
+        sign_method: str = "hmac-sha256",
+        partner_id: str | None = None,
+    ) -> None:
+        self.spec = spec
+        self._secret = credentials.secret
+        self._sign_method = sign_method
+        self._static = {
+            "method": spec.method,
+            "app_key": credentials.app_key,
+            "format": "json",
+            "v": "2.0",
+            "sign_method": sign_method,
+        }
+        if credentials.session:
+            self._static["session"] = credentials.session
+        if partner_id:
+            self._static["partner_id"] = partner_id
+
+    def __repr__(self) -> str:
+        return f"RequestBuilder(method={self.spec.method!r}, sign_method={self._sign_method!r})"
+
+    def params(self, payload_json: str, now: datetime) -> dict[str, str]:
+        """Every signed parameter, ``sign`` included (system and business together)."""
+        system = dict(self._static, timestamp=format_timestamp(now))
+        business = {self.spec.object_param: payload_json}
+        system["sign"] = sign({**system, **business}, self._secret, self._sign_method)
+        return {**system, **business}
+
+    def build(self, payload_json: str, now: datetime) -> SignedRequest:
+        params = self.params(payload_json, now)
+        body_value = params.pop(self.spec.object_param)
+        query = urlencode(params, quote_via=quote)
+        body = (quote(self.spec.object_param, safe="") + "=" + quote(body_value, safe="")).encode(
+            "ascii"
+        )
+        return SignedRequest(query=query, body=body)
+
+
+class ErrorClass(str, Enum):
+    SUCCESS = "success"
+    BUSINESS = "business"  # the API's envelope with result.success false
+    THROTTLED = "throttled"  # wait the ban (all workers), then retry
+    TRANSIENT = "transient"  # retry with backoff
+    FATAL = "fatal"  # every further call would fail the same way: stop the run
+    FAILED = "failed"  # this row's error; no retry
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    error_class: ErrorClass
+    code: str = ""
+    msg: str = ""
+    sub_code: str = ""
+    sub_msg: str = ""
+    request_id: str = ""
+    system_time: str = ""
+    ban_seconds: float = 0.0
+    error: str = ""  # transport-level description, when there was no platform answer
+
+
+def transport_failure(description: str) -> Reply:
+    """A call that got no usable answer: timeout, connection error, bad HTTP status."""
+    return Reply(ErrorClass.TRANSIENT, error=description)
+
+
+def _text(value: object) -> str:
+    return "" if value is None else str(value)
+
+
+def _dig(obj: object, path: str) -> object:
+    for part in path.split("."):
+        if not isinstance(obj, dict):
+            return None
+        obj = obj.get(part)
+    return obj
+
+
+def classify(status: int, body: bytes, spec: ApiSpec) -> Reply:
+    """One HTTP answer -> one ``Reply``."""
+    if status == 429 or status >= 500:
+        return transport_failure(f"HTTP {status} from the gateway")
+    if status != 200:
+        # A 3xx/4xx from the gateway URL itself (wrong path, a proxy refusing us) repeats for
+        # every row: stop rather than fail each row the same way.
+        return Reply(
+            ErrorClass.FATAL,
+            error=f"HTTP {status} from the gateway; check --gateway / TOP_GATEWAY",
+        )
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        snippet = body[:60].decode("utf-8", "replace").strip() or "an empty body"
+        return transport_failure(f"unparsable response ({snippet!r})")
+    if not isinstance(doc, dict):
+        return transport_failure("unexpected response: not a JSON object")
+    error = doc.get("error_response")
+    if isinstance(error, dict):
+        return classify_error(error)
+    envelope = doc.get(spec.response_envelope)
+    if not isinstance(envelope, dict):
+        return transport_failure(
+            f"unexpected response: neither error_response nor {spec.response_envelope}"
+        )
+    result = envelope.get("result") if isinstance(envelope.get("result"), dict) else {}
+    success = _dig(envelope, spec.success_path)
+    common = {
+        "code": _text(result.get("code")),
+        "msg": _text(result.get("msg") or result.get("message")),
+        "request_id": _text(envelope.get("request_id")),
+        "system_time": _text(result.get("system_time")),
+    }
+    if success is True or (isinstance(success, str) and success.lower() == "true"):
+        return Reply(ErrorClass.SUCCESS, **common)
+    return Reply(ErrorClass.BUSINESS, **common)
+
+
+def classify_error(error: dict) -> Reply:
+    """An ``error_response`` body -> throttled, transient, fatal or failed (reference §5)."""
+    code = _text(error.get("code"))
+    sub_code = _text(error.get("sub_code"))
+    msg = _text(error.get("msg"))
+    sub_msg = _text(error.get("sub_msg"))
+    fields = {
+        "code": code,
+        "msg": msg,
+        "sub_code": sub_code,
+        "sub_msg": sub_msg,
+        "request_id": _text(error.get("request_id")),
+    }
+    if code in THROTTLE_CODES or sub_code.startswith("accesscontrol."):
+        return Reply(ErrorClass.THROTTLED, ban_seconds=ban_seconds(sub_msg or msg), **fields)
+    if sub_code.startswith("isp.") or code == "10":
+        return Reply(ErrorClass.TRANSIENT, **fields)
+    if code in FATAL_CODES:
+        return Reply(ErrorClass.FATAL, **fields)
+    return Reply(ErrorClass.FAILED, **fields)
+
+
+def ban_seconds(text: str) -> float:
+    """Seconds from "This ban will last for N more seconds"; 1 when the platform gives none."""
+    match = _BAN.search(text or "")
+    return float(match.group(1)) if match else 1.0
+
+
+_ADVICE = {
+    "9": "the gateway refused the HTTP method; check --gateway",
+    "11": "the app lacks permission for this API: apply for its permission package in the "
+    "TOP console",
+    "12": "the user has not authorised this API: get a session key with the right scope",
+    "13": "the partner lacks permission for this API",
+    "21": "the method parameter is missing; check the API spec",
+    "22": "the gateway does not know this method; check --api and that the app may call it",
+    "23": "the response format was refused",
+    "24": "the signature is missing",
+    "25": "the signature is wrong: check TOP_APP_SECRET belongs to this app key, and --sign-method",
+    "26": "this API needs a session: set TOP_SESSION",
+    "27": "the session key is invalid or expired: set a fresh TOP_SESSION",
+    "28": "the app key is missing: set TOP_APP_KEY",
+    "29": "the app key is unknown: check TOP_APP_KEY",
+    "30": "the timestamp is missing",
+    "31": "the timestamp was refused: check this machine's clock (the gateway allows ~10 min)",
+    "32": "the API version is missing",
+    "33": "the API version is wrong",
+    "34": "the API version is not supported",
+}
+
+
+def advice(reply: Reply) -> str:
+    """What the user should do about a fatal answer (a sentence fragment)."""
+    if reply.code in _ADVICE:
+        return _ADVICE[reply.code]
+    if reply.error_class is ErrorClass.THROTTLED:
+        return "the app's quota is spent; rerun after the ban (a rerun resumes), or lower --qps"
+    return "check the gateway, the credentials and the app's permissions"
+
+
+def describe(reply: Reply) -> str:
+    """What the platform said, in one line, for messages (never includes credentials)."""
+    if not reply.code:
+        return reply.error or "no answer"
+    text = f"code {reply.code} {reply.msg}".strip()
+    if reply.sub_code:
+        text += f" ({reply.sub_code}: {reply.sub_msg})" if reply.sub_msg else f" ({reply.sub_code})"
+    return text

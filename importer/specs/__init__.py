@@ -1,0 +1,138 @@
+"""API specs as data: one TOML file per TOP method, read into frozen ``ApiSpec`` values.
+
+Nothing about a particular API lives in code; the dispatcher, the validator and the simulator
+all read the spec.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from importer.errors import SpecError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+FIELD_TYPES = ("String", "Number")
+
+
+def normalise_header(text: str) -> str:
+    """The form headers are compared in: case-folded, spaces, ``_`` and ``-`` dropped."""
+    return re.sub(r"[\s_\-]+", "", str(text)).casefold()
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    name: str
+    type: str
+    required: bool
+    aliases: tuple[str, ...] = ()
+    example: str = ""
+
+    @property
+    def headers(self) -> tuple[str, ...]:
+        """Every header text that names this field (before normalisation)."""
+        return (self.name, *self.aliases)
+
+
+@dataclass(frozen=True)
+class ApiSpec:
+    method: str
+    object_param: str
+    fields: tuple[FieldSpec, ...]
+    response_envelope: str
+    success_path: str = "result.success"
+    needs_session: bool = False
+    title: str = ""
+
+    @property
+    def required_fields(self) -> tuple[FieldSpec, ...]:
+        return tuple(f for f in self.fields if f.required)
+
+    def header_index(self) -> dict[str, str]:
+        """Normalised header text -> field name, for every name and alias."""
+        index: dict[str, str] = {}
+        for f in self.fields:
+            for header in f.headers:
+                index[normalise_header(header)] = f.name
+        return index
+
+
+def _builtin_dir():
+    return resources.files(__name__)
+
+
+def builtin_methods() -> list[str]:
+    """Methods of the specs shipped inside the package, sorted."""
+    return sorted(
+        p.name[: -len(".toml")] for p in _builtin_dir().iterdir() if p.name.endswith(".toml")
+    )
+
+
+def load_spec(api: str | None) -> ApiSpec:
+    """A built-in method name (default: the first built-in) or a path to a ``.toml`` spec file."""
+    if api is None:
+        api = "alibaba.lyservice.group.ticket.customer.save"
+    if api.endswith(".toml"):
+        path = Path(api)
+        if not path.is_file():
+            raise SpecError(f"API spec file {api} does not exist; give a path to a .toml spec.")
+        return parse_spec(path.read_text(encoding="utf-8"), source=api)
+    resource = _builtin_dir() / f"{api}.toml"
+    if not resource.is_file():
+        known = ", ".join(builtin_methods())
+        raise SpecError(
+            f"Unknown API {api!r}; built-in APIs are: {known} (or give a path to a .toml spec)."
+        )
+    return parse_spec(resource.read_text(encoding="utf-8"), source=api)
+
+
+def parse_spec(text: str, source: str = "spec") -> ApiSpec:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"API spec {source} is not valid TOML: {exc}.") from None
+    method = data.get("method")
+    if not isinstance(method, str) or not method:
+        raise SpecError(f"API spec {source} has no 'method'; add method = \"the.top.method\".")
+    object_param = data.get("object_param")
+    if not isinstance(object_param, str) or not object_param:
+        raise SpecError(f"API spec {source} has no 'object_param'; name the object parameter.")
+    fields = []
+    for i, raw in enumerate(data.get("fields", []), start=1):
+        name = raw.get("name")
+        ftype = raw.get("type")
+        if not isinstance(name, str) or not name:
+            raise SpecError(f"API spec {source}: field #{i} has no name.")
+        if ftype not in FIELD_TYPES:
+            raise SpecError(
+                f"API spec {source}: field {name!r} has type {ftype!r}; "
+                f"use one of {', '.join(FIELD_TYPES)}."
+            )
+        fields.append(
+            FieldSpec(
+                name=name,
+                type=ftype,
+                required=bool(raw.get("required", False)),
+                aliases=tuple(str(a) for a in raw.get("aliases", ())),
+                example=str(raw.get("example", "")),
+            )
+        )
+    if not fields:
+        raise SpecError(f"API spec {source} has no [[fields]].")
+    envelope = data.get("response_envelope") or method.replace(".", "_") + "_response"
+    return ApiSpec(
+        method=method,
+        object_param=object_param,
+        fields=tuple(fields),
+        response_envelope=envelope,
+        success_path=data.get("success_path", "result.success"),
+        needs_session=bool(data.get("needs_session", False)),
+        title=str(data.get("title", "")),
+    )
