@@ -1,0 +1,424 @@
+"""The ``top-import`` command: options -> Config -> one call into the pipeline.
+
+This is the one place where errors become messages and exit codes (``EXIT_CODES``); nothing
+below it prints a traceback or exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from importer import __version__
+from importer.config import Config, load_config
+from importer.errors import AbortedError, ImporterError, UsageError
+from importer.pipeline import FileSummary, check_file, run_file
+from importer.protocol import Credentials, RequestBuilder
+from importer.specs import ApiSpec, builtin_methods, load_spec
+
+EXIT_OK, EXIT_ROWS, EXIT_USAGE, EXIT_ABORTED = 0, 1, 2, 3
+EXIT_SIGNAL = {2: 130, 15: 143}  # SIGINT, SIGTERM
+EXIT_CODES: dict[type[ImporterError], int] = {AbortedError: EXIT_ABORTED, ImporterError: EXIT_USAGE}
+# Exit codes in order of severity, for several inputs: the worst one wins.
+_SEVERITY = {0: 0, 1: 1, 2: 2, 3: 3, 143: 4, 130: 5}
+_NOT_OK = ("failed", "invalid", "duplicate", "unknown", "not_sent")
+
+
+def error_exit_code(error: ImporterError) -> int:
+    for cls in type(error).__mro__:
+        if cls in EXIT_CODES:
+            return EXIT_CODES[cls]
+    return EXIT_USAGE
+
+
+def file_exit_code(summary: FileSummary) -> int:
+    """0 all success/skipped/valid, 1 some rows not, 3 aborted, 130/143 interrupted."""
+    if summary.interrupt_signal is not None:
+        return EXIT_SIGNAL.get(summary.interrupt_signal, 130)
+    if summary.stop_reason.value in ("fatal", "ban"):
+        return EXIT_ABORTED
+    return EXIT_ROWS if any(summary.counts.get(s) for s in _NOT_OK) else EXIT_OK
+
+
+def worst(codes: Sequence[int]) -> int:
+    return max(codes, key=lambda c: _SEVERITY.get(c, 2), default=EXIT_OK)
+
+
+def fail(message: str) -> None:
+    click.echo(f"top-import: {message}", err=True)
+
+
+def guarded(func: Callable[..., int]) -> Callable[..., None]:
+    """Run a command body; an ImporterError becomes one line on stderr and its exit code."""
+
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        try:
+            code = func(*args, **kwargs)
+        except ImporterError as exc:
+            fail(str(exc))
+            code = error_exit_code(exc)
+        except KeyboardInterrupt:
+            fail("interrupted.")
+            code = 130
+        sys.exit(code)
+
+    wrapper.__name__ = func.__name__
+    wrapper.__doc__ = func.__doc__
+    return wrapper
+
+
+def build_config(flags: dict[str, Any], config_file: str | None) -> Config:
+    return load_config(
+        {k: v for k, v in flags.items() if v is not None},
+        os.environ,
+        Path(config_file) if config_file else None,
+    )
+
+
+def _inputs(inputs: Sequence[str], config: Config) -> list[Path]:
+    if config.out is not None and len(inputs) > 1:
+        raise UsageError("--out takes one input; with several inputs use --out-dir.")
+    return [Path(p) for p in inputs]
+
+
+def summary_line(summary: FileSummary) -> str:
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.counts.items())) or "no rows"
+    line = f"{summary.input}: {summary.rows_read} rows: {counts}"
+    if summary.command == "run":
+        line += f"; {summary.calls} calls, {summary.calls_per_second:.1f} calls/s"
+    return f"{line}; workbook {summary.workbook}"
+
+
+def write_summary_json(path: Path | None, summaries: list[FileSummary], code: int) -> None:
+    if path is None:
+        return
+    doc = {"exit_code": code, "files": [s.as_json() for s in summaries]}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, ensure_ascii=False, indent=2), encoding="utf-8")
+
+
+# -- shared options ------------------------------------------------------------------------------
+
+_FILE_OPTIONS = [
+    click.option("--api", help="Built-in API method, or a SPEC.toml file. Default: the built-in."),
+    click.option("--sheet", help="Sheet of a workbook to read. Default: the first sheet."),
+    click.option(
+        "--out",
+        type=click.Path(dir_okay=False),
+        help="Result workbook (.xlsx; .csv writes CSV). Only with one input.",
+    ),
+    click.option(
+        "--out-dir",
+        type=click.Path(file_okay=False),
+        help="Folder of per-input result workbooks. Default: reports/.",
+    ),
+    click.option(
+        "--config",
+        "config_file",
+        type=click.Path(dir_okay=False),
+        help="TOML settings file (same names as the options). Default: importer.toml if present.",
+    ),
+    click.option(
+        "--qps",
+        type=float,
+        help="Never more than N calls in one clock second (validate: for the time estimate). "
+        "Default: 10.",
+    ),
+]
+
+
+def file_options(func):
+    for option in reversed(_FILE_OPTIONS):
+        func = option(func)
+    return func
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="top-import")
+def cli() -> None:
+    """top-import: turn spreadsheet rows (CSV, XLSX, XLS, ODS) into signed Taobao Open Platform
+    API calls, one call a row, and report what happened to every row in a result workbook.
+
+    \b
+    Credentials come from the environment (never from the command line):
+      TOP_APP_KEY, TOP_APP_SECRET, TOP_SESSION, TOP_GATEWAY
+    or from importer.toml (app_key, app_secret, session, gateway, [columns]).
+
+    \b
+    Exit codes: 0 all rows success/skipped (validate: all valid) · 1 some rows failed, invalid,
+    duplicate, unknown or not sent · 2 usage, configuration or unreadable input · 3 aborted by a
+    fatal platform error · 130 SIGINT · 143 SIGTERM.
+    """
+
+
+@cli.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@file_options
+@click.option("--gateway", help="Gateway URL (env TOP_GATEWAY). Default: the production gateway.")
+@click.option(
+    "--simulate",
+    is_flag=True,
+    default=None,
+    help="Start the built-in simulator on a free loopback port and send there (TOP_APP_* ignored).",
+)
+@click.option("--app-key", help="The app key (env TOP_APP_KEY). The secret is never a flag.")
+@click.option(
+    "--sign-method",
+    type=click.Choice(["md5", "hmac", "hmac-sha256"]),
+    help="Signature method. Default: hmac-sha256.",
+)
+@click.option("--concurrency", type=int, help="Ceiling on calls in flight. Default: 8.")
+@click.option("--retries", type=int, help="Retries of a transient failure, per row. Default: 5.")
+@click.option("--timeout", type=float, help="Seconds per call. Default: 15.")
+@click.option(
+    "--max-ban",
+    type=float,
+    help="A throttle ban longer than this many seconds stops the run (exit 3). Default: 300.",
+)
+@click.option(
+    "--journal",
+    type=click.Path(dir_okay=False),
+    help="The resume journal (SQLite). Default: reports/journal.sqlite.",
+)
+@click.option(
+    "--no-resume",
+    "resume",
+    flag_value=False,
+    default=None,
+    help="Send rows even where the journal says they already succeeded.",
+)
+@click.option(
+    "--no-resend-unknown",
+    "resend_unknown",
+    flag_value=False,
+    default=None,
+    help="Rows whose earlier call was in flight when a run died become 'unknown' "
+    "instead of being sent again.",
+)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    default=None,
+    help="Validate, build and sign every request; send nothing.",
+)
+@click.option(
+    "--summary-json",
+    type=click.Path(dir_okay=False),
+    help="Write a machine-readable summary here.",
+)
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="A progress bar on stderr. Default: on when stderr is a terminal.",
+)
+@guarded
+def run(inputs: tuple[str, ...], config_file: str | None, **flags: Any) -> int:
+    """Send every valid row of INPUT... and write a result workbook per input."""
+    config = build_config(flags, config_file)
+    credentials = None if config.simulate else config.credentials()
+    spec = load_spec(config.api)
+    paths = _inputs(inputs, config)
+    if config.dry_run:
+        builder = RequestBuilder(spec, credentials or Credentials("", ""), config.sign_method)
+        return _per_file(paths, config, lambda p: check_file(p, config, spec, builder))
+    return asyncio.run(_run_all(paths, config, spec, credentials))
+
+
+async def _run_all(
+    paths: list[Path], config: Config, spec: ApiSpec, credentials: Credentials | None
+) -> int:
+    from importer.journal import Journal
+
+    async with _gateway(config, credentials) as (gateway_url, creds):
+        journal = Journal(config.journal)
+        try:
+            summaries: list[FileSummary] = []
+            codes: list[int] = []
+            for path in paths:
+                try:
+                    summary = await run_file(path, config, spec, journal, creds, gateway_url)
+                except ImporterError as exc:
+                    fail(str(exc))
+                    codes.append(error_exit_code(exc))
+                    continue
+                summaries.append(summary)
+                code = file_exit_code(summary)
+                codes.append(code)
+                click.echo(summary_line(summary))
+                if summary.message:
+                    fail(summary.message)
+                if code in (130, 143):
+                    break  # an interrupt stops the rest of the inputs
+        finally:
+            journal.close()
+    code = worst(codes)
+    write_summary_json(config.summary_json, summaries, code)
+    return code
+
+
+class _gateway:
+    """The gateway to send to: the configured one, or an in-process simulator."""
+
+    def __init__(self, config: Config, credentials: Credentials | None) -> None:
+        self._config = config
+        self._credentials = credentials
+        self._simulator = None
+
+    async def __aenter__(self) -> tuple[str, Credentials]:
+        if not self._config.simulate:
+            assert self._credentials is not None
+            check_gateway_url(self._config.gateway)
+            return self._config.gateway, self._credentials
+        from importer.simulator import Simulator, SimulatorSettings
+
+        settings = SimulatorSettings()
+        self._simulator = Simulator(settings)
+        await self._simulator.__aenter__()
+        fail(f"simulating the platform at {self._simulator.url} (app key {settings.app_key})")
+        return self._simulator.url, Credentials(settings.app_key, settings.secret)
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._simulator is not None:
+            await self._simulator.__aexit__(*exc)
+
+
+def check_gateway_url(url: str) -> None:
+    """Plain HTTP would show the session key to the network: allowed only to this machine."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme == "http" and parts.hostname not in ("127.0.0.1", "localhost", "::1"):
+        raise UsageError(
+            f"--gateway {url} is plain HTTP; use https:// (plain HTTP is only for a simulator "
+            "on 127.0.0.1)."
+        )
+
+
+def _per_file(paths: list[Path], config: Config, job: Callable[[Path], FileSummary]) -> int:
+    codes, summaries = [], []
+    for path in paths:
+        try:
+            summary = job(path)
+        except ImporterError as exc:
+            fail(str(exc))
+            codes.append(error_exit_code(exc))
+            continue
+        summaries.append(summary)
+        codes.append(file_exit_code(summary))
+        click.echo(summary_line(summary))
+        if summary.counts.get("valid"):
+            seconds = summary.counts["valid"] / config.qps
+            click.echo(
+                f"  sending {summary.counts['valid']} valid rows at --qps {config.qps:g} would "
+                f"take about {_duration(seconds)}"
+            )
+    code = worst(codes)
+    write_summary_json(config.summary_json, summaries, code)
+    return code
+
+
+def _duration(seconds: float) -> str:
+    seconds = round(seconds)
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+@cli.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@file_options
+@click.option("--summary-json", type=click.Path(dir_okay=False), help="Machine-readable summary.")
+@guarded
+def validate(inputs: tuple[str, ...], config_file: str | None, **flags: Any) -> int:
+    """Check every row of INPUT... against the API spec; sign and send nothing.
+
+    Writes the same result workbook as `run`, with statuses valid, invalid and duplicate.
+    Exit 0 when every row is valid, 1 otherwise, 2 when a file cannot be read.
+    """
+    config = build_config(flags, config_file)
+    spec = load_spec(config.api)
+    paths = _inputs(inputs, config)
+    return _per_file(paths, config, lambda p: check_file(p, config, spec))
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8787, show_default=True, type=int, help="Port to listen on.")
+@click.option("--qps", type=int, help="Calls per clock second per app key before code 7.")
+@click.option("--ban-seconds", type=int, default=1, show_default=True, help="Ban announced.")
+@click.option("--latency-ms", type=float, default=0.0, show_default=True, help="Fixed latency.")
+@click.option("--jitter-ms", type=float, default=0.0, show_default=True, help="+ random latency.")
+@click.option("--fail-rate", type=float, default=0.0, show_default=True, help="isp.* errors.")
+@click.option("--http502-rate", type=float, default=0.0, show_default=True, help="HTTP 502s.")
+@click.option("--drop-rate", type=float, default=0.0, show_default=True, help="Dropped calls.")
+@click.option(
+    "--lost-rate",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Calls accepted whose answer is then lost.",
+)
+@click.option("--bad-tenant", type=int, multiple=True, help="tenant_id answered isv.* (repeat).")
+@click.option("--seed", type=int, help="Seed of the fault injection.")
+@guarded
+def simulate(host: str, port: int, **knobs: Any) -> int:
+    """Run the built-in TOP gateway simulator in the foreground (Ctrl-C stops it)."""
+    from importer.simulator import SimulatorSettings, serve_forever
+
+    settings = SimulatorSettings(
+        qps=knobs["qps"],
+        ban_seconds=knobs["ban_seconds"],
+        latency_ms=knobs["latency_ms"],
+        jitter_ms=knobs["jitter_ms"],
+        isp_rate=knobs["fail_rate"],
+        http502_rate=knobs["http502_rate"],
+        drop_rate=knobs["drop_rate"],
+        lost_response_rate=knobs["lost_rate"],
+        bad_tenants=frozenset(knobs["bad_tenant"]),
+        seed=knobs["seed"],
+    )
+
+    def ready(url: str) -> None:
+        click.echo(f"{url} app_key={settings.app_key} secret={settings.secret}")
+
+    try:
+        asyncio.run(serve_forever(settings, host=host, port=port, on_ready=ready))
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        raise UsageError(f"cannot listen on {host}:{port} ({exc.strerror}); try --port.") from None
+    return EXIT_OK
+
+
+@cli.command()
+@click.argument("spec_file", required=False, type=click.Path())
+@guarded
+def apis(spec_file: str | None) -> int:
+    """List the built-in API specs: fields, types, required flags and accepted column headers.
+
+    With SPEC_FILE, check that spec file and describe it.
+    """
+    specs = [load_spec(spec_file)] if spec_file else [load_spec(m) for m in builtin_methods()]
+    for spec in specs:
+        click.echo(describe_spec(spec))
+    return EXIT_OK
+
+
+def describe_spec(spec: ApiSpec) -> str:
+    lines = [f"{spec.method}  {spec.title}".rstrip(), f"  object parameter: {spec.object_param}"]
+    for f in spec.fields:
+        flag = "required" if f.required else "optional"
+        headers = ", ".join(f.headers)
+        lines.append(f"  {f.name:<22} {f.type:<7} {flag:<9} columns: {headers}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    cli(prog_name="top-import")

@@ -1,0 +1,288 @@
+"""The resume journal: SQLite, one row per payload ever sent, committed as each outcome is known.
+
+Tables::
+
+    meta     schema name and version (a foreign SQLite file is refused, never altered)
+    calls    (app_key, method, payload_hash) -> state in_flight | success | failed | unknown,
+             request_id, system_time, finished_at, run_id          -- what resume reads
+    runs     one row per run: input, pid, host, started/finished   -- also the lock
+    results  (run_id, source_row) -> the report columns            -- the workbook is built from it
+
+A call is marked ``in_flight`` before it starts and settled as soon as its answer is known, each
+in its own short transaction, so ``kill -9`` at any moment loses nothing committed. WAL with
+``synchronous=NORMAL`` keeps a commit at tens of microseconds; a power cut may lose the last few.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from importer.errors import JournalError, LockedError
+from importer.protocol import GMT8
+from importer.records import Outcome, Status
+
+SCHEMA_NAME = "top-import-journal"
+SCHEMA_VERSION = "1"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS calls (
+    app_key TEXT NOT NULL, method TEXT NOT NULL, payload_hash TEXT NOT NULL,
+    state TEXT NOT NULL, request_id TEXT, system_time TEXT, finished_at REAL,
+    run_id INTEGER NOT NULL,
+    PRIMARY KEY (app_key, method, payload_hash)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS runs (
+    run_id INTEGER PRIMARY KEY, input_key TEXT NOT NULL, input_path TEXT NOT NULL,
+    app_key TEXT NOT NULL, method TEXT NOT NULL, pid INTEGER NOT NULL, host TEXT NOT NULL,
+    started_at REAL NOT NULL, finished_at REAL
+);
+CREATE INDEX IF NOT EXISTS runs_live ON runs (input_key, finished_at);
+CREATE TABLE IF NOT EXISTS results (
+    run_id INTEGER NOT NULL, source_row INTEGER NOT NULL, status TEXT NOT NULL,
+    code TEXT, msg TEXT, sub_code TEXT, sub_msg TEXT, request_id TEXT, system_time TEXT,
+    attempts INTEGER, elapsed_ms INTEGER, error TEXT,
+    PRIMARY KEY (run_id, source_row)
+) WITHOUT ROWID;
+"""
+
+
+def _when(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, GMT8).strftime("%Y-%m-%d %H:%M:%S GMT+8")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class PriorCall:
+    """What an earlier run recorded for a payload."""
+
+    state: str
+    request_id: str
+    system_time: str
+    finished_at: float | None
+    run_id: int
+
+
+class Journal:
+    """One SQLite file; opened once per process, shared by the runs of its inputs."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        if self.path.is_dir():
+            raise JournalError(f"Journal {self.path} is a directory; give a file with --journal.")
+        fresh = not self.path.exists() or self.path.stat().st_size == 0
+        if fresh:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise JournalError(f"Cannot create the journal folder for {path}: {exc}.") from None
+        else:
+            self._check_foreign()
+        try:
+            self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA busy_timeout=30000")
+            if fresh:
+                self._db.executescript(_SCHEMA)
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO meta VALUES (?, ?)",
+                    [("schema", SCHEMA_NAME), ("version", SCHEMA_VERSION)],
+                )
+            else:
+                self._check_schema()
+        except sqlite3.DatabaseError as exc:
+            raise JournalError(
+                f"Journal {self.path} is not a usable top-import journal ({exc}); "
+                "it was left untouched: pass another --journal path or move the file away."
+            ) from None
+
+    def _check_foreign(self) -> None:
+        with self.path.open("rb") as fh:
+            head = fh.read(16)
+        if head != b"SQLite format 3\x00":
+            raise JournalError(
+                f"Journal {self.path} is not a top-import journal (not an SQLite file); "
+                "it was left untouched: pass another --journal path or move the file away."
+            )
+
+    def _check_schema(self) -> None:
+        try:
+            meta = dict(self._db.execute("SELECT key, value FROM meta"))
+        except sqlite3.DatabaseError:
+            meta = {}
+        if meta.get("schema") != SCHEMA_NAME:
+            raise JournalError(
+                f"Journal {self.path} is an SQLite file of another program; it was left "
+                "untouched: pass another --journal path."
+            )
+        if meta.get("version") != SCHEMA_VERSION:
+            raise JournalError(
+                f"Journal {self.path} has version {meta.get('version')}, this top-import reads "
+                f"version {SCHEMA_VERSION}; use a new --journal path."
+            )
+
+    def close(self) -> None:
+        self._db.close()
+
+    def start_run(
+        self, *, input_path: str, input_key: str, app_key: str, method: str
+    ) -> RunJournal:
+        """Take the lock of ``input_key`` (an input's content hash) and open a run."""
+        db = self._db
+        host = socket.gethostname()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for run_id, pid, other_host, started in db.execute(
+                "SELECT run_id, pid, host, started_at FROM runs "
+                "WHERE input_key = ? AND finished_at IS NULL",
+                (input_key,),
+            ).fetchall():
+                if other_host == host and not _pid_alive(pid):
+                    # A dead run's lock: it never blocks.
+                    db.execute("UPDATE runs SET finished_at = ? WHERE run_id = ?", (0, run_id))
+                    continue
+                raise LockedError(
+                    f"{input_path} is already being imported with journal {self.path} by process "
+                    f"{pid} on {other_host}, started {_when(started)}; wait for it to finish "
+                    "(a second run would send the same rows twice)."
+                )
+            cur = db.execute(
+                "INSERT INTO runs (input_key, input_path, app_key, method, pid, host, started_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (input_key, input_path, app_key, method, os.getpid(), host, time.time()),
+            )
+            run_id = cur.lastrowid
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return RunJournal(db, int(run_id or 0), app_key, method)
+
+
+class RunJournal:
+    """One run's view of the journal: resume look-ups, in-flight marks, settled outcomes."""
+
+    def __init__(self, db: sqlite3.Connection, run_id: int, app_key: str, method: str) -> None:
+        self._db = db
+        self.run_id = run_id
+        self._key = (app_key, method)
+
+    def __repr__(self) -> str:
+        return f"RunJournal(run_id={self.run_id}, method={self._key[1]!r})"
+
+    def prior(self, payload_hash: str) -> PriorCall | None:
+        row = self._db.execute(
+            "SELECT state, request_id, system_time, finished_at, run_id FROM calls "
+            "WHERE app_key = ? AND method = ? AND payload_hash = ?",
+            (*self._key, payload_hash),
+        ).fetchone()
+        if row is None:
+            return None
+        return PriorCall(row[0], row[1] or "", row[2] or "", row[3], row[4])
+
+    def in_flight(self, payload_hash: str) -> None:
+        """Mark a payload as sent-but-unanswered before its first call starts (own commit)."""
+        self._db.execute(
+            "INSERT INTO calls (app_key, method, payload_hash, state, run_id) "
+            "VALUES (?, ?, ?, 'in_flight', ?) "
+            # A success stays a success: --no-resume may send it again, but resume must not.
+            "ON CONFLICT DO UPDATE SET run_id = excluded.run_id, "
+            "state = CASE state WHEN 'success' THEN 'success' ELSE 'in_flight' END",
+            (*self._key, payload_hash, self.run_id),
+        )
+
+    def settle(self, source_row: int, payload_hash: str | None, outcome: Outcome) -> None:
+        """Commit a row's final outcome (and, for a sent payload, its call state) at once."""
+        db = self._db
+        db.execute("BEGIN")
+        try:
+            if payload_hash is not None and outcome.attempts:
+                state = outcome.status.value if outcome.status is Status.SUCCESS else "failed"
+                if outcome.status is Status.UNKNOWN:
+                    state = "in_flight"  # the call may or may not have landed
+                db.execute(
+                    "UPDATE calls SET request_id = ?, system_time = ?, finished_at = ?, "
+                    "run_id = ?, state = ? "
+                    "WHERE app_key = ? AND method = ? AND payload_hash = ? "
+                    # a success stays a success (and keeps its request_id)
+                    "AND (state != 'success' OR ? = 'success')",
+                    (
+                        outcome.request_id,
+                        outcome.system_time,
+                        time.time(),
+                        self.run_id,
+                        state,
+                        *self._key,
+                        payload_hash,
+                        state,
+                    ),
+                )
+            db.execute(_INSERT_RESULT, (self.run_id, source_row, *_outcome_values(outcome)))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def add_rows(self, rows: Iterable[tuple[int, Outcome]]) -> None:
+        """Record outcomes of rows that made no call (invalid, duplicate, skipped...) in bulk."""
+        self._db.execute("BEGIN")
+        self._db.executemany(
+            _INSERT_RESULT,
+            ((self.run_id, source_row, *_outcome_values(o)) for source_row, o in rows),
+        )
+        self._db.execute("COMMIT")
+
+    def results(self) -> Iterator[tuple[int, Outcome]]:
+        """Every recorded row of this run, in source-row order."""
+        cur = self._db.execute(
+            "SELECT source_row, status, code, msg, sub_code, sub_msg, request_id, system_time, "
+            "attempts, elapsed_ms, error FROM results WHERE run_id = ? ORDER BY source_row",
+            (self.run_id,),
+        )
+        for row in cur:
+            yield row[0], Outcome(Status(row[1]), *(v if v is not None else "" for v in row[2:]))
+
+    def calls_since(self, epoch: float) -> int:
+        """Calls settled for this app key since ``epoch`` (for daily-quota checks)."""
+        (n,) = self._db.execute(
+            "SELECT COUNT(*) FROM calls WHERE app_key = ? AND finished_at >= ?",
+            (self._key[0], epoch),
+        ).fetchone()
+        return int(n)
+
+    def finish(self) -> None:
+        """Release the lock and drop this run's per-row results (the workbook holds them)."""
+        self._db.execute("BEGIN")
+        self._db.execute("DELETE FROM results WHERE run_id = ?", (self.run_id,))
+        self._db.execute(
+            "UPDATE runs SET finished_at = ? WHERE run_id = ?", (time.time(), self.run_id)
+        )
+        self._db.execute("COMMIT")
+
+
+_INSERT_RESULT = (
+    "INSERT OR REPLACE INTO results (run_id, source_row, status, code, msg, sub_code, sub_msg, "
+    "request_id, system_time, attempts, elapsed_ms, error) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _outcome_values(o: Outcome) -> tuple:
+    return o.values()

@@ -1,0 +1,379 @@
+"""One input file through the whole flow: loader -> records -> dispatcher -> journal -> reporter.
+
+``validate_file`` and ``dry_run_file`` make one pass and write the workbook as they go.
+``run_file`` makes two: the first streams rows into the dispatcher and commits every outcome to
+the journal; the second reads the input again beside the journal's outcomes (both in source-row
+order) and writes the workbook, so memory does not grow with the row count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import signal
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from importer import __version__
+from importer.config import Config
+from importer.dispatcher import Dispatcher, DispatchSettings, StopReason
+from importer.errors import UsageError
+from importer.gateway import Gateway
+from importer.journal import Journal, PriorCall, RunJournal
+from importer.loader import InputTable, open_input
+from importer.progress import Progress
+from importer.protocol import Credentials, RequestBuilder
+from importer.records import (
+    DuplicateFilter,
+    Outcome,
+    RequestRecord,
+    RowError,
+    RowValidator,
+    Status,
+)
+from importer.reporter import ReportWriter
+from importer.specs import ApiSpec
+
+RESENT_NOTE = "outcome of an earlier interrupted call unknown; sent again"
+KEPT_UNKNOWN_NOTE = (
+    "outcome of an earlier interrupted call unknown; not sent again (--no-resend-unknown)"
+)
+_BATCH = 2000  # rows without a call are committed in batches: a crash loses no call state
+
+
+@dataclass
+class FileSummary:
+    """What happened to one input file; the CLI turns it into lines, JSON and an exit code."""
+
+    input: Path
+    command: str
+    workbook: Path | None = None
+    counts: Counter = field(default_factory=Counter)
+    sub_codes: Counter = field(default_factory=Counter)
+    rows_read: int = 0
+    calls: int = 0
+    started: float = field(default_factory=time.time)
+    ended: float = 0.0
+    send_seconds: float = 0.0
+    stop_reason: StopReason = StopReason.NONE
+    message: str = ""
+    interrupt_signal: int | None = None
+    limits: dict = field(default_factory=dict)
+    gateway: str = ""
+    app_key: str = ""
+    method: str = ""
+    sign_method: str = ""
+
+    @property
+    def calls_per_second(self) -> float:
+        return self.calls / self.send_seconds if self.send_seconds > 0 else 0.0
+
+    def count(self, outcome: Outcome) -> None:
+        self.counts[outcome.status.value] += 1
+        if outcome.sub_code:
+            self.sub_codes[outcome.sub_code] += 1
+        self.calls += outcome.attempts
+
+    def sheet(self) -> list[tuple[str, object]]:
+        """The ``summary`` sheet: never the secret or the session."""
+        pairs: list[tuple[str, object]] = [
+            ("command", self.command),
+            ("input", str(self.input)),
+            ("api", self.method),
+            ("gateway host", urlsplit(self.gateway).netloc if self.gateway else ""),
+            ("app key", self.app_key),
+            ("sign method", self.sign_method),
+            ("start", _stamp(self.started)),
+            ("end", _stamp(self.ended)),
+            ("duration s", round(self.ended - self.started, 3)),
+            ("rows read", self.rows_read),
+        ]
+        pairs += [(f"status {s}", n) for s, n in sorted(self.counts.items())]
+        pairs += [(f"sub_code {s}", n) for s, n in sorted(self.sub_codes.items())]
+        pairs += [("calls", self.calls), ("calls/s", round(self.calls_per_second, 2))]
+        pairs += [(f"limit {k}", v) for k, v in self.limits.items()]
+        if self.message:
+            pairs.append(("stopped", self.message))
+        pairs.append(("top-import version", __version__))
+        return pairs
+
+    def as_json(self) -> dict:
+        return {
+            "input": str(self.input),
+            "command": self.command,
+            "workbook": str(self.workbook) if self.workbook else None,
+            "rows_read": self.rows_read,
+            "counts": dict(self.counts),
+            "sub_codes": dict(self.sub_codes),
+            "calls": self.calls,
+            "calls_per_second": round(self.calls_per_second, 2),
+            "started": _stamp(self.started),
+            "ended": _stamp(self.ended),
+            "stop_reason": self.stop_reason.value,
+            "message": self.message,
+            "api": self.method,
+            "app_key": self.app_key,
+        }
+
+
+def _stamp(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, timezone.utc).astimezone().isoformat(timespec="seconds")
+
+
+def report_path(config: Config, input_path: Path) -> Path:
+    path = config.out or config.out_dir / f"{input_path.stem}.result.xlsx"
+    if path.resolve() == input_path.resolve():
+        raise UsageError(f"--out {path} is the input file itself; choose another output path.")
+    return path
+
+
+def _limits(config: Config) -> dict:
+    return {
+        "qps": config.qps,
+        "concurrency": config.concurrency,
+        "retries": config.retries,
+        "timeout s": config.timeout,
+        "max ban s": config.max_ban,
+    }
+
+
+def _open(path: Path, config: Config, spec: ApiSpec) -> InputTable:
+    return open_input(path, spec, sheet=config.sheet, column_map=config.columns)
+
+
+# -- validate and dry run: one pass, no network --------------------------------------------------
+
+
+def check_file(
+    path: Path, config: Config, spec: ApiSpec, builder: RequestBuilder | None = None
+) -> FileSummary:
+    """``validate`` (builder None) or ``--dry-run`` (every valid request built and signed)."""
+    table = _open(path, config, spec)
+    summary = FileSummary(path, "dry-run" if builder else "validate", method=spec.method)
+    summary.limits = _limits(config)
+    out = report_path(config, path)
+    validator = RowValidator(spec, table.columns)
+    duplicates = DuplicateFilter()
+    now = datetime.now(timezone.utc)
+    with ReportWriter(out, table.headers) as writer:
+        for row in table.rows():
+            result = validator.validate(row)
+            if isinstance(result, RowError):
+                outcome = Outcome(Status.INVALID, error=result.message)
+            elif (first := duplicates.first_row(result)) is not None:
+                outcome = Outcome(Status.DUPLICATE, error=f"same payload as row {first}")
+            else:
+                outcome = Outcome(Status.VALID)
+                if builder is not None:
+                    builder.build(result.payload_json, now)
+            summary.rows_read += 1
+            summary.count(outcome)
+            writer.write(row, outcome)
+        summary.ended = time.time()
+        summary.workbook = writer.close(summary.sheet())
+    return summary
+
+
+# -- run: send, journal, report -------------------------------------------------------------------
+
+
+def input_key(path: Path) -> str:
+    """The lock key of an input: a hash of its content (a renamed copy is the same input)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class _Feed:
+    """Pass one: rows -> records to send; rows that need no call are settled in the journal."""
+
+    def __init__(
+        self, table: InputTable, spec: ApiSpec, run: RunJournal, config: Config, summary
+    ) -> None:
+        self._table = table
+        self._validator = RowValidator(spec, table.columns)
+        self._duplicates = DuplicateFilter()
+        self._run = run
+        self._config = config
+        self._summary = summary
+        self.notes: dict[int, str] = {}  # rows resent after an unknown earlier outcome
+
+    def records(self) -> Iterator[RequestRecord]:
+        pending: list[tuple[int, Outcome]] = []
+        for row in self._table.rows():
+            self._summary.rows_read += 1
+            result = self._validator.validate(row)
+            outcome: Outcome | None
+            if isinstance(result, RowError):
+                outcome = Outcome(Status.INVALID, error=result.message)
+            else:
+                first = self._duplicates.first_row(result)
+                if first is not None:
+                    outcome = Outcome(Status.DUPLICATE, error=f"same payload as row {first}")
+                else:
+                    outcome = self._resume(result)
+            if outcome is None:
+                yield result
+                continue
+            pending.append((row.source_row, outcome))
+            if len(pending) >= _BATCH:
+                self._run.add_rows(pending)
+                pending.clear()
+        if pending:
+            self._run.add_rows(pending)
+
+    def _resume(self, record: RequestRecord) -> Outcome | None:
+        """None to send the record; else the outcome that an earlier run decided."""
+        if not self._config.resume:
+            return None
+        prior = self._run.prior(record.payload_hash)
+        if prior is None or prior.state == "failed":
+            return None
+        if prior.state == "success":
+            return _skipped(prior)
+        if not self._config.resend_unknown:
+            return Outcome(Status.UNKNOWN, error=KEPT_UNKNOWN_NOTE)
+        self.notes[record.source_row] = RESENT_NOTE
+        return None
+
+
+def _skipped(prior: PriorCall) -> Outcome:
+    when = _stamp(prior.finished_at) if prior.finished_at else "an earlier run"
+    return Outcome(
+        Status.SKIPPED,
+        request_id=prior.request_id,
+        system_time=prior.system_time,
+        error=f"already sent successfully at {when}",
+    )
+
+
+async def run_file(
+    path: Path,
+    config: Config,
+    spec: ApiSpec,
+    journal: Journal,
+    credentials: Credentials,
+    gateway_url: str,
+) -> FileSummary:
+    """Send every valid row of one input; the workbook is written whatever stops the run."""
+    table = _open(path, config, spec)
+    out = report_path(config, path)
+    summary = FileSummary(
+        path,
+        "run",
+        method=spec.method,
+        gateway=gateway_url,
+        app_key=credentials.app_key,
+        sign_method=config.sign_method,
+        limits=_limits(config),
+    )
+    run = journal.start_run(
+        input_path=str(path),
+        input_key=input_key(path),
+        app_key=credentials.app_key,
+        method=spec.method,
+    )
+    builder = RequestBuilder(
+        spec, credentials, config.sign_method, partner_id=f"top-import-{__version__}"
+    )
+    feed = _Feed(table, spec, run, config, summary)
+    progress = Progress(config.progress, label=path.name)
+
+    def on_start(record: RequestRecord) -> None:
+        run.in_flight(record.payload_hash)
+
+    def on_outcome(record: RequestRecord, outcome: Outcome) -> None:
+        note = feed.notes.pop(record.source_row, None)
+        if note:
+            outcome.error = f"{note}; {outcome.error}" if outcome.error else note
+        run.settle(record.source_row, record.payload_hash, outcome)
+        progress.update(outcome.status)
+
+    settings = DispatchSettings(
+        qps=config.qps,
+        concurrency=config.concurrency,
+        retries=config.retries,
+        max_ban=config.max_ban,
+    )
+    try:
+        async with Gateway(
+            gateway_url, concurrency=config.concurrency, timeout=config.timeout
+        ) as gateway:
+            dispatcher = Dispatcher(
+                builder, gateway, settings, on_start=on_start, on_outcome=on_outcome
+            )
+            # Installed until the workbook is written: a signal then only marks the exit code.
+            with _signals(dispatcher, summary):
+                started = time.monotonic()
+                try:
+                    result = await dispatcher.run(feed.records())
+                finally:
+                    summary.send_seconds = time.monotonic() - started
+                    progress.close()
+                summary.stop_reason, summary.message = result.stop_reason, result.message
+                summary.ended = time.time()
+                summary.workbook = _write_report(table, run, out, summary)
+    finally:
+        run.finish()
+    return summary
+
+
+@contextlib.contextmanager
+def _signals(dispatcher: Dispatcher, summary: FileSummary):
+    """SIGINT/SIGTERM: stop starting calls; a second SIGINT also cancels the calls in flight."""
+    loop = asyncio.get_running_loop()
+
+    def handle(signum: int) -> None:
+        if summary.interrupt_signal is None:
+            summary.interrupt_signal = signum
+            print(
+                "top-import: stopping — letting calls in flight finish "
+                "(Ctrl-C again to stop at once)",
+                file=sys.stderr,
+            )
+            dispatcher.stop(StopReason.INTERRUPTED)
+        elif signum == signal.SIGINT:
+            dispatcher.abort()
+
+    installed = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(signum, handle, signum)
+            installed.append(signum)
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
+            pass
+    try:
+        yield
+    finally:
+        for signum in installed:
+            loop.remove_signal_handler(signum)
+
+
+def _write_report(table: InputTable, run: RunJournal, out: Path, summary: FileSummary) -> Path:
+    """Pass two: the input again beside the journal's outcomes, both in source-row order."""
+    outcomes = run.results()
+    pending = next(outcomes, None)
+    counts_from_journal = FileSummary(summary.input, summary.command)
+    with ReportWriter(out, table.headers) as writer:
+        for row in table.rows():
+            while pending is not None and pending[0] < row.source_row:
+                pending = next(outcomes, None)
+            if pending is not None and pending[0] == row.source_row:
+                outcome = pending[1]
+            else:  # cannot happen unless the file changed between the passes
+                outcome = Outcome(Status.NOT_SENT, error="no outcome recorded for this row")
+            counts_from_journal.count(outcome)
+            writer.write(row, outcome)
+        summary.counts = counts_from_journal.counts
+        summary.sub_codes = counts_from_journal.sub_codes
+        summary.calls = counts_from_journal.calls
+        return writer.close(summary.sheet())
