@@ -11,6 +11,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -209,6 +210,16 @@ def cli() -> None:
     help="Validate, build and sign every request; send nothing.",
 )
 @click.option(
+    "--deadline",
+    metavar="HH:MM",
+    help="Stop starting calls at this local time (a cron window); the rest are not_sent, exit 1.",
+)
+@click.option(
+    "--max-runtime",
+    metavar="DURATION",
+    help="Stop starting calls after this long (3600, 90s, 45m, 2h30m); exit 1, a rerun resumes.",
+)
+@click.option(
     "--summary-json",
     type=click.Path(dir_okay=False),
     help="Write a machine-readable summary here.",
@@ -236,6 +247,7 @@ async def _run_all(
 ) -> int:
     from importer.journal import Journal
 
+    stop_at = config.stop_at(datetime.now().astimezone())
     async with _gateway(config, credentials) as (gateway_url, creds):
         journal = Journal(config.journal)
         try:
@@ -243,7 +255,9 @@ async def _run_all(
             codes: list[int] = []
             for path in paths:
                 try:
-                    summary = await run_file(path, config, spec, journal, creds, gateway_url)
+                    summary = await run_file(
+                        path, config, spec, journal, creds, gateway_url, stop_at
+                    )
                 except ImporterError as exc:
                     fail(str(exc))
                     codes.append(error_exit_code(exc))

@@ -1,14 +1,16 @@
 """One frozen ``Config`` built once from flags, environment and ``importer.toml``.
 
 Precedence: a flag beats the environment, the environment beats the config file, and the file
-beats the defaults. The app secret and session never come from a flag.
+beats the defaults. The app secret never comes from a flag.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
+from datetime import datetime, timedelta
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -56,6 +58,8 @@ class Config:
     dry_run: bool = False
     summary_json: Path | None = None
     progress: bool | None = None  # None: on when stderr is a TTY
+    deadline: str | None = None  # "HH:MM", local time: stop starting calls then
+    max_runtime: str | None = None  # "90m", "2h30m", "45s", "3600": stop starting calls after
     columns: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
     def credentials(self) -> Credentials:
@@ -72,27 +76,94 @@ class Config:
             )
         return Credentials(self.app_key or "", self.app_secret or "", self.session or None)
 
+    def stop_at(self, now: datetime) -> datetime | None:
+        """When to stop starting calls: the earlier of --deadline and now + --max-runtime."""
+        candidates = []
+        if self.deadline:
+            hour, minute = parse_clock(self.deadline)
+            at = now.replace(hour=hour, minute=minute, second=0, microsecond=0)
+            if at <= now:  # a nightly window past midnight: tomorrow's HH:MM
+                at += timedelta(days=1)
+            candidates.append(at)
+        if self.max_runtime:
+            candidates.append(now + timedelta(seconds=parse_duration(self.max_runtime)))
+        return min(candidates, default=None)
+
+
+_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in "3600", "90s", "45m", "2h30m" (a usage error otherwise)."""
+    text = text.strip().lower()
+    if text.isdigit():
+        return float(text)
+    match = _DURATION.match(text)
+    if not text or not match or not any(match.groups()):
+        raise UsageError(
+            f"--max-runtime {text!r} is not a duration; write e.g. 3600, 90s, 45m or 2h30m."
+        )
+    h, m, s = (int(g) if g else 0 for g in match.groups())
+    return float(h * 3600 + m * 60 + s)
+
+
+def parse_clock(text: str) -> tuple[int, int]:
+    """(hour, minute) of "HH:MM" (a usage error otherwise)."""
+    match = re.match(r"^(\d{1,2}):(\d{2})$", text.strip())
+    if not match or int(match.group(1)) > 23 or int(match.group(2)) > 59:
+        raise UsageError(f"--deadline {text!r} is not a time of day; write HH:MM, e.g. 06:30.")
+    return int(match.group(1)), int(match.group(2))
+
 
 _TYPES = {f.name: f.type for f in fields(Config)}
 
 
+_TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+_FALSE_WORDS = frozenset({"0", "false", "no", "off"})
+
+
 def _coerce(name: str, value: Any, source: str) -> Any:
+    """``value`` as the type of setting ``name``; a ``ConfigError`` for anything else.
+
+    Strict on purpose: a TOML ``concurrency = 2.5``, ``resume = "maybe"`` or ``gateway = 5``
+    is a mistake to report, not a value to truncate, read as false or crash on later.
+    """
     kind = str(_TYPES[name])
     if value is None:
         return None
-    try:
-        if "Path" in kind:
-            return Path(value)
-        if kind.startswith("float"):
+    bad = ConfigError(f"{source}: {name} = {value!r} is not a valid {kind}.")
+    if isinstance(value, bool) and not kind.startswith("bool"):
+        raise bad  # bool is an int in Python: true must not become 1
+    if "Path" in kind:
+        if not isinstance(value, (str, Path)):
+            raise bad
+        return Path(value)
+    if kind.startswith("float"):
+        try:
             return float(value)
-        if kind.startswith("int"):
+        except (TypeError, ValueError):
+            raise bad from None
+    if kind.startswith("int"):
+        if isinstance(value, float) and not value.is_integer():
+            raise bad
+        try:
             return int(value)
-        if kind.startswith("bool"):
-            if isinstance(value, str):
-                return value.strip().lower() in ("1", "true", "yes", "on")
-            return bool(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{source}: {name} = {value!r} is not a valid {kind}.") from None
+        except (TypeError, ValueError):
+            raise bad from None
+    if kind.startswith("bool"):
+        if isinstance(value, bool):
+            return value
+        word = str(value).strip().lower() if isinstance(value, (str, int)) else None
+        if word in _TRUE_WORDS:
+            return True
+        if word in _FALSE_WORDS:
+            return False
+        raise bad
+    if kind.startswith("str"):
+        if isinstance(value, int):  # app_key = 12345678 written without quotes
+            return str(value)
+        if not isinstance(value, str):
+            raise bad
     return value
 
 
@@ -133,8 +204,11 @@ def load_config(
         if env.get(var):
             values[key] = env[var]
     for key, value in flags.items():
-        if key in SECRET_KEYS:
-            raise UsageError(f"The {key} is never taken from the command line; set it in the env.")
+        if key == "app_secret" and value is not None:
+            raise UsageError(
+                "The app secret is never taken from the command line; set TOP_APP_SECRET in "
+                f"the environment or app_secret in {DEFAULT_CONFIG_FILE}."
+            )
         if value is not None:
             values[key] = _coerce(key, value, f"--{key.replace('_', '-')}")
     config = replace(Config(), **values)
@@ -149,11 +223,12 @@ def _check(config: Config) -> None:
             f"use one of {', '.join(SIGN_METHODS)}."
         )
     for name, low in (("qps", 0), ("timeout", 0), ("max_ban", 0)):
-        if getattr(config, name) <= low:
+        if not getattr(config, name) > low:  # also refuses NaN
             raise UsageError(f"--{name.replace('_', '-')} must be greater than {low}.")
     if config.concurrency < 1:
         raise UsageError("--concurrency must be at least 1.")
     if config.retries < 0:
         raise UsageError("--retries must be 0 or more.")
+    config.stop_at(datetime.now())  # parses --deadline and --max-runtime now, not mid-run
     if not config.gateway.startswith(("http://", "https://")):
         raise UsageError(f"--gateway {config.gateway!r} must be an http:// or https:// URL.")

@@ -95,18 +95,17 @@ class Journal:
         else:
             self._check_foreign()
         try:
+            if not fresh:
+                self._check_schema()  # read-only: a foreign file must not be touched
             self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA busy_timeout=30000")
-            if fresh:
-                self._db.executescript(_SCHEMA)
-                self._db.executemany(
-                    "INSERT OR IGNORE INTO meta VALUES (?, ?)",
-                    [("schema", SCHEMA_NAME), ("version", SCHEMA_VERSION)],
-                )
-            else:
-                self._check_schema()
+            self._db.executescript(_SCHEMA)
+            self._db.executemany(
+                "INSERT OR IGNORE INTO meta VALUES (?, ?)",
+                [("schema", SCHEMA_NAME), ("version", SCHEMA_VERSION)],
+            )
         except sqlite3.DatabaseError as exc:
             raise JournalError(
                 f"Journal {self.path} is not a usable top-import journal ({exc}); "
@@ -123,10 +122,16 @@ class Journal:
             )
 
     def _check_schema(self) -> None:
+        uri = f"{self.path.resolve().as_uri()}?mode=ro"
+        probe = sqlite3.connect(uri, uri=True, timeout=30.0)
         try:
-            meta = dict(self._db.execute("SELECT key, value FROM meta"))
-        except sqlite3.DatabaseError:
+            meta = dict(probe.execute("SELECT key, value FROM meta"))
+        except sqlite3.OperationalError as exc:
+            if "no such table" not in str(exc):
+                raise
             meta = {}
+        finally:
+            probe.close()
         if meta.get("schema") != SCHEMA_NAME:
             raise JournalError(
                 f"Journal {self.path} is an SQLite file of another program; it was left "

@@ -263,8 +263,12 @@ async def run_file(
     journal: Journal,
     credentials: Credentials,
     gateway_url: str,
+    stop_at: datetime | None = None,
 ) -> FileSummary:
-    """Send every valid row of one input; the workbook is written whatever stops the run."""
+    """Send every valid row of one input; the workbook is written whatever stops the run.
+
+    ``stop_at`` (a cron window's end) stops starting calls then; the rest are ``not_sent``.
+    """
     table = _open(path, config, spec)
     out = report_path(config, path)
     summary = FileSummary(
@@ -312,7 +316,7 @@ async def run_file(
                 builder, gateway, settings, on_start=on_start, on_outcome=on_outcome
             )
             # Installed until the workbook is written: a signal then only marks the exit code.
-            with _signals(dispatcher, summary):
+            with _signals(dispatcher, summary), _deadline(dispatcher, stop_at):
                 started = time.monotonic()
                 try:
                     result = await dispatcher.run(feed.records())
@@ -320,6 +324,12 @@ async def run_file(
                     summary.send_seconds = time.monotonic() - started
                     progress.close()
                 summary.stop_reason, summary.message = result.stop_reason, result.message
+                if result.stop_reason is StopReason.DEADLINE and stop_at is not None:
+                    summary.message = (
+                        f"stopped starting calls at {stop_at:%Y-%m-%d %H:%M} (--deadline / "
+                        "--max-runtime); the rows not sent are in the workbook, and rerunning "
+                        "the same command resumes with them"
+                    )
                 summary.ended = time.time()
                 summary.workbook = _write_report(table, run, out, summary)
     finally:
@@ -356,6 +366,19 @@ def _signals(dispatcher: Dispatcher, summary: FileSummary):
     finally:
         for signum in installed:
             loop.remove_signal_handler(signum)
+
+
+@contextlib.contextmanager
+def _deadline(dispatcher: Dispatcher, stop_at: datetime | None):
+    if stop_at is None:
+        yield
+        return
+    delay = max(0.0, (stop_at - datetime.now(stop_at.tzinfo)).total_seconds())
+    handle = asyncio.get_running_loop().call_later(delay, dispatcher.stop, StopReason.DEADLINE)
+    try:
+        yield
+    finally:
+        handle.cancel()
 
 
 def _write_report(table: InputTable, run: RunJournal, out: Path, summary: FileSummary) -> Path:

@@ -1,0 +1,151 @@
+"""Shared fixtures: rows built in code, the real simulator on 127.0.0.1, the real CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from importer.simulator import Simulator, SimulatorSettings
+
+HEADERS = ["corp_id", "user_identify", "case_id", "tenant_id", "open_conversation_id"]
+SECRET = "S3cr3t-never-print-me-7f0c"
+SESSION = "sess-never-print-me-41aa"
+APP_KEY = "23456789"
+
+
+def ticket(i: int, tenant: int = 200110004) -> dict[str, str]:
+    """A valid row in the shape of the reference example, distinct per ``i``."""
+    return {
+        "corp_id": f"ding5df29af51dd68a8d35c2f4657eb{i:05d}",
+        "user_identify": f"wegdtJRNVp51PWHMWqdw{i:07d}",
+        "case_id": str(396743391396743391 + i),
+        "tenant_id": str(tenant),
+        "open_conversation_id": f"ciddtJRNVp51PWH{i:07d}==",
+    }
+
+
+def write_csv(path: Path, rows: list[dict[str, str]], headers: list[str] = HEADERS) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=headers)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+class SimulatorThread:
+    """The real simulator, served from its own event loop in a thread of the test process."""
+
+    def __init__(self, settings: SimulatorSettings) -> None:
+        self.settings = settings
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._sim = Simulator(settings)
+
+    def __enter__(self) -> SimulatorThread:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._sim.__aenter__(), self._loop).result(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self._sim.__aexit__(None, None, None), self._loop).result(
+            10
+        )
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+    @property
+    def url(self) -> str:
+        return self._sim.url
+
+    def stats(self) -> dict:
+        async def read() -> dict:
+            return self._sim.stats()
+
+        return asyncio.run_coroutine_threadsafe(read(), self._loop).result(10)
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """Environment for a CLI subprocess that sends to this simulator."""
+        env = dict(os.environ)
+        env.update(
+            TOP_GATEWAY=self.url,
+            TOP_APP_KEY=self.settings.app_key,
+            TOP_APP_SECRET=self.settings.secret,
+        )
+        env.update(extra)
+        return env
+
+
+@pytest.fixture
+def simulator() -> Iterator[Callable[..., SimulatorThread]]:
+    """``simulator(**settings)`` starts one; all are stopped after the test."""
+    started: list[SimulatorThread] = []
+
+    def start(**settings: object) -> SimulatorThread:
+        settings.setdefault("app_key", APP_KEY)
+        settings.setdefault("secret", SECRET)
+        sim = SimulatorThread(SimulatorSettings(**settings)).__enter__()
+        started.append(sim)
+        return sim
+
+    yield start
+    for sim in started:
+        sim.__exit__(None, None, None)
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOP_")}
+    env.update(extra)
+    return env
+
+
+def cli(
+    args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess:
+    """Run the real command in a subprocess, as a user or cron would."""
+    return subprocess.run(
+        [sys.executable, "-m", "importer", *args],
+        cwd=cwd,
+        env=env if env is not None else clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Poll a condition that another process makes true (not a sleep standing in for one)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.02)
+
+
+def read_sheet(path: Path, sheet: str = "results") -> list[dict[str, object]]:
+    """A sheet of a result workbook as dicts keyed by its header row."""
+    from openpyxl import load_workbook
+
+    wb = load_workbook(path, read_only=True)
+    try:
+        rows = list(wb[sheet].iter_rows(values_only=True))
+    finally:
+        wb.close()
+    header = [str(h) for h in rows[0]]
+    return [dict(zip(header, r, strict=True)) for r in rows[1:]]
+
+
+def statuses(path: Path) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for row in read_sheet(path):
+        counts[str(row["status"])] = counts.get(str(row["status"]), 0) + 1
+    return counts

@@ -1,0 +1,72 @@
+"""The command frame: version, help, apis, and usage errors as one sentence."""
+
+from __future__ import annotations
+
+from click.testing import CliRunner
+
+from importer import __version__
+from importer.cli import cli
+
+
+def invoke(*args: str, env: dict[str, str] | None = None):
+    return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
+
+
+def test_version_prints_the_package_version():
+    result = invoke("--version")
+    assert result.exit_code == 0
+    assert __version__ in result.output
+
+
+def test_help_lists_every_command():
+    result = invoke("--help")
+    assert result.exit_code == 0
+    for command in ("run", "validate", "simulate", "apis"):
+        assert command in result.output
+
+
+def test_run_help_names_the_environment_and_options():
+    result = invoke("run", "--help")
+    assert result.exit_code == 0
+    for option in ("--qps", "--concurrency", "--retries", "--max-ban", "--journal", "--dry-run"):
+        assert option in result.output
+    assert "--app-secret" not in result.output
+
+
+def test_apis_lists_the_built_in_spec_with_fields_and_headers():
+    result = invoke("apis")
+    assert result.exit_code == 0
+    out = result.output
+    assert "alibaba.lyservice.group.ticket.customer.save" in out
+    assert "group_customer_case_request" in out
+    for text in ("case_id", "String", "tenant_id", "Number", "required", "optional"):
+        assert text in out
+    for alias in ("caseId", "工单ID", "租户ID", "群开放ID", "钉钉组织ID", "用户唯一加密键"):
+        assert alias in out
+
+
+def test_apis_with_a_broken_spec_file_is_exit_2_with_a_sentence(tmp_path):
+    spec = tmp_path / "bad.toml"
+    spec.write_text('method = "x.y"\nobject_param = "p"\n[[fields]]\nname = "a"\ntype = "Blob"\n')
+    result = CliRunner().invoke(cli, ["apis", str(spec)])
+    assert result.exit_code == 2
+    assert "Blob" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_an_unknown_api_is_exit_2(tmp_path):
+    result = CliRunner().invoke(cli, ["validate", "x.csv", "--api", "no.such.method"])
+    assert result.exit_code == 2
+    assert "no.such.method" in result.output
+
+
+def test_plain_http_gateway_elsewhere_than_loopback_is_refused(tmp_path):
+    (tmp_path / "t.csv").write_text("case_id\n1\n")
+    env = {
+        "TOP_APP_KEY": "k",
+        "TOP_APP_SECRET": "s",
+        "TOP_GATEWAY": "http://gw.example.invalid/router/rest",
+    }
+    result = CliRunner().invoke(cli, ["run", str(tmp_path / "t.csv")], env=env)
+    assert result.exit_code == 2
+    assert "https" in result.output

@@ -1,0 +1,123 @@
+"""The journal on its own: what resume reads, what a crash leaves, what the lock refuses."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+
+from importer.errors import JournalError, LockedError
+from importer.journal import Journal
+from importer.records import Outcome, Status
+
+
+def open_run(journal: Journal, key: str = "input-1", app_key: str = "app"):
+    return journal.start_run(input_path="t.csv", input_key=key, app_key=app_key, method="m.x")
+
+
+def test_a_settled_success_is_what_a_later_run_sees(tmp_path):
+    journal = Journal(tmp_path / "j.sqlite")
+    run = open_run(journal)
+    run.in_flight("h1")
+    run.settle(2, "h1", Outcome(Status.SUCCESS, request_id="r1", system_time="t", attempts=1))
+    run.finish()
+    later = open_run(journal)
+    prior = later.prior("h1")
+    assert prior is not None
+    assert (prior.state, prior.request_id) == ("success", "r1")
+    assert later.prior("h2") is None
+
+
+def test_an_in_flight_mark_survives_a_process_that_dies(tmp_path):
+    path = tmp_path / "j.sqlite"
+    code = (
+        "import os; from importer.journal import Journal; "
+        f"r = Journal({str(path)!r}).start_run(input_path='t', input_key='k', app_key='a', "
+        "method='m.x'); r.in_flight('h1'); os._exit(9)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=False)
+    run = open_run(Journal(path), key="k", app_key="a")  # the dead run's lock does not block
+    assert run.prior("h1").state == "in_flight"
+
+
+def test_a_success_is_never_downgraded_by_a_later_failure(tmp_path):
+    run = open_run(Journal(tmp_path / "j.sqlite"))
+    run.in_flight("h1")
+    run.settle(2, "h1", Outcome(Status.SUCCESS, request_id="r1", attempts=1))
+    run.in_flight("h1")
+    run.settle(2, "h1", Outcome(Status.FAILED, request_id="r2", attempts=1))
+    assert (run.prior("h1").state, run.prior("h1").request_id) == ("success", "r1")
+
+
+def test_another_app_key_does_not_see_the_success(tmp_path):
+    journal = Journal(tmp_path / "j.sqlite")
+    run = open_run(journal, app_key="a")
+    run.in_flight("h1")
+    run.settle(2, "h1", Outcome(Status.SUCCESS, attempts=1))
+    run.finish()
+    assert open_run(journal, app_key="b").prior("h1") is None
+
+
+def test_results_come_back_in_source_row_order(tmp_path):
+    run = open_run(Journal(tmp_path / "j.sqlite"))
+    run.settle(5, "h5", Outcome(Status.FAILED, code="50", attempts=1))
+    run.add_rows([(3, Outcome(Status.INVALID, error="bad")), (2, Outcome(Status.SKIPPED))])
+    assert [(r, o.status) for r, o in run.results()] == [
+        (2, Status.SKIPPED),
+        (3, Status.INVALID),
+        (5, Status.FAILED),
+    ]
+
+
+def test_a_live_run_of_the_same_input_is_refused_with_its_pid(tmp_path):
+    journal = Journal(tmp_path / "j.sqlite")
+    open_run(journal, key="same")
+    with pytest.raises(LockedError) as err:
+        open_run(Journal(tmp_path / "j.sqlite"), key="same")
+    message = str(err.value)
+    assert "j.sqlite" in message and "t.csv" in message
+    assert str(__import__("os").getpid()) in message
+
+
+def test_runs_of_different_inputs_share_a_journal(tmp_path):
+    journal = Journal(tmp_path / "j.sqlite")
+    first, second = open_run(journal, key="a"), open_run(Journal(tmp_path / "j.sqlite"), key="b")
+    assert first.run_id != second.run_id
+
+
+def test_a_finished_run_releases_the_lock(tmp_path):
+    journal = Journal(tmp_path / "j.sqlite")
+    open_run(journal, key="same").finish()
+    open_run(journal, key="same")
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"this is not a database at all" * 10, b"SQLite format 3\x00" + b"\x00" * 100],
+)
+def test_a_corrupt_journal_is_refused_and_left_untouched(tmp_path, content):
+    path = tmp_path / "j.sqlite"
+    path.write_bytes(content)
+    with pytest.raises(JournalError) as err:
+        Journal(path)
+    assert str(path) in str(err.value)
+    assert path.read_bytes() == content
+
+
+def test_a_foreign_sqlite_file_is_refused_and_left_untouched(tmp_path):
+    path = tmp_path / "app.db"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE customers (id INTEGER)")
+    db.commit()
+    db.close()
+    before = path.read_bytes()
+    with pytest.raises(JournalError, match="another program"):
+        Journal(path)
+    assert path.read_bytes() == before
+
+
+def test_a_directory_is_not_a_journal(tmp_path):
+    with pytest.raises(JournalError, match="directory"):
+        Journal(tmp_path)
