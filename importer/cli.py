@@ -171,6 +171,12 @@ def cli() -> None:
 )
 @click.option("--app-key", help="The app key (env TOP_APP_KEY). The secret is never a flag.")
 @click.option(
+    "--session",
+    metavar="KEY",
+    help="Refused: a session key on the command line is readable by other users; "
+    "set TOP_SESSION (or session in importer.toml).",
+)
+@click.option(
     "--sign-method",
     type=click.Choice(["md5", "hmac", "hmac-sha256"]),
     help="Signature method. Default: hmac-sha256.",

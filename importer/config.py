@@ -204,10 +204,12 @@ def load_config(
         if env.get(var):
             values[key] = env[var]
     for key, value in flags.items():
-        if key == "app_secret" and value is not None:
+        if key in SECRET_KEYS and value is not None:
+            # argv is visible to every user of the machine (ps, /proc) and lands in shell history.
             raise UsageError(
-                "The app secret is never taken from the command line; set TOP_APP_SECRET in "
-                f"the environment or app_secret in {DEFAULT_CONFIG_FILE}."
+                f"The {key.replace('_', ' ')} is never taken from the command line (other users "
+                f"can read it there); set {ENV_VARS[key]} in the environment or {key} in "
+                f"{DEFAULT_CONFIG_FILE}."
             )
         if value is not None:
             values[key] = _coerce(key, value, f"--{key.replace('_', '-')}")

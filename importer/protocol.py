@@ -76,6 +76,9 @@ class RequestBuilder:
     def params(self, payload_json: str, now: datetime) -> dict[str, str]:
         """Every signed parameter, ``sign`` included (system and business together)."""
         system = dict(self._static, timestamp=format_timestamp(now))
+        # A blank value is left out of the signature (reference §2), so it must not be sent
+        # either: the gateway would sign it and the signatures would differ.
+        system = {k: v for k, v in system.items() if v.strip()}
         business = {self.spec.object_param: payload_json}
         system["sign"] = sign({**system, **business}, self._secret, self._sign_method)
         return {**system, **business}

@@ -137,6 +137,9 @@ def parse_number(text: str, from_number_cell: bool) -> int:
     match = _INTEGER.match(text)
     if not match:
         raise _FieldError("must be a whole number (Number: an integer, e.g. 200110004)")
+    # int() refuses more than 4300 digits (a ValueError, not our row error): check length first.
+    if len(match.group(1).lstrip("0")) > len(str(INT64_MAX)):
+        raise _FieldError("is outside the int64 range of a Number")
     value = int(text.split(".", 1)[0])
     if not INT64_MIN <= value <= INT64_MAX:
         raise _FieldError("is outside the int64 range of a Number")

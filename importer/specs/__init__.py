@@ -83,7 +83,11 @@ def load_spec(api: str | None) -> ApiSpec:
         path = Path(api)
         if not path.is_file():
             raise SpecError(f"API spec file {api} does not exist; give a path to a .toml spec.")
-        return parse_spec(path.read_text(encoding="utf-8"), source=api)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SpecError(f"API spec file {api} cannot be read as UTF-8 text: {exc}.") from None
+        return parse_spec(text, source=api)
     resource = _builtin_dir() / f"{api}.toml"
     if not resource.is_file():
         known = ", ".join(builtin_methods())
@@ -104,8 +108,12 @@ def parse_spec(text: str, source: str = "spec") -> ApiSpec:
     object_param = data.get("object_param")
     if not isinstance(object_param, str) or not object_param:
         raise SpecError(f"API spec {source} has no 'object_param'; name the object parameter.")
-    fields = []
-    for i, raw in enumerate(data.get("fields", []), start=1):
+    raw_fields = data.get("fields", [])
+    if not isinstance(raw_fields, list) or not all(isinstance(r, dict) for r in raw_fields):
+        raise SpecError(f"API spec {source}: fields must be [[fields]] tables.")
+    fields: list[FieldSpec] = []
+    headers: dict[str, str] = {}
+    for i, raw in enumerate(raw_fields, start=1):
         name = raw.get("name")
         ftype = raw.get("type")
         if not isinstance(name, str) or not name:
@@ -115,15 +123,28 @@ def parse_spec(text: str, source: str = "spec") -> ApiSpec:
                 f"API spec {source}: field {name!r} has type {ftype!r}; "
                 f"use one of {', '.join(FIELD_TYPES)}."
             )
-        fields.append(
-            FieldSpec(
-                name=name,
-                type=ftype,
-                required=bool(raw.get("required", False)),
-                aliases=tuple(str(a) for a in raw.get("aliases", ())),
-                example=str(raw.get("example", "")),
-            )
+        aliases = raw.get("aliases", [])
+        if not isinstance(aliases, list):
+            raise SpecError(f"API spec {source}: field {name!r} aliases must be a list of headers.")
+        required = raw.get("required", False)
+        if not isinstance(required, bool):
+            raise SpecError(f"API spec {source}: field {name!r} required must be true or false.")
+        spec = FieldSpec(
+            name=name,
+            type=ftype,
+            required=required,
+            aliases=tuple(str(a) for a in aliases),
+            example=str(raw.get("example", "")),
         )
+        if any(f.name == name for f in fields):
+            raise SpecError(f"API spec {source}: field {name!r} is defined twice.")
+        for header in spec.headers:
+            other = headers.setdefault(normalise_header(header), name)
+            if other != name:
+                raise SpecError(
+                    f"API spec {source}: header {header!r} names both {other!r} and {name!r}."
+                )
+        fields.append(spec)
     if not fields:
         raise SpecError(f"API spec {source} has no [[fields]].")
     envelope = data.get("response_envelope") or method.replace(".", "_") + "_response"
