@@ -1,0 +1,209 @@
+"""How close the dispatcher comes to a bare aiohttp loop, and how well it uses a quota.
+
+    python benchmarks/bench_send.py [--quick]
+
+The simulator runs in a separate process (so its CPU does not count against the client):
+
+1. throughput: the same N signed calls to a simulator answering after 20 ms, (a) from a bare
+   loop of 64 aiohttp tasks that sign and post, (b) through the Dispatcher with concurrency 64
+   and an unreachable qps; prints calls/s of both and their ratio (target >= 0.9);
+2. pacing: simulator quota 50 vs dispatcher --qps 50 for ~20 s, and 2000 vs 2000 (latency 0)
+   for ~10 s; prints the share of the quota used in the full seconds and the share throttled.
+
+Prints, never asserts: the figures depend on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import socket
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+
+import aiohttp
+from yarl import URL
+
+from importer.dispatcher import Dispatcher, DispatchSettings
+from importer.gateway import Gateway
+from importer.protocol import FORM_CONTENT_TYPE, Credentials, RequestBuilder
+from importer.records import Outcome, RequestRecord, Status, payload_hash
+from importer.specs import load_spec
+
+SPEC = load_spec(None)
+APP_KEY, SECRET = "12345678", "sim-secret-0123456789"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class SimulatorProcess:
+    """The simulator (``serve_forever``) in a child process on a free port, for a ``with``."""
+
+    def __init__(self, **settings: object) -> None:
+        self.port = free_port()
+        args = ", ".join(f"{k}={v!r}" for k, v in settings.items())
+        code = (
+            "import asyncio; from importer.simulator import serve_forever, SimulatorSettings; "
+            f"asyncio.run(serve_forever(SimulatorSettings({args}), port={self.port}))"
+        )
+        self.proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL)
+        self.url = f"http://127.0.0.1:{self.port}/router/rest"
+        self.base = f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> SimulatorProcess:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return self
+            except OSError:
+                time.sleep(0.05)
+        self.proc.kill()
+        raise RuntimeError("the simulator did not start")
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+    async def stats(self) -> dict:
+        async with aiohttp.ClientSession() as s, s.get(self.base + "/_sim/stats") as r:
+            return await r.json()
+
+    async def reset(self) -> None:
+        async with aiohttp.ClientSession() as s, s.post(self.base + "/_sim/reset") as r:
+            await r.read()
+
+
+def make_records(n: int, start: int = 0) -> list[RequestRecord]:
+    out = []
+    for i in range(start, start + n):
+        payload = json.dumps(
+            {
+                "user_identify": f"u{i}",
+                "case_id": str(396743391396743391 + i),
+                "tenant_id": 200110004,
+                "open_conversation_id": "cid==",
+            },
+            separators=(",", ":"),
+        )
+        out.append(RequestRecord(i + 2, payload, payload_hash(payload)))
+    return out
+
+
+def builder() -> RequestBuilder:
+    return RequestBuilder(SPEC, Credentials(APP_KEY, SECRET))
+
+
+async def bare_loop(url: str, recs: list[RequestRecord], concurrency: int) -> float:
+    """The baseline: sign and post every record from ``concurrency`` plain tasks; calls/s."""
+    b = builder()
+    pending = iter(recs)
+    connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency)
+    headers = {"Content-Type": FORM_CONTENT_TYPE}
+    async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
+
+        async def task() -> None:
+            for record in pending:
+                request = b.build(record.payload_json, datetime.now(timezone.utc))
+                target = URL(f"{url}?{request.query}", encoded=True)
+                async with session.post(target, data=request.body) as response:
+                    await response.read()
+
+        started = time.perf_counter()
+        await asyncio.gather(*(task() for _ in range(concurrency)))
+        return len(recs) / (time.perf_counter() - started)
+
+
+async def dispatched(
+    url: str, recs: list[RequestRecord], settings: DispatchSettings
+) -> tuple[float, dict[Status, int]]:
+    """The same through the Dispatcher; calls/s and the outcome counts."""
+    counts: dict[Status, int] = {}
+
+    def on_outcome(record: RequestRecord, outcome: Outcome) -> None:
+        counts[outcome.status] = counts.get(outcome.status, 0) + 1
+
+    async with Gateway(url, concurrency=settings.concurrency, timeout=15) as gateway:
+        d = Dispatcher(builder(), gateway, settings, on_outcome=on_outcome)
+        started = time.perf_counter()
+        await d.run(iter(recs))
+        return len(recs) / (time.perf_counter() - started), counts
+
+
+async def throughput(calls: int, rounds: int) -> None:
+    print(
+        f"throughput: {calls} calls, simulator latency 20 ms in its own process, 64 in flight; "
+        f"best of {rounds} alternating rounds"
+    )
+    bare, ours, counts, offset = [], [], {}, 0
+    with SimulatorProcess(latency_ms=20) as sim:
+        await bare_loop(sim.url, make_records(200, 10_000_000), 64)  # warm up both sides
+        for _ in range(rounds):
+            bare.append(await bare_loop(sim.url, make_records(calls, offset), 64))
+            offset += calls
+            settings = DispatchSettings(qps=100_000, concurrency=64)
+            rate, counts = await dispatched(sim.url, make_records(calls, offset), settings)
+            ours.append(rate)
+            offset += calls
+        stats = await sim.stats()
+    print(f"  (a) bare aiohttp loop : {max(bare):8.0f} calls/s   rounds {_rates(bare)}")
+    print(f"  (b) Dispatcher        : {max(ours):8.0f} calls/s   rounds {_rates(ours)}")
+    print(f"  ratio b/a             : {max(ours) / max(bare):8.2f}   (target >= 0.90)")
+    print(
+        f"  last Dispatcher outcomes {_counts(counts)}; simulator accepted "
+        f"{stats['accepted']} of {stats['calls']} calls, duplicates {stats['duplicate_accepts']}"
+    )
+
+
+def _rates(rates: list[float]) -> str:
+    return " ".join(f"{r:.0f}" for r in rates)
+
+
+async def pacing(qps: int, seconds: float, latency_ms: float, concurrency: int) -> None:
+    n = int(qps * seconds)
+    print(
+        f"pacing: simulator quota {qps}/s, dispatcher --qps {qps}, {n} calls "
+        f"(~{seconds:g} s), latency {latency_ms:g} ms, concurrency {concurrency}"
+    )
+    with SimulatorProcess(qps=qps, latency_ms=latency_ms) as sim:
+        settings = DispatchSettings(qps=qps, concurrency=concurrency, max_ban=300)
+        rate, counts = await dispatched(sim.url, make_records(n), settings)
+        stats = await sim.stats()
+    per_second = [n for _, n in sorted(stats["per_second"].items(), key=lambda kv: int(kv[0]))]
+    full = per_second[1:-1] or per_second
+    used = sum(full) / (len(full) * qps)
+    throttled = stats["rejected"].get("7", 0)
+    print(
+        f"  quota used in full seconds: {used:6.1%}  (min {min(full)}, max {max(full)} calls "
+        f"in a second of {len(full)})"
+    )
+    print(
+        f"  throttled (code 7)        : {throttled / stats['calls']:6.2%}  "
+        f"({throttled} of {stats['calls']} calls)"
+    )
+    print(f"  end-to-end rate           : {rate:8.1f} calls/s   outcomes {_counts(counts)}")
+
+
+def _counts(counts: dict[Status, int]) -> str:
+    return ", ".join(f"{status.value} {n}" for status, n in sorted(counts.items()))
+
+
+async def main(quick: bool) -> None:
+    await throughput(1_000 if quick else 5_000, rounds=2 if quick else 3)
+    print()
+    await pacing(50, 5 if quick else 20, latency_ms=20, concurrency=8)
+    print()
+    await pacing(2000, 3 if quick else 10, latency_ms=0, concurrency=32)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="shorter runs")
+    asyncio.run(main(parser.parse_args().quick))

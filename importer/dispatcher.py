@@ -1,0 +1,355 @@
+"""Workers over a bounded queue: pace -> sign -> send -> classify -> retry or settle.
+
+A feeder task pulls records from the (possibly huge, lazy) iterator into a queue of
+``2 * concurrency``, so memory does not grow with the input; ``concurrency`` workers take them.
+Every record the iterator yields gets exactly one ``on_outcome`` call, also when the run stops:
+
+* ``stop()`` (Ctrl-C, a deadline, a fatal answer, a ban longer than ``max_ban``): no new call
+  starts; calls in flight finish and are settled normally; a row waiting for a retry is failed
+  with its last error; every row not yet tried is ``not_sent``, the rest of the iterator included.
+* ``abort()`` (a second Ctrl-C): as ``stop()``, and calls in flight are cancelled: ``unknown``.
+
+What to do with an answer follows ``Reply.error_class`` (design, "Request and response");
+the retry delay is the small pure policy ``backoff_delay``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from enum import Enum
+
+from importer.gateway import Gateway
+from importer.pacing import Pacer
+from importer.protocol import ErrorClass, Reply, RequestBuilder, advice, describe
+from importer.records import Outcome, RequestRecord, Status
+
+MAX_THROTTLE_RETRIES = 100  # a row throttled this often is failed rather than retried forever
+FEED_YIELD_EVERY = 500  # draining a huge input as not_sent still lets the loop breathe
+IN_FLIGHT_INTERRUPTED = "interrupted with the call in flight"
+
+
+@dataclass(frozen=True)
+class DispatchSettings:
+    qps: float = 10
+    concurrency: int = 8
+    retries: int = 5
+    max_ban: float = 300
+    backoff_base: float = 0.5
+    backoff_cap: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.qps <= 0 or self.concurrency < 1 or self.retries < 0 or self.max_ban < 0:
+            raise ValueError(f"invalid dispatch settings: {self}")
+
+
+class StopReason(str, Enum):
+    NONE = ""
+    FATAL = "fatal"
+    BAN_TOO_LONG = "ban"
+    INTERRUPTED = "interrupted"
+    DEADLINE = "deadline"
+
+
+@dataclass
+class DispatchResult:
+    stop_reason: StopReason
+    message: str  # what the platform said and what to do; "" when there is nothing to say
+
+
+def backoff_delay(retry: int, base: float, cap: float, rng: random.Random) -> float:
+    """Seconds to wait before transient retry number ``retry`` (0 for the first retry).
+
+    Exponential backoff with *full* jitter: uniform over ``[0, min(cap, base * 2**retry)]``.
+    Full jitter spreads workers that failed together (a gateway hiccup) instead of sending them
+    back in lockstep; the caveat is that a single delay may be near zero, so the bound, not each
+    delay, grows exponentially.
+    """
+    return rng.uniform(0.0, min(cap, base * 2.0**retry))
+
+
+def _utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass
+class _Tries:
+    """One row's history while it is being worked on."""
+
+    attempts: int = 0
+    retries: int = 0  # transient retries used
+    throttles: int = 0
+    started: float = 0.0  # monotonic time of the first call
+    last: Reply | None = None
+
+
+_DONE = object()  # end of input, one per worker
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        builder: RequestBuilder,
+        gateway: Gateway,
+        settings: DispatchSettings,
+        *,
+        on_start: Callable[[RequestRecord], None] | None = None,
+        on_outcome: Callable[[RequestRecord, Outcome], None],
+        clock: Callable[[], datetime] = _utc_now,
+        rng: random.Random | None = None,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        pacer: Pacer | None = None,
+    ) -> None:
+        self._builder = builder
+        self._spec = builder.spec
+        self._gateway = gateway
+        self.settings = settings
+        self._on_start = on_start
+        self._on_outcome = on_outcome
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._sleep = sleep
+        self.pacer = pacer or Pacer(settings.qps, sleep=sleep)
+        self._stop_reason = StopReason.NONE
+        self._message = ""
+        self._phase: dict[asyncio.Task, str] = {}  # worker -> "wait" | "call" while in one
+        self._interrupted: set[asyncio.Task] = set()  # workers we cancelled on purpose
+        self.settled = 0
+
+    def __repr__(self) -> str:
+        calls = sum(1 for p in self._phase.values() if p == "call")
+        return (
+            f"<Dispatcher settled={self.settled} in_flight={calls} "
+            f"stop={self._stop_reason.value or 'no'} {self.pacer!r}>"
+        )
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop_reason is not StopReason.NONE
+
+    # -- control -------------------------------------------------------------------------------
+
+    def stop(self, reason: StopReason = StopReason.INTERRUPTED, message: str = "") -> None:
+        """Start no new calls; calls in flight finish. The first reason given is reported."""
+        if not self.stopping:
+            self._stop_reason, self._message = reason, message
+        self._interrupt("wait")
+
+    def abort(self) -> None:
+        """``stop()``, and cancel the calls in flight too (their rows become ``unknown``)."""
+        self.stop()
+        self._interrupt("call")
+
+    def _interrupt(self, phase: str) -> None:
+        for task, current in self._phase.items():
+            if current == phase and task not in self._interrupted:
+                self._interrupted.add(task)
+                task.cancel()
+
+    def _was_interrupted(self) -> bool:
+        """After a CancelledError: True when stop()/abort() sent it (then it is consumed)."""
+        task = asyncio.current_task()
+        if task not in self._interrupted:
+            return False
+        self._interrupted.discard(task)
+        uncancel = getattr(task, "uncancel", None)  # Python 3.11+
+        if uncancel is not None:
+            uncancel()
+        return True
+
+    # -- the run -------------------------------------------------------------------------------
+
+    async def run(self, records: Iterable[RequestRecord]) -> DispatchResult:
+        queue: asyncio.Queue = asyncio.Queue(maxsize=2 * self.settings.concurrency)
+        iterator = iter(records)
+        feed_error: list[BaseException] = []
+        tasks = [asyncio.create_task(self._feed(iterator, queue, feed_error), name="feeder")]
+        tasks += [
+            asyncio.create_task(self._work(queue), name=f"worker-{i}")
+            for i in range(self.settings.concurrency)
+        ]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if feed_error:
+            raise feed_error[0]
+        return DispatchResult(self._stop_reason, self._message)
+
+    async def _feed(
+        self, iterator: Iterator[RequestRecord], queue: asyncio.Queue, error: list
+    ) -> None:
+        drained = 0
+        try:
+            for record in iterator:
+                if self.stopping:
+                    self._settle(record, Outcome(Status.NOT_SENT))
+                    drained += 1
+                    if drained % FEED_YIELD_EVERY == 0:
+                        await asyncio.sleep(0)
+                else:
+                    await queue.put(record)
+        except Exception as exc:  # the input broke: finish what was read, then re-raise in run()
+            error.append(exc)
+        for _ in range(self.settings.concurrency):
+            await queue.put(_DONE)
+
+    async def _work(self, queue: asyncio.Queue) -> None:
+        while True:
+            record = await queue.get()
+            if record is _DONE:
+                return
+            if self.stopping:
+                self._settle(record, Outcome(Status.NOT_SENT))
+            else:
+                await self._process(record)
+
+    async def _wait(self, awaitable: Awaitable[object]) -> bool:
+        """Await the pacer or a backoff; False when stop() cut the wait short."""
+        task = asyncio.current_task()
+        self._phase[task] = "wait"
+        try:
+            await awaitable
+        except asyncio.CancelledError:
+            if not self._was_interrupted():
+                raise
+            return False
+        finally:
+            del self._phase[task]
+        return not self.stopping
+
+    async def _call(self, record: RequestRecord, tries: _Tries) -> Reply | None:
+        """One HTTP call; None when abort() cancelled it in flight."""
+        if tries.attempts == 0:
+            if self._on_start is not None:
+                self._on_start(record)
+            tries.started = time.monotonic()
+        tries.attempts += 1
+        request = self._builder.build(record.payload_json, self._clock())
+        task = asyncio.current_task()
+        self._phase[task] = "call"
+        try:
+            return await self._gateway.post(request, self._spec)
+        except asyncio.CancelledError:
+            if not self._was_interrupted():
+                raise
+            return None
+        finally:
+            del self._phase[task]
+
+    async def _process(self, record: RequestRecord) -> None:
+        tries = _Tries()
+        while True:
+            if self.stopping or not await self._wait(self.pacer.acquire()):
+                return self._cut_off(record, tries)
+            reply = await self._call(record, tries)
+            if reply is None:
+                return self._settle(
+                    record,
+                    Outcome(
+                        Status.UNKNOWN,
+                        attempts=tries.attempts,
+                        elapsed_ms=self._elapsed(tries),
+                        error=IN_FLIGHT_INTERRUPTED,
+                    ),
+                )
+            tries.last = reply
+            kind = reply.error_class
+            if kind is ErrorClass.SUCCESS:
+                return self._settle(record, self._outcome(Status.SUCCESS, reply, tries))
+            if kind is ErrorClass.BUSINESS:
+                error = "" if reply.msg else "the API answered result.success = false"
+                return self._settle(record, self._outcome(Status.FAILED, reply, tries, error))
+            if kind is ErrorClass.FAILED:
+                return self._settle(record, self._outcome(Status.FAILED, reply, tries))
+            if kind is ErrorClass.FATAL:
+                error = reply.error or advice(reply)
+                self._settle(record, self._outcome(Status.FAILED, reply, tries, error))
+                return self.stop(
+                    StopReason.FATAL,
+                    f"The platform refused the call: {describe(reply)}; {advice(reply)}.",
+                )
+            if kind is ErrorClass.THROTTLED:
+                if reply.ban_seconds > self.settings.max_ban:
+                    ban, limit = _seconds(reply.ban_seconds), _seconds(self.settings.max_ban)
+                    error = f"{describe(reply)}: a ban of {ban} s"
+                    self._settle(record, self._outcome(Status.FAILED, reply, tries, error))
+                    return self.stop(
+                        StopReason.BAN_TOO_LONG,
+                        f"The platform throttled the app for {ban} s, longer than --max-ban "
+                        f"{limit} s: {describe(reply)}; {advice(reply)}.",
+                    )
+                tries.throttles += 1
+                if tries.throttles > MAX_THROTTLE_RETRIES:
+                    error = f"{describe(reply)} (still throttled after {tries.attempts} attempts)"
+                    return self._settle(record, self._outcome(Status.FAILED, reply, tries, error))
+                self.pacer.pause_for(reply.ban_seconds)  # every worker waits, not just this one
+                continue
+            # TRANSIENT
+            if tries.retries >= self.settings.retries:
+                error = f"{_platform(reply)} (after {tries.attempts} attempts)"
+                return self._settle(record, self._outcome(Status.FAILED, reply, tries, error))
+            delay = backoff_delay(
+                tries.retries, self.settings.backoff_base, self.settings.backoff_cap, self._rng
+            )
+            tries.retries += 1
+            if not await self._wait(self._sleep(delay)):
+                return self._cut_off(record, tries)
+
+    # -- outcomes ------------------------------------------------------------------------------
+
+    def _cut_off(self, record: RequestRecord, tries: _Tries) -> None:
+        """The run stopped before this row's next call: not_sent, or failed with its last error."""
+        if tries.last is None:
+            return self._settle(record, Outcome(Status.NOT_SENT))
+        error = (
+            f"{_platform(tries.last)} (after {tries.attempts} attempts; "
+            "the run stopped before a retry)"
+        )
+        return self._settle(record, self._outcome(Status.FAILED, tries.last, tries, error))
+
+    def _outcome(self, status: Status, reply: Reply, tries: _Tries, error: str = "") -> Outcome:
+        return Outcome(
+            status,
+            code=reply.code,
+            msg=reply.msg,
+            sub_code=reply.sub_code,
+            sub_msg=reply.sub_msg,
+            request_id=reply.request_id,
+            system_time=reply.system_time,
+            attempts=tries.attempts,
+            elapsed_ms=self._elapsed(tries),
+            error=error or reply.error,
+        )
+
+    @staticmethod
+    def _elapsed(tries: _Tries) -> int:
+        return round((time.monotonic() - tries.started) * 1000) if tries.attempts else 0
+
+    def _settle(self, record: RequestRecord, outcome: Outcome) -> None:
+        self.settled += 1
+        self._on_outcome(record, outcome)
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.0f}" if value == int(value) else f"{value:.3g}"
+
+
+def _platform(reply: Reply) -> str:
+    """The reply's own words: the transport error, or the platform's code and message."""
+    return reply.error or describe(reply)
+
+
+__all__ = [
+    "DispatchResult",
+    "DispatchSettings",
+    "Dispatcher",
+    "StopReason",
+    "backoff_delay",
+]

@@ -1,0 +1,908 @@
+"""The dispatcher and the gateway: every answer class, stops and aborts, and the real simulator."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import random
+import re
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterable
+from datetime import datetime, timedelta, timezone
+from urllib.parse import parse_qs, unquote
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aioresponses import aioresponses
+
+from importer.dispatcher import (
+    IN_FLIGHT_INTERRUPTED,
+    MAX_THROTTLE_RETRIES,
+    Dispatcher,
+    DispatchResult,
+    DispatchSettings,
+    StopReason,
+    backoff_delay,
+)
+from importer.gateway import Gateway
+from importer.pacing import Pacer
+from importer.protocol import (
+    FORM_CONTENT_TYPE,
+    Credentials,
+    ErrorClass,
+    Reply,
+    RequestBuilder,
+    SignedRequest,
+    transport_failure,
+)
+from importer.records import Outcome, RequestRecord, Status, payload_hash
+from importer.specs import load_spec
+
+SPEC = load_spec(None)
+APP_KEY = "12345678"
+SECRET = "sim-secret-0123456789"
+SESSION = "session-6101a2b3c4d5e6f7"
+BUILDER = RequestBuilder(SPEC, Credentials(APP_KEY, SECRET, SESSION))
+FAST = DispatchSettings(qps=1_000_000, concurrency=4, retries=5, backoff_base=0.01)
+
+
+def make_record(i: int, tenant: int = 200110004) -> RequestRecord:
+    payload = json.dumps(
+        {
+            "user_identify": f"u{i}",
+            "case_id": str(396743391396743391 + i),
+            "tenant_id": tenant,
+            "open_conversation_id": "cid==",
+        },
+        separators=(",", ":"),
+    )
+    return RequestRecord(i + 2, payload, payload_hash(payload))
+
+
+def records(n: int) -> list[RequestRecord]:
+    return [make_record(i) for i in range(n)]
+
+
+def row_of(request: SignedRequest) -> int:
+    """The source_row a request was built from (from its case_id)."""
+    value = unquote(request.body.decode().split("=", 1)[1])
+    return int(json.loads(value)["case_id"]) - 396743391396743391 + 2
+
+
+SUCCESS = Reply(ErrorClass.SUCCESS, code="200", request_id="rid-1", system_time="2024-01-01 1:2:3")
+BUSINESS = Reply(ErrorClass.BUSINESS, code="500", msg="case not found", request_id="rid-2")
+ISV = Reply(
+    ErrorClass.FAILED,
+    code="50",
+    msg="Remote service error",
+    sub_code="isv.invalid-parameter",
+    sub_msg="非法参数",
+    request_id="rid-3",
+)
+ISP = Reply(
+    ErrorClass.TRANSIENT,
+    code="15",
+    msg="Remote service error",
+    sub_code="isp.service-unavailable",
+    sub_msg="服务不可用",
+)
+HTTP502 = transport_failure("HTTP 502 from the gateway")
+BAD_SIGN = Reply(ErrorClass.FATAL, code="25", msg="Invalid signature", request_id="rid-4")
+
+
+def throttled(seconds: float) -> Reply:
+    return Reply(
+        ErrorClass.THROTTLED,
+        code="7",
+        msg="App Call Limited",
+        sub_code="accesscontrol.limited-by-app-access-count",
+        sub_msg=f"This ban will last for {seconds:g} more seconds",
+        ban_seconds=seconds,
+    )
+
+
+class FakeGateway:
+    """Answers from ``script(row, attempt)`` (a Reply, or a coroutine giving one)."""
+
+    def __init__(self, script: Callable, clock: Callable[[], float] | None = None) -> None:
+        self.script = script
+        self.clock = clock
+        self.requests: list[tuple[int, SignedRequest, float | None]] = []
+        self.attempts: Counter[int] = Counter()
+        self.in_flight = 0
+        self.started = asyncio.Event()
+
+    async def post(self, request: SignedRequest, spec) -> Reply:
+        row = row_of(request)
+        self.attempts[row] += 1
+        self.requests.append((row, request, self.clock() if self.clock else None))
+        self.in_flight += 1
+        self.started.set()
+        try:
+            await asyncio.sleep(0)
+            reply = self.script(row, self.attempts[row])
+            if asyncio.iscoroutine(reply):
+                reply = await reply
+            return reply
+        finally:
+            self.in_flight -= 1
+
+
+class Journal:
+    """Collects callbacks the way the pipeline's journal would."""
+
+    def __init__(self) -> None:
+        self.started: list[int] = []
+        self.outcomes: dict[int, list[Outcome]] = {}
+        self.order: list[int] = []
+
+    def on_start(self, record: RequestRecord) -> None:
+        assert record.source_row not in self.outcomes, "on_start after the outcome"
+        self.started.append(record.source_row)
+
+    def on_outcome(self, record: RequestRecord, outcome: Outcome) -> None:
+        self.outcomes.setdefault(record.source_row, []).append(outcome)
+        self.order.append(record.source_row)
+
+    def outcome(self, row: int) -> Outcome:
+        (only,) = self.outcomes[row]
+        return only
+
+    def statuses(self) -> Counter[Status]:
+        return Counter(self.outcome(r).status for r in self.outcomes)
+
+    def assert_one_each(self, recs: Iterable[RequestRecord]) -> None:
+        rows = [r.source_row for r in recs]
+        assert sorted(self.outcomes) == sorted(rows)
+        assert all(len(v) == 1 for v in self.outcomes.values())
+        # every row that was started got a final answer (or unknown), never not_sent
+        for row in self.started:
+            assert self.outcome(row).status is not Status.NOT_SENT
+        assert len(self.started) == len(set(self.started))
+
+
+class Sleeps:
+    """A sleep that returns at once and remembers what it was asked."""
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.delays.append(seconds)
+        await asyncio.sleep(0)
+
+
+class FakeClock:
+    """Monotonic seconds that move only when the pacer sleeps."""
+
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+    async def sleep(self, seconds: float) -> None:
+        self.t += seconds
+        await asyncio.sleep(0)
+
+
+def dispatcher(
+    gateway,
+    journal: Journal,
+    settings: DispatchSettings = FAST,
+    **kwargs,
+) -> Dispatcher:
+    kwargs.setdefault("sleep", Sleeps())
+    return Dispatcher(
+        BUILDER,
+        gateway,
+        settings,
+        on_start=journal.on_start,
+        on_outcome=journal.on_outcome,
+        **kwargs,
+    )
+
+
+def assert_no_secrets(*texts: str) -> None:
+    for text in texts:
+        assert SECRET not in text
+        assert SESSION not in text
+        assert "sign=" not in text
+
+
+def all_texts(journal: Journal, result: DispatchResult) -> list[str]:
+    texts = [result.message]
+    for (outcome,) in journal.outcomes.values():
+        texts += [str(v) for v in outcome.values()]
+    return texts
+
+
+# -- the answer classes ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("reply", "status", "error"),
+    [
+        (SUCCESS, Status.SUCCESS, ""),
+        (BUSINESS, Status.FAILED, ""),
+        (ISV, Status.FAILED, ""),
+    ],
+    ids=["success", "business", "isv"],
+)
+async def test_final_answers_are_settled_after_one_call(reply, status, error):
+    journal = Journal()
+    gateway = FakeGateway(lambda row, n: reply)
+    result = await dispatcher(gateway, journal).run(records(10))
+
+    assert result == DispatchResult(StopReason.NONE, "")
+    journal.assert_one_each(records(10))
+    for row in range(2, 12):
+        outcome = journal.outcome(row)
+        assert outcome.status is status
+        assert (outcome.code, outcome.msg, outcome.sub_code, outcome.sub_msg) == (
+            reply.code,
+            reply.msg,
+            reply.sub_code,
+            reply.sub_msg,
+        )
+        assert outcome.request_id == reply.request_id
+        assert outcome.system_time == reply.system_time
+        assert outcome.attempts == 1
+        assert outcome.error == error
+    assert sorted(journal.started) == list(range(2, 12))
+    assert len(gateway.requests) == 10
+
+
+async def test_business_failure_without_a_message_says_why():
+    journal = Journal()
+    reply = Reply(ErrorClass.BUSINESS, code="200")
+    await dispatcher(FakeGateway(lambda row, n: reply), journal).run(records(1))
+    assert journal.outcome(2).error == "the API answered result.success = false"
+
+
+@pytest.mark.parametrize("reply", [HTTP502, ISP], ids=["http502", "isp"])
+async def test_transient_errors_are_retried_then_failed_with_the_last_error(reply):
+    journal = Journal()
+    sleeps = Sleeps()
+    settings = DispatchSettings(qps=1_000_000, concurrency=2, retries=3)
+    gateway = FakeGateway(lambda row, n: reply)
+    result = await dispatcher(gateway, journal, settings, sleep=sleeps).run(records(2))
+
+    assert result.stop_reason is StopReason.NONE
+    journal.assert_one_each(records(2))
+    outcome = journal.outcome(2)
+    assert outcome.status is Status.FAILED
+    assert outcome.attempts == 4
+    assert gateway.attempts == {2: 4, 3: 4}
+    if reply is HTTP502:
+        assert outcome.error == "HTTP 502 from the gateway (after 4 attempts)"
+        assert outcome.code == ""
+    else:  # the platform's codes are kept
+        assert (outcome.code, outcome.sub_code) == ("15", "isp.service-unavailable")
+        assert outcome.error == (
+            "code 15 Remote service error (isp.service-unavailable: 服务不可用) (after 4 attempts)"
+        )
+    assert len(sleeps.delays) == 6  # three backoffs per row
+
+
+async def test_transient_then_success_counts_every_attempt_and_backs_off_by_the_policy():
+    journal = Journal()
+    sleeps = Sleeps()
+    settings = DispatchSettings(qps=1_000_000, concurrency=1, backoff_base=0.5, backoff_cap=30)
+    gateway = FakeGateway(lambda row, n: SUCCESS if n == 3 else HTTP502)
+    await dispatcher(gateway, journal, settings, sleep=sleeps, rng=random.Random(7)).run(records(1))
+
+    outcome = journal.outcome(2)
+    assert outcome.status is Status.SUCCESS
+    assert outcome.attempts == 3
+    assert outcome.error == ""
+    expected = random.Random(7)
+    assert sleeps.delays == [backoff_delay(k, 0.5, 30, expected) for k in range(2)]
+
+
+async def test_each_attempt_is_signed_afresh_with_a_new_timestamp():
+    journal = Journal()
+    ticks = itertools.count()
+    start = datetime(2024, 5, 1, 4, 0, 0, tzinfo=timezone.utc)
+
+    def clock() -> datetime:
+        return start + timedelta(seconds=61 * next(ticks))
+
+    gateway = FakeGateway(lambda row, n: SUCCESS if n == 3 else ISP)
+    await dispatcher(gateway, journal, clock=clock).run(records(1))
+
+    queries = [parse_qs(request.query) for _, request, _ in gateway.requests]
+    assert [q["timestamp"][0] for q in queries] == [
+        "2024-05-01 12:00:00",
+        "2024-05-01 12:01:01",
+        "2024-05-01 12:02:02",
+    ]
+    assert len({q["sign"][0] for q in queries}) == 3
+
+
+# -- backoff policy ----------------------------------------------------------------------------
+
+
+def test_backoff_is_full_jitter_under_an_exponential_bound_with_a_cap():
+    rng = random.Random(42)
+    for retry in range(12):
+        bound = min(30.0, 0.5 * 2**retry)
+        delays = [backoff_delay(retry, 0.5, 30.0, rng) for _ in range(200)]
+        assert all(0.0 <= d <= bound for d in delays)
+        assert max(delays) > 0.8 * bound  # full jitter reaches the bound...
+        assert min(delays) < 0.2 * bound  # ...and near zero
+    seeded = [backoff_delay(k, 0.5, 30.0, random.Random(3)) for k in range(5)]
+    assert seeded == [backoff_delay(k, 0.5, 30.0, random.Random(3)) for k in range(5)]
+
+
+# -- throttling --------------------------------------------------------------------------------
+
+
+async def test_a_throttle_pauses_every_worker_for_the_ban_and_spends_no_retries():
+    clock = FakeClock()
+    journal = Journal()
+    banned_at: list[float] = []
+
+    def script(row: int, n: int) -> Reply:
+        if row == 5 and n == 1:
+            banned_at.append(clock())
+            return throttled(5)
+        return SUCCESS
+
+    gateway = FakeGateway(script, clock=clock)
+    settings = DispatchSettings(qps=50, concurrency=4, retries=0)
+    pacer = Pacer(settings.qps, time=clock, sleep=clock.sleep)
+    result = await dispatcher(gateway, journal, settings, pacer=pacer).run(records(40))
+
+    assert result.stop_reason is StopReason.NONE
+    journal.assert_one_each(records(40))
+    assert journal.statuses() == {Status.SUCCESS: 40}
+    assert journal.outcome(5).attempts == 2  # retried although retries=0
+    (ban,) = banned_at
+    starts = [t for _, _, t in gateway.requests]
+    assert not [t for t in starts if ban < t < ban + 5]
+    assert sum(1 for t in starts if t >= ban + 5) >= 30
+
+
+async def test_a_row_throttled_without_end_is_failed_eventually():
+    clock = FakeClock()
+    journal = Journal()
+    gateway = FakeGateway(lambda row, n: throttled(1))
+    pacer = Pacer(1000, time=clock, sleep=clock.sleep)
+    settings = DispatchSettings(qps=1000, concurrency=1)
+    await dispatcher(gateway, journal, settings, pacer=pacer).run(records(1))
+    outcome = journal.outcome(2)
+    assert outcome.status is Status.FAILED
+    assert outcome.attempts == MAX_THROTTLE_RETRIES + 1
+    assert "still throttled" in outcome.error
+    assert outcome.sub_code == "accesscontrol.limited-by-app-access-count"
+
+
+async def test_a_ban_longer_than_max_ban_stops_the_run():
+    journal = Journal()
+    release = asyncio.Event()
+
+    async def slow_success() -> Reply:
+        await release.wait()
+        return SUCCESS
+
+    def script(row: int, n: int):
+        if row == 3:
+            release.set()
+            return throttled(86400)
+        return slow_success()
+
+    gateway = FakeGateway(script)
+    settings = DispatchSettings(qps=1_000_000, concurrency=2, max_ban=300)
+    result = await dispatcher(gateway, journal, settings).run(records(100))
+
+    assert result.stop_reason is StopReason.BAN_TOO_LONG
+    assert "86400 s" in result.message
+    assert "--max-ban 300 s" in result.message
+    assert "code 7 App Call Limited" in result.message
+    assert "quota is spent" in result.message
+    journal.assert_one_each(records(100))
+    banned = journal.outcome(3)
+    assert banned.status is Status.FAILED
+    assert banned.code == "7"
+    assert journal.outcome(2).status is Status.SUCCESS  # in flight: finished normally
+    assert journal.statuses()[Status.NOT_SENT] == 98
+    assert len(gateway.requests) == 2
+
+
+# -- fatal answers, stop and abort -------------------------------------------------------------
+
+
+async def test_a_fatal_answer_stops_new_calls_and_lets_calls_in_flight_finish():
+    journal = Journal()
+    release = asyncio.Event()
+
+    async def held(reply: Reply) -> Reply:
+        await release.wait()
+        return reply
+
+    def script(row: int, n: int):
+        if row == 3:
+            return BAD_SIGN
+        return held(SUCCESS if row == 2 else HTTP502)
+
+    def on_outcome(record: RequestRecord, outcome: Outcome) -> None:
+        journal.on_outcome(record, outcome)
+        release.set()  # the calls in flight answer once the fatal one has
+
+    gateway = FakeGateway(script)
+    settings = DispatchSettings(qps=1_000_000, concurrency=4)
+    d = Dispatcher(
+        BUILDER, gateway, settings, on_start=journal.on_start, on_outcome=on_outcome, sleep=Sleeps()
+    )
+    result = await d.run(records(50))
+
+    assert result.stop_reason is StopReason.FATAL
+    assert result.message == (
+        "The platform refused the call: code 25 Invalid signature; the signature is wrong: "
+        "check TOP_APP_SECRET belongs to this app key, and --sign-method."
+    )
+    journal.assert_one_each(records(50))
+    fatal = journal.outcome(3)
+    assert (fatal.status, fatal.code, fatal.attempts) == (Status.FAILED, "25", 1)
+    assert journal.outcome(2).status is Status.SUCCESS
+    assert len(journal.started) <= settings.concurrency
+    for row in journal.started:
+        if row not in (2, 3):  # in flight with a 502: not retried after the stop
+            outcome = journal.outcome(row)
+            assert outcome.status is Status.FAILED
+            assert outcome.attempts == 1
+            assert "the run stopped before a retry" in outcome.error
+    assert journal.statuses()[Status.NOT_SENT] == 50 - len(journal.started)
+    assert_no_secrets(*all_texts(journal, result), repr(d))
+
+
+async def test_stop_mid_run_settles_every_untried_row_as_not_sent():
+    journal = Journal()
+    gateway = FakeGateway(lambda row, n: SUCCESS)
+    d: Dispatcher
+
+    def on_outcome(record: RequestRecord, outcome: Outcome) -> None:
+        journal.on_outcome(record, outcome)
+        if len(journal.order) == 10:
+            d.stop()
+
+    d = Dispatcher(
+        BUILDER, gateway, FAST, on_start=journal.on_start, on_outcome=on_outcome, sleep=Sleeps()
+    )
+    result = await d.run(records(200))
+
+    assert result == DispatchResult(StopReason.INTERRUPTED, "")
+    journal.assert_one_each(records(200))
+    statuses = journal.statuses()
+    assert statuses[Status.SUCCESS] == len(journal.started) >= 10
+    assert statuses[Status.SUCCESS] <= 10 + FAST.concurrency
+    assert statuses[Status.NOT_SENT] == 200 - statuses[Status.SUCCESS]
+
+
+async def test_the_first_stop_reason_is_the_one_reported():
+    journal = Journal()
+    gateway = FakeGateway(lambda row, n: SUCCESS)
+    d = dispatcher(gateway, journal)
+    d.stop(StopReason.DEADLINE)
+    d.stop(StopReason.INTERRUPTED)
+    result = await d.run(records(30))
+    assert result.stop_reason is StopReason.DEADLINE
+    assert journal.statuses() == {Status.NOT_SENT: 30}
+    assert gateway.requests == []
+
+
+class Parked:
+    """A sleep that never returns by itself: a row in backoff (or a pacer wait) stays there."""
+
+    def __init__(self) -> None:
+        self.parked = asyncio.Event()
+
+    async def __call__(self, seconds: float) -> None:
+        self.parked.set()
+        await asyncio.Event().wait()
+
+
+async def test_stop_during_a_backoff_fails_the_row_with_its_last_error():
+    journal = Journal()
+    parked = Parked()
+    gateway = FakeGateway(lambda row, n: HTTP502 if row == 2 else SUCCESS)
+    settings = DispatchSettings(qps=1_000_000, concurrency=1)
+    d = dispatcher(gateway, journal, settings, sleep=parked)
+    run = asyncio.create_task(d.run(records(5)))
+    await parked.parked.wait()
+    d.stop()
+    result = await run
+
+    assert result.stop_reason is StopReason.INTERRUPTED
+    journal.assert_one_each(records(5))
+    outcome = journal.outcome(2)
+    assert outcome.status is Status.FAILED
+    assert outcome.attempts == 1
+    assert outcome.error == (
+        "HTTP 502 from the gateway (after 1 attempts; the run stopped before a retry)"
+    )
+    assert [journal.outcome(r).status for r in range(3, 7)] == [Status.NOT_SENT] * 4
+
+
+async def test_stop_during_a_ban_pause_does_not_wait_for_the_ban():
+    journal = Journal()
+    parked = Parked()
+    gateway = FakeGateway(lambda row, n: throttled(200) if n == 1 else SUCCESS)
+    settings = DispatchSettings(qps=1000, concurrency=3, max_ban=300)
+    pacer = Pacer(settings.qps, sleep=parked)
+    d = dispatcher(gateway, journal, settings, pacer=pacer)
+    run = asyncio.create_task(d.run(records(20)))
+    await parked.parked.wait()
+    assert "paused_for=" in repr(d)
+    d.stop()
+    result = await run
+
+    assert result.stop_reason is StopReason.INTERRUPTED
+    journal.assert_one_each(records(20))
+    for row in journal.started:
+        outcome = journal.outcome(row)
+        assert (outcome.status, outcome.code, outcome.attempts) == (Status.FAILED, "7", 1)
+    assert journal.statuses()[Status.NOT_SENT] == 20 - len(journal.started)
+
+
+async def test_abort_cancels_calls_in_flight_as_unknown():
+    journal = Journal()
+    concurrency = 4
+
+    async def never() -> Reply:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    gateway = FakeGateway(lambda row, n: never())
+    settings = DispatchSettings(qps=1_000_000, concurrency=concurrency)
+    d = dispatcher(gateway, journal, settings)
+    run = asyncio.create_task(d.run(records(30)))
+    while gateway.in_flight < concurrency:
+        await asyncio.sleep(0)
+    assert "in_flight=4" in repr(d)
+    d.stop()  # first Ctrl-C: waits for the calls in flight
+    await asyncio.sleep(0)
+    assert not run.done()
+    d.abort()  # second Ctrl-C
+    result = await run
+
+    assert result.stop_reason is StopReason.INTERRUPTED
+    journal.assert_one_each(records(30))
+    assert len(journal.started) == concurrency
+    for row in journal.started:
+        outcome = journal.outcome(row)
+        assert outcome.status is Status.UNKNOWN
+        assert outcome.error == IN_FLIGHT_INTERRUPTED
+        assert outcome.attempts == 1
+    assert journal.statuses()[Status.NOT_SENT] == 30 - concurrency
+
+
+async def test_cancelling_the_run_itself_propagates():
+    async def never() -> Reply:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    gateway = FakeGateway(lambda row, n: never())
+    run = asyncio.create_task(dispatcher(gateway, Journal()).run(records(10)))
+    await gateway.started.wait()
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+
+
+# -- streaming ---------------------------------------------------------------------------------
+
+
+async def test_a_huge_input_is_pulled_lazily_and_still_settled_row_by_row():
+    total = 1_000_000
+    concurrency = 4
+    payload = make_record(0).payload_json
+    pulled = 0
+    settled = 0
+    most_ahead = 0
+    pulled_at_stop: list[int] = []
+
+    def source():
+        nonlocal pulled
+        for i in range(total):
+            pulled += 1
+            yield RequestRecord(i + 2, payload, "h")
+
+    d: Dispatcher
+
+    def on_outcome(record: RequestRecord, outcome: Outcome) -> None:
+        nonlocal settled, most_ahead
+        settled += 1
+        most_ahead = max(most_ahead, pulled - settled)
+        if settled == 100:
+            pulled_at_stop.append(pulled)
+            d.stop()
+
+    gateway = FakeGateway(lambda row, n: SUCCESS)
+    settings = DispatchSettings(qps=1_000_000, concurrency=concurrency)
+    d = Dispatcher(BUILDER, gateway, settings, on_outcome=on_outcome, sleep=Sleeps())
+    await d.run(source())
+
+    queue_size = 2 * concurrency
+    assert pulled_at_stop[0] <= 100 + queue_size + concurrency + 1
+    assert most_ahead <= queue_size + concurrency + 1
+    assert settled == pulled == total  # the rest were drained as not_sent, one outcome each
+    assert len(gateway.requests) <= 100 + concurrency
+
+
+async def test_an_input_that_breaks_finishes_what_was_read_then_raises():
+    journal = Journal()
+
+    def source():
+        yield from records(5)
+        raise ValueError("the file ended mid-row")
+
+    gateway = FakeGateway(lambda row, n: SUCCESS)
+    d = dispatcher(gateway, journal)
+    with pytest.raises(ValueError, match="mid-row"):
+        await d.run(source())
+    journal.assert_one_each(records(5))
+    assert journal.statuses() == {Status.SUCCESS: 5}
+
+
+# -- the gateway --------------------------------------------------------------------------------
+# aioresponses (0.7.9) cannot build responses for aiohttp 3.14, so answers come from a tiny real
+# aiohttp.web server on a loopback port; aioresponses is used for the exceptions only.
+
+GW_URL = "http://gw.test/router/rest"
+GW_PATTERN = re.compile(r"^http://gw\.test/router/rest\?.*$")
+
+
+def signed() -> SignedRequest:
+    return BUILDER.build(make_record(0).payload_json, datetime.now(timezone.utc))
+
+
+@contextlib.asynccontextmanager
+async def serving(handler) -> AsyncIterator[str]:
+    app = web.Application()
+    app.router.add_post("/router/rest", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    try:
+        yield f"http://{host}:{port}/router/rest"
+    finally:
+        await runner.cleanup()
+
+
+async def test_gateway_posts_query_and_form_body_and_classifies_the_answer():
+    seen: list[tuple[str, bytes, dict]] = []
+    body = {
+        SPEC.response_envelope: {
+            "result": {"success": True, "code": "200", "system_time": "2024-01-01 00:00:00"},
+            "request_id": "abc",
+        }
+    }
+
+    async def handler(request: web.Request) -> web.Response:
+        raw_query = request.raw_path.split("?", 1)[1]
+        seen.append((raw_query, await request.read(), dict(request.headers)))
+        return web.json_response(body)
+
+    request = signed()
+    async with serving(handler) as url, Gateway(url, concurrency=2, timeout=15) as gateway:
+        reply = await gateway.post(request, SPEC)
+    assert reply.error_class is ErrorClass.SUCCESS
+    assert (reply.request_id, reply.code) == ("abc", "200")
+    ((query, sent, headers),) = seen
+    assert query == request.query
+    assert sent == request.body
+    assert headers["Content-Type"] == FORM_CONTENT_TYPE
+    assert "gzip" in headers["Accept-Encoding"]
+
+
+async def test_gateway_reads_gzip_answers():
+    payload = json.dumps({SPEC.response_envelope: {"result": {"success": True}}}).encode()
+
+    async def handler(request: web.Request) -> web.Response:
+        response = web.Response(body=payload, content_type="application/json")
+        response.enable_compression(web.ContentCoding.gzip)
+        return response
+
+    async with serving(handler) as url, Gateway(url, concurrency=1, timeout=15) as gateway:
+        reply = await gateway.post(signed(), SPEC)
+    assert reply.error_class is ErrorClass.SUCCESS
+
+
+@pytest.mark.parametrize(
+    ("status", "text", "error"),
+    [
+        (502, "<html>Bad Gateway</html>", "HTTP 502 from the gateway"),
+        (429, "slow down", "HTTP 429 from the gateway"),
+        (200, "<html>oops</html>", "unparsable response ('<html>oops</html>')"),
+    ],
+)
+async def test_gateway_bad_answers_are_transient(status, text, error):
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(status=status, text=text)
+
+    async with serving(handler) as url, Gateway(url, concurrency=1, timeout=15) as gateway:
+        reply = await gateway.post(signed(), SPEC)
+    assert reply.error_class is ErrorClass.TRANSIENT
+    assert reply.error == error
+
+
+@pytest.mark.parametrize(
+    ("exception", "error"),
+    [
+        (asyncio.TimeoutError(), "timeout after 15 s"),
+        (aiohttp.ServerTimeoutError("read"), "timeout after 15 s"),
+        (
+            aiohttp.ServerDisconnectedError(),
+            "connection error: ServerDisconnectedError: Server disconnected",
+        ),
+        (ConnectionResetError(104, "reset"), "connection error: ConnectionResetError"),
+        (aiohttp.ClientPayloadError("truncated"), "connection error: ClientPayloadError"),
+    ],
+    ids=["timeout", "server-timeout", "disconnected", "reset", "payload"],
+)
+async def test_gateway_turns_network_trouble_into_transient_replies(exception, error):
+    with aioresponses() as mock:
+        mock.post(GW_PATTERN, exception=exception)
+        async with Gateway(GW_URL, concurrency=2, timeout=15) as gateway:
+            reply = await gateway.post(signed(), SPEC)
+    assert reply.error_class is ErrorClass.TRANSIENT
+    assert reply.error.startswith(error)
+
+
+async def test_gateway_error_text_never_carries_the_query_string():
+    request = signed()
+    query = request.query
+    leaky = aiohttp.ClientError(f"failed POST {GW_URL}?{query} (and again: {query})")
+    with aioresponses() as mock:
+        mock.post(GW_PATTERN, exception=leaky)
+        async with Gateway(GW_URL, concurrency=2, timeout=15) as gateway:
+            reply = await gateway.post(request, SPEC)
+    assert reply.error.startswith("connection error: ClientError: failed POST")
+    assert_no_secrets(reply.error)
+    assert "timestamp" not in reply.error
+
+
+async def test_gateway_reports_a_refused_connection():
+    async with Gateway("http://127.0.0.1:9/router/rest", concurrency=1, timeout=5) as gateway:
+        reply = await gateway.post(signed(), SPEC)
+    assert reply.error_class is ErrorClass.TRANSIENT
+    assert reply.error.startswith("connection error: ClientConnectorError")
+    assert_no_secrets(reply.error)
+
+
+@pytest.mark.parametrize("bad", [{"qps": 0}, {"concurrency": 0}, {"retries": -1}, {"max_ban": -1}])
+def test_settings_refuse_impossible_values(bad):
+    with pytest.raises(ValueError):
+        DispatchSettings(**bad)
+
+
+# -- loopback, against the real simulator ------------------------------------------------------
+
+simulator = pytest.importorskip("importer.simulator")
+Simulator, SimulatorSettings = simulator.Simulator, simulator.SimulatorSettings
+
+
+async def run_against(
+    sim_settings,
+    recs: list[RequestRecord],
+    settings: DispatchSettings,
+    *,
+    secret: str = SECRET,
+    sign_method: str = "hmac-sha256",
+    timeout: float = 5,
+) -> tuple[DispatchResult, Journal, dict]:
+    journal = Journal()
+    builder = RequestBuilder(SPEC, Credentials(APP_KEY, secret), sign_method)
+    async with Simulator(sim_settings) as sim:
+        async with Gateway(sim.url, concurrency=settings.concurrency, timeout=timeout) as gw:
+            d = Dispatcher(
+                builder, gw, settings, on_start=journal.on_start, on_outcome=journal.on_outcome
+            )
+            result = await d.run(recs)
+        stats = sim.stats()
+    journal.assert_one_each(recs)
+    return result, journal, stats
+
+
+@pytest.mark.parametrize("sign_method", ["md5", "hmac", "hmac-sha256"])
+async def test_loopback_every_sign_method(sign_method):
+    recs = records(12)
+    result, journal, stats = await run_against(
+        SimulatorSettings(), recs, DispatchSettings(qps=1000), sign_method=sign_method
+    )
+    assert result.stop_reason is StopReason.NONE
+    assert journal.statuses() == {Status.SUCCESS: 12}
+    assert stats["accepted"] == 12
+    assert stats["calls"] == 12
+    outcome = journal.outcome(2)
+    assert outcome.code == "200" and outcome.request_id and outcome.system_time
+
+
+async def test_loopback_paces_to_the_quota_without_being_throttled():
+    recs = records(120)
+    _, journal, stats = await run_against(
+        SimulatorSettings(qps=20), recs, DispatchSettings(qps=20, concurrency=8)
+    )
+    assert journal.statuses() == {Status.SUCCESS: 120}
+    assert stats["rejected"].get("7", 0) <= 2
+    assert stats["max_calls_in_a_second"] <= 20
+    seconds = sorted(stats["per_second"].items(), key=lambda kv: int(kv[0]))
+    full = [n for _, n in seconds[1:-1]]  # the first and last seconds are partial
+    assert full and min(full) >= 17
+
+
+async def test_loopback_transient_faults_are_retried_to_success_without_duplicates():
+    recs = records(150)
+    sim = SimulatorSettings(isp_rate=0.2, http502_rate=0.1, drop_rate=0.05, seed=11)
+    result, journal, stats = await run_against(
+        sim, recs, DispatchSettings(qps=5000, concurrency=8, retries=10, backoff_base=0.005)
+    )
+    assert result.stop_reason is StopReason.NONE
+    assert journal.statuses() == {Status.SUCCESS: 150}
+    assert stats["duplicate_accepts"] == 0
+    assert stats["accepted"] == 150
+    attempts = sum(journal.outcome(r.source_row).attempts for r in recs)
+    assert attempts == stats["calls"] > 150
+
+
+async def test_loopback_bad_tenants_are_answered_once_each():
+    bad = 900000001
+    recs = [make_record(i, tenant=bad if i % 3 == 0 else 200110004) for i in range(30)]
+    result, journal, stats = await run_against(
+        SimulatorSettings(bad_tenants=frozenset({bad})), recs, DispatchSettings(qps=1000)
+    )
+    assert result.stop_reason is StopReason.NONE
+    assert journal.statuses() == {Status.SUCCESS: 20, Status.FAILED: 10}
+    failed = journal.outcome(2)
+    assert failed.code == "50" and failed.sub_code.startswith("isv.")
+    assert failed.attempts == 1
+    assert stats["calls"] == 30
+
+
+async def test_loopback_a_wrong_secret_stops_the_run_after_a_handful_of_calls():
+    recs = records(200)
+    settings = DispatchSettings(qps=1000, concurrency=8)
+    result, journal, stats = await run_against(
+        SimulatorSettings(), recs, settings, secret="not-the-secret-0000"
+    )
+    assert result.stop_reason is StopReason.FATAL
+    assert "code 25" in result.message
+    assert "check TOP_APP_SECRET" in result.message
+    assert "not-the-secret-0000" not in result.message
+    assert stats["calls"] <= settings.concurrency + 1
+    assert stats["accepted"] == 0
+    assert journal.statuses()[Status.NOT_SENT] >= 200 - settings.concurrency - 1
+    for text in all_texts(journal, result):
+        assert "not-the-secret-0000" not in text
+
+
+async def test_loopback_a_daily_quota_ban_stops_the_run():
+    recs = records(100)
+    settings = DispatchSettings(qps=1000, concurrency=4)
+    result, journal, stats = await run_against(
+        SimulatorSettings(throttle_all=True, ban_seconds=2592000), recs, settings
+    )
+    assert result.stop_reason is StopReason.BAN_TOO_LONG
+    assert "2592000 s" in result.message
+    assert stats["calls"] <= settings.concurrency + 1
+    assert journal.statuses()[Status.NOT_SENT] >= 100 - settings.concurrency - 1
+
+
+async def test_loopback_a_slow_gateway_times_out_as_a_transient_error():
+    recs = records(2)
+    _, journal, _ = await run_against(
+        SimulatorSettings(latency_ms=400),
+        recs,
+        DispatchSettings(qps=1000, concurrency=2, retries=1, backoff_base=0.001),
+        timeout=0.1,
+    )
+    outcome = journal.outcome(2)
+    assert outcome.status is Status.FAILED
+    assert outcome.error == "timeout after 0.1 s (after 2 attempts)"

@@ -1,0 +1,190 @@
+"""The pacer, on a fake clock: no second ever sees more than N starts, and the quota is used."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import math
+import random
+from collections import Counter
+
+import pytest
+
+from importer.pacing import Pacer, paced_rate
+
+
+class FakeClock:
+    """A clock that only moves when someone sleeps on it (optionally oversleeping, like a timer)."""
+
+    def __init__(self, overshoot: float = 0.0, seed: int = 0) -> None:
+        self.t = 1_000.0
+        self.overshoot = overshoot
+        self.rng = random.Random(seed)
+        self.sleeps = 0
+
+    def __call__(self) -> float:
+        return self.t
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps += 1
+        self.t += seconds + self.rng.uniform(0, self.overshoot)
+        await asyncio.sleep(0)
+
+
+async def run_starts(
+    pacer: Pacer, clock: FakeClock, count: int, workers: int = 8, work: float = 0.0
+) -> list[float]:
+    """``count`` starts by ``workers`` tasks; each may 'work' (move the clock) between calls."""
+    starts: list[float] = []
+    rng = random.Random(1)
+
+    async def worker() -> None:
+        while len(starts) < count:
+            await pacer.acquire()
+            starts.append(clock())
+            if work:
+                clock.t += rng.uniform(0, work)
+            await asyncio.sleep(0)
+
+    await asyncio.gather(*(worker() for _ in range(workers)))
+    return starts
+
+
+def max_in_sliding_second(starts: list[float]) -> int:
+    """The most starts in any half-open window [t, t + 1)."""
+    starts = sorted(starts)
+    best, j = 0, 0
+    for i, t in enumerate(starts):
+        while starts[j] <= t - 1.0:
+            j += 1
+        best = max(best, i - j + 1)
+    return best
+
+
+def max_in_clock_second(starts: list[float], phase: float) -> int:
+    return max(Counter(math.floor(t - phase) for t in starts).values())
+
+
+def long_run_rate(starts: list[float]) -> float:
+    return (len(starts) - 1) / (starts[-1] - starts[0])
+
+
+PHASES = (0.0, 0.001, 0.123, 0.5, 0.77, 0.999)
+
+
+@pytest.mark.parametrize("qps", [1, 3, 10, 50, 2000, 5000])
+@pytest.mark.parametrize("overshoot", [0.0, 0.002])
+async def test_no_second_sees_more_than_qps_and_the_quota_is_used(qps, overshoot):
+    clock = FakeClock(overshoot=overshoot)
+    pacer = Pacer(qps, time=clock, sleep=clock.sleep)
+    count = max(12, 5 * qps)
+    starts = await run_starts(pacer, clock, count, workers=min(64, qps + 1))
+
+    assert len(starts) >= count
+    assert max_in_sliding_second(starts) <= qps
+    for phase in PHASES:
+        assert max_in_clock_second(starts, phase) <= qps
+    rate = long_run_rate(starts)
+    assert rate <= qps
+    if qps >= 50:
+        assert rate >= 0.95 * qps
+    else:  # small quotas keep half a call per second in reserve (see paced_rate)
+        assert rate == pytest.approx(paced_rate(qps), rel=0.03)
+
+
+@pytest.mark.parametrize("qps", [2000, 5000])
+async def test_a_coarse_timer_still_reaches_the_rate(qps):
+    """Timers that wake 0-3 ms late: the callers that fell due meanwhile go on the same wakeup."""
+    clock = FakeClock(overshoot=0.003)
+    pacer = Pacer(qps, time=clock, sleep=clock.sleep)
+    starts = await run_starts(pacer, clock, 4 * qps, workers=64)
+    assert long_run_rate(starts) >= 0.95 * qps
+    assert max_in_sliding_second(starts) <= qps
+    assert clock.sleeps < len(starts) / 2
+
+
+@pytest.mark.parametrize("qps", [3, 10, 50, 2000])
+async def test_steady_pace_leaves_room_for_jitter(qps):
+    """Once running, N+1 consecutive starts span more than 1 s by the margin (20 ms or more)."""
+    clock = FakeClock()
+    pacer = Pacer(qps, time=clock, sleep=clock.sleep)
+    starts = await run_starts(pacer, clock, 4 * qps + 10)
+    spans = [starts[i + qps] - starts[i] for i in range(len(starts) - qps)]
+    assert min(spans) >= 1.0 + 0.0199
+
+
+@pytest.mark.parametrize("qps", [1, 10, 2000])
+async def test_callers_arriving_irregularly_stay_within_quota(qps):
+    clock = FakeClock(overshoot=0.003)
+    pacer = Pacer(qps, time=clock, sleep=clock.sleep)
+    starts = await run_starts(pacer, clock, 4 * qps + 10, workers=16, work=2.0 / qps)
+    assert max_in_sliding_second(starts) <= qps
+    for phase in PHASES:
+        assert max_in_clock_second(starts, phase) <= qps
+
+
+async def test_an_idle_pacer_does_not_bank_a_burst():
+    clock = FakeClock()
+    pacer = Pacer(1000, time=clock, sleep=clock.sleep)
+    await run_starts(pacer, clock, 100)
+    clock.t += 60.0  # idle for a minute
+    burst_at = clock()
+    starts = await run_starts(pacer, clock, 200, workers=64)
+    assert sum(1 for t in starts if t == burst_at) == 1
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert min(gaps) == pytest.approx(1 / pacer.rate)  # evenly paced from the first caller on
+
+
+async def test_pause_holds_every_caller_until_it_ends():
+    clock = FakeClock()
+    pacer = Pacer(100, time=clock, sleep=clock.sleep)
+    starts: list[float] = []
+    paused: list[float] = []
+
+    async def worker(i: int) -> None:
+        for _ in range(30):
+            await pacer.acquire()
+            starts.append(clock())
+            if len(starts) == 20 and not paused:
+                paused.append(clock())
+                pacer.pause_until(clock() + 5.0)
+            await asyncio.sleep(0)
+
+    await asyncio.gather(*(worker(i) for i in range(8)))
+    ban_start = paused[0]
+    assert len(starts) == 240
+    assert not [t for t in starts if ban_start < t < ban_start + 5.0]
+    assert sum(1 for t in starts if t >= ban_start + 5.0) == 220
+
+
+async def test_pauses_only_extend():
+    clock = FakeClock()
+    pacer = Pacer(10, time=clock, sleep=clock.sleep)
+    pacer.pause_until(clock() + 3.0)
+    pacer.pause_for(1.0)
+    start = clock()
+    await pacer.acquire()
+    assert clock() == pytest.approx(start + 3.0)
+
+
+def test_paced_rate():
+    assert paced_rate(1) == 0.5
+    assert paced_rate(10) == 9.5
+    assert paced_rate(25) == pytest.approx(24.5)
+    assert paced_rate(2000) == pytest.approx(1960)
+    assert paced_rate(0.5) == 0.25
+    with pytest.raises(ValueError):
+        paced_rate(0)
+
+
+async def test_repr_shows_live_state():
+    clock = FakeClock()
+    pacer = Pacer(50, time=clock, sleep=clock.sleep)
+    for _ in range(3):
+        await pacer.acquire()
+    pacer.pause_for(2.0)
+    text = repr(pacer)
+    assert "qps=50" in text
+    assert "starts=3" in text
+    assert "window=3/50" in text
+    assert "paused_for=2.000s" in text
