@@ -154,8 +154,8 @@ class Journal:
         host = socket.gethostname()
         db.execute("BEGIN IMMEDIATE")
         try:
-            for run_id, pid, other_host, started in db.execute(
-                "SELECT run_id, pid, host, started_at FROM runs "
+            for run_id, pid, other_host, started, other_input in db.execute(
+                "SELECT run_id, pid, host, started_at, input_path FROM runs "
                 "WHERE input_key = ? AND finished_at IS NULL",
                 (input_key,),
             ).fetchall():
@@ -163,10 +163,11 @@ class Journal:
                     # A dead run's lock: it never blocks.
                     db.execute("UPDATE runs SET finished_at = ? WHERE run_id = ?", (0, run_id))
                     continue
+                same = input_path if other_input == input_path else f"{other_input} (same content)"
                 raise LockedError(
-                    f"{input_path} is already being imported with journal {self.path} by process "
-                    f"{pid} on {other_host}, started {_when(started)}; wait for it to finish "
-                    "(a second run would send the same rows twice)."
+                    f"{input_path}: {same} is already being imported with journal {self.path} by "
+                    f"process {pid} on {other_host}, started {_when(started)}; wait for it to "
+                    "finish (a second run would send the same rows twice)."
                 )
             cur = db.execute(
                 "INSERT INTO runs (input_key, input_path, app_key, method, pid, host, started_at)"
