@@ -47,12 +47,14 @@ class Row:
 
     ``source_row`` is the row number the user sees (header = 1); ``cells`` are the cells as read,
     in column order; ``numeric`` holds the indexes of cells that were number cells in a workbook
-    (their text may already be rounded by Excel).
+    (their text may already be rounded by Excel); ``problem`` is set when the loader could not
+    line the row up with the header (the row is then invalid, the others still go).
     """
 
     source_row: int
     cells: tuple[str, ...]
     numeric: frozenset[int] = frozenset()
+    problem: str = ""
 
     def is_blank(self) -> bool:
         return all(not c.strip() for c in self.cells)
@@ -174,6 +176,8 @@ class RowValidator:
         self._plan = tuple((f, columns.get(f.name)) for f in spec.fields)
 
     def validate(self, row: Row) -> RequestRecord | RowError:
+        if row.problem:
+            return RowError(row.source_row, "", "", row.problem)
         payload: dict[str, object] = {}
         cells = row.cells
         for fspec, index in self._plan:

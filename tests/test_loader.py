@@ -137,11 +137,13 @@ def test_short_rows_are_padded_and_trailing_empty_cells_dropped(tmp_path):
     assert [r.cells for r in rows] == [("1", "u", "", ""), ("2", "u", "3", "c")]
 
 
-def test_extra_non_empty_cells_name_the_row(tmp_path):
-    text = "case_id,user_identify,tenant_id,open_conversation_id\n1,u,3,c\n2,u,3,c,d,e\n"
-    table = open_input(write_text(tmp_path / "extra.csv", text), SPEC)
-    with pytest.raises(InputError, match=r"extra\.csv row 3 has 6 cells but the header has 4"):
-        list(table.rows())
+def test_extra_non_empty_cells_make_that_row_invalid_and_the_others_go(tmp_path):
+    text = "case_id,user_identify,tenant_id,open_conversation_id\n1,u,3,c\n2,u,3,c,d,e\n3,u,3,c\n"
+    _, rows = read_all(write_text(tmp_path / "extra.csv", text))
+    assert [r.source_row for r in rows] == [2, 3, 4]
+    assert [bool(r.problem) for r in rows] == [False, True, False]
+    assert rows[1].cells == ("2", "u", "3", "c")
+    assert "has 6 cells but the header has 4 (extra: 'd', 'e')" in rows[1].problem
 
 
 # -- workbooks -------------------------------------------------------------------------------------
@@ -430,13 +432,22 @@ def test_missing_sheet_lists_the_sheets_found(tmp_path):
         open_input(path, SPEC, sheet="failed")
 
 
-def test_invalid_text_after_the_sample_is_an_input_error(tmp_path):
-    body = (",".join(ROW) + "\n") * 2000  # ASCII past the 64 KiB sample: detected as UTF-8
+def test_gbk_text_after_the_sample_is_found_before_any_row_is_read(tmp_path):
+    body = (",".join(ROW) + "\n") * 2000  # ASCII past the 64 KiB sample: looks like UTF-8
     path = tmp_path / "mixed.csv"
-    path.write_bytes((",".join(HEADERS) + "\n" + body).encode() + "工单\n".encode("gbk"))
-    table = open_input(path, SPEC)
-    with pytest.raises(InputError, match=r"mixed\.csv is not valid utf-8 text after row"):
-        list(table.rows())
+    path.write_bytes(
+        (",".join(HEADERS) + "\n" + body + ",".join(ROW)).encode() + "工单\n".encode("gbk")
+    )
+    rows = list(open_input(path, SPEC).rows())
+    assert rows[-1].cells[-1].endswith("工单")
+
+
+def test_text_that_is_neither_utf8_nor_gb18030_after_the_sample_is_refused_up_front(tmp_path):
+    body = (",".join(ROW) + "\n") * 2000
+    path = tmp_path / "broken.csv"
+    path.write_bytes((",".join(HEADERS) + "\n" + body).encode() + b"\x80\x80\xff\xff\n")
+    with pytest.raises(InputError, match=r"broken\.csv is not UTF-8 or GB18030 text"):
+        open_input(path, SPEC)
 
 
 def test_first_visible_sheet_is_the_default(tmp_path):
@@ -451,9 +462,8 @@ def test_first_visible_sheet_is_the_default(tmp_path):
 
 def test_extra_cells_are_checked_before_result_columns_are_dropped(tmp_path):
     text = "source_row,case_id,user_identify,tenant_id,open_conversation_id\n2,1,u,3,c,extra\n"
-    table = open_input(write_text(tmp_path / "r.csv", text), SPEC)
-    with pytest.raises(InputError, match=r"row 2 has 6 cells but the header has 5"):
-        list(table.rows())
+    (row,) = open_input(write_text(tmp_path / "r.csv", text), SPEC).rows()
+    assert "has 6 cells but the header has 5" in row.problem
 
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
