@@ -15,7 +15,7 @@ import signal
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -197,7 +197,13 @@ class _Feed:
     """Pass one: rows -> records to send; rows that need no call are settled in the journal."""
 
     def __init__(
-        self, table: InputTable, spec: ApiSpec, run: RunJournal, config: Config, summary
+        self,
+        table: InputTable,
+        spec: ApiSpec,
+        run: RunJournal,
+        config: Config,
+        summary: FileSummary,
+        on_settled: Callable[[Status], None],
     ) -> None:
         self._table = table
         self._validator = RowValidator(spec, table.columns)
@@ -205,6 +211,7 @@ class _Feed:
         self._run = run
         self._config = config
         self._summary = summary
+        self._on_settled = on_settled
         self.notes: dict[int, str] = {}  # rows resent after an unknown earlier outcome
 
     def records(self) -> Iterator[RequestRecord]:
@@ -225,6 +232,7 @@ class _Feed:
                 yield result
                 continue
             pending.append((row.source_row, outcome))
+            self._on_settled(outcome.status)
             if len(pending) >= _BATCH:
                 self._run.add_rows(pending)
                 pending.clear()
@@ -289,8 +297,8 @@ async def run_file(
     builder = RequestBuilder(
         spec, credentials, config.sign_method, partner_id=f"top-import-{__version__}"
     )
-    feed = _Feed(table, spec, run, config, summary)
-    progress = Progress(config.progress, label=path.name)
+    progress = Progress(config.progress, label=path.name, total=table.estimate_rows())
+    feed = _Feed(table, spec, run, config, summary, progress.update)
 
     def on_start(record: RequestRecord) -> None:
         run.in_flight(record.payload_hash)

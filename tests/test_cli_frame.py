@@ -70,3 +70,18 @@ def test_plain_http_gateway_elsewhere_than_loopback_is_refused(tmp_path):
     result = CliRunner().invoke(cli, ["run", str(tmp_path / "t.csv")], env=env)
     assert result.exit_code == 2
     assert "https" in result.output
+
+
+def test_readme_quick_start_is_two_lines_main_job_then_tests():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    text = (root / "README.md").read_text(encoding="utf-8")
+    block = text.split("## Quick start", 1)[1].split("```", 2)[1]
+    lines = [line for line in block.splitlines()[1:] if line.strip()]
+    assert len(lines) == 2
+    run_line, test_line = lines
+    assert "top-import run samples/" in run_line and "--simulate" in run_line
+    sample = run_line.split("top-import run ", 1)[1].split()[0]
+    assert (root / sample).is_file()
+    assert "[test]" in test_line and "pytest" in test_line

@@ -482,3 +482,13 @@ def test_samples_read(name, count, last_row):
     rows = list(table.rows())
     assert table.headers[:5] == tuple(HEADERS)
     assert (len(rows), rows[-1].source_row) == (count, last_row)
+
+
+def test_csv_row_estimate_counts_lines_below_the_header(tmp_path):
+    text = ",".join(HEADERS) + "\n" + (",".join(ROW) + "\n") * 7
+    assert open_input(write_text(tmp_path / "n.csv", text), SPEC).estimate_rows() == 7
+
+
+def test_workbook_row_estimate_is_not_computed(tmp_path):
+    path = write_xlsx(tmp_path / "n.xlsx", [HEADERS, ROW])
+    assert open_input(path, SPEC).estimate_rows() is None
