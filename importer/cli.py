@@ -254,7 +254,7 @@ async def _run_all(
     from importer.journal import Journal
 
     stop_at = config.stop_at(datetime.now().astimezone())
-    async with _gateway(config, credentials) as (gateway_url, creds):
+    async with _gateway(config, credentials, spec) as (gateway_url, creds):
         journal = Journal(config.journal)
         try:
             summaries: list[FileSummary] = []
@@ -286,9 +286,10 @@ async def _run_all(
 class _gateway:
     """The gateway to send to: the configured one, or an in-process simulator."""
 
-    def __init__(self, config: Config, credentials: Credentials | None) -> None:
+    def __init__(self, config: Config, credentials: Credentials | None, spec: ApiSpec) -> None:
         self._config = config
         self._credentials = credentials
+        self._spec = spec
         self._simulator = None
 
     async def __aenter__(self) -> tuple[str, Credentials]:
@@ -296,10 +297,12 @@ class _gateway:
             assert self._credentials is not None
             check_gateway_url(self._config.gateway)
             return self._config.gateway, self._credentials
-        from importer.simulator import Simulator, SimulatorSettings
+        from importer.simulator import Simulator, SimulatorSettings, builtin_specs
 
         settings = SimulatorSettings()
-        self._simulator = Simulator(settings)
+        # The simulator serves the built-in APIs and the one this run sends to (a spec file).
+        specs = {s.method: s for s in [*builtin_specs(), self._spec]}.values()
+        self._simulator = Simulator(settings, specs=specs)
         await self._simulator.__aenter__()
         fail(f"simulating the platform at {self._simulator.url} (app key {settings.app_key})")
         return self._simulator.url, Credentials(settings.app_key, settings.secret)
@@ -427,17 +430,8 @@ def apis(spec_file: str | None) -> int:
     """
     specs = [load_spec(spec_file)] if spec_file else [load_spec(m) for m in builtin_methods()]
     for spec in specs:
-        click.echo(describe_spec(spec))
+        click.echo(spec.describe())
     return EXIT_OK
-
-
-def describe_spec(spec: ApiSpec) -> str:
-    lines = [f"{spec.method}  {spec.title}".rstrip(), f"  object parameter: {spec.object_param}"]
-    for f in spec.fields:
-        flag = "required" if f.required else "optional"
-        headers = ", ".join(f.headers)
-        lines.append(f"  {f.name:<22} {f.type:<7} {flag:<9} columns: {headers}")
-    return "\n".join(lines)
 
 
 def main() -> None:

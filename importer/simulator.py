@@ -376,6 +376,10 @@ async def _reset(request: web.Request) -> web.Response:
     return _json(gw.stats.as_dict())
 
 
+def builtin_specs() -> list[ApiSpec]:
+    return [load_spec(method) for method in builtin_methods()]
+
+
 def make_app(
     settings: SimulatorSettings,
     *,
@@ -384,7 +388,7 @@ def make_app(
 ) -> web.Application:
     """The simulator app. ``specs`` defaults to the built-in ones; ``clock`` is epoch seconds."""
     if specs is None:
-        specs = [load_spec(method) for method in builtin_methods()]
+        specs = builtin_specs()
     app = web.Application()
     app[_GATEWAY] = _Gateway(settings, specs, clock)
     app.router.add_post("/router/rest", _router_rest)

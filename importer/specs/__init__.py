@@ -55,6 +55,17 @@ class ApiSpec:
     def required_fields(self) -> tuple[FieldSpec, ...]:
         return tuple(f for f in self.fields if f.required)
 
+    def describe(self) -> str:
+        """What ``top-import apis`` prints: the method, its fields and their accepted headers."""
+        lines = [
+            f"{self.method}  {self.title}".rstrip(),
+            f"  object parameter: {self.object_param}",
+        ]
+        for f in self.fields:
+            flag = "required" if f.required else "optional"
+            lines.append(f"  {f.name:<22} {f.type:<7} {flag:<9} columns: {', '.join(f.headers)}")
+        return "\n".join(lines)
+
     def header_index(self) -> dict[str, str]:
         """Normalised header text -> field name, for every name and alias."""
         index: dict[str, str] = {}
