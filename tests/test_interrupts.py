@@ -1,0 +1,45 @@
+"""A second Ctrl-C stops at once: calls in flight become `unknown`, and the journal knows it."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+
+from conftest import cli, read_sheet, statuses, ticket, wait_for, write_csv
+
+
+def test_a_second_sigint_cancels_calls_in_flight_as_unknown(tmp_path, simulator):
+    sim = simulator(latency_ms=5000)
+    write_csv(tmp_path / "t.csv", [ticket(i) for i in range(40)])
+    args = ["run", "t.csv", "--qps", "100", "--concurrency", "4", "--no-progress"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "importer", *args],
+        cwd=tmp_path,
+        env=sim.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: sim.stats()["calls"] >= 4)
+        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    rows = read_sheet(tmp_path / "reports" / "t.result.xlsx")
+    unknown = [r for r in rows if r["status"] == "unknown"]
+    assert len(unknown) == 4
+    assert all(r["attempts"] == 1 and "in flight" in r["error"] for r in unknown)
+    assert {r["status"] for r in rows} == {"unknown", "not_sent"}
+
+    # The rerun sends them again (their outcome is unknown) and says so in the report.
+    sim_fast = simulator(app_key=sim.settings.app_key)
+    again = cli(["run", "t.csv", "--qps", "500"], tmp_path, sim_fast.env())
+    assert again.returncode == 0, again.stderr
+    rows = read_sheet(tmp_path / "reports" / "t.result.xlsx")
+    assert statuses(tmp_path / "reports" / "t.result.xlsx") == {"success": 40}
+    resent = [r for r in rows if "sent again" in (r["error"] or "")]
+    assert sorted(r["source_row"] for r in resent) == sorted(r["source_row"] for r in unknown)
