@@ -399,3 +399,17 @@ def test_interrupt_during_close_still_removes_the_temp_file(
     with pytest.raises(KeyboardInterrupt):
         writer.close([])
     assert os.listdir(tmp_path) == []
+
+
+def test_without_call_columns_attempts_and_elapsed_are_left_empty(tmp_path: Path) -> None:
+    out = tmp_path / "result.xlsx"
+    with ReportWriter(out, HEADERS, call_columns=False) as writer:
+        writer.write(Row(2, ("1001", "Ann")), Outcome(Status.VALID))
+        writer.write(Row(3, ("1002", "Bob")), Outcome(Status.INVALID, error="tenant_id bad"))
+        writer.close([])
+    sheets = read_sheets(out)
+    assert values(sheets["results"])[1:] == [
+        [2, "1001", "Ann", "valid", None, None, None, None, None, None, None, None, None],
+        [3, "1002", "Bob", "invalid", None, None, None, None, None, None, None, None,
+         "tenant_id bad"],
+    ]  # fmt: skip

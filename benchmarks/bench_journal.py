@@ -1,0 +1,196 @@
+"""What the resume journal costs the Dispatcher: the same calls with and without its callbacks.
+
+    python benchmarks/bench_journal.py [--calls 5000] [--rounds 3] [--quick]
+
+1. dispatch: N signed calls to the simulator (its own process, answering after 20 ms) through
+   the Dispatcher with concurrency 64, (a) with callbacks that do nothing, (b) with the journal's
+   callbacks as ``pipeline.run_file`` wires them (``run.in_flight`` before the first call,
+   ``run.settle`` as each outcome is known; a fresh journal file per round). Rounds alternate;
+   the best of each is kept. Prints calls/s of both and the ratio b/a (target >= 0.9), and the
+   time the journal callbacks held the event loop, per call.
+2. journal alone, no network: ``in_flight`` + ``settle`` of N payloads in a tight loop, µs per
+   call, and the share of that spent in COMMIT (the WAL append).
+
+Prints, never asserts: the figures depend on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from bench_send import SimulatorProcess, builder, make_records
+
+from importer.dispatcher import Dispatcher, DispatchSettings
+from importer.gateway import Gateway
+from importer.journal import Journal, RunJournal
+from importer.records import Outcome, RequestRecord, Status
+
+APP_KEY = "12345678"
+CONCURRENCY = 64
+
+
+def open_run(path: Path) -> tuple[Journal, RunJournal]:
+    journal = Journal(path)
+    run = journal.start_run(
+        input_path=str(path.with_suffix(".csv")),
+        input_key=hashlib.sha256(str(path).encode()).hexdigest(),
+        app_key=APP_KEY,
+        method=builder().spec.method,
+    )
+    return journal, run
+
+
+class Timed:
+    """The journal callbacks of ``pipeline.run_file``, timing how long they hold the loop."""
+
+    def __init__(self, run: RunJournal) -> None:
+        self.run = run
+        self.seconds = 0.0
+        self.calls = 0
+
+    def on_start(self, record: RequestRecord) -> None:
+        started = time.perf_counter()
+        self.run.in_flight(record.payload_hash)
+        self.seconds += time.perf_counter() - started
+
+    def on_outcome(self, record: RequestRecord, outcome: Outcome) -> None:
+        started = time.perf_counter()
+        self.run.settle(record.source_row, record.payload_hash, outcome)
+        self.seconds += time.perf_counter() - started
+        self.calls += 1
+
+
+async def dispatch(
+    url: str,
+    recs: list[RequestRecord],
+    on_start: Callable[[RequestRecord], None],
+    on_outcome: Callable[[RequestRecord, Outcome], None],
+) -> float:
+    settings = DispatchSettings(qps=100_000, concurrency=CONCURRENCY)
+    async with Gateway(url, concurrency=CONCURRENCY, timeout=15) as gateway:
+        d = Dispatcher(builder(), gateway, settings, on_start=on_start, on_outcome=on_outcome)
+        started = time.perf_counter()
+        await d.run(iter(recs))
+        return len(recs) / (time.perf_counter() - started)
+
+
+async def with_and_without(calls: int, rounds: int, tmp: Path) -> None:
+    print(
+        f"dispatch: {calls} calls, simulator latency 20 ms in its own process, concurrency "
+        f"{CONCURRENCY}; best of {rounds} alternating rounds"
+    )
+    bare: list[float] = []
+    journalled: list[float] = []
+    held: list[float] = []
+    offset = 0
+    with SimulatorProcess(latency_ms=20) as sim:
+        await dispatch(sim.url, make_records(500, 10_000_000), _noop, _noop)  # warm up
+        for i in range(rounds):
+            bare.append(await dispatch(sim.url, make_records(calls, offset), _noop, _noop))
+            offset += calls
+            journal, run = open_run(tmp / f"round{i}.sqlite")
+            timed = Timed(run)
+            recs = make_records(calls, offset)
+            journalled.append(await dispatch(sim.url, recs, timed.on_start, timed.on_outcome))
+            offset += calls
+            held.append(timed.seconds / max(timed.calls, 1))
+            run.finish()
+            journal.close()
+        stats = await sim.stats()
+    a, b = max(bare), max(journalled)
+    print(f"  (a) no-op callbacks     : {a:8.0f} calls/s   rounds {_rates(bare)}")
+    print(f"  (b) journal callbacks   : {b:8.0f} calls/s   rounds {_rates(journalled)}")
+    print(f"  ratio b/a               : {b / a:8.2f}   (target >= 0.90)")
+    print(
+        f"  journal held the loop   : {min(held) * 1e6:8.0f} µs a call (in_flight + settle), "
+        f"rounds {' '.join(f'{h * 1e6:.0f}' for h in held)}"
+    )
+    print(
+        f"  simulator accepted {stats['accepted']} of {stats['calls']} calls, "
+        f"duplicates {stats['duplicate_accepts']}"
+    )
+
+
+def journal_alone(calls: int, tmp: Path) -> None:
+    """``in_flight`` and ``settle`` in a tight loop; the COMMIT's share from a traced run."""
+    recs = make_records(calls)
+    outcome = Outcome(
+        Status.SUCCESS,
+        request_id="r1x2y3z4",
+        system_time="2024-05-01 12:00:00",
+        attempts=1,
+        elapsed_ms=21,
+    )
+    journal, run = open_run(tmp / "alone.sqlite")
+    started = time.perf_counter()
+    for r in recs:
+        run.in_flight(r.payload_hash)
+    mid = time.perf_counter()
+    for r in recs:
+        run.settle(r.source_row, r.payload_hash, outcome)
+    ended = time.perf_counter()
+    run.finish()
+    # The same again with every statement timed by the connection's trace callback.
+    journal2, run2 = open_run(tmp / "traced.sqlite")
+    spent: dict[str, float] = {}
+    last = [time.perf_counter(), ""]
+
+    def trace(sql: str) -> None:  # called as each statement starts: charge the previous one
+        now = time.perf_counter()
+        if last[1]:
+            spent[last[1]] = spent.get(last[1], 0.0) + now - last[0]
+        last[0], last[1] = now, sql.split(None, 1)[0].upper()
+
+    run2._db.set_trace_callback(trace)
+    for r in recs:
+        run2.in_flight(r.payload_hash)
+        run2.settle(r.source_row, r.payload_hash, outcome)
+        trace("END")  # charge the last statement of the call
+        last[1] = ""
+    run2._db.set_trace_callback(None)
+    run2.finish()
+    journal.close()
+    journal2.close()
+    per = 1e6 / calls
+    print(f"journal alone, no network: {calls} payloads, WAL, synchronous=NORMAL")
+    print(f"  in_flight               : {(mid - started) * per:8.1f} µs a call")
+    print(f"  settle                  : {(ended - mid) * per:8.1f} µs a call")
+    total = sum(spent.values())
+    shares = ", ".join(f"{k} {v / total:.0%}" for k, v in sorted(spent.items(), key=_second))
+    print(f"  statements (traced run) : {shares}")
+
+
+def _second(kv: tuple[str, float]) -> float:
+    return -kv[1]
+
+
+def _noop(*_: object) -> None:
+    return None
+
+
+def _rates(rates: list[float]) -> str:
+    return " ".join(f"{r:.0f}" for r in rates)
+
+
+async def main(calls: int, rounds: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        await with_and_without(calls, rounds, Path(tmp))
+        print()
+        journal_alone(calls, Path(tmp))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=5_000, help="calls a round")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds, best kept")
+    parser.add_argument("--quick", action="store_true", help="1000 calls, 2 rounds")
+    args = parser.parse_args()
+    if args.quick:
+        args.calls, args.rounds = 1_000, 2
+    asyncio.run(main(args.calls, args.rounds))
