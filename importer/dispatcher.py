@@ -231,7 +231,7 @@ class Dispatcher:
                 self._on_start(record)
             tries.started = time.monotonic()
         tries.attempts += 1
-        request = self._builder.build(record.payload_json, self._clock())
+        request = self._builder.build(record, self._clock())
         task = asyncio.current_task()
         self._phase[task] = "call"
         try:

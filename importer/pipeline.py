@@ -172,7 +172,7 @@ def check_file(
             else:
                 outcome = Outcome(Status.VALID)
                 if builder is not None:
-                    builder.build(result.payload_json, now)
+                    builder.build(result, now)
             summary.rows_read += 1
             summary.count(outcome)
             writer.write(row, outcome)

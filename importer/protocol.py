@@ -1,8 +1,10 @@
 """The TOP wire protocol, pure: build a signed request, and read a response into a ``Reply``.
 
-Requests follow the official SDKs: system parameters in the query string, the object parameter
-as a form body (reference §1, §3). Responses are classified per the design's table (reference §5)
-so the dispatcher only has to act on ``Reply.error_class``.
+Requests follow the official SDKs: system parameters in the query string, the business
+parameters (the spec's object parameter as compact JSON, and its flat parameters as text) as a
+form body, all signed together (reference §1, §3). Responses are classified per the design's
+table (reference §5) and the spec's success rule, so the dispatcher only has to act on
+``Reply.error_class``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from datetime import datetime, timedelta, timezone
 from enum import Enum
 from urllib.parse import quote, urlencode
 
+from importer.errors import UsageError
+from importer.records import RequestRecord
 from importer.signing import sign
 from importer.specs import ApiSpec
 
@@ -42,11 +46,15 @@ class Credentials:
 @dataclass(frozen=True, slots=True)
 class SignedRequest:
     query: str  # url-encoded system parameters, sign included
-    body: bytes  # url-encoded form with the object parameter
+    body: bytes  # url-encoded form with the business parameters
 
 
 class RequestBuilder:
-    """Signs one API's calls with one set of credentials; ``build`` is called once per attempt."""
+    """Signs one API's calls with one set of credentials; ``build`` is called once per attempt.
+
+    A spec with ``needs_session`` and credentials without a session is a ``UsageError`` here,
+    before any row is read or sent.
+    """
 
     def __init__(
         self,
@@ -55,6 +63,11 @@ class RequestBuilder:
         sign_method: str = "hmac-sha256",
         partner_id: str | None = None,
     ) -> None:
+        if spec.needs_session and not (credentials.session or "").strip():
+            raise UsageError(
+                f"{spec.method} needs a user session: set TOP_SESSION (or session in "
+                "importer.toml) to the session key the user authorised."
+            )
         self.spec = spec
         self._secret = credentials.secret
         self._sign_method = sign_method
@@ -73,23 +86,40 @@ class RequestBuilder:
     def __repr__(self) -> str:
         return f"RequestBuilder(method={self.spec.method!r}, sign_method={self._sign_method!r})"
 
-    def params(self, payload_json: str, now: datetime) -> dict[str, str]:
+    def business(self, payload: str | RequestRecord) -> dict[str, str]:
+        """The business parameters of a record (or of an object parameter's JSON alone)."""
+        if isinstance(payload, RequestRecord):
+            payload_json, flat = payload.payload_json, payload.flat
+        else:
+            payload_json, flat = payload, ()
+        business: dict[str, str] = {}
+        if self.spec.object_param is not None:
+            business[self.spec.object_param] = payload_json
+        # A blank flat value is neither signed nor sent (the validator leaves empties out).
+        business.update((k, v) for k, v in flat if v.strip())
+        return business
+
+    def params(self, payload: str | RequestRecord, now: datetime) -> dict[str, str]:
         """Every signed parameter, ``sign`` included (system and business together)."""
         system = dict(self._static, timestamp=format_timestamp(now))
         # A blank value is left out of the signature (reference §2), so it must not be sent
         # either: the gateway would sign it and the signatures would differ.
         system = {k: v for k, v in system.items() if v.strip()}
-        business = {self.spec.object_param: payload_json}
+        business = self.business(payload)
         system["sign"] = sign({**system, **business}, self._secret, self._sign_method)
         return {**system, **business}
 
-    def build(self, payload_json: str, now: datetime) -> SignedRequest:
-        params = self.params(payload_json, now)
-        body_value = params.pop(self.spec.object_param)
+    def build(self, payload: str | RequestRecord, now: datetime) -> SignedRequest:
+        """A signed request for a ``RequestRecord`` (object JSON and flat parameters), or for an
+        object parameter's JSON alone."""
+        business = self.business(payload)
+        params = self.params(payload, now)
+        for name in business:
+            del params[name]
         query = urlencode(params, quote_via=quote)
-        body = (quote(self.spec.object_param, safe="") + "=" + quote(body_value, safe="")).encode(
-            "ascii"
-        )
+        body = "&".join(
+            quote(name, safe="") + "=" + quote(value, safe="") for name, value in business.items()
+        ).encode("ascii")
         return SignedRequest(query=query, body=body)
 
 
@@ -158,14 +188,20 @@ def classify(status: int, body: bytes, spec: ApiSpec) -> Reply:
         return transport_failure(
             f"unexpected response: neither error_response nor {spec.response_envelope}"
         )
-    result = envelope.get("result") if isinstance(envelope.get("result"), dict) else {}
-    success = _dig(envelope, spec.success_path)
+    # code, msg and system_time sit beside the success flag (result.success -> result).
+    parent = spec.success_path.rpartition(".")[0] if spec.success_path else "result"
+    result = _dig(envelope, parent) if parent else envelope
+    if not isinstance(result, dict):
+        result = {}
     common = {
         "code": _text(result.get("code")),
         "msg": _text(result.get("msg") or result.get("message")),
         "request_id": _text(envelope.get("request_id")),
         "system_time": _text(result.get("system_time")),
     }
+    if not spec.success_path:  # success = "no_error": the envelope itself is the success
+        return Reply(ErrorClass.SUCCESS, **common)
+    success = _dig(envelope, spec.success_path)
     if success is True or (isinstance(success, str) and success.lower() == "true"):
         return Reply(ErrorClass.SUCCESS, **common)
     return Reply(ErrorClass.BUSINESS, **common)

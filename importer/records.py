@@ -1,8 +1,26 @@
 """Rows in, request records or row errors out. Pure: no I/O, no clock.
 
 A ``Row`` is what the loader read (cells as text, exactly as in the file); the ``RowValidator``
-turns it into a ``RequestRecord`` (the compact JSON payload that will be sent, and its hash) or a
-``RowError`` naming the field, the value and the rule that failed.
+turns it into a ``RequestRecord`` (what will be sent: the object parameter as compact JSON and
+the flat parameters as text, and its hash) or a ``RowError`` naming the field, the value and the
+rule that failed.
+
+Cells accepted per type (after trimming; how each is sent is in ``importer.specs``):
+
+- String: any text, except what shows Excel's 15-digit rounding (scientific notation, a number
+  cell of 16+ digits); ``max_length`` counts characters.
+- Number: a whole number in int64 (``200110004``, ``200110004.0``); not ``2.5``, ``1e3``, ``abc``.
+- Boolean: ``true``/``false`` in any case (a workbook's TRUE/FALSE cells), ``1``/``0``,
+  ``yes``/``no``, ``y``/``n``, ``是``/``否``.
+- Date: ``yyyy-MM-dd HH:mm:ss`` (what a workbook's date cell reads as), ``yyyy-MM-dd HH:mm`` or
+  ``yyyy-MM-dd`` (midnight); ``/`` for ``-`` and ``T`` for the space are accepted; always sent
+  as ``yyyy-MM-dd HH:mm:ss``.
+- List<String> / List<Number>: items separated by ``,`` or the full-width ``，``, each trimmed
+  and checked as a String / Number; an empty item is an error.
+
+The payload hash is the journal key and the duplicate key: SHA-256 of the object JSON alone when
+there are no flat parameters (as before flat parameters existed), else of the object JSON and the
+sorted flat parameters; when the spec names ``identity`` fields, of those fields' values only.
 """
 
 from __future__ import annotations
@@ -12,9 +30,10 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import Enum
 
-from importer.specs import ApiSpec
+from importer.specs import ApiSpec, FieldSpec
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 EXACT_FLOAT_LIMIT = 2**53  # above this a spreadsheet number cell has lost digits
@@ -23,6 +42,10 @@ EXCEL_DIGITS = 15  # Excel keeps 15 significant digits of a number
 _INTEGER = re.compile(r"^[+-]?(\d+)(?:\.0*)?$")
 _SCIENTIFIC = re.compile(r"^[+-]?\d+(?:[.,]\d*)?[eE][+-]?\d+$")
 _FIX_EXCEL = "format the column as Text in Excel, re-enter the full values and export again"
+_TRUE = frozenset({"true", "1", "yes", "y", "是"})
+_FALSE = frozenset({"false", "0", "no", "n", "否"})
+_DATE = re.compile(r"^(\d{4})[-/](\d{1,2})[-/](\d{1,2})(?:[ T]+(\d{1,2}):(\d{2})(?::(\d{2}))?)?$")
+_LIST_SEPARATOR = re.compile("[,，]")
 
 
 class Status(str, Enum):
@@ -62,9 +85,13 @@ class Row:
 
 @dataclass(frozen=True, slots=True)
 class RequestRecord:
+    """A valid row, ready to sign: ``payload_json`` is the object parameter's compact JSON (""
+    when the spec has none), ``flat`` the flat parameters as (name, text) in spec order."""
+
     source_row: int
     payload_json: str
     payload_hash: str
+    flat: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,8 +148,18 @@ class Outcome:
 RESULT_COLUMNS: tuple[str, ...] = ("source_row", *Outcome.COLUMNS)
 
 
-def payload_hash(payload_json: str) -> str:
+def payload_hash(payload_json: str, flat: tuple[tuple[str, str], ...] = ()) -> str:
+    """SHA-256 of what is sent: the object JSON alone, or with the sorted flat parameters."""
+    if flat:
+        payload_json = json.dumps([payload_json, sorted(flat)], ensure_ascii=False)
     return hashlib.sha256(payload_json.encode("utf-8")).hexdigest()
+
+
+def identity_hash(values: list[tuple[str, str]]) -> str:
+    """SHA-256 of the identity fields' (name, sent text) pairs; prefixed so it never equals a
+    payload hash."""
+    text = json.dumps(["identity", values], ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 class _FieldError(ValueError):
@@ -168,17 +205,96 @@ def check_string(text: str, from_number_cell: bool) -> str:
     return text
 
 
+def parse_boolean(text: str) -> bool:
+    folded = text.casefold()
+    if folded in _TRUE:
+        return True
+    if folded in _FALSE:
+        return False
+    raise _FieldError("must be true or false (Boolean: true/false, 1/0, yes/no, 是/否)")
+
+
+def parse_date(text: str) -> str:
+    """A date, with or without a time, as ``yyyy-MM-dd HH:mm:ss``."""
+    match = _DATE.match(text)
+    rule = "must be a date written yyyy-MM-dd HH:mm:ss (or yyyy-MM-dd)"
+    if not match:
+        raise _FieldError(rule)
+    year, month, day, hour, minute, second = (int(g) if g else 0 for g in match.groups())
+    try:
+        value = datetime(year, month, day, hour, minute, second)
+    except ValueError as exc:
+        raise _FieldError(f"is not a real date or time ({exc}); {rule}") from None
+    return value.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _check_rules(fspec: FieldSpec, value: str) -> None:
+    """``max_length`` and ``allowed`` for one value (a list's item, or the field's value)."""
+    if fspec.max_length is not None and len(value) > fspec.max_length:
+        raise _FieldError(
+            f"is {len(value)} characters long; at most {fspec.max_length} are allowed"
+        )
+    if fspec.allowed and value not in fspec.allowed:
+        raise _FieldError(f"is not one of the allowed values: {', '.join(fspec.allowed)}")
+
+
+def _scalar(fspec: FieldSpec, item_type: str, text: str, numeric: bool) -> object:
+    """One value as the JSON object holds it (str, int or bool)."""
+    if item_type == "Number":
+        number = parse_number(text, numeric)
+        _check_rules(fspec, str(number))
+        return number
+    if item_type == "Boolean":
+        return parse_boolean(text)
+    if item_type == "Date":
+        return parse_date(text)
+    value = check_string(text, numeric)
+    _check_rules(fspec, value)
+    return value
+
+
+def convert(fspec: FieldSpec, text: str, numeric: bool) -> object:
+    """A trimmed, non-empty cell -> the field's JSON value (a list for List types)."""
+    if not fspec.is_list:
+        return _scalar(fspec, fspec.type, text, numeric)
+    items = [item.strip() for item in _LIST_SEPARATOR.split(text)]
+    if not all(items):
+        raise _FieldError("has an empty item; separate the items of a list with single commas")
+    if fspec.max_items is not None and len(items) > fspec.max_items:
+        raise _FieldError(f"has {len(items)} items; at most {fspec.max_items} are allowed")
+    values = []
+    for item in items:
+        try:
+            values.append(_scalar(fspec, fspec.item_type, item, numeric))
+        except _FieldError as exc:
+            raise _FieldError(f"has an item {item!r} that {exc}") from None
+    return values
+
+
+def as_text(value: object) -> str:
+    """A JSON value as a flat parameter's text: lists comma-joined, booleans true/false."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return ",".join(as_text(v) for v in value)
+    return str(value)
+
+
 class RowValidator:
     """Validates rows against one spec, given which column holds each field."""
 
     def __init__(self, spec: ApiSpec, columns: Mapping[str, int]) -> None:
         self.spec = spec
         self._plan = tuple((f, columns.get(f.name)) for f in spec.fields)
+        self._has_object = spec.object_param is not None
+        self._identity = spec.identity
 
     def validate(self, row: Row) -> RequestRecord | RowError:
         if row.problem:
             return RowError(row.source_row, "", "", row.problem)
         payload: dict[str, object] = {}
+        flat: list[tuple[str, str]] = []
+        sent: dict[str, str] = {}
         cells = row.cells
         for fspec, index in self._plan:
             raw = cells[index] if index is not None and index < len(cells) else ""
@@ -191,14 +307,26 @@ class RowValidator:
                 continue
             numeric = index in row.numeric
             try:
-                if fspec.type == "Number":
-                    payload[fspec.name] = parse_number(text, numeric)
-                else:
-                    payload[fspec.name] = check_string(text, numeric)
+                value = convert(fspec, text, numeric)
             except _FieldError as exc:
                 return RowError(row.source_row, fspec.name, raw, f"{fspec.name} {text!r} {exc}")
-        payload_json = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
-        return RequestRecord(row.source_row, payload_json, payload_hash(payload_json))
+            if fspec.is_flat:
+                flat.append((fspec.name, as_text(value)))
+            else:
+                payload[fspec.name] = value
+            if self._identity:
+                sent[fspec.name] = as_text(value)
+        payload_json = (
+            json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+            if self._has_object
+            else ""
+        )
+        flat_params = tuple(flat)
+        if self._identity:
+            key = identity_hash([(name, sent.get(name, "")) for name in self._identity])
+        else:
+            key = payload_hash(payload_json, flat_params)
+        return RequestRecord(row.source_row, payload_json, key, flat_params)
 
 
 @dataclass

@@ -6,17 +6,26 @@ checks a call in the platform's order, answering each failure with the platform'
 
     method (21/22) -> app_key (28/29) -> timestamp (30/31) -> v (32/33/34) -> format (23)
     -> sign (24), sign_method and signature (25) -> session, if the spec needs one (26)
-    -> throttle (7) -> object parameter and its fields (40/41) -> bad tenant (50)
+    -> throttle (7) -> object parameter, then every field of the spec (40/41) -> bad tenant (50)
     -> faults: drop, HTTP 502, isp (15) -> ACCEPT -> lost response, or the success envelope
+
+Nothing here is specific to one API: the fields, where they sit (a key of the object parameter's
+JSON, or a flat parameter), their types, ``required``, ``max_length``, ``allowed`` and
+``max_items`` all come from the spec. Inside the object a Boolean is a JSON boolean, a Date the
+text ``yyyy-MM-dd HH:mm:ss`` and a List a JSON array; as a flat parameter a Boolean is
+``true``/``false``, a Date the same text and a List comma-separated text. A missing required
+field is code 40 ``isv.missing-parameter:<field>``, a value that breaks a rule code 41
+``isv.invalid-parameter:<field>``.
 
 Parameters come from the query string and the form body, merged (the body wins on a clash).
 Leniencies, where the real gateway is unknown or does more: an absent ``format`` is taken as
 json (the platform would answer xml), an absent ``sign_method`` as md5, a String field given as
-a JSON number is accepted (the platform's JSON binder stringifies it), fields the spec does not
-know are ignored, and a throttle rejects only the calls beyond ``qps`` in that clock second (the
-announced ban is not enforced afterwards).
+a JSON number is accepted (the platform's JSON binder stringifies it), as is a Number given as
+digit text, parameters and JSON keys the spec does not know are ignored, and a throttle rejects
+only the calls beyond ``qps`` in that clock second (the announced ban is not enforced afterwards).
 
-Every accepted payload is kept in a Counter (normalised JSON) to count duplicate accepts, so
+Every accepted payload is kept in a Counter (normalised JSON of the object, and of the flat
+parameters when the spec has some) to count duplicate accepts, so
 memory grows with accepted calls: fine for a test tool. The access log is off: query strings
 carry signatures and session keys.
 """
@@ -38,7 +47,7 @@ from aiohttp import web
 
 from importer.protocol import GMT8, TIMESTAMP_FORMAT
 from importer.signing import SIGN_METHODS, sign
-from importer.specs import ApiSpec, builtin_methods, load_spec
+from importer.specs import ApiSpec, FieldSpec, builtin_methods, load_spec
 
 DEFAULT_APP_KEY = "12345678"
 DEFAULT_SECRET = "sim-secret-0123456789"  # printed at start: not a real secret
@@ -138,7 +147,7 @@ class _Gateway:
         """Every check a call must pass to be accepted; returns (spec, normalised payload)."""
         spec = self._check_auth(params)
         self._throttle()
-        return spec, self._check_payload(spec, params.get(spec.object_param, ""))
+        return spec, self._check_payload(spec, params)
 
     def _check_auth(self, params: dict[str, str]) -> ApiSpec:
         method = params.get("method", "").strip()
@@ -207,25 +216,13 @@ class _Gateway:
                 f"This ban will last for {self.settings.ban_seconds} more seconds",
             )
 
-    def _check_payload(self, spec: ApiSpec, text: str) -> str:
-        name = spec.object_param
-        if not text.strip():
-            raise _Reject(
-                40,
-                f"Missing required arguments:{name}",
-                "isv.missing-parameter",
-                f"{name} 不能为空",
-            )
-        try:
-            obj = json.loads(text)
-        except ValueError:
-            obj = None
-        if not isinstance(obj, dict):
-            raise _Reject(
-                41, f"Invalid arguments:{name}", "isv.invalid-parameter", f"{name} 不是JSON对象"
-            )
+    def _check_payload(self, spec: ApiSpec, params: dict[str, str]) -> str:
+        obj: dict = {}
+        if spec.object_param is not None:
+            obj = _object_param(spec.object_param, params.get(spec.object_param, ""))
+        flat: dict[str, str] = {}
         for field in spec.fields:
-            value = obj.get(field.name)
+            value = params.get(field.name) if field.is_flat else obj.get(field.name)
             if value is None or (isinstance(value, str) and not value.strip()):
                 if field.required:
                     raise _Reject(
@@ -235,21 +232,28 @@ class _Gateway:
                         f"{field.name} 不能为空",
                     )
                 continue
-            if not _type_ok(field.type, value):
+            problem = _field_problem(field, value)
+            if problem:
                 raise _Reject(
                     41,
                     "Invalid arguments",
                     f"isv.invalid-parameter:{field.name}",
-                    f"{field.name} 必须是{field.type}: {value!r}",
+                    f"{field.name} {problem}: {value!r}",
                 )
-        tenant = obj.get("tenant_id") if "tenant_id" in self._number_fields(spec) else None
+            if field.is_flat:
+                flat[field.name] = str(value)
+        tenant = next(
+            (
+                (flat.get(f.name) if f.is_flat else obj.get(f.name))
+                for f in spec.fields
+                if f.name == "tenant_id" and f.type == "Number"
+            ),
+            None,
+        )
         if tenant is not None and int(tenant) in self.settings.bad_tenants:
             raise _Reject(50, "Remote service error", "isv.invalid-parameter", "非法参数")
-        return json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-
-    @staticmethod
-    def _number_fields(spec: ApiSpec) -> set[str]:
-        return {f.name for f in spec.fields if f.type == "Number"}
+        accepted: object = {"object": obj, "flat": flat} if spec.flat_fields else obj
+        return json.dumps(accepted, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
     def chance(self, rate: float) -> bool:
         return rate > 0 and self.rng.random() < rate
@@ -274,7 +278,59 @@ class _Gateway:
         return {spec.response_envelope: {"result": result, "request_id": _request_id()}}
 
 
-def _type_ok(field_type: str, value: object) -> bool:
+def _object_param(name: str, text: str) -> dict:
+    if not text.strip():
+        raise _Reject(
+            40, f"Missing required arguments:{name}", "isv.missing-parameter", f"{name} 不能为空"
+        )
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        obj = None
+    if not isinstance(obj, dict):
+        raise _Reject(
+            41, f"Invalid arguments:{name}", "isv.invalid-parameter", f"{name} 不是JSON对象"
+        )
+    return obj
+
+
+def _field_problem(field: FieldSpec, value: object) -> str:
+    """Why ``value`` (a JSON value, or a flat parameter's text) breaks the field's rules, or ""."""
+    if field.is_list:
+        if field.is_flat:
+            items: object = [item.strip() for item in str(value).split(",")]
+        else:
+            items = value
+        if not isinstance(items, list) or not all(v is not None and str(v).strip() for v in items):
+            return f"必须是{field.type}"
+        if field.max_items is not None and len(items) > field.max_items:
+            return f"最多{field.max_items}项"
+    else:
+        items = [value]
+    for item in items:
+        if isinstance(item, str):
+            item = item.strip()
+        if not _type_ok(field.item_type, item, field.is_flat):
+            return f"必须是{field.type}"
+        text = str(int(item)) if field.item_type == "Number" else str(item)
+        if field.max_length is not None and len(text) > field.max_length:
+            return f"长度不能超过{field.max_length}"
+        if field.allowed and text not in field.allowed:
+            return "不在允许的取值中: " + ", ".join(field.allowed)
+    return ""
+
+
+def _type_ok(field_type: str, value: object, flat: bool = False) -> bool:
+    if field_type == "Boolean":
+        if flat or isinstance(value, str):
+            return isinstance(value, str) and value.lower() in ("true", "false")
+        return isinstance(value, bool)
+    if field_type == "Date":
+        try:
+            datetime.strptime(value, TIMESTAMP_FORMAT)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            return False
+        return True
     if field_type == "String":
         return isinstance(value, (str, int, float)) and not isinstance(value, bool)
     # Number: a Java Long. Whole JSON numbers and digit strings bind; fractions and text do not.

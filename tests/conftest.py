@@ -9,12 +9,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import pytest
 
 from importer.simulator import Simulator, SimulatorSettings
+from importer.specs import ApiSpec
 
 HEADERS = ["corp_id", "user_identify", "case_id", "tenant_id", "open_conversation_id"]
 SECRET = "S3cr3t-never-print-me-7f0c"
@@ -44,11 +45,11 @@ def write_csv(path: Path, rows: list[dict[str, str]], headers: list[str] = HEADE
 class SimulatorThread:
     """The real simulator, served from its own event loop in a thread of the test process."""
 
-    def __init__(self, settings: SimulatorSettings) -> None:
+    def __init__(self, settings: SimulatorSettings, specs: Iterable[ApiSpec] | None = None) -> None:
         self.settings = settings
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._sim = Simulator(settings)
+        self._sim = Simulator(settings, specs=specs)
 
     def __enter__(self) -> SimulatorThread:
         self._thread.start()
@@ -87,13 +88,14 @@ class SimulatorThread:
 
 @pytest.fixture
 def simulator() -> Iterator[Callable[..., SimulatorThread]]:
-    """``simulator(**settings)`` starts one; all are stopped after the test."""
+    """``simulator(**settings)`` starts one (``specs=[...]``: the APIs it serves, default the
+    built-in ones); all are stopped after the test."""
     started: list[SimulatorThread] = []
 
-    def start(**settings: object) -> SimulatorThread:
+    def start(specs: Iterable[ApiSpec] | None = None, **settings: object) -> SimulatorThread:
         settings.setdefault("app_key", APP_KEY)
         settings.setdefault("secret", SECRET)
-        sim = SimulatorThread(SimulatorSettings(**settings)).__enter__()
+        sim = SimulatorThread(SimulatorSettings(**settings), specs).__enter__()
         started.append(sim)
         return sim
 

@@ -10,6 +10,7 @@ from urllib.parse import parse_qs, quote
 
 import pytest
 
+from importer.errors import UsageError
 from importer.protocol import (
     FORM_CONTENT_TYPE,
     Credentials,
@@ -24,7 +25,7 @@ from importer.protocol import (
 )
 from importer.records import Row, RowValidator
 from importer.signing import sign
-from importer.specs import load_spec
+from importer.specs import load_spec, parse_spec
 
 SPEC = load_spec(None)
 ENVELOPE = "alibaba_lyservice_group_ticket_customer_save_response"
@@ -446,3 +447,192 @@ def test_describe_never_includes_the_request_parameters():
     text = describe(classify(200, error_body(25, msg="Invalid signature"), SPEC))
     assert SECRET not in text
     assert os.linesep not in text
+
+
+# --- other specs: flat parameters, the session rule, success rules --------------------------
+
+FLAT_AND_OBJECT = parse_spec(
+    """
+method = "taobao.example.member.tag"
+object_param = "tag_request"
+
+[[fields]]
+name = "member_id"
+type = "String"
+required = true
+
+[[fields]]
+name = "tags"
+type = "List<String>"
+location = "flat"
+
+[[fields]]
+name = "active"
+type = "Boolean"
+location = "flat"
+
+[[fields]]
+name = "since"
+type = "Date"
+location = "flat"
+"""
+)
+FLAT_ONLY = parse_spec(
+    """
+method = "taobao.example.item.flag"
+success = "no_error"
+
+[[fields]]
+name = "num_iids"
+type = "List<Number>"
+required = true
+
+[[fields]]
+name = "note"
+type = "String"
+"""
+)
+
+
+def record_for(spec, **cells):
+    names = [f.name for f in spec.fields]
+    validator = RowValidator(spec, {n: i for i, n in enumerate(names)})
+    return validator.validate(Row(2, tuple(cells.get(n, "") for n in names)))
+
+
+def spec_builder(spec, session=None, sign_method="hmac-sha256"):
+    return RequestBuilder(spec, Credentials("12345678", SECRET, session), sign_method=sign_method)
+
+
+def test_flat_parameters_go_in_the_body_beside_the_object_parameter():
+    record = record_for(
+        FLAT_AND_OBJECT, member_id="m1", tags="vip, 新客", active="是", since="2024-03-01"
+    )
+    request = spec_builder(FLAT_AND_OBJECT).build(record, NOW)
+    assert body_of(request) == {
+        "tag_request": '{"member_id":"m1"}',
+        "tags": "vip,新客",
+        "active": "true",
+        "since": "2024-03-01 00:00:00",
+    }
+    assert set(query_of(request)) == {
+        "method",
+        "app_key",
+        "timestamp",
+        "format",
+        "v",
+        "sign_method",
+        "sign",
+    }
+
+
+@pytest.mark.parametrize("method", ["md5", "hmac", "hmac-sha256"])
+@pytest.mark.parametrize("spec", [FLAT_AND_OBJECT, FLAT_ONLY], ids=["flat+object", "flat-only"])
+def test_flat_parameters_are_signed(spec, method):
+    record = record_for(spec, member_id="m1", tags="a,b", num_iids="1,2", note="x y&z=1")
+    request = spec_builder(spec, SESSION, method).build(record, NOW)
+    query, body = query_of(request), body_of(request)
+    claimed = query.pop("sign")
+    assert claimed == sign({**query, **body}, SECRET, method)
+
+
+def test_a_flat_only_spec_sends_no_object_parameter():
+    record = record_for(FLAT_ONLY, num_iids="1， 22 ,333")
+    assert body_of(spec_builder(FLAT_ONLY).build(record, NOW)) == {"num_iids": "1,22,333"}
+
+
+def test_a_record_of_the_built_in_spec_builds_the_same_request_as_its_json():
+    record = record_for(
+        SPEC,
+        user_identify="u",
+        case_id="396743391396743391",
+        tenant_id="200110004",
+        open_conversation_id="cid==",
+    )
+    b = builder()
+    assert b.build(record, NOW) == b.build(record.payload_json, NOW)
+
+
+def test_params_of_a_record_hold_every_signed_parameter():
+    record = record_for(FLAT_AND_OBJECT, member_id="m1", active="0")
+    params = spec_builder(FLAT_AND_OBJECT).params(record, NOW)
+    assert params["active"] == "false"
+    assert params["tag_request"] == '{"member_id":"m1"}'
+    assert "tags" not in params
+
+
+NEEDS_SESSION = parse_spec(
+    'method = "taobao.example.private.save"\nneeds_session = true\n'
+    '[[fields]]\nname = "x"\ntype = "String"\n'
+)
+
+
+@pytest.mark.parametrize("session", [None, "", "  "])
+def test_a_spec_needing_a_session_refuses_credentials_without_one(session):
+    with pytest.raises(UsageError) as info:
+        spec_builder(NEEDS_SESSION, session)
+    message = str(info.value)
+    assert "TOP_SESSION" in message
+    assert "taobao.example.private.save" in message
+    assert message.endswith(".")
+
+
+def test_a_spec_needing_a_session_sends_it():
+    request = spec_builder(NEEDS_SESSION, SESSION).build(record_for(NEEDS_SESSION, x="1"), NOW)
+    assert query_of(request)["session"] == SESSION
+
+
+def envelope_body(envelope: str, inner: dict) -> bytes:
+    return json.dumps({envelope: inner}).encode()
+
+
+@pytest.mark.parametrize(
+    ("inner", "expected"),
+    [
+        ({"request_id": "r1"}, ErrorClass.SUCCESS),
+        ({"result": {"success": False}, "request_id": "r1"}, ErrorClass.SUCCESS),
+        ({"is_success": True, "request_id": "r1"}, ErrorClass.SUCCESS),
+    ],
+)
+def test_no_error_success_rule_takes_any_envelope(inner, expected):
+    body = envelope_body("taobao_example_item_flag_response", inner)
+    reply = classify(200, body, FLAT_ONLY)
+    assert reply.error_class is expected
+    assert reply.request_id == "r1"
+
+
+def test_no_error_success_rule_still_reads_errors_and_needs_the_envelope():
+    assert classify(200, error_body(7), FLAT_ONLY).error_class is ErrorClass.THROTTLED
+    assert classify(200, error_body(41), FLAT_ONLY).error_class is ErrorClass.FAILED
+    other = envelope_body("something_else_response", {})
+    assert classify(200, other, FLAT_ONLY).error_class is ErrorClass.TRANSIENT
+
+
+def test_a_success_path_elsewhere_reads_code_and_msg_beside_it():
+    spec = parse_spec(
+        'method = "taobao.example.x"\nsuccess_path = "data.ok"\n'
+        '[[fields]]\nname = "x"\ntype = "String"\n'
+    )
+    ok = envelope_body("taobao_example_x_response", {"data": {"ok": True, "code": "0"}})
+    assert classify(200, ok, spec) == Reply(ErrorClass.SUCCESS, code="0")
+    bad = envelope_body(
+        "taobao_example_x_response", {"data": {"ok": False, "code": "E9", "msg": "no"}}
+    )
+    reply = classify(200, bad, spec)
+    assert (reply.error_class, reply.code, reply.msg) == (ErrorClass.BUSINESS, "E9", "no")
+    top_level = parse_spec(
+        'method = "taobao.example.x"\nsuccess_path = "is_success"\n'
+        '[[fields]]\nname = "x"\ntype = "String"\n'
+    )
+    flag = envelope_body("taobao_example_x_response", {"is_success": "true", "request_id": "r"})
+    assert classify(200, flag, top_level).error_class is ErrorClass.SUCCESS
+
+
+def test_the_robot_tenant_spec_reads_its_own_envelope():
+    robot = load_spec("alibaba.lyservice.robot.tenant.sync")
+    ok = envelope_body(
+        "alibaba_lyservice_robot_tenant_sync_response",
+        {"result": {"success": True, "code": "200"}, "request_id": "r"},
+    )
+    assert classify(200, ok, robot).error_class is ErrorClass.SUCCESS
+    assert classify(200, success_body(True), robot).error_class is ErrorClass.TRANSIENT

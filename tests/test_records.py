@@ -18,8 +18,9 @@ from importer.records import (
     RowError,
     RowValidator,
     Status,
+    payload_hash,
 )
-from importer.specs import load_spec
+from importer.specs import load_spec, parse_spec
 
 SPEC = load_spec(None)
 # The file's columns in an order unlike the spec's, with an unknown column in between.
@@ -344,3 +345,279 @@ def test_a_valid_payload_is_compact_json_that_parses_back(text):
     if isinstance(result, RequestRecord):
         assert json.loads(result.payload_json)["user_identify"] == text.strip()
         assert ", " not in result.payload_json.replace(text.strip(), "")
+
+
+# --- other specs: flat parameters, Boolean, Date, List, max length, allowed, identity ----------
+
+RICH = parse_spec(
+    """
+method = "taobao.example.member.tag"
+object_param = "tag_request"
+
+[[fields]]
+name = "member_id"
+type = "String"
+required = true
+max_length = 8
+
+[[fields]]
+name = "tier"
+type = "String"
+allowed = ["gold", "silver"]
+
+[[fields]]
+name = "tags"
+type = "List<String>"
+location = "flat"
+max_items = 3
+
+[[fields]]
+name = "levels"
+type = "List<Number>"
+allowed = [1, 2, 3]
+
+[[fields]]
+name = "active"
+type = "Boolean"
+location = "flat"
+
+[[fields]]
+name = "vip"
+type = "Boolean"
+
+[[fields]]
+name = "since"
+type = "Date"
+location = "flat"
+
+[[fields]]
+name = "until"
+type = "Date"
+
+[[fields]]
+name = "shop_id"
+type = "Number"
+location = "flat"
+allowed = [7, 8]
+"""
+)
+RICH_NAMES = [f.name for f in RICH.fields]
+rich_validator = RowValidator(RICH, {name: i for i, name in enumerate(RICH_NAMES)})
+
+
+def rich(source_row: int = 2, **cells: str) -> RequestRecord | RowError:
+    return rich_validator.validate(Row(source_row, tuple(cells.get(n, "") for n in RICH_NAMES)))
+
+
+def test_object_fields_go_to_the_json_and_flat_fields_to_text_params_in_spec_order():
+    record = rich(
+        member_id="m1",
+        tier="gold",
+        tags="a, b",
+        levels="1,3",
+        active="TRUE",
+        vip="否",
+        since="2024-03-01",
+        until="2024/3/9 8:05",
+        shop_id="7",
+    )
+    assert record.payload_json == (
+        '{"member_id":"m1","tier":"gold","levels":[1,3],"vip":false,"until":"2024-03-09 08:05:00"}'
+    )
+    assert record.flat == (
+        ("tags", "a,b"),
+        ("active", "true"),
+        ("since", "2024-03-01 00:00:00"),
+        ("shop_id", "7"),
+    )
+
+
+def test_empty_optional_flat_fields_are_left_out():
+    assert rich(member_id="m1").flat == ()
+    assert rich(member_id="m1").payload_json == '{"member_id":"m1"}'
+
+
+def test_the_hash_covers_the_flat_parameters_sorted():
+    record = rich(member_id="m1", tags="x", active="1")
+    expected = json.dumps(['{"member_id":"m1"}', [["active", "true"], ["tags", "x"]]])
+    assert record.payload_hash == hashlib.sha256(expected.encode()).hexdigest()
+    assert record.payload_hash != rich(member_id="m1", tags="x", active="0").payload_hash
+
+
+def test_a_request_record_is_still_built_with_three_arguments():
+    record = RequestRecord(3, "{}", "h")
+    assert record.flat == ()
+
+
+def test_a_spec_without_object_param_sends_only_flat_parameters():
+    spec = parse_spec(
+        'method = "taobao.example.flat"\n[[fields]]\nname = "num_iid"\ntype = "Number"\n'
+        "required = true\n"
+    )
+    record = RowValidator(spec, {"num_iid": 0}).validate(Row(2, ("42",)))
+    assert (record.payload_json, record.flat) == ("", (("num_iid", "42"),))
+    assert record.payload_hash == payload_hash("", (("num_iid", "42"),))
+
+
+@pytest.mark.parametrize(
+    ("text", "sent"),
+    [
+        ("true", True),
+        ("TRUE", True),
+        ("True", True),
+        ("1", True),
+        ("yes", True),
+        ("Y", True),
+        ("是", True),
+        ("false", False),
+        ("FALSE", False),
+        ("0", False),
+        ("No", False),
+        ("n", False),
+        ("否", False),
+    ],
+)
+def test_boolean_accepts_words_digits_and_chinese(text, sent):
+    record = rich(member_id="m1", vip=text, active=text)
+    assert json.loads(record.payload_json)["vip"] is sent
+    assert dict(record.flat)["active"] == ("true" if sent else "false")
+
+
+@pytest.mark.parametrize("text", ["maybe", "2", "t", "真", "on"])
+def test_boolean_rejects_anything_else(text):
+    err = error(rich(member_id="m1", vip=text))
+    assert (err.field, err.value) == ("vip", text)
+    assert "must be true or false" in err.message
+
+
+@pytest.mark.parametrize(
+    ("text", "sent"),
+    [
+        ("2024-03-01 12:05:06", "2024-03-01 12:05:06"),  # as typed, and a workbook's date cell
+        ("2024-03-01", "2024-03-01 00:00:00"),  # a workbook's date-only cell
+        ("2024-3-1 9:05", "2024-03-01 09:05:00"),
+        ("2024/03/01 12:05:06", "2024-03-01 12:05:06"),
+        ("2024-03-01T12:05:06", "2024-03-01 12:05:06"),
+        ("2024-02-29", "2024-02-29 00:00:00"),
+    ],
+)
+def test_date_is_sent_as_yyyy_mm_dd_hh_mm_ss(text, sent):
+    record = rich(member_id="m1", until=text, since=text)
+    assert json.loads(record.payload_json)["until"] == sent
+    assert dict(record.flat)["since"] == sent
+
+
+@pytest.mark.parametrize(
+    ("text", "rule"),
+    [
+        ("2023-02-29", "not a real date"),
+        ("2024-13-01", "not a real date"),
+        ("2024-03-01 24:00:00", "not a real date"),
+        ("01/03/2024", "yyyy-MM-dd HH:mm:ss"),
+        ("45352", "yyyy-MM-dd HH:mm:ss"),  # an Excel date serial
+        ("yesterday", "yyyy-MM-dd HH:mm:ss"),
+        ("2024-03-01 12:05:06.5", "yyyy-MM-dd HH:mm:ss"),
+    ],
+)
+def test_date_rejects_what_is_not_a_date(text, rule):
+    err = error(rich(member_id="m1", until=text))
+    assert (err.field, err.value) == ("until", text)
+    assert rule in err.message
+
+
+def test_lists_split_on_ascii_and_full_width_commas_and_trim_items():
+    record = rich(member_id="m1", tags=" a ，b,c ", levels="1， 2")
+    assert dict(record.flat)["tags"] == "a,b,c"
+    assert json.loads(record.payload_json)["levels"] == [1, 2]
+
+
+@pytest.mark.parametrize(
+    ("cells", "field", "rule"),
+    [
+        ({"tags": "a,,b"}, "tags", "empty item"),
+        ({"tags": "a,b,"}, "tags", "empty item"),
+        ({"tags": "a,b,c,d"}, "tags", "has 4 items; at most 3 are allowed"),
+        ({"levels": "1,x"}, "levels", "has an item 'x' that must be a whole number"),
+        ({"levels": "1,4"}, "levels", "has an item '4' that is not one of the allowed values"),
+        ({"tags": "3.96743E+17"}, "tags", "scientific notation"),
+    ],
+)
+def test_list_items_are_checked_one_by_one(cells, field, rule):
+    err = error(rich(member_id="m1", **cells))
+    assert (err.field, err.value) == (field, cells[field])
+    assert rule in err.message
+
+
+def test_max_length_counts_characters_and_names_the_limit():
+    assert isinstance(rich(member_id="会员一二三四五六"), RequestRecord)  # 8 characters
+    err = error(rich(member_id="会员一二三四五六七"))
+    assert err.field == "member_id"
+    assert (
+        err.message == "member_id '会员一二三四五六七' is 9 characters long; at most 8 are allowed"
+    )
+
+
+def test_allowed_values_are_exact_for_strings_and_numeric_for_numbers():
+    assert json.loads(rich(member_id="m1", tier=" gold ").payload_json)["tier"] == "gold"
+    err = error(rich(member_id="m1", tier="Gold"))
+    assert err.message == "tier 'Gold' is not one of the allowed values: gold, silver"
+    assert dict(rich(member_id="m1", shop_id="8.0").flat)["shop_id"] == "8"
+    assert "allowed values: 7, 8" in error(rich(member_id="m1", shop_id="9")).message
+
+
+IDENTIFIED = parse_spec(
+    """
+method = "taobao.example.case.save"
+object_param = "case_request"
+identity = ["case_id", "shop_id"]
+
+[[fields]]
+name = "case_id"
+type = "String"
+required = true
+
+[[fields]]
+name = "note"
+type = "String"
+
+[[fields]]
+name = "shop_id"
+type = "Number"
+"""
+)
+
+
+def identified(case_id: str, note: str = "", shop_id: str = "") -> RequestRecord:
+    validator = RowValidator(IDENTIFIED, {"case_id": 0, "note": 1, "shop_id": 2})
+    return validator.validate(Row(2, (case_id, note, shop_id)))
+
+
+def test_identity_fields_alone_make_the_hash():
+    first = identified("c1", note="first try", shop_id="7")
+    fixed = identified("c1", note="fixed", shop_id="7.0")
+    assert first.payload_json != fixed.payload_json
+    assert first.payload_hash == fixed.payload_hash
+    assert first.payload_hash != identified("c1", shop_id="8").payload_hash
+    assert first.payload_hash != payload_hash(first.payload_json)
+
+
+def test_rows_with_the_same_identity_are_duplicates():
+    dup = DuplicateFilter()
+    assert dup.first_row(identified("c1", note="a")) is None
+    assert dup.first_row(identified("c1", note="b")) == 2
+
+
+def test_an_absent_optional_identity_field_counts_as_empty():
+    assert identified("c1").payload_hash == identified("c1", note="x").payload_hash
+    assert identified("c1").payload_hash != identified("c1", shop_id="0").payload_hash
+
+
+@given(
+    cells=st.lists(st.text(alphabet="01yn是否-/: T,，2aé", max_size=12), max_size=10),
+    numeric=st.frozensets(st.integers(min_value=0, max_value=10)),
+)
+def test_validate_never_raises_for_any_type(cells, numeric):
+    result = rich_validator.validate(Row(2, tuple(cells), numeric))
+    assert isinstance(result, RequestRecord | RowError)
+    if isinstance(result, RequestRecord):
+        assert all(value.strip() for _, value in result.flat)

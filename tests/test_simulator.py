@@ -21,6 +21,7 @@ from importer.protocol import (
     RequestBuilder,
     classify,
 )
+from importer.records import RequestRecord, Row, RowValidator
 from importer.signing import SIGN_METHODS, sign
 from importer.simulator import (
     DEFAULT_APP_KEY,
@@ -29,7 +30,7 @@ from importer.simulator import (
     SimulatorSettings,
     serve_forever,
 )
-from importer.specs import ApiSpec, builtin_methods, load_spec
+from importer.specs import ApiSpec, builtin_methods, load_spec, parse_spec
 
 SPEC = load_spec(None)
 BAN_TEXT = "This ban will last for {} more seconds"
@@ -71,9 +72,9 @@ async def start():
     """start(clock=None, **settings) -> a running Simulator, stopped after the test."""
     async with contextlib.AsyncExitStack() as stack:
 
-        async def _start(clock=None, **settings) -> Simulator:
+        async def _start(clock=None, specs=None, **settings) -> Simulator:
             extra = {"clock": clock} if clock else {}
-            sim = Simulator(SimulatorSettings(**settings), **extra)
+            sim = Simulator(SimulatorSettings(**settings), specs=specs, **extra)
             return await stack.enter_async_context(sim)
 
         yield _start
@@ -457,3 +458,242 @@ async def test_serve_forever_reports_its_url_and_stops_when_cancelled(session):
         await task
     with pytest.raises(aiohttp.ClientConnectionError):
         await session.get(url.replace("/router/rest", "/_sim/stats"))
+
+
+# --- any spec, served from the spec -------------------------------------------------------------
+
+RICH = parse_spec(
+    """
+method = "taobao.example.member.tag"
+object_param = "tag_request"
+needs_session = true
+
+[[fields]]
+name = "member_id"
+type = "String"
+required = true
+max_length = 8
+example = "m1"
+
+[[fields]]
+name = "levels"
+type = "List<Number>"
+allowed = [1, 2, 3]
+example = "1,2"
+
+[[fields]]
+name = "vip"
+type = "Boolean"
+example = "true"
+
+[[fields]]
+name = "until"
+type = "Date"
+example = "2024-03-01 12:00:00"
+
+[[fields]]
+name = "tags"
+type = "List<String>"
+location = "flat"
+required = true
+max_items = 2
+example = "vip,new"
+
+[[fields]]
+name = "active"
+type = "Boolean"
+location = "flat"
+example = "false"
+
+[[fields]]
+name = "since"
+type = "Date"
+location = "flat"
+example = "2024-01-01 00:00:00"
+
+[[fields]]
+name = "tier"
+type = "String"
+location = "flat"
+allowed = ["gold", "silver"]
+example = "gold"
+"""
+)
+RICH_SESSION = "sim-session-key"
+
+
+def record_of(spec: ApiSpec, **cells: str) -> RequestRecord:
+    """A row of the spec's examples (changed by ``cells``) through the real validator."""
+    values = {f.name: f.example for f in spec.fields} | cells
+    names = [f.name for f in spec.fields]
+    result = RowValidator(spec, {n: i for i, n in enumerate(names)}).validate(
+        Row(2, tuple(values[n] for n in names))
+    )
+    assert isinstance(result, RequestRecord), result
+    return result
+
+
+def rich_params(session_key: str | None = RICH_SESSION, **business: str | None) -> dict:
+    """A signed call of RICH with its examples' business params, changed (None drops one)."""
+    builder = RequestBuilder(RICH, Credentials(DEFAULT_APP_KEY, DEFAULT_SECRET, RICH_SESSION))
+    params = builder.params(record_of(RICH), now())
+    params.update(business)
+    if session_key is None:
+        params.pop("session")
+    params = {k: v for k, v in params.items() if v is not None and k != "sign"}
+    params["sign"] = sign(params, DEFAULT_SECRET, params["sign_method"])
+    return params
+
+
+async def send_record(session, sim, spec: ApiSpec, record: RequestRecord, session_key=None):
+    builder = RequestBuilder(spec, Credentials(DEFAULT_APP_KEY, DEFAULT_SECRET, session_key))
+    request = builder.build(record, now())
+    url = URL(f"{sim.url}?{request.query}", encoded=True)
+    headers = {"Content-Type": FORM_CONTENT_TYPE}
+    async with session.post(url, data=request.body, headers=headers) as resp:
+        return resp.status, await resp.read()
+
+
+@pytest.mark.parametrize("method", builtin_methods())
+async def test_every_builtin_spec_accepts_a_validated_row_of_its_examples(start, session, method):
+    spec = load_spec(method)
+    sim = await start()
+    status, body = await send_record(session, sim, spec, record_of(spec))
+    assert classify(status, body, spec).error_class is ErrorClass.SUCCESS
+    assert json.loads(body)[spec.response_envelope]["result"]["success"] is True
+
+
+@pytest.mark.parametrize("sign_method", ["md5", "hmac", "hmac-sha256"])
+async def test_a_spec_with_flat_list_date_and_boolean_fields_is_served(start, session, sign_method):
+    sim = await start(specs=[RICH])
+    record = record_of(RICH, tags="vip ，new", vip="是", until="2024-03-01")
+    builder = RequestBuilder(
+        RICH, Credentials(DEFAULT_APP_KEY, DEFAULT_SECRET, RICH_SESSION), sign_method
+    )
+    request = builder.build(record, now())
+    url = URL(f"{sim.url}?{request.query}", encoded=True)
+    async with session.post(
+        url, data=request.body, headers={"Content-Type": FORM_CONTENT_TYPE}
+    ) as r:
+        status, body = r.status, await r.read()
+    assert classify(status, body, RICH).error_class is ErrorClass.SUCCESS, body
+    assert sim.stats()["accepted"] == 1
+
+
+async def test_a_spec_file_not_given_to_the_simulator_is_an_invalid_method(start, session):
+    sim = await start()
+    _, body = await send_record(session, sim, RICH, record_of(RICH), RICH_SESSION)
+    assert error(body)["code"] == 22
+
+
+async def test_a_spec_needing_a_session_gets_code_26_without_one(start, session):
+    sim = await start(specs=[RICH])
+    doc = await post_form(session, sim, rich_params(session_key=None))
+    assert doc["error_response"]["code"] == 26
+    assert classify(200, json.dumps(doc).encode(), RICH).error_class is ErrorClass.FATAL
+
+
+RICH_FAILURES = [
+    ("required flat missing", {"tags": None}, 40, "isv.missing-parameter:tags"),
+    ("required flat blank", {"tags": " "}, 40, "isv.missing-parameter:tags"),
+    (
+        "required in object",
+        {"tag_request": '{"levels":[1]}'},
+        40,
+        "isv.missing-parameter:member_id",
+    ),
+    ("object missing", {"tag_request": None}, 40, "isv.missing-parameter"),
+    (
+        "too long",
+        {"tag_request": '{"member_id":"123456789"}'},
+        41,
+        "isv.invalid-parameter:member_id",
+    ),
+    (
+        "list not an array",
+        {"tag_request": '{"member_id":"m","levels":"1,2"}'},
+        41,
+        "isv.invalid-parameter:levels",
+    ),
+    (
+        "list item not allowed",
+        {"tag_request": '{"member_id":"m","levels":[1,4]}'},
+        41,
+        "isv.invalid-parameter:levels",
+    ),
+    (
+        "list item not a number",
+        {"tag_request": '{"member_id":"m","levels":[1,"x"]}'},
+        41,
+        "isv.invalid-parameter:levels",
+    ),
+    (
+        "boolean as text in object",
+        {"tag_request": '{"member_id":"m","vip":"yes"}'},
+        41,
+        "isv.invalid-parameter:vip",
+    ),
+    (
+        "boolean as number",
+        {"tag_request": '{"member_id":"m","vip":1}'},
+        41,
+        "isv.invalid-parameter:vip",
+    ),
+    (
+        "date without time",
+        {"tag_request": '{"member_id":"m","until":"2024-03-01"}'},
+        41,
+        "isv.invalid-parameter:until",
+    ),
+    (
+        "date as number",
+        {"tag_request": '{"member_id":"m","until":1709251200000}'},
+        41,
+        "isv.invalid-parameter:until",
+    ),
+    ("flat boolean word", {"active": "yes"}, 41, "isv.invalid-parameter:active"),
+    ("flat date garbage", {"since": "2024/01/01"}, 41, "isv.invalid-parameter:since"),
+    ("flat list too long", {"tags": "a,b,c"}, 41, "isv.invalid-parameter:tags"),
+    ("flat list empty item", {"tags": "a,,b"}, 41, "isv.invalid-parameter:tags"),
+    ("flat not allowed", {"tier": "bronze"}, 41, "isv.invalid-parameter:tier"),
+]
+
+
+@pytest.mark.parametrize(
+    ("business", "code", "sub_code"),
+    [f[1:] for f in RICH_FAILURES],
+    ids=[f[0] for f in RICH_FAILURES],
+)
+async def test_every_rule_of_a_spec_is_checked(start, session, business, code, sub_code):
+    sim = await start(specs=[RICH])
+    doc = await post_form(session, sim, rich_params(**business))
+    assert (doc["error_response"]["code"], doc["error_response"]["sub_code"]) == (code, sub_code)
+    assert classify(200, json.dumps(doc).encode(), RICH).error_class is ErrorClass.FAILED
+    assert sim.stats()["accepted"] == 0
+
+
+RICH_ACCEPTED = [
+    ("optional flat absent", {"active": None, "since": None, "tier": None}),
+    ("flat boolean upper case", {"active": "TRUE"}),
+    ("unknown flat param ignored", {"shop_note": "anything"}),
+    ("unknown object key ignored", {"tag_request": '{"member_id":"m","x":[1]}'}),
+    ("boolean true in object", {"tag_request": '{"member_id":"m","vip":true}'}),
+]
+
+
+@pytest.mark.parametrize(
+    "business", [a[1] for a in RICH_ACCEPTED], ids=[a[0] for a in RICH_ACCEPTED]
+)
+async def test_lenient_calls_of_a_spec_are_accepted(start, session, business):
+    sim = await start(specs=[RICH])
+    doc = await post_form(session, sim, rich_params(**business))
+    assert RICH.response_envelope in doc, doc
+
+
+async def test_flat_parameters_count_in_duplicate_accepts(start, session):
+    sim = await start(specs=[RICH])
+    await post_form(session, sim, rich_params())
+    await post_form(session, sim, rich_params())
+    await post_form(session, sim, rich_params(tier="silver"))
+    stats = sim.stats()
+    assert (stats["accepted"], stats["accepted_payloads"], stats["duplicate_accepts"]) == (3, 2, 1)

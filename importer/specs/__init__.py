@@ -1,13 +1,61 @@
 """API specs as data: one TOML file per TOP method, read into frozen ``ApiSpec`` values.
 
-Nothing about a particular API lives in code; the dispatcher, the validator and the simulator
-all read the spec.
+Nothing about a particular API lives in code; the validator, the request builder, the response
+classifier and the simulator all read the spec. The format, by example::
+
+    method = "taobao.example.thing.save"     # required: the TOP method name
+    title = "保存物品"                        # optional: shown by `top-import apis`
+    object_param = "thing_request"           # optional: the one parameter sent as a JSON object
+    needs_session = false                    # true: the call needs TOP_SESSION (code 26 without)
+    response_envelope = "..."                # default: the method, "." -> "_", + "_response"
+    success_path = "result.success"          # default; or: success = "no_error"
+    identity = ["thing_id"]                  # default: the whole payload is the journal key
+
+    [[fields]]                               # one table per business field, in sending order
+    name = "thing_id"                        # the parameter (or JSON key) name
+    type = "Number"                          # String | Number | Boolean | Date
+                                             #   | List<String> | List<Number>
+    required = true                          # default false
+    aliases = ["thingId", "物品ID"]          # other column headers that name this field
+    example = "42"                           # a valid value, for documentation and tests
+    location = "object"                      # "object" (inside object_param) or "flat" (a
+                                             #   top-level parameter); default: "object" when the
+                                             #   spec has an object_param, else "flat"
+    max_length = 64                          # String / List<String> (each item): characters
+    allowed = ["a", "b"]                     # String / Number / List (each item): the values
+    max_items = 20                           # List: at most this many items
+
+What is sent, per type (values are trimmed first; an empty optional field is left out):
+
+==============  =====================================  ===========================================
+type            inside the object parameter (JSON)     a flat parameter (form text)
+==============  =====================================  ===========================================
+String          string                                 the text
+Number          number (int64)                         the digits
+Boolean         ``true`` / ``false``                   ``true`` / ``false``
+Date            ``"yyyy-MM-dd HH:mm:ss"``              ``yyyy-MM-dd HH:mm:ss``
+List<String>    array of strings                       items joined by ``,``
+List<Number>    array of numbers                       items joined by ``,``
+==============  =====================================  ===========================================
+
+This follows the official Java SDK: a domain object's list becomes a JSON array, a top-level list
+parameter is comma-separated text, and dates are written ``yyyy-MM-dd HH:mm:ss``. Which cells
+are accepted for each type is documented in ``importer.records``.
+
+Success is ``true`` at ``success_path`` inside the envelope (``result.success`` by default);
+``success = "no_error"`` means any envelope without an ``error_response`` is a success.
+``identity`` names the fields whose values identify a row: the journal key and the duplicate
+check use them instead of the whole payload (two rows with the same identity are duplicates).
+
+Every mistake in a spec file is collected and reported at once in a ``SpecError``, one sentence
+each.
 """
 
 from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -19,7 +67,42 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-FIELD_TYPES = ("String", "Number")
+DEFAULT_METHOD = "alibaba.lyservice.group.ticket.customer.save"
+FIELD_TYPES = ("String", "Number", "Boolean", "Date", "List<String>", "List<Number>")
+LIST_TYPES = {"List<String>": "String", "List<Number>": "Number"}
+LOCATIONS = ("object", "flat")
+NO_ERROR = "no_error"
+# Parameters the request builder sets itself: a flat field must not take one of these names.
+SYSTEM_PARAMS = frozenset(
+    {"method", "app_key", "timestamp", "format", "v", "sign_method", "sign", "session"}
+    | {"partner_id", "simplify", "target_app_key"}
+)
+
+_METHOD = re.compile(r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)+$")
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_PATH = re.compile(r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$")
+_TOP_KEYS = (
+    "method",
+    "title",
+    "object_param",
+    "needs_session",
+    "response_envelope",
+    "success_path",
+    "success",
+    "identity",
+    "fields",
+)
+_FIELD_KEYS = (
+    "name",
+    "type",
+    "required",
+    "aliases",
+    "example",
+    "location",
+    "max_length",
+    "allowed",
+    "max_items",
+)
 
 
 def normalise_header(text: str) -> str:
@@ -29,41 +112,101 @@ def normalise_header(text: str) -> str:
 
 @dataclass(frozen=True)
 class FieldSpec:
+    """One business field. ``allowed`` holds text (a Number's values as digits)."""
+
     name: str
     type: str
     required: bool
     aliases: tuple[str, ...] = ()
     example: str = ""
+    location: str = "object"  # "object": a key of the object parameter; "flat": a parameter
+    max_length: int | None = None
+    allowed: tuple[str, ...] = ()
+    max_items: int | None = None
 
     @property
     def headers(self) -> tuple[str, ...]:
         """Every header text that names this field (before normalisation)."""
         return (self.name, *self.aliases)
 
+    @property
+    def is_list(self) -> bool:
+        return self.type in LIST_TYPES
+
+    @property
+    def item_type(self) -> str:
+        """The type of one value: the list's item type, or the field's own type."""
+        return LIST_TYPES.get(self.type, self.type)
+
+    @property
+    def is_flat(self) -> bool:
+        return self.location == "flat"
+
+    def rules(self) -> str:
+        """The limits beyond the type, in words ("" when there are none)."""
+        each = "each item " if self.is_list else ""
+        parts = []
+        if self.max_items is not None:
+            parts.append(f"at most {self.max_items} items")
+        if self.max_length is not None:
+            parts.append(f"{each}at most {self.max_length} characters")
+        if self.allowed:
+            parts.append(f"{each}one of: {', '.join(self.allowed)}")
+        return "; ".join(parts)
+
 
 @dataclass(frozen=True)
 class ApiSpec:
+    """One TOP method. ``object_param`` is None when every field is a flat parameter;
+    ``success_path`` is "" when any envelope without ``error_response`` is a success."""
+
     method: str
-    object_param: str
+    object_param: str | None
     fields: tuple[FieldSpec, ...]
     response_envelope: str
     success_path: str = "result.success"
     needs_session: bool = False
     title: str = ""
+    identity: tuple[str, ...] = ()
 
     @property
     def required_fields(self) -> tuple[FieldSpec, ...]:
         return tuple(f for f in self.fields if f.required)
 
+    @property
+    def object_fields(self) -> tuple[FieldSpec, ...]:
+        return tuple(f for f in self.fields if not f.is_flat)
+
+    @property
+    def flat_fields(self) -> tuple[FieldSpec, ...]:
+        return tuple(f for f in self.fields if f.is_flat)
+
+    def success_rule(self) -> str:
+        if not self.success_path:
+            return f"{self.response_envelope} without an error_response"
+        return f"{self.response_envelope}.{self.success_path} is true"
+
     def describe(self) -> str:
-        """What ``top-import apis`` prints: the method, its fields and their accepted headers."""
-        lines = [
-            f"{self.method}  {self.title}".rstrip(),
-            f"  object parameter: {self.object_param}",
-        ]
+        """What ``top-import apis`` prints: the method, how it is called, its fields and headers."""
+        lines = [f"{self.method}  {self.title}".rstrip()]
+        if self.object_param:
+            lines.append(f"  object parameter: {self.object_param} (JSON)")
+        if self.flat_fields:
+            lines.append("  flat parameters: " + ", ".join(f.name for f in self.flat_fields))
+        lines.append(
+            "  session: needed (TOP_SESSION)" if self.needs_session else "  session: not needed"
+        )
+        lines.append(f"  success: {self.success_rule()}")
+        key = ", ".join(self.identity) if self.identity else "the whole payload"
+        lines.append(f"  journal and duplicate key: {key}")
         for f in self.fields:
             flag = "required" if f.required else "optional"
-            lines.append(f"  {f.name:<22} {f.type:<7} {flag:<9} columns: {', '.join(f.headers)}")
+            lines.append(
+                f"  {f.name:<22} {f.location:<6} {f.type:<12} {flag:<9} "
+                f"columns: {', '.join(f.headers)}"
+            )
+            if f.rules():
+                lines.append(f"  {'':<22} {f.rules()}")
         return "\n".join(lines)
 
     def header_index(self) -> dict[str, str]:
@@ -87,9 +230,9 @@ def builtin_methods() -> list[str]:
 
 
 def load_spec(api: str | None) -> ApiSpec:
-    """A built-in method name (default: the first built-in) or a path to a ``.toml`` spec file."""
+    """A built-in method name (default: the ticket API) or a path to a ``.toml`` spec file."""
     if api is None:
-        api = "alibaba.lyservice.group.ticket.customer.save"
+        api = DEFAULT_METHOD
     if api.endswith(".toml"):
         path = Path(api)
         if not path.is_file():
@@ -109,62 +252,254 @@ def load_spec(api: str | None) -> ApiSpec:
 
 
 def parse_spec(text: str, source: str = "spec") -> ApiSpec:
+    """The spec in ``text``; a ``SpecError`` listing every mistake (``source`` names the file)."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise SpecError(f"API spec {source} is not valid TOML: {exc}.") from None
-    method = data.get("method")
-    if not isinstance(method, str) or not method:
-        raise SpecError(f"API spec {source} has no 'method'; add method = \"the.top.method\".")
-    object_param = data.get("object_param")
-    if not isinstance(object_param, str) or not object_param:
-        raise SpecError(f"API spec {source} has no 'object_param'; name the object parameter.")
-    raw_fields = data.get("fields", [])
-    if not isinstance(raw_fields, list) or not all(isinstance(r, dict) for r in raw_fields):
-        raise SpecError(f"API spec {source}: fields must be [[fields]] tables.")
-    fields: list[FieldSpec] = []
-    headers: dict[str, str] = {}
-    for i, raw in enumerate(raw_fields, start=1):
-        name = raw.get("name")
-        ftype = raw.get("type")
-        if not isinstance(name, str) or not name:
-            raise SpecError(f"API spec {source}: field #{i} has no name.")
-        if ftype not in FIELD_TYPES:
-            raise SpecError(
-                f"API spec {source}: field {name!r} has type {ftype!r}; "
-                f"use one of {', '.join(FIELD_TYPES)}."
+    mistakes: list[str] = []
+    spec = _Parser(mistakes.append).spec(data)
+    if mistakes:
+        if len(mistakes) == 1:
+            raise SpecError(f"API spec {source}: {mistakes[0]}")
+        listed = "\n".join(f"  - {m}" for m in mistakes)
+        raise SpecError(f"API spec {source} has {len(mistakes)} mistakes:\n{listed}")
+    assert spec is not None
+    return spec
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+class _Parser:
+    """Reads a spec's TOML data, reporting each mistake as one sentence and carrying on."""
+
+    def __init__(self, report: Callable[[str], None]) -> None:
+        self.report = report
+
+    def spec(self, data: dict) -> ApiSpec | None:
+        report = self.report
+        for key in data:
+            if key not in _TOP_KEYS:
+                report(f"unknown key {key!r}; the keys of a spec are: {', '.join(_TOP_KEYS)}.")
+        method = data.get("method")
+        if not isinstance(method, str) or not method.strip():
+            report('there is no method; add method = "the.top.method" (a string).')
+            method = ""
+        elif not _METHOD.match(method):
+            report(
+                f"method {method!r} is not a TOP method name; write dotted words such as "
+                '"taobao.item.get".'
             )
-        aliases = raw.get("aliases", [])
-        if not isinstance(aliases, list):
-            raise SpecError(f"API spec {source}: field {name!r} aliases must be a list of headers.")
+        object_param = data.get("object_param")
+        if object_param is not None and (
+            not isinstance(object_param, str) or not _NAME.match(object_param)
+        ):
+            report(
+                f"object_param {object_param!r} is not a parameter name; use letters, digits "
+                "and _, or leave object_param out when every field is a flat parameter."
+            )
+            object_param = None
+        fields = self.fields(data.get("fields"), object_param)
+        names = {f.name for f in fields}
+        if object_param and fields and not any(not f.is_flat for f in fields):
+            report(
+                f"object_param {object_param!r} has no fields; give some fields "
+                'location = "object" or leave object_param out.'
+            )
+        if object_param and object_param in names:
+            report(f"field {object_param!r} has the name of the object parameter.")
+        needs_session = data.get("needs_session", False)
+        if not isinstance(needs_session, bool):
+            report(f"needs_session is {needs_session!r}; write true or false.")
+            needs_session = False
+        envelope = data.get("response_envelope")
+        if envelope is None:
+            envelope = method.replace(".", "_") + "_response"
+        elif not isinstance(envelope, str) or not _NAME.match(envelope):
+            report(f"response_envelope {envelope!r} is not a JSON key name.")
+            envelope = ""
+        title = data.get("title", "")
+        if not isinstance(title, str):
+            report(f"title {title!r} must be a string.")
+            title = ""
+        return ApiSpec(
+            method=method,
+            object_param=object_param,
+            fields=tuple(fields),
+            response_envelope=envelope,
+            success_path=self.success(data),
+            needs_session=needs_session,
+            title=title,
+            identity=self.identity(data.get("identity"), names),
+        )
+
+    def success(self, data: dict) -> str:
+        path = data.get("success_path")
+        rule = data.get("success")
+        if rule is not None:
+            if path is not None:
+                self.report("give either success_path or success, not both.")
+            if rule != NO_ERROR:
+                self.report(
+                    f'success is {rule!r}; the only rule is success = "no_error" (any envelope '
+                    'without error_response succeeds); for a path write success_path = "a.b".'
+                )
+            return ""
+        if path is None:
+            return "result.success"
+        if not isinstance(path, str) or not _PATH.match(path):
+            self.report(
+                f"success_path {path!r} is not a dotted path of JSON keys such as "
+                '"result.success"; for "no error_response means success" write '
+                'success = "no_error".'
+            )
+            return "result.success"
+        return path
+
+    def identity(self, value: object, names: set[str]) -> tuple[str, ...]:
+        if value is None:
+            return ()
+        if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+            self.report(
+                f'identity must be a list of field names, such as ["case_id"], not {value!r}.'
+            )
+            return ()
+        for name in value:
+            if names and name not in names:
+                self.report(f"identity names {name!r}, which is not a field of the spec.")
+        if len(set(value)) != len(value):
+            self.report("identity names a field twice.")
+        return tuple(value)
+
+    def fields(self, raw_fields: object, object_param: str | None) -> list[FieldSpec]:
+        report = self.report
+        if raw_fields is None or raw_fields == []:
+            report("there are no [[fields]]; add one [[fields]] table per parameter.")
+            return []
+        if not isinstance(raw_fields, list) or not all(isinstance(r, dict) for r in raw_fields):
+            report("fields must be [[fields]] tables, one per parameter.")
+            return []
+        fields: list[FieldSpec] = []
+        headers: dict[str, str] = {}
+        for i, raw in enumerate(raw_fields, start=1):
+            spec = self.field(i, raw, object_param)
+            if spec is None:
+                continue
+            if any(f.name == spec.name for f in fields):
+                report(f"field {spec.name!r} is defined twice.")
+                continue
+            for header in spec.headers:
+                other = headers.setdefault(normalise_header(header), spec.name)
+                if other != spec.name:
+                    report(f"header {header!r} names both {other!r} and {spec.name!r}.")
+            fields.append(spec)
+        return fields
+
+    def field(self, i: int, raw: dict, object_param: str | None) -> FieldSpec | None:
+        report = self.report
+        name = raw.get("name")
+        if not isinstance(name, str) or not name:
+            report(f'field #{i} has no name; add name = "the_parameter".')
+            return None
+        label = f"field {name!r}"
+        if not _NAME.match(name):
+            report(f"{label}: the name is not a parameter name; use letters, digits and _.")
+        for key in raw:
+            if key in _TOP_KEYS and key not in _FIELD_KEYS:
+                report(
+                    f"{label} has the key {key!r} of the spec itself; put the spec's own keys "
+                    "above the first [[fields]] (TOML puts every key below it into that table)."
+                )
+            elif key not in _FIELD_KEYS:
+                report(
+                    f"{label} has an unknown key {key!r}; its keys are: {', '.join(_FIELD_KEYS)}."
+                )
+        ftype = raw.get("type")
+        if ftype is None:
+            report(f"{label} has no type; use one of {', '.join(FIELD_TYPES)}.")
+            ftype = "String"
+        elif ftype not in FIELD_TYPES:
+            hint = ""
+            close = [
+                t for t in FIELD_TYPES if t.casefold() == str(ftype).replace(" ", "").casefold()
+            ]
+            if close:
+                hint = f" (types are case-sensitive: {close[0]!r})"
+            elif str(ftype).casefold().startswith("list"):
+                hint = " (a list is List<String> or List<Number>)"
+            report(f"{label} has type {ftype!r}; use one of {', '.join(FIELD_TYPES)}{hint}.")
+            ftype = "String"
         required = raw.get("required", False)
         if not isinstance(required, bool):
-            raise SpecError(f"API spec {source}: field {name!r} required must be true or false.")
-        spec = FieldSpec(
+            report(f"{label}: required must be true or false, not {required!r}.")
+            required = False
+        aliases = raw.get("aliases", [])
+        if not isinstance(aliases, list) or not all(
+            isinstance(a, str) and a.strip() for a in aliases
+        ):
+            report(f'{label}: aliases must be a list of column headers, such as ["caseId"].')
+            aliases = []
+        example = raw.get("example", "")
+        if isinstance(example, bool):
+            example = "true" if example else "false"
+        elif isinstance(example, list):
+            example = ",".join(str(e) for e in example)
+        location = raw.get("location", "object" if object_param else "flat")
+        if location not in LOCATIONS:
+            report(f'{label} has location {location!r}; use "object" or "flat".')
+            location = "flat"
+        elif location == "object" and not object_param:
+            report(
+                f"{label} is in the object parameter but the spec has no object_param; add "
+                'object_param = "the_request" or set location = "flat".'
+            )
+        if location == "flat" and name in SYSTEM_PARAMS:
+            report(f"{label} is a flat parameter named like a system parameter; rename it.")
+        return FieldSpec(
             name=name,
             type=ftype,
             required=required,
-            aliases=tuple(str(a) for a in aliases),
-            example=str(raw.get("example", "")),
+            aliases=tuple(aliases),
+            example=str(example),
+            location=location,
+            max_length=self.limit(label, raw, "max_length", ("String", "List<String>")),
+            allowed=self.allowed(label, raw.get("allowed"), ftype),
+            max_items=self.limit(label, raw, "max_items", tuple(LIST_TYPES)),
         )
-        if any(f.name == name for f in fields):
-            raise SpecError(f"API spec {source}: field {name!r} is defined twice.")
-        for header in spec.headers:
-            other = headers.setdefault(normalise_header(header), name)
-            if other != name:
-                raise SpecError(
-                    f"API spec {source}: header {header!r} names both {other!r} and {name!r}."
-                )
-        fields.append(spec)
-    if not fields:
-        raise SpecError(f"API spec {source} has no [[fields]].")
-    envelope = data.get("response_envelope") or method.replace(".", "_") + "_response"
-    return ApiSpec(
-        method=method,
-        object_param=object_param,
-        fields=tuple(fields),
-        response_envelope=envelope,
-        success_path=data.get("success_path", "result.success"),
-        needs_session=bool(data.get("needs_session", False)),
-        title=str(data.get("title", "")),
-    )
+
+    def limit(self, label: str, raw: dict, key: str, types: tuple[str, ...]) -> int | None:
+        value = raw.get(key)
+        if value is None:
+            return None
+        if not _is_int(value) or value < 1:
+            self.report(f"{label}: {key} must be a whole number of at least 1, not {value!r}.")
+            return None
+        if raw.get("type") in FIELD_TYPES and raw.get("type") not in types:
+            self.report(f"{label}: {key} applies to {' and '.join(types)} fields only.")
+            return None
+        return value
+
+    def allowed(self, label: str, value: object, ftype: str) -> tuple[str, ...]:
+        if value is None:
+            return ()
+        item_type = LIST_TYPES.get(ftype, ftype)
+        if item_type not in ("String", "Number"):
+            self.report(f"{label}: allowed applies to String, Number and List fields only.")
+            return ()
+        if not isinstance(value, list) or not value:
+            self.report(f"{label}: allowed must be a non-empty list of values.")
+            return ()
+        out: list[str] = []
+        for v in value:
+            if item_type == "Number":
+                if _is_int(v) or (isinstance(v, str) and re.fullmatch(r"-?\d{1,19}", v.strip())):
+                    out.append(str(int(v)))
+                    continue
+                self.report(f"{label}: allowed value {v!r} is not a whole number.")
+            elif isinstance(v, str) and v.strip():
+                out.append(v.strip())
+            else:
+                self.report(f"{label}: allowed value {v!r} is not a non-empty string.")
+        return tuple(dict.fromkeys(out))
