@@ -28,10 +28,11 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
+from functools import partial
 
 from importer.specs import ApiSpec, FieldSpec
 
@@ -280,12 +281,26 @@ def as_text(value: object) -> str:
     return str(value)
 
 
+# One encoder, made once: json.dumps() would build it again for every row.
+_encode_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def _converter(fspec: FieldSpec) -> Callable[[str, bool], object]:
+    """The cell -> value function of one field; plain String and Number skip the generic path."""
+    if not fspec.is_list and fspec.max_length is None and not fspec.allowed:
+        if fspec.type == "String":
+            return check_string
+        if fspec.type == "Number":
+            return parse_number
+    return partial(convert, fspec)
+
+
 class RowValidator:
     """Validates rows against one spec, given which column holds each field."""
 
     def __init__(self, spec: ApiSpec, columns: Mapping[str, int]) -> None:
         self.spec = spec
-        self._plan = tuple((f, columns.get(f.name)) for f in spec.fields)
+        self._plan = tuple((f, columns.get(f.name), _converter(f)) for f in spec.fields)
         self._has_object = spec.object_param is not None
         self._identity = spec.identity
 
@@ -296,7 +311,7 @@ class RowValidator:
         flat: list[tuple[str, str]] = []
         sent: dict[str, str] = {}
         cells = row.cells
-        for fspec, index in self._plan:
+        for fspec, index, converter in self._plan:
             raw = cells[index] if index is not None and index < len(cells) else ""
             text = raw.strip()
             if not text:
@@ -307,7 +322,7 @@ class RowValidator:
                 continue
             numeric = index in row.numeric
             try:
-                value = convert(fspec, text, numeric)
+                value = converter(text, numeric)
             except _FieldError as exc:
                 return RowError(row.source_row, fspec.name, raw, f"{fspec.name} {text!r} {exc}")
             if fspec.is_flat:
@@ -316,11 +331,7 @@ class RowValidator:
                 payload[fspec.name] = value
             if self._identity:
                 sent[fspec.name] = as_text(value)
-        payload_json = (
-            json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
-            if self._has_object
-            else ""
-        )
+        payload_json = _encode_json(payload) if self._has_object else ""
         flat_params = tuple(flat)
         if self._identity:
             key = identity_hash([(name, sent.get(name, "")) for name in self._identity])
