@@ -7,6 +7,7 @@ below it prints a traceback or exits.
 from __future__ import annotations
 
 import asyncio
+import glob
 import json
 import os
 import sys
@@ -20,7 +21,14 @@ import click
 from importer import __version__
 from importer.config import Config, load_config
 from importer.errors import AbortedError, ImporterError, UsageError
-from importer.pipeline import FileSummary, check_file, run_file
+from importer.pipeline import (
+    FileSummary,
+    Plan,
+    archive_input,
+    check_file,
+    duration_text,
+    run_file,
+)
 from importer.protocol import Credentials, RequestBuilder
 from importer.specs import ApiSpec, builtin_methods, load_spec
 
@@ -30,6 +38,9 @@ EXIT_CODES: dict[type[ImporterError], int] = {AbortedError: EXIT_ABORTED, Import
 # Exit codes in order of severity, for several inputs: the worst one wins.
 _SEVERITY = {0: 0, 1: 1, 2: 2, 3: 3, 143: 4, 130: 5}
 _NOT_OK = ("failed", "invalid", "duplicate", "unknown", "not_sent")
+# Stops that exit 3: the platform refused the app, or the data fails too often to go on.
+_ABORTS = ("fatal", "ban", "canary", "failure_rate")
+_GLOB_CHARS = frozenset("*?[")
 
 
 def error_exit_code(error: ImporterError) -> int:
@@ -43,7 +54,7 @@ def file_exit_code(summary: FileSummary) -> int:
     """0 all success/skipped/valid, 1 some rows not, 3 aborted, 130/143 interrupted."""
     if summary.interrupt_signal is not None:
         return EXIT_SIGNAL.get(summary.interrupt_signal, 130)
-    if summary.stop_reason.value in ("fatal", "ban"):
+    if summary.stop_reason.value in _ABORTS:
         return EXIT_ABORTED
     return EXIT_ROWS if any(summary.counts.get(s) for s in _NOT_OK) else EXIT_OK
 
@@ -84,9 +95,24 @@ def build_config(flags: dict[str, Any], config_file: str | None) -> Config:
 
 
 def _inputs(inputs: Sequence[str], config: Config) -> list[Path]:
-    if config.out is not None and len(inputs) > 1:
+    """The inputs, quoted globs (``'inbox/*.xlsx'``) expanded in sorted order, each file once.
+
+    A glob that matches nothing is a line, not an error (a cron inbox is often empty); a plain
+    path that does not exist stays an unreadable input (exit 2) when its turn comes.
+    """
+    paths: list[Path] = []
+    for text in inputs:
+        if _GLOB_CHARS & set(text) and not Path(text).exists():
+            matches = [Path(m) for m in sorted(glob.glob(text)) if Path(m).is_file()]
+            if not matches:
+                click.echo(f"{text}: no file matches; nothing to do")
+            paths += matches
+        else:
+            paths.append(Path(text))
+    paths = list(dict.fromkeys(paths))
+    if config.out is not None and len(paths) > 1:
         raise UsageError("--out takes one input; with several inputs use --out-dir.")
-    return [Path(p) for p in inputs]
+    return paths
 
 
 def summary_line(summary: FileSummary) -> str:
@@ -94,7 +120,10 @@ def summary_line(summary: FileSummary) -> str:
     line = f"{summary.input}: {summary.rows_read} rows: {counts}"
     if summary.command == "run":
         line += f"; {summary.calls} calls, {summary.calls_per_second:.1f} calls/s"
-    return f"{line}; workbook {summary.workbook}"
+    line += f"; workbook {summary.workbook}"
+    if summary.archived is not None:
+        line += f"; archived to {summary.archived}"
+    return line
 
 
 def write_summary_json(path: Path | None, summaries: list[FileSummary], code: int) -> None:
@@ -128,8 +157,9 @@ _FILE_OPTIONS = [
     ),
     click.option(
         "--qps",
-        type=float,
-        help="Never more than N calls in one clock second (validate: for the time estimate). "
+        metavar="N|auto",
+        help="Never more than N calls in one clock second (validate: for the time estimate); "
+        "auto: start low and find the app's limit from the answers (up to --qps-max). "
         "Default: 10.",
     ),
 ]
@@ -154,8 +184,9 @@ def cli() -> None:
 
     \b
     Exit codes: 0 all rows success/skipped (validate: all valid) · 1 some rows failed, invalid,
-    duplicate, unknown or not sent · 2 usage, configuration or unreadable input · 3 aborted by a
-    fatal platform error · 130 SIGINT · 143 SIGTERM.
+    duplicate, unknown or not sent · 2 usage, configuration or unreadable input, or a run that
+    would not fit the daily quota · 3 aborted by a fatal platform error, or stopped because too
+    many rows failed (canary, failure rate) · 130 SIGINT · 143 SIGTERM.
     """
 
 
@@ -180,6 +211,11 @@ def cli() -> None:
     "--sign-method",
     type=click.Choice(["md5", "hmac", "hmac-sha256"]),
     help="Signature method. Default: hmac-sha256.",
+)
+@click.option(
+    "--qps-max",
+    type=float,
+    help="With --qps auto: never pace above N calls per second. Default: 1000.",
 )
 @click.option("--concurrency", type=int, help="Ceiling on calls in flight. Default: 8.")
 @click.option("--retries", type=int, help="Retries of a transient failure, per row. Default: 5.")
@@ -226,6 +262,43 @@ def cli() -> None:
     help="Stop starting calls after this long (3600, 90s, 45m, 2h30m); exit 1, a rerun resumes.",
 )
 @click.option(
+    "--canary",
+    type=int,
+    metavar="N",
+    help="Send the first N rows at 2 in flight and wait for their answers; if more than "
+    "--max-failure-rate of them fail with business errors, stop before the rest (exit 3). "
+    "0: off. Default: 20.",
+)
+@click.option(
+    "--max-failure-rate",
+    type=float,
+    metavar="R",
+    help="Business-failure share (isv.*, result.success false) that stops the run (exit 3): "
+    "in the canary, and over the last 200 answers. Throttles and transient errors do not "
+    "count. 1: never stop. Default: 0.2.",
+)
+@click.option(
+    "--daily-quota",
+    type=int,
+    metavar="N",
+    help="The app's calls per day: before sending, check the run fits what is left of it today "
+    "(calls in the journal for this app key since 00:00 GMT+8).",
+)
+@click.option(
+    "--yes",
+    is_flag=True,
+    default=None,
+    help="Send although the pre-flight says the run does not fit the daily quota "
+    "(without it: ask on a terminal, else exit 2).",
+)
+@click.option(
+    "--archive",
+    type=click.Path(file_okay=False),
+    metavar="DIR",
+    help="Move each input whose run ended with exit 0 into DIR (created; an existing name "
+    "gets -1, -2, ...). For a cron inbox: run 'inbox/*.xlsx' --archive done/.",
+)
+@click.option(
     "--summary-json",
     type=click.Path(dir_okay=False),
     help="Write a machine-readable summary here.",
@@ -237,11 +310,19 @@ def cli() -> None:
 )
 @guarded
 def run(inputs: tuple[str, ...], config_file: str | None, **flags: Any) -> int:
-    """Send every valid row of INPUT... and write a result workbook per input."""
+    """Send every valid row of INPUT... and write a result workbook per input.
+
+    INPUT may be a quoted glob ('inbox/*.xlsx'): files go one after another, in sorted order.
+    """
     config = build_config(flags, config_file)
     credentials = None if config.simulate else config.credentials()
     spec = load_spec(config.api)
+    if config.dry_run and config.archive is not None:
+        raise UsageError("--archive moves inputs after a real run; it does nothing with --dry-run.")
     paths = _inputs(inputs, config)
+    if not paths:
+        write_summary_json(config.summary_json, [], EXIT_OK)
+        return EXIT_OK
     if config.dry_run:
         builder = RequestBuilder(spec, credentials or Credentials("", ""), config.sign_method)
         return _per_file(paths, config, lambda p: check_file(p, config, spec, builder))
@@ -254,6 +335,7 @@ async def _run_all(
     from importer.journal import Journal
 
     stop_at = config.stop_at(datetime.now().astimezone())
+    approve = _preflight(config)
     async with _gateway(config, credentials, spec) as (gateway_url, creds):
         journal = Journal(config.journal)
         try:
@@ -262,7 +344,7 @@ async def _run_all(
             for path in paths:
                 try:
                     summary = await run_file(
-                        path, config, spec, journal, creds, gateway_url, stop_at
+                        path, config, spec, journal, creds, gateway_url, stop_at, approve
                     )
                 except ImporterError as exc:
                     fail(str(exc))
@@ -270,8 +352,19 @@ async def _run_all(
                     continue
                 summaries.append(summary)
                 code = file_exit_code(summary)
+                if code == EXIT_OK and config.archive is not None:
+                    try:
+                        summary.archived = archive_input(path, config.archive)
+                    except OSError as exc:
+                        fail(f"{path}: sent, but cannot be moved to {config.archive}: {exc}")
+                        code = EXIT_USAGE
                 codes.append(code)
                 click.echo(summary_line(summary))
+                if "qps auto reached" in summary.limits:
+                    fail(
+                        f"{path}: --qps auto ended at {summary.limits['qps auto reached']:g} "
+                        f"calls/s after {summary.limits['qps auto throttles']} throttle answers"
+                    )
                 if summary.message:
                     fail(summary.message)
                 if code in (130, 143):
@@ -281,6 +374,27 @@ async def _run_all(
     code = worst(codes)
     write_summary_json(config.summary_json, summaries, code)
     return code
+
+
+def _preflight(config: Config) -> Callable[[Plan], None]:
+    """Print each input's pre-flight line; a run that would not fit the daily quota needs --yes,
+    a "yes" on a terminal, or it stops with exit 2 before anything is sent."""
+
+    def approve(plan: Plan) -> None:
+        fail(plan.line())
+        problem = plan.problem()
+        if problem is None:
+            return
+        if config.yes:
+            fail(f"{plan.input}: does not fit the daily quota; sending anyway (--yes)")
+            return
+        if sys.stdin.isatty() and sys.stderr.isatty():
+            if click.confirm(f"top-import: {problem}. Send anyway?", default=False, err=True):
+                return
+            raise UsageError(f"{plan.input}: not sent (the daily quota check was declined).")
+        raise UsageError(problem)
+
+    return approve
 
 
 class _gateway:
@@ -339,22 +453,20 @@ def _per_file(paths: list[Path], config: Config, job: Callable[[Path], FileSumma
         summaries.append(summary)
         codes.append(file_exit_code(summary))
         click.echo(summary_line(summary))
-        if summary.counts.get("valid"):
+        if summary.counts.get("valid") and config.qps_auto:
+            click.echo(
+                f"  sending {summary.counts['valid']} valid rows with --qps auto takes as long "
+                "as the app's limit says"
+            )
+        elif summary.counts.get("valid"):
             seconds = summary.counts["valid"] / config.qps
             click.echo(
                 f"  sending {summary.counts['valid']} valid rows at --qps {config.qps:g} would "
-                f"take about {_duration(seconds)}"
+                f"take about {duration_text(seconds)}"
             )
     code = worst(codes)
     write_summary_json(config.summary_json, summaries, code)
     return code
-
-
-def _duration(seconds: float) -> str:
-    seconds = round(seconds)
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s" if m else f"{s}s"
 
 
 @cli.command()

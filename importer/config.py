@@ -1,7 +1,8 @@
 """One frozen ``Config`` built once from flags, environment and ``importer.toml``.
 
 Precedence: a flag beats the environment, the environment beats the config file, and the file
-beats the defaults. The app secret never comes from a flag.
+beats the defaults. The app secret never comes from a flag. ``qps`` takes a number or ``"auto"``
+(which sets ``qps_auto``: find the rate from the platform's answers, up to ``qps_max``).
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ class Config:
     session: str | None = field(default=None, repr=False)
     sign_method: str = "hmac-sha256"
     qps: float = 10.0
+    qps_auto: bool = False  # --qps auto: the rate is found from the answers, up to qps_max
+    qps_max: float = 1000.0
     concurrency: int = 8
     retries: int = 5
     timeout: float = 15.0
@@ -60,6 +63,11 @@ class Config:
     progress: bool | None = None  # None: on when stderr is a TTY
     deadline: str | None = None  # "HH:MM", local time: stop starting calls then
     max_runtime: str | None = None  # "90m", "2h30m", "45s", "3600": stop starting calls after
+    canary: int = 20  # the first N rows to send go first, at low concurrency, and are judged
+    max_failure_rate: float = 0.2  # business-failure share that stops the canary or the run
+    daily_quota: int | None = None  # calls per GMT+8 day this app key may make
+    yes: bool = False  # run although the pre-flight says the daily quota will not suffice
+    archive: Path | None = None  # move each input whose run ended with exit 0 here
     columns: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
     def credentials(self) -> Credentials:
@@ -116,6 +124,20 @@ def parse_clock(text: str) -> tuple[int, int]:
 
 
 _TYPES = {f.name: f.type for f in fields(Config)}
+AUTO = "auto"
+
+
+def _setting(name: str, value: Any, source: str) -> dict[str, Any]:
+    """One setting as Config values: ``qps = "auto"`` is ``qps_auto``; a number clears it."""
+    if name == "qps":
+        if isinstance(value, str) and value.strip().lower() == AUTO:
+            return {"qps_auto": True}
+        try:
+            return {"qps": _coerce(name, value, source), "qps_auto": False}
+        except ConfigError:
+            expected = f'a number of calls per second nor "{AUTO}"'
+            raise ConfigError(f"{source}: qps = {value!r} is neither {expected}.") from None
+    return {name: _coerce(name, value, source)}
 
 
 _TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
@@ -183,7 +205,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
                 raise ConfigError(f"Config file {path}: [columns] must map headers to fields.")
             out["columns"] = MappingProxyType({str(k): str(v) for k, v in value.items()})
         elif key in _TYPES:
-            out[key] = _coerce(key, value, f"Config file {path}")
+            out.update(_setting(key, value, f"Config file {path}"))
         else:
             raise ConfigError(f"Config file {path}: unknown setting {raw_key!r}.")
     return out
@@ -212,7 +234,7 @@ def load_config(
                 f"{DEFAULT_CONFIG_FILE}."
             )
         if value is not None:
-            values[key] = _coerce(key, value, f"--{key.replace('_', '-')}")
+            values.update(_setting(key, value, f"--{key.replace('_', '-')}"))
     config = replace(Config(), **values)
     _check(config)
     return config
@@ -224,13 +246,19 @@ def _check(config: Config) -> None:
             f"--sign-method {config.sign_method!r} is unknown; "
             f"use one of {', '.join(SIGN_METHODS)}."
         )
-    for name, low in (("qps", 0), ("timeout", 0), ("max_ban", 0)):
+    for name, low in (("qps", 0), ("qps_max", 0), ("timeout", 0), ("max_ban", 0)):
         if not getattr(config, name) > low:  # also refuses NaN
             raise UsageError(f"--{name.replace('_', '-')} must be greater than {low}.")
     if config.concurrency < 1:
         raise UsageError("--concurrency must be at least 1.")
     if config.retries < 0:
         raise UsageError("--retries must be 0 or more.")
+    if config.canary < 0:
+        raise UsageError("--canary must be 0 (off) or more.")
+    if not 0 <= config.max_failure_rate <= 1:  # also refuses NaN
+        raise UsageError("--max-failure-rate must be between 0 and 1, e.g. 0.2.")
+    if config.daily_quota is not None and config.daily_quota < 1:
+        raise UsageError("--daily-quota must be at least 1.")
     config.stop_at(datetime.now())  # parses --deadline and --max-runtime now, not mid-run
     if not config.gateway.startswith(("http://", "https://")):
         raise UsageError(f"--gateway {config.gateway!r} must be an http:// or https:// URL.")

@@ -9,6 +9,13 @@ Every record the iterator yields gets exactly one ``on_outcome`` call, also when
   with its last error; every row not yet tried is ``not_sent``, the rest of the iterator included.
 * ``abort()`` (a second Ctrl-C): as ``stop()``, and calls in flight are cancelled: ``unknown``.
 
+Run policies (``DispatchSettings``): the **canary** sends the first ``canary`` records at
+``CANARY_CONCURRENCY`` and waits for all their answers; if more than ``max_failure_rate`` of them
+were business failures and rows remain, the run stops (``StopReason.CANARY``) before the bulk.
+During the run a ``FailureBreaker`` over the last ``failure_window`` answers stops it the same
+way (``StopReason.FAILURE_RATE``). With ``qps_auto`` an ``AdaptiveRate`` sets the pacer's rate
+from the answers (``qps`` is where it starts, ``qps_max`` its ceiling).
+
 What to do with an answer follows ``Reply.error_class`` (design, "Request and response");
 the retry delay is the small pure policy ``backoff_delay``.
 """
@@ -16,6 +23,7 @@ the retry delay is the small pure policy ``backoff_delay``.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
@@ -23,14 +31,17 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import Enum
 
+from importer.failures import FailureBreaker, FailureDigest, too_many
 from importer.gateway import Gateway
-from importer.pacing import Pacer
+from importer.pacing import AdaptiveRate, Pacer
 from importer.protocol import ErrorClass, Reply, RequestBuilder, advice, describe
 from importer.records import Outcome, RequestRecord, Status
 
 MAX_THROTTLE_RETRIES = 100  # a row throttled this often is failed rather than retried forever
 FEED_YIELD_EVERY = 500  # draining a huge input as not_sent still lets the loop breathe
 IN_FLIGHT_INTERRUPTED = "interrupted with the call in flight"
+CANARY_CONCURRENCY = 2  # calls in flight while the canary rows go
+RERUN_ADVICE = "check the data, then rerun (the journal resumes)"
 
 
 @dataclass(frozen=True)
@@ -41,10 +52,20 @@ class DispatchSettings:
     max_ban: float = 300
     backoff_base: float = 0.5
     backoff_cap: float = 30.0
+    canary: int = 0  # the first N records go first, at CANARY_CONCURRENCY, and are judged
+    max_failure_rate: float | None = None  # None: no canary verdict and no breaker
+    failure_window: int = 200  # answers the breaker looks back on
+    qps_auto: bool = False  # find the rate (AdaptiveRate): qps is where it starts
+    qps_max: float = 1000.0  # the most qps_auto may reach
 
     def __post_init__(self) -> None:
         if self.qps <= 0 or self.concurrency < 1 or self.retries < 0 or self.max_ban < 0:
             raise ValueError(f"invalid dispatch settings: {self}")
+        rate = self.max_failure_rate
+        if self.canary < 0 or self.failure_window < 1 or (rate is not None and not 0 <= rate <= 1):
+            raise ValueError(f"invalid failure policy: {self}")
+        if self.qps_auto and not 0 < self.qps <= self.qps_max:
+            raise ValueError(f"qps_auto starts at qps, which must be in (0, qps_max]: {self}")
 
 
 class StopReason(str, Enum):
@@ -53,6 +74,8 @@ class StopReason(str, Enum):
     BAN_TOO_LONG = "ban"
     INTERRUPTED = "interrupted"
     DEADLINE = "deadline"
+    CANARY = "canary"  # too many of the first rows failed with business errors
+    FAILURE_RATE = "failure_rate"  # too many of the last answers did
 
 
 @dataclass
@@ -90,6 +113,19 @@ class _Tries:
 _DONE = object()  # end of input, one per worker
 
 
+@dataclass
+class _Canary:
+    settled_before: int  # Dispatcher.settled when the canary started
+    failed: int = 0  # business failures among its rows
+
+
+def failure_key(reply: Reply) -> str:
+    """How a business failure is named in messages: its sub_code, else its code."""
+    if reply.sub_code:
+        return reply.sub_code
+    return f"code {reply.code}" if reply.code else "result.success false"
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -114,6 +150,13 @@ class Dispatcher:
         self._rng = rng or random.Random()
         self._sleep = sleep
         self.pacer = pacer or Pacer(settings.qps, sleep=sleep)
+        self.rate_policy = (
+            AdaptiveRate(settings.qps, settings.qps_max) if settings.qps_auto else None
+        )
+        rate = settings.max_failure_rate
+        self.breaker = None if rate is None else FailureBreaker(rate, settings.failure_window)
+        self.failures = FailureDigest()  # business failures of the run, for the stop messages
+        self._canary: _Canary | None = None  # while the canary rows go
         self._stop_reason = StopReason.NONE
         self._message = ""
         self._phase: dict[asyncio.Task, str] = {}  # worker -> "wait" | "call" while in one
@@ -164,13 +207,28 @@ class Dispatcher:
     # -- the run -------------------------------------------------------------------------------
 
     async def run(self, records: Iterable[RequestRecord]) -> DispatchResult:
-        queue: asyncio.Queue = asyncio.Queue(maxsize=2 * self.settings.concurrency)
-        iterator = iter(records)
+        iterator: Iterator[RequestRecord] = iter(records)
         feed_error: list[BaseException] = []
-        tasks = [asyncio.create_task(self._feed(iterator, queue, feed_error), name="feeder")]
+        if self.settings.canary and self.breaker is not None:
+            self._canary = _Canary(self.settled)
+            few = min(CANARY_CONCURRENCY, self.settings.concurrency)
+            await self._run_phase(itertools.islice(iterator, self.settings.canary), few, feed_error)
+            iterator = self._after_canary(iterator, feed_error)
+        if not feed_error:
+            await self._run_phase(iterator, self.settings.concurrency, feed_error)
+        if feed_error:
+            raise feed_error[0]
+        return DispatchResult(self._stop_reason, self._message)
+
+    async def _run_phase(
+        self, iterator: Iterator[RequestRecord], workers: int, feed_error: list
+    ) -> None:
+        """Feed ``iterator`` to ``workers`` workers until it is done (or settled as not_sent)."""
+        queue: asyncio.Queue = asyncio.Queue(maxsize=2 * workers)
+        feeder = self._feed(iterator, queue, feed_error, workers)
+        tasks = [asyncio.create_task(feeder, name="feeder")]
         tasks += [
-            asyncio.create_task(self._work(queue), name=f"worker-{i}")
-            for i in range(self.settings.concurrency)
+            asyncio.create_task(self._work(queue), name=f"worker-{i}") for i in range(workers)
         ]
         try:
             await asyncio.gather(*tasks)
@@ -178,12 +236,34 @@ class Dispatcher:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-        if feed_error:
-            raise feed_error[0]
-        return DispatchResult(self._stop_reason, self._message)
+
+    def _after_canary(
+        self, iterator: Iterator[RequestRecord], feed_error: list
+    ) -> Iterator[RequestRecord]:
+        """Judge the canary's answers; the records still to go (all not_sent if it failed)."""
+        canary, self._canary = self._canary, None
+        assert canary is not None and self.breaker is not None
+        if feed_error or self.stopping:
+            return iterator
+        try:
+            first = next(iterator, None)
+        except Exception as exc:  # the input broke right after the canary
+            feed_error.append(exc)
+            return iter(())
+        if first is None:
+            return iter(())  # every row went in the canary: no bulk left to protect
+        rows = self.settled - canary.settled_before
+        max_rate = self.breaker.max_rate
+        if too_many(canary.failed, rows, max_rate):
+            self.stop(
+                StopReason.CANARY,
+                f"Canary: {canary.failed} of {rows} rows failed with business errors (more "
+                f"than --max-failure-rate {max_rate:g}): {self.failures.top()}; {RERUN_ADVICE}",
+            )
+        return itertools.chain([first], iterator)
 
     async def _feed(
-        self, iterator: Iterator[RequestRecord], queue: asyncio.Queue, error: list
+        self, iterator: Iterator[RequestRecord], queue: asyncio.Queue, error: list, workers: int
     ) -> None:
         drained = 0
         try:
@@ -197,7 +277,7 @@ class Dispatcher:
                     await queue.put(record)
         except Exception as exc:  # the input broke: finish what was read, then re-raise in run()
             error.append(exc)
-        for _ in range(self.settings.concurrency):
+        for _ in range(workers):
             await queue.put(_DONE)
 
     async def _work(self, queue: asyncio.Queue) -> None:
@@ -262,12 +342,15 @@ class Dispatcher:
             tries.last = reply
             kind = reply.error_class
             if kind is ErrorClass.SUCCESS:
-                return self._settle(record, self._outcome(Status.SUCCESS, reply, tries))
+                self._settle(record, self._outcome(Status.SUCCESS, reply, tries))
+                return self._answered(record, reply)
             if kind is ErrorClass.BUSINESS:
                 error = "" if reply.msg else "the API answered result.success = false"
-                return self._settle(record, self._outcome(Status.FAILED, reply, tries, error))
+                self._settle(record, self._outcome(Status.FAILED, reply, tries, error))
+                return self._answered(record, reply)
             if kind is ErrorClass.FAILED:
-                return self._settle(record, self._outcome(Status.FAILED, reply, tries))
+                self._settle(record, self._outcome(Status.FAILED, reply, tries))
+                return self._answered(record, reply)
             if kind is ErrorClass.FATAL:
                 error = reply.error or advice(reply)
                 self._settle(record, self._outcome(Status.FAILED, reply, tries, error))
@@ -290,6 +373,7 @@ class Dispatcher:
                     error = f"{describe(reply)} (still throttled after {tries.attempts} attempts)"
                     return self._settle(record, self._outcome(Status.FAILED, reply, tries, error))
                 self.pacer.pause_for(reply.ban_seconds)  # every worker waits, not just this one
+                self._adapt(reply)
                 continue
             # TRANSIENT
             if tries.retries >= self.settings.retries:
@@ -301,6 +385,37 @@ class Dispatcher:
             tries.retries += 1
             if not await self._wait(self._sleep(delay)):
                 return self._cut_off(record, tries)
+
+    # -- policies ------------------------------------------------------------------------------
+
+    def _answered(self, record: RequestRecord, reply: Reply) -> None:
+        """A final platform answer (success or business failure), after its row is settled."""
+        self._adapt(reply)
+        failed = reply.error_class is not ErrorClass.SUCCESS
+        if failed:
+            self.failures.add(failure_key(reply), record.source_row)
+            if self._canary is not None:
+                self._canary.failed += 1
+        if self.breaker is not None and self.breaker.record(failed) and not self.stopping:
+            b = self.breaker
+            self.stop(
+                StopReason.FAILURE_RATE,
+                f"Failure rate: {b.failed} of the last {b.window} answers were business errors "
+                f"(more than --max-failure-rate {b.max_rate:g}); so far "
+                f"{self.failures.top()}; {RERUN_ADVICE}",
+            )
+
+    def _adapt(self, reply: Reply) -> None:
+        """``--qps auto``: an answer the quota let through, or a throttle, may move the rate."""
+        if self.rate_policy is None:
+            return
+        now = self.pacer.now()
+        if reply.error_class is ErrorClass.THROTTLED:
+            rate = self.rate_policy.throttled(now, reply.ban_seconds)
+        else:
+            rate = self.rate_policy.accepted(now)
+        if rate is not None:
+            self.pacer.set_rate(rate)
 
     # -- outcomes ------------------------------------------------------------------------------
 

@@ -7,6 +7,8 @@ Tables::
              request_id, system_time, finished_at, run_id          -- what resume reads
     runs     one row per run: input, pid, host, started/finished   -- also the lock
     results  (run_id, source_row) -> the report columns            -- the workbook is built from it
+    usage    (app_key, day) -> calls: HTTP calls settled per GMT+8 day -- the daily-quota check
+             (added later; CREATE IF NOT EXISTS gives older journals the table as they open)
 
 A call is marked ``in_flight`` before it starts and settled as soon as its answer is known, each
 in its own short transaction, so ``kill -9`` at any moment loses nothing committed. WAL with
@@ -51,7 +53,16 @@ CREATE TABLE IF NOT EXISTS results (
     attempts INTEGER, elapsed_ms INTEGER, error TEXT,
     PRIMARY KEY (run_id, source_row)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS usage (
+    app_key TEXT NOT NULL, day TEXT NOT NULL, calls INTEGER NOT NULL,
+    PRIMARY KEY (app_key, day)
+) WITHOUT ROWID;
 """
+
+
+def quota_day(epoch: float) -> str:
+    """The platform's quota day of a moment: its date in GMT+8 (quotas reset at 00:00 there)."""
+    return datetime.fromtimestamp(epoch, GMT8).strftime("%Y-%m-%d")
 
 
 def _when(epoch: float) -> str:
@@ -240,6 +251,8 @@ class RunJournal:
                         state,
                     ),
                 )
+            if outcome.attempts:  # every HTTP call counts against the daily quota
+                db.execute(_ADD_USAGE, (self._key[0], quota_day(time.time()), outcome.attempts))
             db.execute(_INSERT_RESULT, (self.run_id, source_row, *_outcome_values(outcome)))
             db.execute("COMMIT")
         except BaseException:
@@ -273,6 +286,13 @@ class RunJournal:
         ).fetchone()
         return int(n)
 
+    def calls_on(self, day: str) -> int:
+        """HTTP calls settled for this app key (any method, any run) on a ``quota_day``."""
+        row = self._db.execute(
+            "SELECT calls FROM usage WHERE app_key = ? AND day = ?", (self._key[0], day)
+        ).fetchone()
+        return int(row[0]) if row else 0
+
     def finish(self) -> None:
         """Release the lock and drop this run's per-row results (the workbook holds them)."""
         self._db.execute("BEGIN")
@@ -283,6 +303,10 @@ class RunJournal:
         self._db.execute("COMMIT")
 
 
+_ADD_USAGE = (
+    "INSERT INTO usage (app_key, day, calls) VALUES (?, ?, ?) "
+    "ON CONFLICT DO UPDATE SET calls = calls + excluded.calls"
+)
 _INSERT_RESULT = (
     "INSERT OR REPLACE INTO results (run_id, source_row, status, code, msg, sub_code, sub_msg, "
     "request_id, system_time, attempts, elapsed_ms, error) "

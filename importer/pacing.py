@@ -18,7 +18,8 @@ Two rules, applied to every call start:
 
 Only the caller at the head of the line sleeps; the others queue on a FIFO lock. The clock and the
 sleep are injectable so tests move a fake clock instead of sleeping. ``pause_until`` holds every
-caller until a throttle ban is over.
+caller until a throttle ban is over; ``set_rate`` changes the quota mid-run (``--qps auto``,
+where the small pure policy ``AdaptiveRate`` decides the rate from the answers).
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ class Pacer:
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     ) -> None:
         self.qps = qps
+        self._margin = margin
         self.rate = paced_rate(qps, margin)
         self.capacity = max(1, math.floor(qps))  # most starts allowed in any 1 s
         self._interval = 1.0 / self.rate
@@ -93,6 +95,21 @@ class Pacer:
     def pause_for(self, seconds: float) -> None:
         self.pause_until(self._time() + seconds)
 
+    def set_rate(self, qps: float) -> None:
+        """Pace to ``qps`` from the next start on (``--qps auto``); the recent starts still count.
+
+        The window keeps the last ``capacity`` starts of the new quota, so a lower quota holds the
+        next start back until the window allows it, and a higher one releases starts at once.
+        """
+        old_interval = self._interval
+        self.qps = qps
+        self.rate = paced_rate(qps, self._margin)
+        self.capacity = max(1, math.floor(qps))
+        self._interval = 1.0 / self.rate
+        if self._next_slot > -math.inf:  # the next slot moves by the change of the gap
+            self._next_slot += self._interval - old_interval
+        self._window = deque(self._window, maxlen=self.capacity)
+
     def _earliest(self) -> float:
         """When the next start may happen."""
         at = max(self._next_slot, self._paused_until)
@@ -115,3 +132,116 @@ class Pacer:
             self._next_slot = slot + self._interval
             self._window.append(now)
             self.starts += 1
+
+
+AUTO_START_QPS = 5.0  # where --qps auto starts: low enough for almost any app's quota
+
+
+class AdaptiveRate:
+    """``--qps auto``: the quota to pace to, learnt from the platform's answers.
+
+    Additive increase, multiplicative decrease, with a memory of where throttling happened,
+    because every throttle costs a pause of every worker for the announced ban:
+
+    * **slow start**: until the first throttle, each ``interval`` in which calls were accepted
+      and none throttled multiplies the rate by ``grow`` (5, 7.5, 11, 17, ... calls/s);
+    * **decrease**: a throttle cuts the rate by ``decrease``. ``good``, the highest rate that ran
+      a whole interval unthrottled, becomes at most ``margin`` (3 %) under the throttled rate: a
+      rate just above the limit can pass an interval by luck of the clock's phase, and a limit
+      that fell pulls ``good`` down with it. Throttles within an interval of the cut (and during
+      the ban) answer calls sent before it: one cut only;
+    * **recovery**: back to ``good`` by ``grow`` an interval, where no throttle is expected;
+    * **probe** (additive increase): above ``good``, ``probe`` of the rate an interval, but only
+      after a hold that starts at ``hold`` seconds and doubles with each throttle (up to
+      ``max_hold``), so a fixed limit costs one probe in ``hold``, then ``2 * hold``, ... seconds.
+
+    An interval only counts when its accepted calls came to at least half the rate: a run held
+    back by concurrency or slow answers learns nothing about the limit and does not climb.
+    Never above ``maximum`` nor below ``minimum``. Pure: the caller passes the time.
+    """
+
+    def __init__(
+        self,
+        start: float,
+        maximum: float,
+        *,
+        minimum: float = 1.0,
+        interval: float = 1.0,
+        grow: float = 1.5,
+        decrease: float = 0.5,
+        probe: float = 0.01,
+        margin: float = 0.03,
+        hold: float = 30.0,
+        max_hold: float = 600.0,
+    ) -> None:
+        if not 0 < start <= maximum or not 0 < decrease < 1 < grow:
+            raise ValueError("need 0 < start <= maximum and 0 < decrease < 1 < grow")
+        self.maximum = maximum
+        self.minimum = min(minimum, maximum)
+        self.rate = max(self.minimum, start)
+        self.good = 0.0  # highest rate that ran a whole interval unthrottled
+        self.ceiling: float | None = None  # the rate of the last throttle
+        self.throttles = 0
+        self._interval = interval
+        self._grow, self._decrease, self._probe, self._margin = grow, decrease, probe, margin
+        self._hold, self._max_hold = hold, max_hold
+        self._hold_until = -math.inf
+        self._since = -math.inf  # start of the current interval
+        self._quiet_until = -math.inf  # throttles before this belong to the last cut
+        self._accepted = 0  # calls accepted since then
+
+    def __repr__(self) -> str:
+        ceiling = "none" if self.ceiling is None else f"{self.ceiling:.3g}"
+        return (
+            f"<AdaptiveRate rate={self.rate:.3g} good={self.good:.3g} ceiling={ceiling} "
+            f"throttles={self.throttles} hold={self._hold:g}s>"
+        )
+
+    def accepted(self, now: float) -> float | None:
+        """A call the quota let through (success or business answer); the new rate, if any."""
+        if self._since == -math.inf:
+            self._since = now
+        if now < self._since:  # an answer that arrived during a ban pause
+            return None
+        self._accepted += 1
+        elapsed = now - self._since
+        if elapsed < self._interval:
+            return None
+        busy = self._accepted >= 0.5 * self.rate * elapsed
+        self._since, self._accepted = now, 0
+        if not busy:
+            return None
+        self.good = max(self.good, self.rate)
+        if self.ceiling is None:
+            rate = self.rate * self._grow  # slow start
+        elif self.rate < self.good:
+            rate = min(self.good, self.rate * self._grow)  # recovery (after a cut)
+        elif now >= self._hold_until:
+            rate = self.rate * (1 + self._probe)  # additive probe above the known-good rate
+        else:
+            return None
+        return self._set(rate)
+
+    def throttled(self, now: float, ban: float = 0.0) -> float | None:
+        """A throttle answer (the ban, in seconds, is paused by the caller); the new rate."""
+        if now < self._quiet_until:  # answers to calls sent before the cut took effect
+            return None
+        self.throttles += 1
+        self.ceiling = self.rate
+        # A rate a little above the limit can pass an interval by luck of the clock's phase:
+        # what counts as good stays a margin under every rate that met a throttle.
+        below = self.rate * (1 - self._margin)
+        self.good = min(self.good, below) if self.good else self.rate * self._decrease
+        if self._hold_until > -math.inf:
+            self._hold = min(self._max_hold, self._hold * 2)
+        self._since, self._accepted = now + ban, 0  # the next interval starts after the ban
+        self._quiet_until = now + max(ban, self._interval)
+        self._hold_until = now + ban + self._hold
+        return self._set(self.rate * self._decrease)
+
+    def _set(self, rate: float) -> float | None:
+        rate = min(self.maximum, max(self.minimum, rate))
+        if rate == self.rate:
+            return None
+        self.rate = rate
+        return rate

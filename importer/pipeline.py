@@ -1,9 +1,11 @@
 """One input file through the whole flow: loader -> records -> dispatcher -> journal -> reporter.
 
 ``validate_file`` and ``dry_run_file`` make one pass and write the workbook as they go.
-``run_file`` makes two: the first streams rows into the dispatcher and commits every outcome to
-the journal; the second reads the input again beside the journal's outcomes (both in source-row
-order) and writes the workbook, so memory does not grow with the row count.
+``run_file`` makes three: the pre-flight counts what would be sent (validation, duplicates and
+journal look-ups, nothing recorded) for the ``Plan`` the caller approves; the second streams rows
+into the dispatcher and commits every outcome to the journal; the third reads the input again
+beside the journal's outcomes (both in source-row order) and writes the workbook, so memory does
+not grow with the row count.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import os
+import shutil
 import signal
 import sys
 import time
@@ -26,14 +30,16 @@ from importer.config import Config
 from importer.dispatcher import Dispatcher, DispatchSettings, StopReason
 from importer.errors import UsageError
 from importer.gateway import Gateway
-from importer.journal import Journal, PriorCall, RunJournal
+from importer.journal import Journal, PriorCall, RunJournal, quota_day
 from importer.loader import InputTable, open_input
+from importer.pacing import AUTO_START_QPS, paced_rate
 from importer.progress import Progress
 from importer.protocol import Credentials, RequestBuilder
 from importer.records import (
     DuplicateFilter,
     Outcome,
     RequestRecord,
+    Row,
     RowError,
     RowValidator,
     Status,
@@ -70,6 +76,7 @@ class FileSummary:
     app_key: str = ""
     method: str = ""
     sign_method: str = ""
+    archived: Path | None = None  # where --archive moved the input
 
     @property
     def calls_per_second(self) -> float:
@@ -120,6 +127,7 @@ class FileSummary:
             "message": self.message,
             "api": self.method,
             "app_key": self.app_key,
+            "archived": str(self.archived) if self.archived else None,
         }
 
 
@@ -135,13 +143,101 @@ def report_path(config: Config, input_path: Path) -> Path:
 
 
 def _limits(config: Config) -> dict:
-    return {
-        "qps": config.qps,
-        "concurrency": config.concurrency,
-        "retries": config.retries,
-        "timeout s": config.timeout,
-        "max ban s": config.max_ban,
-    }
+    limits: dict[str, object] = {"qps": "auto" if config.qps_auto else config.qps}
+    if config.qps_auto:
+        limits["qps max"] = config.qps_max
+    limits.update(
+        {
+            "concurrency": config.concurrency,
+            "retries": config.retries,
+            "timeout s": config.timeout,
+            "max ban s": config.max_ban,
+            "canary rows": config.canary,
+            "max failure rate": config.max_failure_rate,
+        }
+    )
+    if config.daily_quota is not None:
+        limits["daily quota"] = config.daily_quota
+    return limits
+
+
+def duration_text(seconds: float) -> str:
+    """``2h05m09s``, ``2m10s``, ``7s``; a moment is ``1s``, not ``0s``."""
+    seconds = max(1, round(seconds)) if seconds > 0 else 0
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The pre-flight of one input: what the run is about to send, and whether it fits the quota.
+
+    ``rate`` is the pacer's real rate (None with ``--qps auto``, found as the run goes); the
+    daily quota counts every HTTP call of this app key since 00:00 GMT+8 (``used_today``).
+    One row needs at least one call, so ``to_send`` calls is the least the run will make.
+    """
+
+    input: Path
+    to_send: int
+    already_sent: int = 0
+    duplicate: int = 0
+    invalid: int = 0
+    unknown: int = 0  # kept back by --no-resend-unknown
+    rate: float | None = None
+    qps_max: float = 0.0
+    daily_quota: int | None = None
+    used_today: int = 0
+
+    @property
+    def quota_left(self) -> int | None:
+        if self.daily_quota is None:
+            return None
+        return max(0, self.daily_quota - self.used_today)
+
+    @property
+    def fits(self) -> bool:
+        left = self.quota_left
+        return left is None or self.to_send <= left
+
+    def line(self) -> str:
+        """``t.csv: 1,234 rows to send (56 already sent, 3 duplicate); about 2m10s at 9.5 ...``"""
+        held = [
+            f"{n:,} {what}"
+            for n, what in (
+                (self.already_sent, "already sent"),
+                (self.duplicate, "duplicate"),
+                (self.invalid, "invalid"),
+                (self.unknown, "unknown, not resent"),
+            )
+            if n
+        ]
+        text = f"{self.input}: {self.to_send:,} rows to send"
+        if held:
+            text += f" ({', '.join(held)})"
+        if self.to_send and self.rate is None:
+            text += (
+                f"; --qps auto: from {min(AUTO_START_QPS, self.qps_max):g} calls/s up to the "
+                f"rate the platform allows (at most {self.qps_max:,g})"
+            )
+        elif self.to_send and self.rate:
+            text += f"; about {duration_text(self.to_send / self.rate)} at {self.rate:.3g} calls/s"
+        if self.daily_quota is not None:
+            text += (
+                f"; daily quota {self.daily_quota:,}: {self.used_today:,} calls used today "
+                f"(GMT+8), {self.quota_left:,} left"
+            )
+        return text
+
+    def problem(self) -> str | None:
+        """Why the run should not start unasked (it does not fit the daily quota), or None."""
+        if self.fits:
+            return None
+        return (
+            f"{self.input}: {self.to_send:,} rows to send need {self.to_send:,} calls but "
+            f"{self.quota_left:,} of the daily quota of {self.daily_quota:,} are left "
+            f"({self.used_today:,} used today); rerun with --yes, or after 00:00 GMT+8"
+        )
 
 
 def _open(path: Path, config: Config, spec: ApiSpec) -> InputTable:
@@ -184,6 +280,24 @@ def check_file(
 # -- run: send, journal, report -------------------------------------------------------------------
 
 
+def archive_input(path: Path, folder: Path) -> Path:
+    """Move an input into ``folder`` (created); never over a file there: ``a-1.xlsx``, ... ."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for n in range(100_000):
+        target = folder / (path.name if n == 0 else f"{path.stem}-{n}{path.suffix}")
+        try:
+            os.link(path, target)  # refuses an existing target, unlike a rename
+        except FileExistsError:
+            continue
+        except OSError:  # another filesystem, or no hard links there: copy, then delete
+            if target.exists():
+                continue
+            shutil.copy2(path, target)
+        path.unlink()
+        return target
+    raise FileExistsError(f"{folder} holds too many copies of {path.name}")
+
+
 def input_key(path: Path) -> str:
     """The lock key of an input: a hash of its content (a renamed copy is the same input)."""
     digest = hashlib.sha256()
@@ -214,22 +328,21 @@ class _Feed:
         self._on_settled = on_settled
         self.notes: dict[int, str] = {}  # rows resent after an unknown earlier outcome
 
+    def count(self) -> Counter[str]:
+        """The pre-flight: what every row would become (``send`` or a status), nothing recorded."""
+        tally: Counter[str] = Counter()
+        for row in self._table.rows():
+            decided = self._decide(row)
+            tally["send" if isinstance(decided, RequestRecord) else decided.status.value] += 1
+        return tally
+
     def records(self) -> Iterator[RequestRecord]:
         pending: list[tuple[int, Outcome]] = []
         for row in self._table.rows():
             self._summary.rows_read += 1
-            result = self._validator.validate(row)
-            outcome: Outcome | None
-            if isinstance(result, RowError):
-                outcome = Outcome(Status.INVALID, error=result.message)
-            else:
-                first = self._duplicates.first_row(result)
-                if first is not None:
-                    outcome = Outcome(Status.DUPLICATE, error=f"same payload as row {first}")
-                else:
-                    outcome = self._resume(result)
-            if outcome is None:
-                yield result
+            outcome = self._decide(row)
+            if isinstance(outcome, RequestRecord):
+                yield outcome
                 continue
             pending.append((row.source_row, outcome))
             self._on_settled(outcome.status)
@@ -238,6 +351,17 @@ class _Feed:
                 pending.clear()
         if pending:
             self._run.add_rows(pending)
+
+    def _decide(self, row: Row) -> RequestRecord | Outcome:
+        """The record to send, or the outcome of a row that needs no call."""
+        result = self._validator.validate(row)
+        if isinstance(result, RowError):
+            return Outcome(Status.INVALID, error=result.message)
+        first = self._duplicates.first_row(result)
+        if first is not None:
+            return Outcome(Status.DUPLICATE, error=f"same payload as row {first}")
+        outcome = self._resume(result)
+        return result if outcome is None else outcome
 
     def _resume(self, record: RequestRecord) -> Outcome | None:
         """None to send the record; else the outcome that an earlier run decided."""
@@ -272,10 +396,13 @@ async def run_file(
     credentials: Credentials,
     gateway_url: str,
     stop_at: datetime | None = None,
+    approve: Callable[[Plan], None] | None = None,
 ) -> FileSummary:
     """Send every valid row of one input; the workbook is written whatever stops the run.
 
     ``stop_at`` (a cron window's end) stops starting calls then; the rest are ``not_sent``.
+    ``approve`` sees the pre-flight ``Plan`` before anything is sent; an ``ImporterError`` it
+    raises stops this input with nothing sent and no workbook.
     """
     table = _open(path, config, spec)
     out = report_path(config, path)
@@ -294,6 +421,13 @@ async def run_file(
         app_key=credentials.app_key,
         method=spec.method,
     )
+    try:
+        plan = _plan(path, table, spec, run, config)
+        if approve is not None:
+            approve(plan)
+    except BaseException:
+        run.finish()
+        raise
     builder = RequestBuilder(
         spec, credentials, config.sign_method, partner_id=f"top-import-{__version__}"
     )
@@ -311,10 +445,14 @@ async def run_file(
         progress.update(outcome.status)
 
     settings = DispatchSettings(
-        qps=config.qps,
+        qps=min(AUTO_START_QPS, config.qps_max) if config.qps_auto else config.qps,
         concurrency=config.concurrency,
         retries=config.retries,
         max_ban=config.max_ban,
+        canary=config.canary,
+        max_failure_rate=config.max_failure_rate,
+        qps_auto=config.qps_auto,
+        qps_max=config.qps_max,
     )
     try:
         async with Gateway(
@@ -332,6 +470,9 @@ async def run_file(
                     summary.send_seconds = time.monotonic() - started
                     progress.close()
                 summary.stop_reason, summary.message = result.stop_reason, result.message
+                if dispatcher.rate_policy is not None:
+                    summary.limits["qps auto reached"] = round(dispatcher.pacer.qps, 1)
+                    summary.limits["qps auto throttles"] = dispatcher.rate_policy.throttles
                 if result.stop_reason is StopReason.DEADLINE and stop_at is not None:
                     summary.message = (
                         f"stopped starting calls at {stop_at:%Y-%m-%d %H:%M} (--deadline / "
@@ -343,6 +484,24 @@ async def run_file(
     finally:
         run.finish()
     return summary
+
+
+def _plan(path: Path, table: InputTable, spec: ApiSpec, run: RunJournal, config: Config) -> Plan:
+    """Pass one, the pre-flight: count what pass two will send; record nothing."""
+    tally = _Feed(table, spec, run, config, FileSummary(path, "run"), lambda _: None).count()
+    used = run.calls_on(quota_day(time.time())) if config.daily_quota is not None else 0
+    return Plan(
+        path,
+        to_send=tally["send"],
+        already_sent=tally[Status.SKIPPED.value],
+        duplicate=tally[Status.DUPLICATE.value],
+        invalid=tally[Status.INVALID.value],
+        unknown=tally[Status.UNKNOWN.value],
+        rate=None if config.qps_auto else paced_rate(config.qps),
+        qps_max=config.qps_max,
+        daily_quota=config.daily_quota,
+        used_today=used,
+    )
 
 
 @contextlib.contextmanager

@@ -188,3 +188,22 @@ def test_sigint_writes_the_workbook_and_exits_130(tmp_path, simulator):
     assert counts["success"] == sim.stats()["accepted"]
     assert counts["not_sent"] >= 300
     assert "Traceback" not in err
+
+
+def test_run_help_shows_the_production_policies(tmp_path):
+    done = cli(["run", "--help"], tmp_path)
+    assert done.returncode == 0
+    text = " ".join(done.stdout.split())
+    for words in [
+        "--qps N|auto",
+        "auto: start low and find the app's limit from the answers (up to --qps-max)",
+        "--qps-max FLOAT",
+        "--canary N Send the first N rows at 2 in flight",
+        "--max-failure-rate R",
+        "Throttles and transient errors do not count",
+        "--daily-quota N",
+        "since 00:00 GMT+8",
+        "--yes",
+        "--archive DIR Move each input whose run ended with exit 0 into DIR",
+    ]:
+        assert words in text, words

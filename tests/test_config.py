@@ -288,3 +288,51 @@ def test_repr_never_shows_the_secret_or_the_session():
 def test_config_is_frozen():
     with pytest.raises(AttributeError):
         load_config({}, {}).qps = 1  # type: ignore[misc]
+
+
+# --- production policies --------------------------------------------------------------------
+
+
+def test_qps_auto_from_a_flag_or_the_file():
+    assert load_config({"qps": "auto"}, {}).qps_auto is True
+    assert load_config({"qps": "AUTO"}, {}).qps_auto is True
+    write_config('qps = "auto"\nqps_max = 50\n')
+    config = load_config({}, {})
+    assert (config.qps_auto, config.qps_max) == (True, 50.0)
+
+
+def test_a_number_for_qps_beats_auto_in_the_file():
+    write_config('qps = "auto"\n')
+    config = load_config({"qps": "20"}, {})
+    assert (config.qps_auto, config.qps) == (False, 20.0)
+
+
+def test_qps_that_is_neither_a_number_nor_auto_says_so():
+    with pytest.raises(ConfigError, match="--qps: qps = 'fast' is neither a number of calls"):
+        load_config({"qps": "fast"}, {})
+
+
+def test_policy_defaults():
+    config = load_config({}, {})
+    assert (config.canary, config.max_failure_rate, config.qps_auto, config.qps_max) == (
+        20,
+        0.2,
+        False,
+        1000.0,
+    )
+    assert (config.daily_quota, config.yes, config.archive) == (None, False, None)
+
+
+@pytest.mark.parametrize(
+    ("flags", "words"),
+    [
+        ({"canary": -1}, "--canary"),
+        ({"max_failure_rate": 1.5}, "--max-failure-rate"),
+        ({"max_failure_rate": math.nan}, "--max-failure-rate"),
+        ({"daily_quota": 0}, "--daily-quota"),
+        ({"qps_max": 0}, "--qps-max"),
+    ],
+)
+def test_impossible_policy_values_are_usage_errors(flags, words):
+    with pytest.raises(UsageError, match=words):
+        load_config(flags, {})

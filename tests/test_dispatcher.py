@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import json
 import random
@@ -19,6 +20,7 @@ from aiohttp import web
 from aioresponses import aioresponses
 
 from importer.dispatcher import (
+    CANARY_CONCURRENCY,
     IN_FLIGHT_INTERRUPTED,
     MAX_THROTTLE_RETRIES,
     Dispatcher,
@@ -27,6 +29,7 @@ from importer.dispatcher import (
     StopReason,
     backoff_delay,
 )
+from importer.failures import FailureBreaker, FailureDigest, too_many
 from importer.gateway import Gateway
 from importer.pacing import Pacer
 from importer.protocol import (
@@ -777,10 +780,234 @@ async def test_gateway_reports_a_refused_connection():
     assert_no_secrets(reply.error)
 
 
-@pytest.mark.parametrize("bad", [{"qps": 0}, {"concurrency": 0}, {"retries": -1}, {"max_ban": -1}])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"qps": 0},
+        {"concurrency": 0},
+        {"retries": -1},
+        {"max_ban": -1},
+        {"canary": -1},
+        {"max_failure_rate": 1.5},
+        {"failure_window": 0},
+        {"qps_auto": True, "qps": 20, "qps_max": 10},
+    ],
+)
 def test_settings_refuse_impossible_values(bad):
     with pytest.raises(ValueError):
         DispatchSettings(**bad)
+
+
+# -- failure policies: the canary and the breaker ----------------------------------------------
+
+
+def test_too_many_means_more_than_the_rate():
+    assert too_many(5, 20, 0.2) is True
+    assert too_many(4, 20, 0.2) is False
+    assert too_many(0, 0, 0.0) is False
+    assert too_many(1, 100, 0.0) is True
+
+
+def test_the_breaker_trips_only_on_a_full_window_with_more_than_the_rate():
+    breaker = FailureBreaker(0.2, window=10)
+    assert [breaker.record(True) for _ in range(9)] == [False] * 9  # not full yet
+    assert breaker.record(False) is True  # 9 of 10
+    breaker = FailureBreaker(0.2, window=10)
+    results = [breaker.record(i in (0, 1)) for i in range(10)]  # 2 of 10: not more than 0.2
+    assert results == [False] * 10
+    assert breaker.record(True) is False  # the window slid: a failure left, 2 of 10 again
+    assert breaker.record(True) is False  # the other early failure left: 2 of 10
+    assert breaker.record(True) is True  # 3 of the last 10
+    assert breaker.failed == 3
+    assert "3/10 failed" in repr(breaker)
+    for _ in range(10):
+        breaker.record(False)
+    assert not breaker.tripped  # the failures left the window
+
+
+def test_the_digest_names_the_commonest_codes_with_their_first_row():
+    digest = FailureDigest()
+    for code, row in [("a", 9), ("b", 3), ("b", 4), ("c", 7), ("d", 8), ("b", 5), ("a", 2)]:
+        digest.add(code, row)
+    assert digest.top(2) == "b ×3 (e.g. row 3), a ×2 (e.g. row 9), 2 more codes"
+
+
+def bad_rows_script(bad: set[int], reply: Reply = ISV) -> Callable:
+    return lambda row, n: reply if row in bad else SUCCESS
+
+
+class InFlight(FakeGateway):
+    """A FakeGateway that remembers the most calls in flight at once, per phase of the run."""
+
+    def __init__(self, script: Callable) -> None:
+        super().__init__(script)
+        self.most: list[int] = []
+
+    async def post(self, request: SignedRequest, spec) -> Reply:
+        self.most.append(self.in_flight + 1)
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        return await super().post(request, spec)
+
+
+POLICY = DispatchSettings(
+    qps=1_000_000, concurrency=8, backoff_base=0.001, canary=20, max_failure_rate=0.2
+)
+
+
+async def test_the_canary_goes_two_at_a_time_and_stops_before_the_bulk():
+    journal = Journal()
+    bad = {2, 5, 8, 11, 14, 17}  # 6 of the first 20 rows
+    gateway = InFlight(bad_rows_script(bad))
+    result = await dispatcher(gateway, journal, POLICY).run(records(100))
+
+    assert result.stop_reason is StopReason.CANARY
+    assert result.message == (
+        "Canary: 6 of 20 rows failed with business errors (more than --max-failure-rate 0.2): "
+        "isv.invalid-parameter ×6 (e.g. row 2); check the data, then rerun (the journal resumes)"
+    )
+    assert len(gateway.requests) == 20
+    assert max(gateway.most) == CANARY_CONCURRENCY == 2
+    journal.assert_one_each(records(100))
+    assert journal.statuses() == {Status.FAILED: 6, Status.SUCCESS: 14, Status.NOT_SENT: 80}
+
+
+async def test_a_canary_at_the_limit_goes_on_to_the_bulk_at_full_concurrency():
+    journal = Journal()
+    gateway = InFlight(bad_rows_script({2, 7, 12, 17}))  # 4 of 20: not more than 0.2
+    result = await dispatcher(gateway, journal, POLICY).run(records(100))
+    assert result.stop_reason is StopReason.NONE
+    assert max(gateway.most[:20]) <= 2
+    assert max(gateway.most[20:]) > 2
+    assert journal.statuses() == {Status.FAILED: 4, Status.SUCCESS: 96}
+
+
+async def test_a_canary_with_no_rows_after_it_does_not_stop_the_run():
+    journal = Journal()
+    gateway = FakeGateway(bad_rows_script({2, 3, 4, 5, 6, 7, 8, 9, 10, 11}))
+    result = await dispatcher(gateway, journal, POLICY).run(records(20))
+    assert result.stop_reason is StopReason.NONE
+    assert journal.statuses() == {Status.FAILED: 10, Status.SUCCESS: 10}
+
+
+async def test_the_canary_counts_result_success_false_as_a_business_failure():
+    journal = Journal()
+    gateway = FakeGateway(bad_rows_script(set(range(2, 12)), BUSINESS))
+    result = await dispatcher(gateway, journal, POLICY).run(records(30))
+    assert result.stop_reason is StopReason.CANARY
+    assert "code 500 ×10 (e.g. row 2)" in result.message
+
+
+async def test_the_breaker_stops_the_bulk_once_the_last_answers_fail_too_often():
+    journal = Journal()
+    settings = dataclasses.replace(POLICY, concurrency=1, failure_window=50)
+    gateway = FakeGateway(bad_rows_script(set(range(62, 1000))))  # rows from 62 on are bad
+    result = await dispatcher(gateway, journal, settings).run(records(300))
+    assert result.stop_reason is StopReason.FAILURE_RATE
+    # rows 2..61 succeed; the window of 50 holds 11 failures after row 72: 11/50 > 0.2
+    assert result.message == (
+        "Failure rate: 11 of the last 50 answers were business errors (more than "
+        "--max-failure-rate 0.2); so far isv.invalid-parameter ×11 (e.g. row 62); check the "
+        "data, then rerun (the journal resumes)"
+    )
+    assert journal.statuses() == {Status.SUCCESS: 60, Status.FAILED: 11, Status.NOT_SENT: 229}
+
+
+async def test_throttles_and_transient_failures_do_not_count_for_the_breaker():
+    journal = Journal()
+    settings = dataclasses.replace(POLICY, retries=0, failure_window=20)
+
+    def script(row: int, n: int) -> Reply:
+        if row % 2:
+            return ISP  # failed after its retries: says nothing about the data
+        if row % 4 == 0 and n == 1:
+            return throttled(0.001)
+        return SUCCESS
+
+    result = await dispatcher(FakeGateway(script), journal, settings).run(records(200))
+    assert result.stop_reason is StopReason.NONE
+    assert journal.statuses() == {Status.FAILED: 100, Status.SUCCESS: 100}
+
+
+async def test_without_a_max_failure_rate_there_is_no_canary_and_no_breaker():
+    journal = Journal()
+    gateway = InFlight(bad_rows_script(set(range(2, 300))))
+    settings = dataclasses.replace(POLICY, max_failure_rate=None)
+    result = await dispatcher(gateway, journal, settings).run(records(300))
+    assert result.stop_reason is StopReason.NONE
+    assert max(gateway.most[:20]) > 2
+    assert journal.statuses() == {Status.FAILED: 298, Status.SUCCESS: 2}
+
+
+async def test_an_input_that_breaks_in_the_canary_finishes_it_then_raises():
+    journal = Journal()
+
+    def broken() -> Iterable[RequestRecord]:
+        yield from records(5)
+        raise ValueError("row 7 is unreadable")
+
+    d = dispatcher(FakeGateway(lambda row, n: SUCCESS), journal, POLICY)
+    with pytest.raises(ValueError, match="row 7"):
+        await d.run(broken())
+    assert journal.statuses() == {Status.SUCCESS: 5}
+
+
+# -- --qps auto: AdaptiveRate driving the pacer ------------------------------------------------
+
+
+class PerSecondLimit:
+    """The platform's quota on a fake clock: more than ``limit`` calls in a clock second are
+    throttled with a 1 s ban, as the simulator does."""
+
+    def __init__(self, clock: FakeClock, limit: int) -> None:
+        self.clock, self.limit = clock, limit
+        self.calls: Counter[int] = Counter()
+        self.accepted: Counter[int] = Counter()
+        self.throttled: Counter[int] = Counter()
+
+    def __call__(self, row: int, n: int) -> Reply:
+        second = int(self.clock())
+        self.calls[second] += 1
+        if self.calls[second] > self.limit:
+            self.throttled[second] += 1
+            return throttled(1)
+        self.accepted[second] += 1
+        return SUCCESS
+
+    def window(self, start: float, seconds: int) -> tuple[float, float]:
+        """(share of the quota used, share of answers throttled) over whole seconds."""
+        span = range(int(start), int(start) + seconds)
+        accepted = sum(self.accepted[s] for s in span)
+        throttled_ = sum(self.throttled[s] for s in span)
+        return accepted / (self.limit * seconds), throttled_ / (accepted + throttled_)
+
+
+@pytest.mark.parametrize("limit", [7, 40, 300])
+async def test_qps_auto_uses_most_of_an_unknown_quota_and_is_rarely_throttled(limit):
+    clock = FakeClock()
+    quota = PerSecondLimit(clock, limit)
+    settings = DispatchSettings(qps=5, concurrency=8, qps_auto=True, qps_max=1000)
+    pacer = Pacer(settings.qps, time=clock, sleep=clock.sleep)
+    d = dispatcher(FakeGateway(quota), Journal(), settings, pacer=pacer)
+    await d.run(make_record(i) for i in range(limit * 100))  # ~100 s of calls
+    used, throttled_share = quota.window(100.0 + 30, 60)  # after a 30 s warm-up
+    assert used >= 0.85
+    assert throttled_share < 0.02
+    assert sum(quota.throttled.values()) <= 10
+    assert d.pacer.capacity <= limit * 1.05  # (a probe may be going on at the end)
+    assert d.rate_policy is not None and d.rate_policy.throttles >= 1
+
+
+async def test_qps_auto_never_paces_above_qps_max():
+    clock = FakeClock()
+    quota = PerSecondLimit(clock, 10_000)
+    settings = DispatchSettings(qps=5, concurrency=8, qps_auto=True, qps_max=30)
+    pacer = Pacer(settings.qps, time=clock, sleep=clock.sleep)
+    d = dispatcher(FakeGateway(quota), Journal(), settings, pacer=pacer)
+    await d.run(records(600))
+    assert d.pacer.qps == 30
+    assert max(quota.calls.values()) <= 30
+    assert not quota.throttled
 
 
 # -- loopback, against the real simulator ------------------------------------------------------

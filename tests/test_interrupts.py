@@ -12,7 +12,8 @@ from conftest import cli, read_sheet, statuses, ticket, wait_for, write_csv
 def test_a_second_sigint_cancels_calls_in_flight_as_unknown(tmp_path, simulator):
     sim = simulator(latency_ms=5000)
     write_csv(tmp_path / "t.csv", [ticket(i) for i in range(40)])
-    args = ["run", "t.csv", "--qps", "100", "--concurrency", "4", "--no-progress"]
+    # --canary 0: the canary would hold the first 20 rows to 2 calls in flight
+    args = ["run", "t.csv", "--qps", "100", "--concurrency", "4", "--no-progress", "--canary", "0"]
     stderr = tmp_path / "stderr.txt"
     with stderr.open("w") as err_file:
         proc = subprocess.Popen(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -121,3 +122,46 @@ def test_a_foreign_sqlite_file_is_refused_and_left_untouched(tmp_path):
 def test_a_directory_is_not_a_journal(tmp_path):
     with pytest.raises(JournalError, match="directory"):
         Journal(tmp_path)
+
+
+def test_usage_counts_every_call_per_app_key_and_gmt8_day(tmp_path):
+    from importer.journal import quota_day
+
+    journal = Journal(tmp_path / "j.sqlite")
+    run = open_run(journal, app_key="a")
+    run.in_flight("h1")
+    run.settle(2, "h1", Outcome(Status.SUCCESS, attempts=3))  # two retries: three calls
+    run.in_flight("h2")
+    run.settle(3, "h2", Outcome(Status.FAILED, attempts=1))
+    run.settle(4, None, Outcome(Status.INVALID))  # no call
+    run.finish()
+    other = open_run(journal, key="input-2", app_key="b")
+    other.in_flight("h1")
+    other.settle(2, "h1", Outcome(Status.SUCCESS, attempts=1))
+    today = quota_day(time.time())
+    assert open_run(journal, key="input-3", app_key="a").calls_on(today) == 4
+    assert other.calls_on(today) == 1
+    assert other.calls_on("2001-01-01") == 0
+
+
+def test_the_quota_day_turns_at_midnight_gmt8():
+    from importer.journal import quota_day
+
+    midnight_gmt8 = 1_699_977_600  # 2023-11-15 00:00:00 GMT+8 = 2023-11-14 16:00 UTC
+    assert quota_day(midnight_gmt8 - 1) == "2023-11-14"
+    assert quota_day(midnight_gmt8) == "2023-11-15"
+
+
+def test_a_journal_from_before_the_usage_table_gets_it_and_keeps_its_calls(tmp_path):
+    path = tmp_path / "j.sqlite"
+    run = open_run(Journal(path))
+    run.in_flight("h1")
+    run.settle(2, "h1", Outcome(Status.SUCCESS, request_id="r1", attempts=1))
+    run.finish()
+    db = sqlite3.connect(path)
+    db.execute("DROP TABLE usage")  # as an older top-import left it
+    db.commit()
+    db.close()
+    later = open_run(Journal(path))
+    assert later.prior("h1").state == "success"
+    assert later.calls_on("2001-01-01") == 0

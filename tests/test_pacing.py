@@ -10,7 +10,7 @@ from collections import Counter
 
 import pytest
 
-from importer.pacing import Pacer, paced_rate
+from importer.pacing import AdaptiveRate, Pacer, paced_rate
 
 
 class FakeClock:
@@ -188,3 +188,114 @@ async def test_repr_shows_live_state():
     assert "starts=3" in text
     assert "window=3/50" in text
     assert "paused_for=2.000s" in text
+
+
+# -- set_rate ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("before", "after"), [(50, 10), (10, 50), (40, 41), (41, 40)])
+async def test_a_new_rate_applies_from_the_next_start_and_the_window_still_holds(before, after):
+    clock = FakeClock()
+    pacer = Pacer(before, time=clock, sleep=clock.sleep)
+    first = await run_starts(pacer, clock, 3 * before)
+    changed_at = clock()
+    pacer.set_rate(after)
+    second = await run_starts(pacer, clock, 3 * after)
+    assert (pacer.qps, pacer.capacity) == (after, after)
+    assert max_in_sliding_second(first + second) <= max(before, after)
+    assert max_in_sliding_second([t for t in second if t >= changed_at + 1.01]) <= after
+    assert long_run_rate(second[after:]) == pytest.approx(paced_rate(after), rel=0.03)
+
+
+# -- AdaptiveRate (--qps auto) -----------------------------------------------------------------
+
+
+def accept_for(policy: AdaptiveRate, start: float, seconds: float) -> tuple[float, list[float]]:
+    """Calls accepted at the policy's own rate for ``seconds``; (end time, the rates it set)."""
+    t, rates = start, []
+    while t < start + seconds:
+        t += 1.0 / policy.rate
+        new = policy.accepted(t)
+        if new is not None:
+            rates.append(new)
+    return t, rates
+
+
+def test_slow_start_multiplies_the_rate_every_busy_second_up_to_the_maximum():
+    policy = AdaptiveRate(5, maximum=40)
+    _, rates = accept_for(policy, 0.0, 8.0)
+    assert rates == pytest.approx([7.5, 11.25, 16.875, 25.3125, 37.96875, 40.0])
+    assert policy.ceiling is None and policy.throttles == 0
+
+
+def test_a_throttle_halves_the_rate_and_recovery_returns_to_the_last_good_rate():
+    policy = AdaptiveRate(5, maximum=1000)
+    t, _ = accept_for(policy, 0.0, 4.5)  # 5, 7.5, 11.25, 16.9, 25.3
+    assert policy.rate == pytest.approx(25.3125)
+    assert policy.throttled(t, ban=1.0) == pytest.approx(12.65625)
+    assert policy.ceiling == pytest.approx(25.3125)
+    assert policy.good == pytest.approx(16.875)  # the last rate that passed a whole second
+    # answers to calls sent before the cut change nothing
+    assert policy.throttled(t + 0.5, ban=1.0) is None
+    assert policy.accepted(t + 0.5) is None
+    assert policy.throttles == 1
+    _, rates = accept_for(policy, t + 1.0, 3.5)
+    assert rates == pytest.approx([16.875])  # back to good in one step, then held there
+
+
+def test_above_the_good_rate_it_probes_slowly_and_only_after_a_hold_that_doubles():
+    policy = AdaptiveRate(40, maximum=1000, hold=30)
+    t, _ = accept_for(policy, 0.0, 1.5)
+    policy.throttled(t, ban=1.0)  # at 60: good becomes 40
+    t, rates = accept_for(policy, t + 1.0, 29.5)
+    assert rates == pytest.approx([40.0])  # recovery, then held for 30 s after the ban
+    t, rates = accept_for(policy, t, 3.0)
+    assert rates == pytest.approx([40.4, 40.804, 41.21204], rel=1e-4)  # +1 % a second
+    policy.throttled(t, ban=1.0)  # a probe met the limit: good goes 3 % under it
+    assert policy.good == pytest.approx(0.97 * 41.21204, rel=1e-4)
+    t, rates = accept_for(policy, t + 1.0, 59.5)
+    assert rates[-1] == pytest.approx(policy.good)  # recovered, and no probe for 60 s this time
+    assert max(rates) == pytest.approx(policy.good)
+
+
+def test_a_limit_that_falls_pulls_the_good_rate_down_with_it():
+    policy = AdaptiveRate(40, maximum=1000, hold=30)
+    t, _ = accept_for(policy, 0.0, 1.5)
+    policy.throttled(t, ban=1.0)
+    t, _ = accept_for(policy, t + 1.0, 5.0)
+    assert policy.rate == pytest.approx(policy.good) == pytest.approx(40.0)
+    policy.throttled(t, ban=1.0)  # at the good rate itself, during the hold: the limit fell
+    assert policy.good == pytest.approx(0.97 * 40.0)
+    assert policy.rate == pytest.approx(20.0)
+    t, rates = accept_for(policy, t + 1.0, 5.0)
+    assert rates == pytest.approx([30.0, 38.8])  # recovery stops under the new good rate
+    before = policy.good
+    policy.throttled(t, ban=1.0)
+    assert policy.good == pytest.approx(0.97 * before)
+
+
+def test_an_idle_or_concurrency_bound_run_does_not_raise_the_rate():
+    policy = AdaptiveRate(5, maximum=1000)
+    assert policy.accepted(0.0) is None
+    assert policy.accepted(1.0) is None  # 2 calls in a second at rate 5: not busy
+    assert policy.accepted(60.0) is None  # a minute idle
+    assert policy.rate == 5
+
+
+def test_the_rate_stays_between_minimum_and_maximum():
+    policy = AdaptiveRate(2, maximum=4, minimum=1)
+    t = 0.0
+    for _ in range(6):
+        t += 10.0
+        policy.throttled(t, ban=1.0)
+    assert policy.rate == 1
+    _, _ = accept_for(policy, t + 1.0, 30.0)
+    assert policy.rate <= 4
+    with pytest.raises(ValueError):
+        AdaptiveRate(10, maximum=5)
+
+
+def test_adaptive_repr_shows_its_state():
+    policy = AdaptiveRate(5, maximum=100)
+    policy.throttled(3.0, ban=1.0)
+    assert repr(policy) == ("<AdaptiveRate rate=2.5 good=2.5 ceiling=5 throttles=1 hold=30s>")
