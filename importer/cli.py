@@ -27,6 +27,7 @@ from importer.pipeline import (
     archive_input,
     check_file,
     duration_text,
+    per_input_configs,
     run_file,
 )
 from importer.protocol import Credentials, RequestBuilder
@@ -323,14 +324,19 @@ def run(inputs: tuple[str, ...], config_file: str | None, **flags: Any) -> int:
     if not paths:
         write_summary_json(config.summary_json, [], EXIT_OK)
         return EXIT_OK
+    configs = per_input_configs(paths, config)
     if config.dry_run:
         builder = RequestBuilder(spec, credentials or Credentials("", ""), config.sign_method)
-        return _per_file(paths, config, lambda p: check_file(p, config, spec, builder))
-    return asyncio.run(_run_all(paths, config, spec, credentials))
+        return _per_file(paths, config, lambda p: check_file(p, configs[p], spec, builder))
+    return asyncio.run(_run_all(paths, configs, config, spec, credentials))
 
 
 async def _run_all(
-    paths: list[Path], config: Config, spec: ApiSpec, credentials: Credentials | None
+    paths: list[Path],
+    configs: dict[Path, Config],
+    config: Config,
+    spec: ApiSpec,
+    credentials: Credentials | None,
 ) -> int:
     from importer.journal import Journal
 
@@ -344,7 +350,7 @@ async def _run_all(
             for path in paths:
                 try:
                     summary = await run_file(
-                        path, config, spec, journal, creds, gateway_url, stop_at, approve
+                        path, configs[path], spec, journal, creds, gateway_url, stop_at, approve
                     )
                 except ImporterError as exc:
                     fail(str(exc))
@@ -483,7 +489,8 @@ def validate(inputs: tuple[str, ...], config_file: str | None, **flags: Any) -> 
     config = build_config(flags, config_file)
     spec = load_spec(config.api)
     paths = _inputs(inputs, config)
-    return _per_file(paths, config, lambda p: check_file(p, config, spec))
+    configs = per_input_configs(paths, config)
+    return _per_file(paths, config, lambda p: check_file(p, configs[p], spec))
 
 
 @cli.command()

@@ -20,7 +20,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -133,6 +133,30 @@ class FileSummary:
 
 def _stamp(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, timezone.utc).astimezone().isoformat(timespec="seconds")
+
+
+def per_input_configs(paths: list[Path], config: Config) -> dict[Path, Config]:
+    """Each input's config, with ``out`` set so that no two inputs write the same workbook.
+
+    The default is ``<out_dir>/<stem>.result.xlsx``; inputs sharing a stem (``t.csv`` and
+    ``t.xlsx``, or ``a/t.csv`` and ``b/t.csv``) get ``<stem>-<ext>`` and then a number.
+    """
+    if config.out is not None:
+        return dict.fromkeys(paths, config)
+    stems = Counter(p.stem for p in paths)
+    taken: set[Path] = set()
+    configs = {}
+    for path in paths:
+        name = path.stem
+        if stems[name] > 1 and path.suffix:
+            name = f"{name}-{path.suffix.lstrip('.').lower()}"
+        out, n = config.out_dir / f"{name}.result.xlsx", 1
+        while out in taken:
+            n += 1
+            out = config.out_dir / f"{name}-{n}.result.xlsx"
+        taken.add(out)
+        configs[path] = replace(config, out=out)
+    return configs
 
 
 def report_path(config: Config, input_path: Path) -> Path:

@@ -85,3 +85,21 @@ def test_readme_quick_start_is_two_lines_main_job_then_tests():
     sample = run_line.split("top-import run ", 1)[1].split()[0]
     assert (root / sample).is_file()
     assert "[test]" in test_line and "pytest" in test_line
+
+
+def test_inputs_sharing_a_stem_get_a_workbook_each(tmp_path, monkeypatch):
+    from conftest import ticket, write_csv
+    from openpyxl import Workbook
+
+    write_csv(tmp_path / "t.csv", [ticket(1)])
+    book = Workbook()
+    book.active.append(list(ticket(2)))
+    book.active.append(list(ticket(2).values()))
+    book.save(tmp_path / "t.xlsx")
+    (tmp_path / "b").mkdir()
+    write_csv(tmp_path / "b" / "t.csv", [ticket(3)])
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["validate", "t.csv", "t.xlsx", "b/t.csv", "--out-dir", "out"])
+    assert result.exit_code == 0, result.output
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert names == ["t-csv-2.result.xlsx", "t-csv.result.xlsx", "t-xlsx.result.xlsx"]
