@@ -133,7 +133,7 @@ class Dispatcher:
         gateway: Gateway,
         settings: DispatchSettings,
         *,
-        on_start: Callable[[RequestRecord], None] | None = None,
+        on_start: Callable[[RequestRecord], Awaitable[object] | None] | None = None,
         on_outcome: Callable[[RequestRecord, Outcome], None],
         clock: Callable[[], datetime] = _utc_now,
         rng: random.Random | None = None,
@@ -308,7 +308,9 @@ class Dispatcher:
         """One HTTP call; None when abort() cancelled it in flight."""
         if tries.attempts == 0:
             if self._on_start is not None:
-                self._on_start(record)
+                committed = self._on_start(record)
+                if committed is not None:  # the journal's mark: the call waits for its commit
+                    await committed
             tries.started = time.monotonic()
         tries.attempts += 1
         request = self._builder.build(record, self._clock())

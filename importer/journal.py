@@ -17,6 +17,7 @@ in its own short transaction, so ``kill -9`` at any moment loses nothing committ
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import sqlite3
@@ -200,6 +201,10 @@ class RunJournal:
         self._db = db
         self.run_id = run_id
         self._key = (app_key, method)
+        self._marks: list[tuple[str, asyncio.Future[None]]] = []
+        self._outcomes: list[tuple[int, str | None, Outcome]] = []
+        self._flush_scheduled = False
+        self._error: Exception | None = None
 
     def __repr__(self) -> str:
         return f"RunJournal(run_id={self.run_id}, method={self._key[1]!r})"
@@ -216,44 +221,87 @@ class RunJournal:
 
     def in_flight(self, payload_hash: str) -> None:
         """Mark a payload as sent-but-unanswered before its first call starts (own commit)."""
-        self._db.execute(
-            "INSERT INTO calls (app_key, method, payload_hash, state, run_id) "
-            "VALUES (?, ?, ?, 'in_flight', ?) "
-            # A success stays a success: --no-resume may send it again, but resume must not.
-            "ON CONFLICT DO UPDATE SET run_id = excluded.run_id, "
-            "state = CASE state WHEN 'success' THEN 'success' ELSE 'in_flight' END",
-            (*self._key, payload_hash, self.run_id),
-        )
+        self._write([payload_hash], [])
 
     def settle(self, source_row: int, payload_hash: str | None, outcome: Outcome) -> None:
         """Commit a row's final outcome (and, for a sent payload, its call state) at once."""
+        self._write([], [(source_row, payload_hash, outcome)])
+
+    # -- the same writes, coalesced per event-loop tick ------------------------------------------
+    #
+    # At thousands of calls a second, a commit per mark and per outcome is most of the journal's
+    # cost. Marks and outcomes that arise in the same tick of the event loop share one
+    # transaction, committed by a callback at the end of that tick: before any further I/O,
+    # timer or sleep, so there is no time window in which a known outcome waits. A call starts
+    # only once its mark is committed (``in_flight_soon`` returns the future to await).
+
+    def in_flight_soon(self, payload_hash: str) -> asyncio.Future[None]:
+        future = asyncio.get_running_loop().create_future()
+        self._marks.append((payload_hash, future))
+        self._schedule()
+        return future
+
+    def settle_soon(self, source_row: int, payload_hash: str | None, outcome: Outcome) -> None:
+        self._outcomes.append((source_row, payload_hash, outcome))
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_soon)
+
+    def _flush_soon(self) -> None:
+        self._flush_scheduled = False
+        try:
+            self.flush()
+        except Exception as exc:  # a callback cannot raise to anyone: keep it for flush()
+            self._error = exc
+
+    def flush(self) -> None:
+        """Commit whatever the current tick queued; raise what an earlier tick's commit hit."""
+        marks, outcomes = self._marks, self._outcomes
+        self._marks, self._outcomes = [], []
+        try:
+            if marks or outcomes:
+                self._write([h for h, _ in marks], outcomes)
+        except BaseException as exc:
+            for _, future in marks:
+                if not future.done():
+                    future.set_exception(JournalError(f"The journal cannot be written: {exc}."))
+            raise
+        for _, future in marks:
+            if not future.done():
+                future.set_result(None)
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise JournalError(f"The journal cannot be written: {error}.") from None
+
+    def _write(self, marks: list[str], outcomes: list[tuple[int, str | None, Outcome]]) -> None:
+        """One transaction: in-flight marks, then outcomes (call states, usage, results)."""
         db = self._db
+        now = time.time()
+        run_id, (app_key, method) = self.run_id, self._key
         db.execute("BEGIN")
         try:
-            if payload_hash is not None and outcome.attempts:
-                state = outcome.status.value if outcome.status is Status.SUCCESS else "failed"
-                if outcome.status is Status.UNKNOWN:
-                    state = "in_flight"  # the call may or may not have landed
-                db.execute(
-                    "UPDATE calls SET request_id = ?, system_time = ?, finished_at = ?, "
-                    "run_id = ?, state = ? "
-                    "WHERE app_key = ? AND method = ? AND payload_hash = ? "
-                    # a success stays a success (and keeps its request_id)
-                    "AND (state != 'success' OR ? = 'success')",
-                    (
-                        outcome.request_id,
-                        outcome.system_time,
-                        time.time(),
-                        self.run_id,
-                        state,
-                        *self._key,
-                        payload_hash,
-                        state,
-                    ),
+            if marks:
+                db.executemany(_MARK_IN_FLIGHT, [(app_key, method, h, run_id) for h in marks])
+            states, calls = [], 0
+            for _, payload_hash, outcome in outcomes:
+                calls += outcome.attempts
+                if payload_hash is None or not outcome.attempts:
+                    continue
+                state = _CALL_STATE.get(outcome.status, "failed")
+                answer = (outcome.request_id, outcome.system_time, now, run_id, state)
+                states.append((*answer, app_key, method, payload_hash, state))
+            if states:
+                db.executemany(_SETTLE_CALL, states)
+            if calls:  # every HTTP call counts against the daily quota
+                db.execute(_ADD_USAGE, (app_key, quota_day(now), calls))
+            if outcomes:
+                db.executemany(
+                    _INSERT_RESULT,
+                    [(run_id, row, *_outcome_values(o)) for row, _, o in outcomes],
                 )
-            if outcome.attempts:  # every HTTP call counts against the daily quota
-                db.execute(_ADD_USAGE, (self._key[0], quota_day(time.time()), outcome.attempts))
-            db.execute(_INSERT_RESULT, (self.run_id, source_row, *_outcome_values(outcome)))
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -307,6 +355,21 @@ _ADD_USAGE = (
     "INSERT INTO usage (app_key, day, calls) VALUES (?, ?, ?) "
     "ON CONFLICT DO UPDATE SET calls = calls + excluded.calls"
 )
+_MARK_IN_FLIGHT = (
+    "INSERT INTO calls (app_key, method, payload_hash, state, run_id) "
+    "VALUES (?, ?, ?, 'in_flight', ?) "
+    # A success stays a success: --no-resume may send it again, but resume must not.
+    "ON CONFLICT DO UPDATE SET run_id = excluded.run_id, "
+    "state = CASE state WHEN 'success' THEN 'success' ELSE 'in_flight' END"
+)
+_SETTLE_CALL = (
+    "UPDATE calls SET request_id = ?, system_time = ?, finished_at = ?, run_id = ?, state = ? "
+    "WHERE app_key = ? AND method = ? AND payload_hash = ? "
+    # a success stays a success (and keeps its request_id)
+    "AND (state != 'success' OR ? = 'success')"
+)
+# An unknown outcome (cancelled in flight) may or may not have landed: it stays in flight.
+_CALL_STATE = {Status.SUCCESS: "success", Status.UNKNOWN: "in_flight"}
 _INSERT_RESULT = (
     "INSERT OR REPLACE INTO results (run_id, source_row, status, code, msg, sub_code, sub_msg, "
     "request_id, system_time, attempts, elapsed_ms, error) "

@@ -458,14 +458,14 @@ async def run_file(
     progress = Progress(config.progress, label=path.name, total=table.estimate_rows())
     feed = _Feed(table, spec, run, config, summary, progress.update)
 
-    def on_start(record: RequestRecord) -> None:
-        run.in_flight(record.payload_hash)
+    def on_start(record: RequestRecord) -> asyncio.Future[None]:
+        return run.in_flight_soon(record.payload_hash)
 
     def on_outcome(record: RequestRecord, outcome: Outcome) -> None:
         note = feed.notes.pop(record.source_row, None)
         if note:
             outcome.error = f"{note}; {outcome.error}" if outcome.error else note
-        run.settle(record.source_row, record.payload_hash, outcome)
+        run.settle_soon(record.source_row, record.payload_hash, outcome)
         progress.update(outcome.status)
 
     settings = DispatchSettings(
@@ -493,6 +493,7 @@ async def run_file(
                 finally:
                     summary.send_seconds = time.monotonic() - started
                     progress.close()
+                    run.flush()
                 summary.stop_reason, summary.message = result.stop_reason, result.message
                 if dispatcher.rate_policy is not None:
                     summary.limits["qps auto reached"] = round(dispatcher.pacer.qps, 1)

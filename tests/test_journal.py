@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import subprocess
 import sys
@@ -165,3 +166,52 @@ def test_a_journal_from_before_the_usage_table_gets_it_and_keeps_its_calls(tmp_p
     later = open_run(Journal(path))
     assert later.prior("h1").state == "success"
     assert later.calls_on("2001-01-01") == 0
+
+
+async def test_marks_and_outcomes_of_one_loop_tick_share_one_commit(tmp_path):
+    run = open_run(Journal(tmp_path / "j.sqlite"))
+    transactions = []
+    write = run._write
+    run._write = lambda marks, outcomes: (transactions.append(1), write(marks, outcomes))
+    first, second = run.in_flight_soon("h1"), run.in_flight_soon("h2")
+    run.settle_soon(9, None, Outcome(Status.INVALID, error="bad"))
+    await first
+    await second
+    assert len(transactions) == 1
+    assert run.prior("h1").state == "in_flight"
+    assert [r for r, _ in run.results()] == [9]
+
+
+async def test_a_mark_is_committed_before_the_call_may_start(tmp_path):
+    path = tmp_path / "j.sqlite"
+    run = open_run(Journal(path))
+    await run.in_flight_soon("h1")
+    other = sqlite3.connect(path)  # another process's view: what a kill -9 would leave
+    (state,) = other.execute("SELECT state FROM calls WHERE payload_hash = 'h1'").fetchone()
+    other.close()
+    assert state == "in_flight"
+
+
+async def test_an_outcome_queued_in_a_tick_is_committed_by_the_end_of_it(tmp_path):
+    path = tmp_path / "j.sqlite"
+    run = open_run(Journal(path))
+    await run.in_flight_soon("h1")
+    run.settle_soon(2, "h1", Outcome(Status.SUCCESS, request_id="r1", attempts=1))
+    await asyncio.sleep(0)  # the tick ends
+    other = sqlite3.connect(path)
+    (state,) = other.execute("SELECT state FROM calls WHERE payload_hash = 'h1'").fetchone()
+    other.close()
+    assert state == "success"
+
+
+async def test_a_commit_that_fails_fails_the_waiting_call_and_the_flush(tmp_path):
+    journal = Journal(tmp_path / "j.sqlite")
+    run = open_run(journal)
+    journal.close()  # every write now fails
+    mark = run.in_flight_soon("h1")
+    with pytest.raises(JournalError, match="cannot be written"):
+        await mark
+    run.settle_soon(2, None, Outcome(Status.INVALID))
+    await asyncio.sleep(0)
+    with pytest.raises(JournalError, match="cannot be written"):
+        run.flush()
