@@ -21,17 +21,10 @@ import click
 from importer import __version__
 from importer.config import Config, load_config
 from importer.errors import AbortedError, ImporterError, UsageError
-from importer.pipeline import (
-    FileSummary,
-    Plan,
-    archive_input,
-    check_file,
-    duration_text,
-    per_input_configs,
-    run_file,
-)
+from importer.pipeline import archive_input, check_file, per_input_configs, run_file
 from importer.protocol import Credentials, RequestBuilder
 from importer.specs import ApiSpec, builtin_methods, load_spec
+from importer.summary import FileSummary, Plan, duration_text
 
 EXIT_OK, EXIT_ROWS, EXIT_USAGE, EXIT_ABORTED = 0, 1, 2, 3
 EXIT_SIGNAL = {2: 130, 15: 143}  # SIGINT, SIGTERM

@@ -1,0 +1,180 @@
+"""What a run or a check did to one input (summary line, sheet, JSON) and the pre-flight plan.
+
+``FileSummary`` is filled as rows settle; ``Plan`` is what the pre-flight found before sending.
+Neither ever holds the app secret or the session key.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from importer import __version__
+from importer.dispatcher import StopReason
+from importer.pacing import AUTO_START_QPS
+from importer.records import Outcome
+
+
+@dataclass
+class FileSummary:
+    """What happened to one input file; the CLI turns it into lines, JSON and an exit code."""
+
+    input: Path
+    command: str
+    workbook: Path | None = None
+    counts: Counter = field(default_factory=Counter)
+    sub_codes: Counter = field(default_factory=Counter)
+    rows_read: int = 0
+    calls: int = 0
+    started: float = field(default_factory=time.time)
+    ended: float = 0.0
+    send_seconds: float = 0.0
+    stop_reason: StopReason = StopReason.NONE
+    message: str = ""
+    interrupt_signal: int | None = None
+    limits: dict = field(default_factory=dict)
+    gateway: str = ""
+    app_key: str = ""
+    method: str = ""
+    sign_method: str = ""
+    archived: Path | None = None  # where --archive moved the input
+
+    @property
+    def calls_per_second(self) -> float:
+        return self.calls / self.send_seconds if self.send_seconds > 0 else 0.0
+
+    def count(self, outcome: Outcome) -> None:
+        self.counts[outcome.status.value] += 1
+        if outcome.sub_code:
+            self.sub_codes[outcome.sub_code] += 1
+        self.calls += outcome.attempts
+
+    def sheet(self) -> list[tuple[str, object]]:
+        """The ``summary`` sheet: never the secret or the session."""
+        pairs: list[tuple[str, object]] = [
+            ("command", self.command),
+            ("input", str(self.input)),
+            ("api", self.method),
+            ("gateway host", urlsplit(self.gateway).netloc if self.gateway else ""),
+            ("app key", self.app_key),
+            ("sign method", self.sign_method),
+            ("start", stamp(self.started)),
+            ("end", stamp(self.ended)),
+            ("duration s", round(self.ended - self.started, 3)),
+            ("rows read", self.rows_read),
+        ]
+        pairs += [(f"status {s}", n) for s, n in sorted(self.counts.items())]
+        pairs += [(f"sub_code {s}", n) for s, n in sorted(self.sub_codes.items())]
+        pairs += [("calls", self.calls), ("calls/s", round(self.calls_per_second, 2))]
+        pairs += [(f"limit {k}", v) for k, v in self.limits.items()]
+        if self.message:
+            pairs.append(("stopped", self.message))
+        pairs.append(("top-import version", __version__))
+        return pairs
+
+    def as_json(self) -> dict:
+        return {
+            "input": str(self.input),
+            "command": self.command,
+            "workbook": str(self.workbook) if self.workbook else None,
+            "rows_read": self.rows_read,
+            "counts": dict(self.counts),
+            "sub_codes": dict(self.sub_codes),
+            "calls": self.calls,
+            "calls_per_second": round(self.calls_per_second, 2),
+            "started": stamp(self.started),
+            "ended": stamp(self.ended),
+            "stop_reason": self.stop_reason.value,
+            "message": self.message,
+            "api": self.method,
+            "app_key": self.app_key,
+            "archived": str(self.archived) if self.archived else None,
+        }
+
+
+def stamp(epoch: float) -> str:
+    """An epoch time as local ISO 8601 with its offset, to the second."""
+    return datetime.fromtimestamp(epoch, timezone.utc).astimezone().isoformat(timespec="seconds")
+
+
+def duration_text(seconds: float) -> str:
+    """``2h05m09s``, ``2m10s``, ``7s``; a moment is ``1s``, not ``0s``."""
+    seconds = max(1, round(seconds)) if seconds > 0 else 0
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The pre-flight of one input: what the run is about to send, and whether it fits the quota.
+
+    ``rate`` is the pacer's real rate (None with ``--qps auto``, found as the run goes); the
+    daily quota counts every HTTP call of this app key since 00:00 GMT+8 (``used_today``).
+    One row needs at least one call, so ``to_send`` calls is the least the run will make.
+    """
+
+    input: Path
+    to_send: int
+    already_sent: int = 0
+    duplicate: int = 0
+    invalid: int = 0
+    unknown: int = 0  # kept back by --no-resend-unknown
+    rate: float | None = None
+    qps_max: float = 0.0
+    daily_quota: int | None = None
+    used_today: int = 0
+
+    @property
+    def quota_left(self) -> int | None:
+        if self.daily_quota is None:
+            return None
+        return max(0, self.daily_quota - self.used_today)
+
+    @property
+    def fits(self) -> bool:
+        left = self.quota_left
+        return left is None or self.to_send <= left
+
+    def line(self) -> str:
+        """``t.csv: 1,234 rows to send (56 already sent, 3 duplicate); about 2m10s at 9.5 ...``"""
+        held = [
+            f"{n:,} {what}"
+            for n, what in (
+                (self.already_sent, "already sent"),
+                (self.duplicate, "duplicate"),
+                (self.invalid, "invalid"),
+                (self.unknown, "unknown, not resent"),
+            )
+            if n
+        ]
+        text = f"{self.input}: {self.to_send:,} rows to send"
+        if held:
+            text += f" ({', '.join(held)})"
+        if self.to_send and self.rate is None:
+            text += (
+                f"; --qps auto: from {min(AUTO_START_QPS, self.qps_max):g} calls/s up to the "
+                f"rate the platform allows (at most {self.qps_max:,g})"
+            )
+        elif self.to_send and self.rate:
+            text += f"; about {duration_text(self.to_send / self.rate)} at {self.rate:.3g} calls/s"
+        if self.daily_quota is not None:
+            text += (
+                f"; daily quota {self.daily_quota:,}: {self.used_today:,} calls used today "
+                f"(GMT+8), {self.quota_left:,} left"
+            )
+        return text
+
+    def problem(self) -> str | None:
+        """Why the run should not start unasked (it does not fit the daily quota), or None."""
+        if self.fits:
+            return None
+        return (
+            f"{self.input}: {self.to_send:,} rows to send need {self.to_send:,} calls but "
+            f"{self.quota_left:,} of the daily quota of {self.daily_quota:,} are left "
+            f"({self.used_today:,} used today); rerun with --yes, or after 00:00 GMT+8"
+        )
