@@ -20,13 +20,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 
-import aiohttp
+from bench_send import SimulatorProcess
 
 from importer.dispatcher import Dispatcher, DispatchSettings
 from importer.gateway import Gateway
@@ -37,46 +34,6 @@ from importer.specs import load_spec
 SPEC = load_spec(None)
 APP_KEY, SECRET = "12345678", "sim-secret-0123456789"
 QUOTA = 40
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class SimulatorProcess:
-    """The simulator (``serve_forever``) in a child process on a free port, for a ``with``."""
-
-    def __init__(self, **settings: object) -> None:
-        self.port = free_port()
-        args = ", ".join(f"{k}={v!r}" for k, v in settings.items())
-        code = (
-            "import asyncio; from importer.simulator import serve_forever, SimulatorSettings; "
-            f"asyncio.run(serve_forever(SimulatorSettings({args}), port={self.port}))"
-        )
-        self.proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL)
-        self.url = f"http://127.0.0.1:{self.port}/router/rest"
-        self.base = f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> SimulatorProcess:
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return self
-            except OSError:
-                time.sleep(0.05)
-        self.proc.kill()
-        raise RuntimeError("the simulator did not start")
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
-
-    async def stats(self) -> dict:
-        async with aiohttp.ClientSession() as s, s.get(self.base + "/_sim/stats") as r:
-            return await r.json()
 
 
 def endless_records(done: list[bool]) -> Iterator[RequestRecord]:
