@@ -48,4 +48,7 @@ class Progress:
 
     def close(self) -> None:
         if self._bar is not None:
+            self._bar.set_postfix(
+                success=self._counts["success"], failed=self._counts["failed"], refresh=False
+            )
             self._bar.close()
