@@ -25,19 +25,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from importer.records import Outcome
+
 INPUT_HEADERS = ("customer_id", "name", "phone", "group_id", "remark")
-RESULT_TAIL = (
-    "status",
-    "code",
-    "msg",
-    "sub_code",
-    "sub_msg",
-    "request_id",
-    "system_time",
-    "attempts",
-    "elapsed_ms",
-    "error",
-)
+RESULT_TAIL = Outcome.COLUMNS  # the same header the real report writes
 ENGINES = ("openpyxl_write_only", "xlsxwriter_constant_memory", "report_writer")
 
 
