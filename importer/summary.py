@@ -161,7 +161,8 @@ class Plan:
                 f"rate the platform allows (at most {self.qps_max:,g})"
             )
         elif self.to_send and self.rate:
-            text += f"; about {duration_text(self.to_send / self.rate)} at {self.rate:.3g} calls/s"
+            rate = f"{self.rate:,.0f}" if self.rate >= 100 else f"{self.rate:.3g}"
+            text += f"; about {duration_text(self.to_send / self.rate)} at {rate} calls/s"
         if self.daily_quota is not None:
             text += (
                 f"; daily quota {self.daily_quota:,}: {self.used_today:,} calls used today "
