@@ -207,3 +207,27 @@ def test_run_help_shows_the_production_policies(tmp_path):
         "--archive DIR Move each input whose run ended with exit 0 into DIR",
     ]:
         assert words in text, words
+
+
+def test_a_workbook_with_excel_rounded_ids_sends_the_good_rows_and_reports_the_rest(
+    tmp_path, simulator
+):
+    from openpyxl import Workbook
+
+    sim = simulator()
+    book = Workbook()
+    sheet = book.active
+    sheet.append(list(ticket(0)))
+    for i in range(6):
+        row = list(ticket(i).values())
+        if i in (2, 4):
+            row[2] = 396743391396743391 + i  # a number cell: Excel keeps 15 digits
+        sheet.append(row)
+    book.save(tmp_path / "t.xlsx")
+    done = cli(["run", "t.xlsx"], tmp_path, sim.env())
+    assert done.returncode == 1, done.stderr
+    rows = read_sheet(tmp_path / "reports" / "t.result.xlsx")
+    expected = ["success", "success", "invalid", "success", "invalid", "success"]
+    assert [r["status"] for r in rows] == expected
+    assert "format the column as Text" in rows[2]["error"]
+    assert sim.stats()["accepted"] == 4
