@@ -7,7 +7,6 @@ below it prints a traceback or exits.
 from __future__ import annotations
 
 import asyncio
-import glob
 import json
 import os
 import sys
@@ -21,10 +20,12 @@ import click
 from importer import __version__
 from importer.config import Config, load_config
 from importer.errors import AbortedError, ImporterError, UsageError
-from importer.pipeline import archive_input, check_file, per_input_configs, run_file
+from importer.inputs import archive_input, expand_inputs, per_input_configs
+from importer.pipeline import check_file, run_file
 from importer.protocol import Credentials, RequestBuilder
 from importer.specs import ApiSpec, builtin_methods, load_spec
 from importer.summary import FileSummary, Plan, duration_text
+from importer.target import SendTarget
 
 EXIT_OK, EXIT_ROWS, EXIT_USAGE, EXIT_ABORTED = 0, 1, 2, 3
 EXIT_SIGNAL = {2: 130, 15: 143}  # SIGINT, SIGTERM
@@ -34,7 +35,6 @@ _SEVERITY = {0: 0, 1: 1, 2: 2, 3: 3, 143: 4, 130: 5}
 _NOT_OK = ("failed", "invalid", "duplicate", "unknown", "not_sent")
 # Stops that exit 3: the platform refused the app, or the data fails too often to go on.
 _ABORTS = ("fatal", "ban", "canary", "failure_rate")
-_GLOB_CHARS = frozenset("*?[")
 
 
 def error_exit_code(error: ImporterError) -> int:
@@ -86,27 +86,6 @@ def build_config(flags: dict[str, Any], config_file: str | None) -> Config:
         os.environ,
         Path(config_file) if config_file else None,
     )
-
-
-def _inputs(inputs: Sequence[str], config: Config) -> list[Path]:
-    """The inputs, quoted globs (``'inbox/*.xlsx'``) expanded in sorted order, each file once.
-
-    A glob that matches nothing is a line, not an error (a cron inbox is often empty); a plain
-    path that does not exist stays an unreadable input (exit 2) when its turn comes.
-    """
-    paths: list[Path] = []
-    for text in inputs:
-        if _GLOB_CHARS & set(text) and not Path(text).exists():
-            matches = [Path(m) for m in sorted(glob.glob(text)) if Path(m).is_file()]
-            if not matches:
-                click.echo(f"{text}: no file matches; nothing to do")
-            paths += matches
-        else:
-            paths.append(Path(text))
-    paths = list(dict.fromkeys(paths))
-    if config.out is not None and len(paths) > 1:
-        raise UsageError("--out takes one input; with several inputs use --out-dir.")
-    return paths
 
 
 def summary_line(summary: FileSummary) -> str:
@@ -313,7 +292,7 @@ def run(inputs: tuple[str, ...], config_file: str | None, **flags: Any) -> int:
     spec = load_spec(config.api)
     if config.dry_run and config.archive is not None:
         raise UsageError("--archive moves inputs after a real run; it does nothing with --dry-run.")
-    paths = _inputs(inputs, config)
+    paths = expand_inputs(inputs, config, click.echo)
     if not paths:
         write_summary_json(config.summary_json, [], EXIT_OK)
         return EXIT_OK
@@ -335,7 +314,7 @@ async def _run_all(
 
     stop_at = config.stop_at(datetime.now().astimezone())
     approve = _preflight(config)
-    async with _gateway(config, credentials, spec) as (gateway_url, creds):
+    async with SendTarget(config, credentials, spec, fail) as (gateway_url, creds):
         journal = Journal(config.journal)
         try:
             summaries: list[FileSummary] = []
@@ -396,50 +375,6 @@ def _preflight(config: Config) -> Callable[[Plan], None]:
     return approve
 
 
-class _gateway:
-    """The gateway to send to: the configured one, or an in-process simulator."""
-
-    def __init__(self, config: Config, credentials: Credentials | None, spec: ApiSpec) -> None:
-        self._config = config
-        self._credentials = credentials
-        self._spec = spec
-        self._simulator = None
-
-    async def __aenter__(self) -> tuple[str, Credentials]:
-        if not self._config.simulate:
-            assert self._credentials is not None
-            check_gateway_url(self._config.gateway)
-            return self._config.gateway, self._credentials
-        from importer.simulator import Simulator, SimulatorSettings, builtin_specs
-
-        settings = SimulatorSettings()
-        # The simulator serves the built-in APIs and the one this run sends to (a spec file).
-        specs = {s.method: s for s in [*builtin_specs(), self._spec]}.values()
-        self._simulator = Simulator(settings, specs=specs)
-        await self._simulator.__aenter__()
-        fail(f"simulating the platform at {self._simulator.url} (app key {settings.app_key})")
-        # The simulator checks only that a session is there, for a spec that needs one.
-        fake_session = "simulated-session" if self._spec.needs_session else None
-        session = self._config.session or fake_session
-        return self._simulator.url, Credentials(settings.app_key, settings.secret, session)
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._simulator is not None:
-            await self._simulator.__aexit__(*exc)
-
-
-def check_gateway_url(url: str) -> None:
-    """Plain HTTP would show the session key to the network: allowed only to this machine."""
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    if parts.scheme == "http" and parts.hostname not in ("127.0.0.1", "localhost", "::1"):
-        raise UsageError(
-            f"--gateway {url} is plain HTTP; use https:// (plain HTTP is only for a simulator "
-            "on 127.0.0.1)."
-        )
-
-
 def _per_file(paths: list[Path], config: Config, job: Callable[[Path], FileSummary]) -> int:
     codes, summaries = [], []
     for path in paths:
@@ -481,7 +416,7 @@ def validate(inputs: tuple[str, ...], config_file: str | None, **flags: Any) -> 
     """
     config = build_config(flags, config_file)
     spec = load_spec(config.api)
-    paths = _inputs(inputs, config)
+    paths = expand_inputs(inputs, config, click.echo)
     configs = per_input_configs(paths, config)
     return _per_file(paths, config, lambda p: check_file(p, configs[p], spec))
 

@@ -13,14 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import os
-import shutil
 import signal
 import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -52,30 +49,6 @@ KEPT_UNKNOWN_NOTE = (
     "outcome of an earlier interrupted call unknown; not sent again (--no-resend-unknown)"
 )
 _BATCH = 2000  # rows without a call are committed in batches: a crash loses no call state
-
-
-def per_input_configs(paths: list[Path], config: Config) -> dict[Path, Config]:
-    """Each input's config, with ``out`` set so that no two inputs write the same workbook.
-
-    The default is ``<out_dir>/<stem>.result.xlsx``; inputs sharing a stem (``t.csv`` and
-    ``t.xlsx``, or ``a/t.csv`` and ``b/t.csv``) get ``<stem>-<ext>`` and then a number.
-    """
-    if config.out is not None:
-        return dict.fromkeys(paths, config)
-    stems = Counter(p.stem for p in paths)
-    taken: set[Path] = set()
-    configs = {}
-    for path in paths:
-        name = path.stem
-        if stems[name] > 1 and path.suffix:
-            name = f"{name}-{path.suffix.lstrip('.').lower()}"
-        out, n = config.out_dir / f"{name}.result.xlsx", 1
-        while out in taken:
-            n += 1
-            out = config.out_dir / f"{name}-{n}.result.xlsx"
-        taken.add(out)
-        configs[path] = replace(config, out=out)
-    return configs
 
 
 def report_path(config: Config, input_path: Path) -> Path:
@@ -142,24 +115,6 @@ def check_file(
 
 
 # -- run: send, journal, report -------------------------------------------------------------------
-
-
-def archive_input(path: Path, folder: Path) -> Path:
-    """Move an input into ``folder`` (created); never over a file there: ``a-1.xlsx``, ... ."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for n in range(100_000):
-        target = folder / (path.name if n == 0 else f"{path.stem}-{n}{path.suffix}")
-        try:
-            os.link(path, target)  # refuses an existing target, unlike a rename
-        except FileExistsError:
-            continue
-        except OSError:  # another filesystem, or no hard links there: copy, then delete
-            if target.exists():
-                continue
-            shutil.copy2(path, target)
-        path.unlink()
-        return target
-    raise FileExistsError(f"{folder} holds too many copies of {path.name}")
 
 
 def input_key(path: Path) -> str:

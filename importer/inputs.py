@@ -1,0 +1,84 @@
+"""The inputs of one command: quoted globs expanded, a workbook path each, the archive.
+
+A cron inbox is ``top-import run 'inbox/*.xlsx' --archive done/``: files go one after another,
+each gets its own result workbook, and a file moves to the archive only when its run ended with
+exit 0.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from importer.config import Config
+from importer.errors import UsageError
+
+_GLOB_CHARS = frozenset("*?[")
+
+
+def expand_inputs(inputs: Sequence[str], config: Config, say: Callable[[str], None]) -> list[Path]:
+    """The inputs, quoted globs (``'inbox/*.xlsx'``) expanded in sorted order, each file once.
+
+    A glob that matches nothing is a line, not an error (a cron inbox is often empty); a plain
+    path that does not exist stays an unreadable input (exit 2) when its turn comes.
+    """
+    paths: list[Path] = []
+    for text in inputs:
+        if _GLOB_CHARS & set(text) and not Path(text).exists():
+            matches = [Path(m) for m in sorted(glob.glob(text)) if Path(m).is_file()]
+            if not matches:
+                say(f"{text}: no file matches; nothing to do")
+            paths += matches
+        else:
+            paths.append(Path(text))
+    paths = list(dict.fromkeys(paths))
+    if config.out is not None and len(paths) > 1:
+        raise UsageError("--out takes one input; with several inputs use --out-dir.")
+    return paths
+
+
+def per_input_configs(paths: list[Path], config: Config) -> dict[Path, Config]:
+    """Each input's config, with ``out`` set so that no two inputs write the same workbook.
+
+    The default is ``<out_dir>/<stem>.result.xlsx``; inputs sharing a stem (``t.csv`` and
+    ``t.xlsx``, or ``a/t.csv`` and ``b/t.csv``) get ``<stem>-<ext>`` and then a number.
+    """
+    if config.out is not None:
+        return dict.fromkeys(paths, config)
+    stems = Counter(p.stem for p in paths)
+    taken: set[Path] = set()
+    configs = {}
+    for path in paths:
+        name = path.stem
+        if stems[name] > 1 and path.suffix:
+            name = f"{name}-{path.suffix.lstrip('.').lower()}"
+        out, n = config.out_dir / f"{name}.result.xlsx", 1
+        while out in taken:
+            n += 1
+            out = config.out_dir / f"{name}-{n}.result.xlsx"
+        taken.add(out)
+        configs[path] = replace(config, out=out)
+    return configs
+
+
+def archive_input(path: Path, folder: Path) -> Path:
+    """Move an input into ``folder`` (created); never over a file there: ``a-1.xlsx``, ... ."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for n in range(100_000):
+        target = folder / (path.name if n == 0 else f"{path.stem}-{n}{path.suffix}")
+        try:
+            os.link(path, target)  # refuses an existing target, unlike a rename
+        except FileExistsError:
+            continue
+        except OSError:  # another filesystem, or no hard links there: copy, then delete
+            if target.exists():
+                continue
+            shutil.copy2(path, target)
+        path.unlink()
+        return target
+    raise FileExistsError(f"{folder} holds too many copies of {path.name}")

@@ -1,0 +1,64 @@
+"""Where the calls go: the configured gateway, or a simulator started in this process.
+
+``run --simulate`` needs no credentials: the simulator brings its own app key and secret, and
+serves the built-in APIs plus the spec this run sends to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+from importer.config import Config
+from importer.errors import UsageError
+from importer.protocol import Credentials
+from importer.specs import ApiSpec
+
+
+class SendTarget:
+    """The gateway to send to: the configured one, or an in-process simulator."""
+
+    def __init__(
+        self,
+        config: Config,
+        credentials: Credentials | None,
+        spec: ApiSpec,
+        say: Callable[[str], None],
+    ) -> None:
+        self._config = config
+        self._say = say
+        self._credentials = credentials
+        self._spec = spec
+        self._simulator = None
+
+    async def __aenter__(self) -> tuple[str, Credentials]:
+        if not self._config.simulate:
+            assert self._credentials is not None
+            check_gateway_url(self._config.gateway)
+            return self._config.gateway, self._credentials
+        from importer.simulator import Simulator, SimulatorSettings, builtin_specs
+
+        settings = SimulatorSettings()
+        # The simulator serves the built-in APIs and the one this run sends to (a spec file).
+        specs = {s.method: s for s in [*builtin_specs(), self._spec]}.values()
+        self._simulator = Simulator(settings, specs=specs)
+        await self._simulator.__aenter__()
+        self._say(f"simulating the platform at {self._simulator.url} (app key {settings.app_key})")
+        # The simulator checks only that a session is there, for a spec that needs one.
+        fake_session = "simulated-session" if self._spec.needs_session else None
+        session = self._config.session or fake_session
+        return self._simulator.url, Credentials(settings.app_key, settings.secret, session)
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._simulator is not None:
+            await self._simulator.__aexit__(*exc)
+
+
+def check_gateway_url(url: str) -> None:
+    """Plain HTTP would show the session key to the network: allowed only to this machine."""
+    parts = urlsplit(url)
+    if parts.scheme == "http" and parts.hostname not in ("127.0.0.1", "localhost", "::1"):
+        raise UsageError(
+            f"--gateway {url} is plain HTTP; use https:// (plain HTTP is only for a simulator "
+            "on 127.0.0.1)."
+        )
