@@ -19,16 +19,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import time
 from collections.abc import Iterator
 
-from bench_send import SimulatorProcess
+from bench_send import SimulatorProcess, record
 
 from importer.dispatcher import Dispatcher, DispatchSettings
 from importer.gateway import Gateway
 from importer.protocol import Credentials, RequestBuilder
-from importer.records import Outcome, RequestRecord, payload_hash
+from importer.records import Outcome, RequestRecord
 from importer.specs import load_spec
 
 SPEC = load_spec(None)
@@ -40,16 +39,7 @@ def endless_records(done: list[bool]) -> Iterator[RequestRecord]:
     """Records until ``done[0]`` (a stopped run drains its input as not_sent: it must end)."""
     i = 0
     while not done[0]:
-        payload = json.dumps(
-            {
-                "user_identify": f"u{i}",
-                "case_id": str(396743391396743391 + i),
-                "tenant_id": 200110004,
-                "open_conversation_id": "cid==",
-            },
-            separators=(",", ":"),
-        )
-        yield RequestRecord(i + 2, payload, payload_hash(payload))
+        yield record(i)
         i += 1
 
 

@@ -85,20 +85,22 @@ class SimulatorProcess:
             await r.read()
 
 
+def record(i: int) -> RequestRecord:
+    """The i-th distinct valid record of the built-in API."""
+    payload = json.dumps(
+        {
+            "user_identify": f"u{i}",
+            "case_id": str(396743391396743391 + i),
+            "tenant_id": 200110004,
+            "open_conversation_id": "cid==",
+        },
+        separators=(",", ":"),
+    )
+    return RequestRecord(i + 2, payload, payload_hash(payload))
+
+
 def make_records(n: int, start: int = 0) -> list[RequestRecord]:
-    out = []
-    for i in range(start, start + n):
-        payload = json.dumps(
-            {
-                "user_identify": f"u{i}",
-                "case_id": str(396743391396743391 + i),
-                "tenant_id": 200110004,
-                "open_conversation_id": "cid==",
-            },
-            separators=(",", ":"),
-        )
-        out.append(RequestRecord(i + 2, payload, payload_hash(payload)))
-    return out
+    return [record(i) for i in range(start, start + n)]
 
 
 def builder() -> RequestBuilder:
