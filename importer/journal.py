@@ -300,7 +300,7 @@ class RunJournal:
             if outcomes:
                 db.executemany(
                     _INSERT_RESULT,
-                    [(run_id, row, *_outcome_values(o)) for row, _, o in outcomes],
+                    [(run_id, row, *o.values()) for row, _, o in outcomes],
                 )
             db.execute("COMMIT")
         except BaseException:
@@ -309,12 +309,7 @@ class RunJournal:
 
     def add_rows(self, rows: Iterable[tuple[int, Outcome]]) -> None:
         """Record outcomes of rows that made no call (invalid, duplicate, skipped...) in bulk."""
-        self._db.execute("BEGIN")
-        self._db.executemany(
-            _INSERT_RESULT,
-            ((self.run_id, source_row, *_outcome_values(o)) for source_row, o in rows),
-        )
-        self._db.execute("COMMIT")
+        self._write([], [(source_row, None, o) for source_row, o in rows])
 
     def results(self) -> Iterator[tuple[int, Outcome]]:
         """Every recorded row of this run, in source-row order."""
@@ -325,14 +320,6 @@ class RunJournal:
         )
         for row in cur:
             yield row[0], Outcome(Status(row[1]), *(v if v is not None else "" for v in row[2:]))
-
-    def calls_since(self, epoch: float) -> int:
-        """Calls settled for this app key since ``epoch`` (for daily-quota checks)."""
-        (n,) = self._db.execute(
-            "SELECT COUNT(*) FROM calls WHERE app_key = ? AND finished_at >= ?",
-            (self._key[0], epoch),
-        ).fetchone()
-        return int(n)
 
     def calls_on(self, day: str) -> int:
         """HTTP calls settled for this app key (any method, any run) on a ``quota_day``."""
@@ -375,7 +362,3 @@ _INSERT_RESULT = (
     "request_id, system_time, attempts, elapsed_ms, error) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-
-
-def _outcome_values(o: Outcome) -> tuple:
-    return o.values()

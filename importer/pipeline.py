@@ -81,6 +81,19 @@ def _open(path: Path, config: Config, spec: ApiSpec) -> InputTable:
     return open_input(path, spec, sheet=config.sheet, column_map=config.columns)
 
 
+def check_row(
+    row: Row, validator: RowValidator, duplicates: DuplicateFilter
+) -> RequestRecord | Outcome:
+    """The row's request record, or its outcome when it is invalid or a duplicate."""
+    result = validator.validate(row)
+    if isinstance(result, RowError):
+        return Outcome(Status.INVALID, error=result.message)
+    first = duplicates.first_row(result)
+    if first is not None:
+        return Outcome(Status.DUPLICATE, error=f"same payload as row {first}")
+    return result
+
+
 # -- validate and dry run: one pass, no network --------------------------------------------------
 
 
@@ -97,15 +110,13 @@ def check_file(
     now = datetime.now(timezone.utc)
     with ReportWriter(out, table.headers, call_columns=False) as writer:
         for row in table.rows():
-            result = validator.validate(row)
-            if isinstance(result, RowError):
-                outcome = Outcome(Status.INVALID, error=result.message)
-            elif (first := duplicates.first_row(result)) is not None:
-                outcome = Outcome(Status.DUPLICATE, error=f"same payload as row {first}")
+            checked = check_row(row, validator, duplicates)
+            if isinstance(checked, Outcome):
+                outcome = checked
             else:
                 outcome = Outcome(Status.VALID)
                 if builder is not None:
-                    builder.build(result, now)
+                    builder.build(checked, now)
             summary.rows_read += 1
             summary.count(outcome)
             writer.write(row, outcome)
@@ -173,14 +184,11 @@ class _Feed:
 
     def _decide(self, row: Row) -> RequestRecord | Outcome:
         """The record to send, or the outcome of a row that needs no call."""
-        result = self._validator.validate(row)
-        if isinstance(result, RowError):
-            return Outcome(Status.INVALID, error=result.message)
-        first = self._duplicates.first_row(result)
-        if first is not None:
-            return Outcome(Status.DUPLICATE, error=f"same payload as row {first}")
-        outcome = self._resume(result)
-        return result if outcome is None else outcome
+        checked = check_row(row, self._validator, self._duplicates)
+        if isinstance(checked, Outcome):
+            return checked
+        outcome = self._resume(checked)
+        return checked if outcome is None else outcome
 
     def _resume(self, record: RequestRecord) -> Outcome | None:
         """None to send the record; else the outcome that an earlier run decided."""
