@@ -211,12 +211,13 @@ def cli() -> None:
     help="Send rows even where the journal says they already succeeded.",
 )
 @click.option(
-    "--no-resend-unknown",
+    "--resend-unknown/--no-resend-unknown",
     "resend_unknown",
-    flag_value=False,
     default=None,
-    help="Rows whose earlier call was in flight when a run died become 'unknown' "
-    "instead of being sent again.",
+    help="At-least-once: retry a call whose answer was lost (a timeout after sending, a "
+    "dropped connection, an unreadable answer), and send again rows an earlier run left "
+    "unknown. Off by default (such rows become 'unknown', exit 1, and are never sent twice); "
+    "on by default for a spec with idempotent = true.",
 )
 @click.option(
     "--dry-run",
@@ -330,7 +331,9 @@ async def _run_all(
                     continue
                 summaries.append(summary)
                 code = file_exit_code(summary)
-                if code == EXIT_OK and config.archive is not None:
+                if code == EXIT_OK and config.archive is not None and summary.input_changed:
+                    fail(f"{path}: not archived: it changed while it was being sent")
+                elif code == EXIT_OK and config.archive is not None:
                     try:
                         summary.archived = archive_input(path, config.archive)
                     except OSError as exc:
@@ -345,6 +348,8 @@ async def _run_all(
                     )
                 if summary.message:
                     fail(summary.message)
+                for note in summary.notes:
+                    fail(note)
                 if code in (130, 143):
                     break  # an interrupt stops the rest of the inputs
         finally:
@@ -438,6 +443,20 @@ def validate(inputs: tuple[str, ...], config_file: str | None, **flags: Any) -> 
     show_default=True,
     help="Calls accepted whose answer is then lost.",
 )
+@click.option(
+    "--garbled-rate",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Calls accepted, then answered HTTP 200 with an HTML page.",
+)
+@click.option(
+    "--huge-rate",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Calls accepted, then answered with an 8 MiB body.",
+)
 @click.option("--bad-tenant", type=int, multiple=True, help="tenant_id answered isv.* (repeat).")
 @click.option("--seed", type=int, help="Seed of the fault injection.")
 @guarded
@@ -454,6 +473,8 @@ def simulate(host: str, port: int, **knobs: Any) -> int:
         http502_rate=knobs["http502_rate"],
         drop_rate=knobs["drop_rate"],
         lost_response_rate=knobs["lost_rate"],
+        garbled_rate=knobs["garbled_rate"],
+        huge_rate=knobs["huge_rate"],
         bad_tenants=frozenset(knobs["bad_tenant"]),
         seed=knobs["seed"],
     )

@@ -57,7 +57,7 @@ class Config:
     max_ban: float = 300.0
     journal: Path = Path("reports/journal.sqlite")
     resume: bool = True
-    resend_unknown: bool = True
+    resend_unknown: bool | None = None  # None: the spec's idempotent decides
     dry_run: bool = False
     summary_json: Path | None = None
     progress: bool | None = None  # None: on when stderr is a TTY

@@ -5,9 +5,13 @@ A feeder task pulls records from the (possibly huge, lazy) iterator into a queue
 Every record the iterator yields gets exactly one ``on_outcome`` call, also when the run stops:
 
 * ``stop()`` (Ctrl-C, a deadline, a fatal answer, a ban longer than ``max_ban``): no new call
-  starts; calls in flight finish and are settled normally; a row waiting for a retry is failed
-  with its last error; every row not yet tried is ``not_sent``, the rest of the iterator included.
+  starts, not even one whose claim is being committed; calls in flight finish and are settled
+  normally; a row waiting for a retry keeps its last answer (failed, or unknown after a lost
+  one); every row not yet tried is ``not_sent``, the rest of the iterator included.
 * ``abort()`` (a second Ctrl-C): as ``stop()``, and calls in flight are cancelled: ``unknown``.
+
+Before a row's first call, ``on_start`` claims its payload in the journal; a row another run
+holds is settled with the outcome the claim gives (``skipped``, ``duplicate``, ``unknown``).
 
 Run policies (``DispatchSettings``): the **canary** sends the first ``canary`` records at
 ``CANARY_CONCURRENCY`` and waits for all their answers; if more than ``max_failure_rate`` of them
@@ -16,8 +20,7 @@ During the run a ``FailureBreaker`` over the last ``failure_window`` answers sto
 way (``StopReason.FAILURE_RATE``). With ``qps_auto`` an ``AdaptiveRate`` sets the pacer's rate
 from the answers (``qps`` is where it starts, ``qps_max`` its ceiling).
 
-What to do with an answer follows ``Reply.error_class`` (design, "Request and response");
-the retry delay is the small pure policy ``backoff_delay``.
+What to do with an answer is decided by the pure ``steps.next_step``; this module only acts.
 """
 
 from __future__ import annotations
@@ -29,19 +32,33 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from enum import Enum
 
 from importer.failures import FailureBreaker, FailureDigest, too_many
 from importer.gateway import Gateway
 from importer.pacing import AdaptiveRate, Pacer
-from importer.protocol import ErrorClass, Reply, RequestBuilder, advice, describe
+from importer.protocol import ErrorClass, Reply, RequestBuilder
 from importer.records import Outcome, RequestRecord, Status
+from importer.steps import (
+    Action,
+    RetryLimits,
+    StopReason,
+    Tries,
+    backoff_delay,
+    next_step,
+    platform_words,
+)
 
-MAX_THROTTLE_RETRIES = 100  # a row throttled this often is failed rather than retried forever
 FEED_YIELD_EVERY = 500  # draining a huge input as not_sent still lets the loop breathe
-IN_FLIGHT_INTERRUPTED = "interrupted with the call in flight"
+IN_FLIGHT_INTERRUPTED = (
+    "interrupted with the call in flight; the platform may have acted on it: check it there, "
+    "then rerun with --resend-unknown to send it again"
+)
 CANARY_CONCURRENCY = 2  # calls in flight while the canary rows go
 RERUN_ADVICE = "check the data, then rerun (the journal resumes)"
+
+# on_start(record) claims the row's payload before its first call: None (or an awaitable of
+# None) to send it, an Outcome (another run holds the payload) to settle the row unsent.
+Claim = Callable[[RequestRecord], "Awaitable[Outcome | None] | None"]
 
 
 @dataclass(frozen=True)
@@ -57,6 +74,7 @@ class DispatchSettings:
     failure_window: int = 200  # answers the breaker looks back on
     qps_auto: bool = False  # find the rate (AdaptiveRate): qps is where it starts
     qps_max: float = 1000.0  # the most qps_auto may reach
+    resend_uncertain: bool = False  # at-least-once: retry a call whose answer was lost
 
     def __post_init__(self) -> None:
         if self.qps <= 0 or self.concurrency < 1 or self.retries < 0 or self.max_ban < 0:
@@ -67,15 +85,11 @@ class DispatchSettings:
         if self.qps_auto and not 0 < self.qps <= self.qps_max:
             raise ValueError(f"qps_auto starts at qps, which must be in (0, qps_max]: {self}")
 
-
-class StopReason(str, Enum):
-    NONE = ""
-    FATAL = "fatal"
-    BAN_TOO_LONG = "ban"
-    INTERRUPTED = "interrupted"
-    DEADLINE = "deadline"
-    CANARY = "canary"  # too many of the first rows failed with business errors
-    FAILURE_RATE = "failure_rate"  # too many of the last answers did
+    @property
+    def limits(self) -> RetryLimits:
+        return RetryLimits(
+            self.retries, self.max_ban, self.backoff_base, self.backoff_cap, self.resend_uncertain
+        )
 
 
 @dataclass
@@ -84,30 +98,8 @@ class DispatchResult:
     message: str  # what the platform said and what to do; "" when there is nothing to say
 
 
-def backoff_delay(retry: int, base: float, cap: float, rng: random.Random) -> float:
-    """Seconds to wait before transient retry number ``retry`` (0 for the first retry).
-
-    Exponential backoff with *full* jitter: uniform over ``[0, min(cap, base * 2**retry)]``.
-    Full jitter spreads workers that failed together (a gateway hiccup) instead of sending them
-    back in lockstep; the caveat is that a single delay may be near zero, so the bound, not each
-    delay, grows exponentially.
-    """
-    return rng.uniform(0.0, min(cap, base * 2.0**retry))
-
-
 def _utc_now() -> datetime:
     return datetime.now(timezone.utc)
-
-
-@dataclass
-class _Tries:
-    """One row's history while it is being worked on."""
-
-    attempts: int = 0
-    retries: int = 0  # transient retries used
-    throttles: int = 0
-    started: float = 0.0  # monotonic time of the first call
-    last: Reply | None = None
 
 
 _DONE = object()  # end of input, one per worker
@@ -133,7 +125,7 @@ class Dispatcher:
         gateway: Gateway,
         settings: DispatchSettings,
         *,
-        on_start: Callable[[RequestRecord], Awaitable[object] | None] | None = None,
+        on_start: Claim | None = None,
         on_outcome: Callable[[RequestRecord, Outcome], None],
         clock: Callable[[], datetime] = _utc_now,
         rng: random.Random | None = None,
@@ -144,6 +136,7 @@ class Dispatcher:
         self._spec = builder.spec
         self._gateway = gateway
         self.settings = settings
+        self._limits = settings.limits
         self._on_start = on_start
         self._on_outcome = on_outcome
         self._clock = clock
@@ -304,14 +297,18 @@ class Dispatcher:
             del self._phase[task]
         return not self.stopping
 
-    async def _call(self, record: RequestRecord, tries: _Tries) -> Reply | None:
+    async def _claim(self, record: RequestRecord) -> Outcome | None:
+        """Claim the row's payload (the journal's in-flight mark, committed before the call):
+        None to send it, else the outcome of a row that must not be sent."""
+        if self._on_start is None:
+            return None
+        claimed = self._on_start(record)
+        if claimed is not None and not isinstance(claimed, Outcome):
+            claimed = await claimed
+        return claimed if isinstance(claimed, Outcome) else None
+
+    async def _call(self, record: RequestRecord, tries: Tries) -> Reply | None:
         """One HTTP call; None when abort() cancelled it in flight."""
-        if tries.attempts == 0:
-            if self._on_start is not None:
-                committed = self._on_start(record)
-                if committed is not None:  # the journal's mark: the call waits for its commit
-                    await committed
-            tries.started = time.monotonic()
         tries.attempts += 1
         request = self._builder.build(record, self._clock())
         task = asyncio.current_task()
@@ -326,10 +323,17 @@ class Dispatcher:
             del self._phase[task]
 
     async def _process(self, record: RequestRecord) -> None:
-        tries = _Tries()
+        tries = Tries()
         while True:
             if self.stopping or not await self._wait(self.pacer.acquire()):
                 return self._cut_off(record, tries)
+            if tries.attempts == 0:
+                refused = await self._claim(record)
+                if refused is not None:
+                    return self._settle(record, refused)
+                if self.stopping:  # stop() came while the claim was being committed
+                    return self._cut_off(record, tries)
+                tries.started = time.monotonic()
             reply = await self._call(record, tries)
             if reply is None:
                 return self._settle(
@@ -342,51 +346,24 @@ class Dispatcher:
                     ),
                 )
             tries.last = reply
-            kind = reply.error_class
-            if kind is ErrorClass.SUCCESS:
-                self._settle(record, self._outcome(Status.SUCCESS, reply, tries))
-                return self._answered(record, reply)
-            if kind is ErrorClass.BUSINESS:
-                error = "" if reply.msg else "the API answered result.success = false"
-                self._settle(record, self._outcome(Status.FAILED, reply, tries, error))
-                return self._answered(record, reply)
-            if kind is ErrorClass.FAILED:
-                self._settle(record, self._outcome(Status.FAILED, reply, tries))
-                return self._answered(record, reply)
-            if kind is ErrorClass.FATAL:
-                error = reply.error or advice(reply)
-                self._settle(record, self._outcome(Status.FAILED, reply, tries, error))
-                return self.stop(
-                    StopReason.FATAL,
-                    f"The platform refused the call: {describe(reply)}; {advice(reply)}.",
-                )
-            if kind is ErrorClass.THROTTLED:
-                if reply.ban_seconds > self.settings.max_ban:
-                    ban, limit = _seconds(reply.ban_seconds), _seconds(self.settings.max_ban)
-                    error = f"{describe(reply)}: a ban of {ban} s"
-                    self._settle(record, self._outcome(Status.FAILED, reply, tries, error))
-                    return self.stop(
-                        StopReason.BAN_TOO_LONG,
-                        f"The platform throttled the app for {ban} s, longer than --max-ban "
-                        f"{limit} s: {describe(reply)}; {advice(reply)}.",
-                    )
+            step = next_step(reply, tries, self._limits, self._rng)
+            if step.action is Action.THROTTLE:
                 tries.throttles += 1
-                if tries.throttles > MAX_THROTTLE_RETRIES:
-                    error = f"{describe(reply)} (still throttled after {tries.attempts} attempts)"
-                    return self._settle(record, self._outcome(Status.FAILED, reply, tries, error))
-                self.pacer.pause_for(reply.ban_seconds)  # every worker waits, not just this one
+                self.pacer.pause_for(step.delay)  # every worker waits, not just this one
                 self._adapt(reply)
                 continue
-            # TRANSIENT
-            if tries.retries >= self.settings.retries:
-                error = f"{_platform(reply)} (after {tries.attempts} attempts)"
-                return self._settle(record, self._outcome(Status.FAILED, reply, tries, error))
-            delay = backoff_delay(
-                tries.retries, self.settings.backoff_base, self.settings.backoff_cap, self._rng
-            )
-            tries.retries += 1
-            if not await self._wait(self._sleep(delay)):
-                return self._cut_off(record, tries)
+            if step.action is Action.RETRY:
+                tries.retries += 1
+                if not await self._wait(self._sleep(step.delay)):
+                    return self._cut_off(record, tries)
+                continue
+            assert step.status is not None
+            self._settle(record, self._outcome(step.status, reply, tries, step.error))
+            if step.action is Action.STOP:
+                return self.stop(step.reason, step.message)
+            if step.final:
+                self._answered(record, reply)
+            return None
 
     # -- policies ------------------------------------------------------------------------------
 
@@ -421,17 +398,20 @@ class Dispatcher:
 
     # -- outcomes ------------------------------------------------------------------------------
 
-    def _cut_off(self, record: RequestRecord, tries: _Tries) -> None:
-        """The run stopped before this row's next call: not_sent, or failed with its last error."""
+    def _cut_off(self, record: RequestRecord, tries: Tries) -> None:
+        """The run stopped before this row's next call: not_sent, or its last answer kept
+        (``unknown`` when that was a lost answer, else ``failed``)."""
         if tries.last is None:
             return self._settle(record, Outcome(Status.NOT_SENT))
+        lost = tries.last.error_class is ErrorClass.UNCERTAIN
         error = (
-            f"{_platform(tries.last)} (after {tries.attempts} attempts; "
+            f"{platform_words(tries.last)} (after {tries.attempts} attempts; "
             "the run stopped before a retry)"
         )
-        return self._settle(record, self._outcome(Status.FAILED, tries.last, tries, error))
+        status = Status.UNKNOWN if lost else Status.FAILED
+        return self._settle(record, self._outcome(status, tries.last, tries, error))
 
-    def _outcome(self, status: Status, reply: Reply, tries: _Tries, error: str = "") -> Outcome:
+    def _outcome(self, status: Status, reply: Reply, tries: Tries, error: str = "") -> Outcome:
         return Outcome(
             status,
             code=reply.code,
@@ -446,7 +426,7 @@ class Dispatcher:
         )
 
     @staticmethod
-    def _elapsed(tries: _Tries) -> int:
+    def _elapsed(tries: Tries) -> int:
         return round((time.monotonic() - tries.started) * 1000) if tries.attempts else 0
 
     def _settle(self, record: RequestRecord, outcome: Outcome) -> None:
@@ -454,16 +434,8 @@ class Dispatcher:
         self._on_outcome(record, outcome)
 
 
-def _seconds(value: float) -> str:
-    return f"{value:.0f}" if value == int(value) else f"{value:.3g}"
-
-
-def _platform(reply: Reply) -> str:
-    """The reply's own words: the transport error, or the platform's code and message."""
-    return reply.error or describe(reply)
-
-
 __all__ = [
+    "Claim",
     "DispatchResult",
     "DispatchSettings",
     "Dispatcher",

@@ -1,22 +1,57 @@
 """The HTTP side: one aiohttp session, and the one place aiohttp errors become ``Reply`` values.
 
-``Gateway.post`` never raises for a network problem: a timeout, a refused or reset connection, a
-truncated body all come back as a transient ``Reply`` whose text is safe to show. The query
-string holds ``sign`` (and ``session``), so no error text ever includes the request URL.
+``Gateway.post`` never raises for a network problem. What went wrong decides the kind of reply,
+because it decides whether the platform may have acted on the call:
+
+* **not sent** (refused, DNS, TLS, a connect timeout: the request never left the machine) and
+  answers that say the API was not reached (HTTP 502/503/429) are transient: safe to retry;
+* **uncertain** (the request was written but no readable answer came: a read timeout, a
+  connection closed after the write, a body over ``MAX_BODY_BYTES``, an HTTP 200 that is not the
+  API's envelope, HTTP 5xx otherwise): the platform may have acted, so a retry may act twice.
+
+Whether the request was written is known from aiohttp's ``on_request_headers_sent`` trace
+signal, not from the exception type. Redirects are never followed (a redirect would carry the
+signed query, session included, to another host): a 3xx is a fatal reply naming the Location.
+The query string holds ``sign`` (and ``session``), so no error text includes the request URL.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
+from types import SimpleNamespace
 
 import aiohttp
 from yarl import URL
 
-from importer.protocol import FORM_CONTENT_TYPE, Reply, SignedRequest, classify, transport_failure
+from importer.protocol import (
+    FORM_CONTENT_TYPE,
+    MAX_BODY_BYTES,
+    ErrorClass,
+    Reply,
+    SignedRequest,
+    classify,
+    transport_failure,
+    uncertain,
+)
 from importer.specs import ApiSpec
 
 _URL_QUERY = re.compile(r"\?[^\s'\"<>)]*")
+# An idle keep-alive connection is closed on our side long before a server, proxy or NAT drops
+# it silently: a request written into a dead connection would be an uncertain call.
+KEEPALIVE_SECONDS = 10.0
+
+
+async def _headers_sent(
+    session: aiohttp.ClientSession, context: SimpleNamespace, params: object
+) -> None:
+    context.trace_request_ctx.sent = True
+
+
+def _trace() -> aiohttp.TraceConfig:
+    trace = aiohttp.TraceConfig()
+    trace.on_request_headers_sent.append(_headers_sent)
+    return trace
 
 
 class Gateway:
@@ -36,12 +71,16 @@ class Gateway:
 
     async def __aenter__(self) -> Gateway:
         connector = aiohttp.TCPConnector(
-            limit=self.concurrency, limit_per_host=self.concurrency, ttl_dns_cache=300
+            limit=self.concurrency,
+            limit_per_host=self.concurrency,
+            ttl_dns_cache=300,
+            keepalive_timeout=KEEPALIVE_SECONDS,
         )
         self._session = aiohttp.ClientSession(
             connector=connector,
             timeout=aiohttp.ClientTimeout(total=self.timeout),
             headers={"Content-Type": FORM_CONTENT_TYPE, "Accept-Encoding": "gzip, deflate"},
+            trace_configs=[_trace()],
         )
         return self
 
@@ -55,14 +94,26 @@ class Gateway:
         if self._session is None:
             raise RuntimeError("Gateway.post outside 'async with Gateway(...)'")
         url = URL(f"{self.url}?{request.query}", encoded=True)
+        attempt = SimpleNamespace(sent=False)
         try:
-            async with self._session.post(url, data=request.body) as response:
-                body = await response.read()
+            async with self._session.post(
+                url, data=request.body, allow_redirects=False, trace_request_ctx=attempt
+            ) as response:
                 status = response.status
+                if 300 <= status < 400:
+                    return _redirect(status, response.headers.get("Location", ""))
+                body = await _read_bounded(response)
         except asyncio.TimeoutError:  # aiohttp's ServerTimeoutError is one too
-            return transport_failure(f"timeout after {self.timeout:g} s")
+            if attempt.sent:
+                return uncertain(f"no answer within --timeout {self.timeout:g} s")
+            return transport_failure(f"could not connect within {self.timeout:g} s")
         except (aiohttp.ClientError, OSError) as exc:
-            return transport_failure(f"connection error: {self._safe_text(exc, request)}")
+            text = self._safe_text(exc, request)
+            if attempt.sent:
+                return uncertain(f"connection lost after the call was sent: {text}")
+            return transport_failure(f"connection error: {text}")
+        if body is None:
+            return uncertain(f"an answer larger than {MAX_BODY_BYTES:,} bytes (not read)")
         return classify(status, body, spec)
 
     def _safe_text(self, exc: BaseException, request: SignedRequest) -> str:
@@ -71,3 +122,26 @@ class Gateway:
         text = _URL_QUERY.sub("", text).strip()
         name = type(exc).__name__
         return f"{name}: {text}" if text else name
+
+
+async def _read_bounded(response: aiohttp.ClientResponse) -> bytes | None:
+    """The body, or None once it passes ``MAX_BODY_BYTES`` (the rest is never read)."""
+    if (response.content_length or 0) > MAX_BODY_BYTES:
+        return None
+    chunks, size = [], 0
+    async for chunk in response.content.iter_any():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _redirect(status: int, location: str) -> Reply:
+    """A 3xx: never followed. Its target is named without a query (it may echo ours)."""
+    target = _URL_QUERY.sub("", location).strip() or "no Location"
+    return Reply(
+        ErrorClass.FATAL,
+        error=f"HTTP {status} redirect to {target} (not followed: the signed query would go "
+        "with it); point --gateway / TOP_GATEWAY at the gateway itself",
+    )

@@ -6,18 +6,29 @@ Tables::
     calls    (app_key, method, payload_hash) -> state in_flight | success | failed | unknown,
              request_id, system_time, finished_at, run_id          -- what resume reads
     runs     one row per run: input, pid, host, started/finished   -- also the lock
-    results  (run_id, source_row) -> the report columns            -- the workbook is built from it
+    results  (run_id, source_row) -> the report columns and a digest of the row's cells
+             (``Row.digest``)                                    -- the workbook is built from it
     usage    (app_key, day) -> calls: HTTP calls settled per GMT+8 day -- the daily-quota check
              (added later; CREATE IF NOT EXISTS gives older journals the table as they open)
 
-A call is marked ``in_flight`` before it starts and settled as soon as its answer is known, each
-in its own short transaction, so ``kill -9`` at any moment loses nothing committed. WAL with
-``synchronous=NORMAL`` keeps a commit at tens of microseconds; a power cut may lose the last few.
+A payload is *claimed* before its first call: in one ``BEGIN IMMEDIATE`` transaction the run
+reads what the journal holds for it and, if ``refusal`` allows, marks it ``in_flight`` under its
+own run id. Every run on the journal goes through that one write lock, so two runs holding the
+same rows (the same file twice, or two different files) never both send a payload. The outcome
+is committed as soon as it is known, so ``kill -9`` at any moment loses nothing committed. A call
+whose answer was lost is settled ``unknown``; one in flight when its run died stays
+``in_flight``; both are sent again only with ``--resend-unknown``. A claim the run gives back
+unsent (it stopped first) restores what the journal held before.
+
+WAL with ``synchronous=NORMAL`` keeps a commit at tens of microseconds; a power cut may lose the
+last few. The first open of a journal (creating the file and its tables) is serialized by an
+advisory lock on ``<journal>.lock``, so runs started together on a new journal all proceed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import sqlite3
@@ -30,6 +41,11 @@ from pathlib import Path
 from importer.errors import JournalError, LockedError
 from importer.protocol import GMT8
 from importer.records import Outcome, Status
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: SQLite's busy timeout alone
+    fcntl = None  # type: ignore[assignment]
 
 SCHEMA_NAME = "top-import-journal"
 SCHEMA_VERSION = "1"
@@ -51,7 +67,7 @@ CREATE INDEX IF NOT EXISTS runs_live ON runs (input_key, finished_at);
 CREATE TABLE IF NOT EXISTS results (
     run_id INTEGER NOT NULL, source_row INTEGER NOT NULL, status TEXT NOT NULL,
     code TEXT, msg TEXT, sub_code TEXT, sub_msg TEXT, request_id TEXT, system_time TEXT,
-    attempts INTEGER, elapsed_ms INTEGER, error TEXT,
+    attempts INTEGER, elapsed_ms INTEGER, error TEXT, row_digest INTEGER,
     PRIMARY KEY (run_id, source_row)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS usage (
@@ -80,15 +96,55 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+KEPT_UNKNOWN_NOTE = (
+    "an earlier call of this payload got no answer (its outcome is unknown), so it was not sent "
+    "again: check it on the platform, then rerun with --resend-unknown to send it"
+)
+
+
 @dataclass(frozen=True, slots=True)
 class PriorCall:
-    """What an earlier run recorded for a payload."""
+    """What the journal holds for a payload, and whether the run holding it is still going."""
 
-    state: str
+    state: str  # in_flight | success | failed | unknown
     request_id: str
     system_time: str
     finished_at: float | None
     run_id: int
+    live: bool = False  # the run that holds it has not finished (and, on this host, is alive)
+    input_path: str = ""  # that run's input
+    pid: int = 0
+
+
+def refusal(
+    prior: PriorCall | None, *, resend_unknown: bool, resend_success: bool
+) -> Outcome | None:
+    """The one rule of "never twice": None when a run may send a payload the journal holds as
+    ``prior``, else the outcome of the row that must not be sent.
+
+    Pure; the pre-flight, the feed and the claim (authoritative, under the write lock) all ask
+    it. ``resend_success`` is ``--no-resume``; ``resend_unknown`` is ``--resend-unknown``.
+    """
+    if prior is None or prior.state == "failed":
+        return None
+    by = f" by the run of {prior.input_path}" if prior.input_path else ""
+    if prior.state == "success":
+        if resend_success:
+            return None
+        when = _when(prior.finished_at) if prior.finished_at else "an earlier run"
+        return Outcome(
+            Status.SKIPPED,
+            request_id=prior.request_id,
+            system_time=prior.system_time,
+            error=f"already sent successfully at {when}{by}",
+        )
+    if prior.state == "in_flight" and prior.live:
+        return Outcome(
+            Status.DUPLICATE,
+            error=f"being sent right now{by} (process {prior.pid}); not sent twice",
+        )
+    # unknown: an answer was lost, or its run died with the call in flight
+    return None if resend_unknown else Outcome(Status.UNKNOWN, error=KEPT_UNKNOWN_NOTE)
 
 
 class Journal:
@@ -98,13 +154,32 @@ class Journal:
         self.path = Path(path)
         if self.path.is_dir():
             raise JournalError(f"Journal {self.path} is a directory; give a file with --journal.")
+        with self._opening():
+            self._open()
+        self.host = socket.gethostname()
+
+    @contextlib.contextmanager
+    def _opening(self) -> Iterator[None]:
+        """One process at a time checks, creates and migrates the file (a new journal is empty
+        or half-written while another process creates it)."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            lock = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise JournalError(
+                f"Cannot create the journal {self.path}: {exc.strerror or exc}; pass another "
+                "--journal path."
+            ) from None
+        try:
+            if fcntl is not None:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(lock)  # closing releases the lock
+
+    def _open(self) -> None:
         fresh = not self.path.exists() or self.path.stat().st_size == 0
-        if fresh:
-            try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise JournalError(f"Cannot create the journal folder for {path}: {exc}.") from None
-        else:
+        if not fresh:
             self._check_foreign()
         try:
             if not fresh:
@@ -114,6 +189,9 @@ class Journal:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA busy_timeout=30000")
             self._db.executescript(_SCHEMA)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(results)")}
+            if "row_digest" not in columns:  # a journal of an earlier version
+                self._db.execute("ALTER TABLE results ADD COLUMN row_digest INTEGER")
             self._db.executemany(
                 "INSERT OR IGNORE INTO meta VALUES (?, ?)",
                 [("schema", SCHEMA_NAME), ("version", SCHEMA_VERSION)],
@@ -159,22 +237,34 @@ class Journal:
         self._db.close()
 
     def start_run(
-        self, *, input_path: str, input_key: str, app_key: str, method: str
+        self,
+        *,
+        input_path: str,
+        input_key: str,
+        app_key: str,
+        method: str,
+        resend_unknown: bool = False,
+        resend_success: bool = False,
     ) -> RunJournal:
-        """Take the lock of ``input_key`` (an input's content hash) and open a run."""
+        """Take the lock of ``input_key`` (an input's content hash) and open a run.
+
+        Runs of this host whose process is gone are closed first: their locks never block, and
+        what they held in flight becomes unknown to every later claim.
+        """
         db = self._db
-        host = socket.gethostname()
+        host = self.host
         db.execute("BEGIN IMMEDIATE")
         try:
-            for run_id, pid, other_host, started, other_input in db.execute(
-                "SELECT run_id, pid, host, started_at, input_path FROM runs "
+            for run_id, pid in db.execute(
+                "SELECT run_id, pid FROM runs WHERE finished_at IS NULL AND host = ?", (host,)
+            ).fetchall():
+                if not _pid_alive(pid):
+                    db.execute("UPDATE runs SET finished_at = ? WHERE run_id = ?", (0, run_id))
+            for pid, other_host, started, other_input in db.execute(
+                "SELECT pid, host, started_at, input_path FROM runs "
                 "WHERE input_key = ? AND finished_at IS NULL",
                 (input_key,),
             ).fetchall():
-                if other_host == host and not _pid_alive(pid):
-                    # A dead run's lock: it never blocks.
-                    db.execute("UPDATE runs SET finished_at = ? WHERE run_id = ?", (0, run_id))
-                    continue
                 same = input_path if other_input == input_path else f"{other_input} (same content)"
                 raise LockedError(
                     f"{input_path}: {same} is already being imported with journal {self.path} by "
@@ -191,18 +281,40 @@ class Journal:
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        return RunJournal(db, int(run_id or 0), app_key, method)
+        return RunJournal(
+            db,
+            int(run_id or 0),
+            app_key,
+            method,
+            host=host,
+            resend_unknown=resend_unknown,
+            resend_success=resend_success,
+        )
 
 
 class RunJournal:
-    """One run's view of the journal: resume look-ups, in-flight marks, settled outcomes."""
+    """One run's view of the journal: resume look-ups, claims, settled outcomes."""
 
-    def __init__(self, db: sqlite3.Connection, run_id: int, app_key: str, method: str) -> None:
+    def __init__(
+        self,
+        db: sqlite3.Connection,
+        run_id: int,
+        app_key: str,
+        method: str,
+        *,
+        host: str = "",
+        resend_unknown: bool = False,
+        resend_success: bool = False,
+    ) -> None:
         self._db = db
         self.run_id = run_id
         self._key = (app_key, method)
-        self._marks: list[tuple[str, asyncio.Future[None]]] = []
-        self._outcomes: list[tuple[int, str | None, Outcome]] = []
+        self._host = host or socket.gethostname()
+        self._policy = {"resend_unknown": resend_unknown, "resend_success": resend_success}
+        self._claims: list[tuple[str, asyncio.Future[Outcome | None]]] = []
+        self._outcomes: list[_Settled] = []
+        # payload hash -> what the journal held before this run claimed it, until it is settled
+        self._claimed: dict[str, PriorCall | None] = {}
         self._flush_scheduled = False
         self._error: Exception | None = None
 
@@ -210,39 +322,49 @@ class RunJournal:
         return f"RunJournal(run_id={self.run_id}, method={self._key[1]!r})"
 
     def prior(self, payload_hash: str) -> PriorCall | None:
-        row = self._db.execute(
-            "SELECT state, request_id, system_time, finished_at, run_id FROM calls "
-            "WHERE app_key = ? AND method = ? AND payload_hash = ?",
-            (*self._key, payload_hash),
-        ).fetchone()
+        row = self._db.execute(_PRIOR, (*self._key, payload_hash)).fetchone()
         if row is None:
             return None
-        return PriorCall(row[0], row[1] or "", row[2] or "", row[3], row[4])
+        state, request_id, system_time, finished_at, run_id, unfinished, path, pid, host = row
+        live = bool(unfinished) and (host != self._host or _pid_alive(pid))
+        return PriorCall(
+            state, request_id or "", system_time or "", finished_at, run_id, live, path or "", pid
+        )
 
-    def in_flight(self, payload_hash: str) -> None:
-        """Mark a payload as sent-but-unanswered before its first call starts (own commit)."""
-        self._write([payload_hash], [])
+    def judge(self, prior: PriorCall | None) -> Outcome | None:
+        """``refusal`` with this run's policy: None when it may send a payload held as
+        ``prior`` (a look-up, not a claim)."""
+        return refusal(prior, **self._policy)
 
-    def settle(self, source_row: int, payload_hash: str | None, outcome: Outcome) -> None:
-        """Commit a row's final outcome (and, for a sent payload, its call state) at once."""
-        self._write([], [(source_row, payload_hash, outcome)])
+    def in_flight(self, payload_hash: str) -> Outcome | None:
+        """Claim a payload before its first call (own commit): None when claimed, else the
+        outcome of a row that must not be sent (another run holds or sent the payload)."""
+        return self._write([payload_hash], [])[0]
+
+    def settle(
+        self, source_row: int, payload_hash: str | None, outcome: Outcome, digest: int | None = None
+    ) -> None:
+        """Commit a row's final outcome (and, for a claimed payload, its call state) at once."""
+        self._write([], [(source_row, payload_hash, outcome, digest)])
 
     # -- the same writes, coalesced per event-loop tick ------------------------------------------
     #
-    # At thousands of calls a second, a commit per mark and per outcome is most of the journal's
-    # cost. Marks and outcomes that arise in the same tick of the event loop share one
+    # At thousands of calls a second, a commit per claim and per outcome is most of the journal's
+    # cost. Claims and outcomes that arise in the same tick of the event loop share one
     # transaction, committed by a callback at the end of that tick: before any further I/O,
     # timer or sleep, so there is no time window in which a known outcome waits. A call starts
-    # only once its mark is committed (``in_flight_soon`` returns the future to await).
+    # only once its claim is committed (``in_flight_soon`` returns the future to await).
 
-    def in_flight_soon(self, payload_hash: str) -> asyncio.Future[None]:
+    def in_flight_soon(self, payload_hash: str) -> asyncio.Future[Outcome | None]:
         future = asyncio.get_running_loop().create_future()
-        self._marks.append((payload_hash, future))
+        self._claims.append((payload_hash, future))
         self._schedule()
         return future
 
-    def settle_soon(self, source_row: int, payload_hash: str | None, outcome: Outcome) -> None:
-        self._outcomes.append((source_row, payload_hash, outcome))
+    def settle_soon(
+        self, source_row: int, payload_hash: str | None, outcome: Outcome, digest: int | None = None
+    ) -> None:
+        self._outcomes.append((source_row, payload_hash, outcome, digest))
         self._schedule()
 
     def _schedule(self) -> None:
@@ -259,40 +381,59 @@ class RunJournal:
 
     def flush(self) -> None:
         """Commit whatever the current tick queued; raise what an earlier tick's commit hit."""
-        marks, outcomes = self._marks, self._outcomes
-        self._marks, self._outcomes = [], []
+        claims, outcomes = self._claims, self._outcomes
+        self._claims, self._outcomes = [], []
         try:
-            if marks or outcomes:
-                self._write([h for h, _ in marks], outcomes)
+            verdicts = self._write([h for h, _ in claims], outcomes) if claims or outcomes else []
         except BaseException as exc:
-            for _, future in marks:
+            for _, future in claims:
                 if not future.done():
                     future.set_exception(JournalError(f"The journal cannot be written: {exc}."))
             raise
-        for _, future in marks:
+        for (_, future), verdict in zip(claims, verdicts, strict=True):
             if not future.done():
-                future.set_result(None)
+                future.set_result(verdict)
         if self._error is not None:
             error, self._error = self._error, None
             raise JournalError(f"The journal cannot be written: {error}.") from None
 
-    def _write(self, marks: list[str], outcomes: list[tuple[int, str | None, Outcome]]) -> None:
-        """One transaction: in-flight marks, then outcomes (call states, usage, results)."""
+    def _write(self, claims: list[str], outcomes: list[_Settled]) -> list[Outcome | None]:
+        """One transaction: claims, then outcomes (call states, usage, results). Returns each
+        claim's verdict: None when claimed, else the outcome of a row not to send."""
         db = self._db
         now = time.time()
         run_id, (app_key, method) = self.run_id, self._key
-        db.execute("BEGIN")
+        verdicts: list[Outcome | None] = []
+        claimed: dict[str, PriorCall | None] = {}
+        # IMMEDIATE: the claim reads, then writes; no other run may write in between.
+        db.execute("BEGIN IMMEDIATE" if claims else "BEGIN")
         try:
-            if marks:
-                db.executemany(_MARK_IN_FLIGHT, [(app_key, method, h, run_id) for h in marks])
-            states, calls = [], 0
-            for _, payload_hash, outcome in outcomes:
+            for payload_hash in claims:
+                prior = self.prior(payload_hash)
+                verdict = refusal(prior, **self._policy)
+                if verdict is None:
+                    db.execute(_CLAIM, (app_key, method, payload_hash, run_id))
+                    claimed[payload_hash] = prior
+                verdicts.append(verdict)
+            states, released, calls = [], [], 0
+            for _, payload_hash, outcome, _ in outcomes:
                 calls += outcome.attempts
-                if payload_hash is None or not outcome.attempts:
+                if payload_hash is None:
+                    continue
+                if not outcome.attempts:
+                    if payload_hash in self._claimed or payload_hash in claimed:
+                        released.append(payload_hash)  # claimed, then stopped before the call
                     continue
                 state = _CALL_STATE.get(outcome.status, "failed")
                 answer = (outcome.request_id, outcome.system_time, now, run_id, state)
                 states.append((*answer, app_key, method, payload_hash, state))
+            for payload_hash in released:
+                before = claimed.pop(payload_hash, None) or self._claimed.get(payload_hash)
+                if before is None:
+                    db.execute(_FORGET_CALL, (app_key, method, payload_hash, run_id))
+                else:
+                    restore = (before.state, before.run_id, app_key, method, payload_hash, run_id)
+                    db.execute(_RESTORE_CALL, restore)
             if states:
                 db.executemany(_SETTLE_CALL, states)
             if calls:  # every HTTP call counts against the daily quota
@@ -300,26 +441,39 @@ class RunJournal:
             if outcomes:
                 db.executemany(
                     _INSERT_RESULT,
-                    [(run_id, row, *o.values()) for row, _, o in outcomes],
+                    [(run_id, row, *o.values(), d) for row, _, o, d in outcomes],
                 )
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
+        self._claimed.update(claimed)
+        for _, payload_hash, _, _ in outcomes:
+            if payload_hash is not None:
+                self._claimed.pop(payload_hash, None)
+        return verdicts
 
-    def add_rows(self, rows: Iterable[tuple[int, Outcome]]) -> None:
-        """Record outcomes of rows that made no call (invalid, duplicate, skipped...) in bulk."""
-        self._write([], [(source_row, None, o) for source_row, o in rows])
+    def add_rows(self, rows: Iterable[tuple[int, Outcome] | tuple[int, Outcome, int]]) -> None:
+        """Record outcomes of rows that made no call (invalid, duplicate, skipped...) in bulk:
+        (source_row, outcome) or (source_row, outcome, the row's digest)."""
+        self._write([], [(r[0], None, r[1], r[2] if len(r) > 2 else None) for r in rows])
 
     def results(self) -> Iterator[tuple[int, Outcome]]:
         """Every recorded row of this run, in source-row order."""
+        for source_row, _, outcome in self.paired_results():
+            yield source_row, outcome
+
+    def paired_results(self) -> Iterator[tuple[int, int | None, Outcome]]:
+        """(source_row, digest of the row's cells, outcome) of every recorded row, in order."""
         cur = self._db.execute(
-            "SELECT source_row, status, code, msg, sub_code, sub_msg, request_id, system_time, "
-            "attempts, elapsed_ms, error FROM results WHERE run_id = ? ORDER BY source_row",
+            "SELECT source_row, row_digest, status, code, msg, sub_code, sub_msg, request_id, "
+            "system_time, attempts, elapsed_ms, error FROM results WHERE run_id = ? "
+            "ORDER BY source_row",
             (self.run_id,),
         )
         for row in cur:
-            yield row[0], Outcome(Status(row[1]), *(v if v is not None else "" for v in row[2:]))
+            outcome = Outcome(Status(row[2]), *(v if v is not None else "" for v in row[3:]))
+            yield row[0], row[1], outcome
 
     def calls_on(self, day: str) -> int:
         """HTTP calls settled for this app key (any method, any run) on a ``quota_day``."""
@@ -342,12 +496,27 @@ _ADD_USAGE = (
     "INSERT INTO usage (app_key, day, calls) VALUES (?, ?, ?) "
     "ON CONFLICT DO UPDATE SET calls = calls + excluded.calls"
 )
-_MARK_IN_FLIGHT = (
+_PRIOR = (
+    "SELECT c.state, c.request_id, c.system_time, c.finished_at, c.run_id, "
+    "r.run_id IS NOT NULL AND r.finished_at IS NULL, r.input_path, r.pid, r.host "
+    "FROM calls c LEFT JOIN runs r ON r.run_id = c.run_id "
+    "WHERE c.app_key = ? AND c.method = ? AND c.payload_hash = ?"
+)
+_CLAIM = (
     "INSERT INTO calls (app_key, method, payload_hash, state, run_id) "
     "VALUES (?, ?, ?, 'in_flight', ?) "
     # A success stays a success: --no-resume may send it again, but resume must not.
     "ON CONFLICT DO UPDATE SET run_id = excluded.run_id, "
     "state = CASE state WHEN 'success' THEN 'success' ELSE 'in_flight' END"
+)
+# A claim given back unsent: the journal holds again what it held before (or nothing).
+_FORGET_CALL = (
+    "DELETE FROM calls WHERE app_key = ? AND method = ? AND payload_hash = ? AND run_id = ? "
+    "AND state = 'in_flight'"
+)
+_RESTORE_CALL = (
+    "UPDATE calls SET state = ?, run_id = ? "
+    "WHERE app_key = ? AND method = ? AND payload_hash = ? AND run_id = ? AND state = 'in_flight'"
 )
 _SETTLE_CALL = (
     "UPDATE calls SET request_id = ?, system_time = ?, finished_at = ?, run_id = ?, state = ? "
@@ -355,10 +524,12 @@ _SETTLE_CALL = (
     # a success stays a success (and keeps its request_id)
     "AND (state != 'success' OR ? = 'success')"
 )
-# An unknown outcome (cancelled in flight) may or may not have landed: it stays in flight.
-_CALL_STATE = {Status.SUCCESS: "success", Status.UNKNOWN: "in_flight"}
+# An unknown outcome (its answer lost, or cancelled in flight) may or may not have landed.
+_CALL_STATE = {Status.SUCCESS: "success", Status.UNKNOWN: "unknown"}
 _INSERT_RESULT = (
     "INSERT OR REPLACE INTO results (run_id, source_row, status, code, msg, sub_code, sub_msg, "
-    "request_id, system_time, attempts, elapsed_ms, error) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "request_id, system_time, attempts, elapsed_ms, error, row_digest) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+# (source_row, payload_hash or None, outcome, digest of the row's cells or None)
+_Settled = tuple[int, "str | None", Outcome, "int | None"]

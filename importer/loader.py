@@ -198,19 +198,24 @@ def _map_headers(
     return out
 
 
-def _source_for(path: Path, sheet: str | None) -> _CsvSource | _SheetSource:
+def check_path(path: Path) -> None:
+    """An ``InputError`` unless ``path`` is an existing file of a kind the loader reads."""
     if not path.exists():
         raise InputError(f"{path} does not exist; check the path and the current directory.")
     if path.is_dir():
         raise InputError(f"{path} is a directory; give the path of an input file ({_WHAT_TO_DO}).")
+    if path.suffix.lower() not in (*WORKBOOK_SUFFIXES, *CSV_SUFFIXES):
+        raise InputError(
+            f"{path} has an unsupported extension {path.suffix or '(none)'!r}; {_WHAT_TO_DO}."
+        )
+
+
+def _source_for(path: Path, sheet: str | None) -> _CsvSource | _SheetSource:
+    check_path(path)
     suffix = path.suffix.lower()
     if suffix in WORKBOOK_SUFFIXES:
         return _SheetSource.find(path, sheet)
-    if suffix in CSV_SUFFIXES:
-        return _CsvSource.sniff(path, tab=suffix == ".tsv")
-    raise InputError(
-        f"{path} has an unsupported extension {path.suffix or '(none)'!r}; {_WHAT_TO_DO}."
-    )
+    return _CsvSource.sniff(path, tab=suffix == ".tsv")
 
 
 def _read_sample(path: Path) -> bytes:

@@ -1,18 +1,19 @@
 """One input file through the whole flow: loader -> records -> dispatcher -> journal -> reporter.
 
 ``check_file`` (validate, dry run) makes one pass and writes the workbook as it goes.
-``run_file`` makes three: the pre-flight counts what would be sent (validation, duplicates and
-journal look-ups, nothing recorded) for the ``Plan`` the caller approves; the second streams rows
-into the dispatcher and commits every outcome to the journal; the third reads the input again
-beside the journal's outcomes (both in source-row order) and writes the workbook, so memory does
-not grow with the row count.
+``run_file`` makes three over a private copy of the input taken at the start (``snapshot``), so
+every pass reads the same bytes whatever happens to the file meanwhile: the pre-flight counts
+what would be sent (validation, duplicates and journal look-ups, nothing recorded) for the
+``Plan`` the caller approves; the send pass streams rows into the dispatcher, which claims each
+payload in the journal before its call and commits every outcome; the report pass reads the copy
+again beside the journal's outcomes (both in source-row order, paired by row number and a digest
+of the cells) and writes the workbook, so memory does not grow with the row count.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import signal
 import sys
 import time
@@ -21,13 +22,13 @@ from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
-from importer import __version__
+from importer import __version__, snapshot
 from importer.config import Config
 from importer.dispatcher import Dispatcher, DispatchSettings, StopReason
 from importer.errors import UsageError
 from importer.gateway import Gateway
-from importer.journal import Journal, PriorCall, RunJournal, quota_day
-from importer.loader import InputTable, open_input
+from importer.journal import Journal, RunJournal, quota_day
+from importer.loader import InputTable, check_path, open_input
 from importer.pacing import AUTO_START_QPS, paced_rate
 from importer.progress import Progress
 from importer.protocol import Credentials, RequestBuilder
@@ -42,12 +43,10 @@ from importer.records import (
 )
 from importer.reporter import ReportWriter
 from importer.specs import ApiSpec
-from importer.summary import FileSummary, Plan, stamp
+from importer.summary import FileSummary, Plan
 
-RESENT_NOTE = "outcome of an earlier interrupted call unknown; sent again"
-KEPT_UNKNOWN_NOTE = (
-    "outcome of an earlier interrupted call unknown; not sent again (--no-resend-unknown)"
-)
+RESENT_NOTE = "an earlier call of this payload got no answer; sent again (--resend-unknown)"
+SNAPSHOT_FOLDER = ".top-import-snapshots"  # beside the journal: the runs' private input copies
 _BATCH = 2000  # rows without a call are committed in batches: a crash loses no call state
 
 
@@ -128,24 +127,19 @@ def check_file(
 # -- run: send, journal, report -------------------------------------------------------------------
 
 
-def input_key(path: Path) -> str:
-    """The lock key of an input: a hash of its content (a renamed copy is the same input)."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 class _Feed:
-    """Pass one: rows -> records to send; rows that need no call are settled in the journal."""
+    """Rows -> records to send; rows that need no call are settled in the journal.
+
+    ``count`` is the pre-flight (what every row would become, nothing recorded); ``records`` is
+    the send pass. Each record yielded leaves its row's digest (and a note, for a row resent
+    after an unknown outcome) in ``pending`` until its outcome is settled.
+    """
 
     def __init__(
         self,
         table: InputTable,
         spec: ApiSpec,
         run: RunJournal,
-        config: Config,
         summary: FileSummary,
         on_settled: Callable[[Status], None],
     ) -> None:
@@ -153,66 +147,47 @@ class _Feed:
         self._validator = RowValidator(spec, table.columns)
         self._duplicates = DuplicateFilter()
         self._run = run
-        self._config = config
         self._summary = summary
         self._on_settled = on_settled
-        self.notes: dict[int, str] = {}  # rows resent after an unknown earlier outcome
+        self.pending: dict[int, tuple[int, str]] = {}  # source_row -> (digest, note)
 
     def count(self) -> Counter[str]:
         """The pre-flight: what every row would become (``send`` or a status), nothing recorded."""
         tally: Counter[str] = Counter()
         for row in self._table.rows():
-            decided = self._decide(row)
+            decided, _ = self._decide(row)
             tally["send" if isinstance(decided, RequestRecord) else decided.status.value] += 1
         return tally
 
     def records(self) -> Iterator[RequestRecord]:
-        pending: list[tuple[int, Outcome]] = []
+        pending: list[tuple[int, Outcome, int]] = []
         for row in self._table.rows():
             self._summary.rows_read += 1
-            outcome = self._decide(row)
-            if isinstance(outcome, RequestRecord):
-                yield outcome
+            decided, note = self._decide(row)
+            if isinstance(decided, RequestRecord):
+                self.pending[row.source_row] = (row.digest(), note)
+                yield decided
                 continue
-            pending.append((row.source_row, outcome))
-            self._on_settled(outcome.status)
+            pending.append((row.source_row, decided, row.digest()))
+            self._on_settled(decided.status)
             if len(pending) >= _BATCH:
                 self._run.add_rows(pending)
                 pending.clear()
         if pending:
             self._run.add_rows(pending)
 
-    def _decide(self, row: Row) -> RequestRecord | Outcome:
-        """The record to send, or the outcome of a row that needs no call."""
+    def _decide(self, row: Row) -> tuple[RequestRecord | Outcome, str]:
+        """The record to send (and a note for its report row), or the outcome of a row that
+        needs no call: invalid, duplicate, or what the journal holds (``journal.refusal``)."""
         checked = check_row(row, self._validator, self._duplicates)
         if isinstance(checked, Outcome):
-            return checked
-        outcome = self._resume(checked)
-        return checked if outcome is None else outcome
-
-    def _resume(self, record: RequestRecord) -> Outcome | None:
-        """None to send the record; else the outcome that an earlier run decided."""
-        if not self._config.resume:
-            return None
-        prior = self._run.prior(record.payload_hash)
-        if prior is None or prior.state == "failed":
-            return None
-        if prior.state == "success":
-            return _skipped(prior)
-        if not self._config.resend_unknown:
-            return Outcome(Status.UNKNOWN, error=KEPT_UNKNOWN_NOTE)
-        self.notes[record.source_row] = RESENT_NOTE
-        return None
-
-
-def _skipped(prior: PriorCall) -> Outcome:
-    when = stamp(prior.finished_at) if prior.finished_at else "an earlier run"
-    return Outcome(
-        Status.SKIPPED,
-        request_id=prior.request_id,
-        system_time=prior.system_time,
-        error=f"already sent successfully at {when}",
-    )
+            return checked, ""
+        prior = self._run.prior(checked.payload_hash)
+        refused = self._run.judge(prior)
+        if refused is not None:
+            return refused, ""
+        resent = prior is not None and prior.state in ("in_flight", "unknown")
+        return checked, RESENT_NOTE if resent else ""
 
 
 async def run_file(
@@ -227,12 +202,46 @@ async def run_file(
 ) -> FileSummary:
     """Send every valid row of one input; the workbook is written whatever stops the run.
 
-    ``stop_at`` (a cron window's end) stops starting calls then; the rest are ``not_sent``.
-    ``approve`` sees the pre-flight ``Plan`` before anything is sent; an ``ImporterError`` it
-    raises stops this input with nothing sent and no workbook.
+    The run reads a private copy of the input taken now (``snapshot``), so a file saved while
+    it is sending changes nothing about this run; the summary notes it. ``stop_at`` (a cron
+    window's end) stops starting calls then; the rest are ``not_sent``. ``approve`` sees the
+    pre-flight ``Plan`` before anything is sent; an ``ImporterError`` it raises stops this input
+    with nothing sent and no workbook.
     """
-    table = _open(path, config, spec)
+    check_path(path)
     out = report_path(config, path)
+    copy = snapshot.take(path, journal.path.parent / SNAPSHOT_FOLDER)
+    try:
+        with copy.named_as_original():
+            summary = await _run_copy(
+                path, copy, out, config, spec, journal, credentials, gateway_url, stop_at, approve
+            )
+        if copy.changed():
+            summary.input_changed = True
+            summary.notes.append(
+                f"{path} changed while it was being sent; this run sent and reported the "
+                "version it started with. Run it again to send the new content (the journal "
+                "skips what already succeeded)."
+            )
+        return summary
+    finally:
+        copy.remove()
+
+
+async def _run_copy(
+    path: Path,
+    copy: snapshot.Snapshot,
+    out: Path,
+    config: Config,
+    spec: ApiSpec,
+    journal: Journal,
+    credentials: Credentials,
+    gateway_url: str,
+    stop_at: datetime | None,
+    approve: Callable[[Plan], None] | None,
+) -> FileSummary:
+    """The three passes over the private copy: pre-flight, send, report."""
+    table = _open(copy.path, config, spec)
     summary = FileSummary(
         path,
         "run",
@@ -242,81 +251,110 @@ async def run_file(
         sign_method=config.sign_method,
         limits=_limits(config),
     )
+    resend_unknown = resends_unknown(config, spec)
     run = journal.start_run(
         input_path=str(path),
-        input_key=input_key(path),
+        input_key=copy.key,
         app_key=credentials.app_key,
         method=spec.method,
+        resend_unknown=resend_unknown or not config.resume,
+        resend_success=not config.resume,
     )
     try:
         plan = _plan(path, table, spec, run, config)
         if approve is not None:
             approve(plan)
-    except BaseException:
-        run.finish()
-        raise
-    builder = RequestBuilder(
-        spec, credentials, config.sign_method, partner_id=f"top-import-{__version__}"
-    )
-    progress = Progress(config.progress, label=path.name, total=table.estimate_rows())
-    feed = _Feed(table, spec, run, config, summary, progress.update)
-
-    def on_start(record: RequestRecord) -> asyncio.Future[None]:
-        return run.in_flight_soon(record.payload_hash)
-
-    def on_outcome(record: RequestRecord, outcome: Outcome) -> None:
-        note = feed.notes.pop(record.source_row, None)
-        if note:
-            outcome.error = f"{note}; {outcome.error}" if outcome.error else note
-        run.settle_soon(record.source_row, record.payload_hash, outcome)
-        progress.update(outcome.status)
-
-    settings = DispatchSettings(
-        qps=min(AUTO_START_QPS, config.qps_max) if config.qps_auto else config.qps,
-        concurrency=config.concurrency,
-        retries=config.retries,
-        max_ban=config.max_ban,
-        canary=config.canary,
-        max_failure_rate=config.max_failure_rate,
-        qps_auto=config.qps_auto,
-        qps_max=config.qps_max,
-    )
-    try:
-        async with Gateway(
-            gateway_url, concurrency=config.concurrency, timeout=config.timeout
-        ) as gateway:
-            dispatcher = Dispatcher(
-                builder, gateway, settings, on_start=on_start, on_outcome=on_outcome
+        builder = RequestBuilder(
+            spec, credentials, config.sign_method, partner_id=f"top-import-{__version__}"
+        )
+        settings = DispatchSettings(
+            qps=min(AUTO_START_QPS, config.qps_max) if config.qps_auto else config.qps,
+            concurrency=config.concurrency,
+            retries=config.retries,
+            max_ban=config.max_ban,
+            canary=config.canary,
+            max_failure_rate=config.max_failure_rate,
+            qps_auto=config.qps_auto,
+            qps_max=config.qps_max,
+            resend_uncertain=resend_unknown,
+        )
+        with _signals(summary) as interrupts:
+            await _send(
+                table, spec, run, builder, settings, config, gateway_url, stop_at, interrupts
             )
-            # Installed until the workbook is written: a signal then only marks the exit code.
-            with _signals(dispatcher, summary), _deadline(dispatcher, stop_at):
-                started = time.monotonic()
-                try:
-                    result = await dispatcher.run(feed.records())
-                finally:
-                    summary.send_seconds = time.monotonic() - started
-                    progress.close()
-                    run.flush()
-                summary.stop_reason, summary.message = result.stop_reason, result.message
-                if dispatcher.rate_policy is not None:
-                    summary.limits["qps auto reached"] = round(dispatcher.pacer.qps, 1)
-                    summary.limits["qps auto throttles"] = dispatcher.rate_policy.throttles
-                if result.stop_reason is StopReason.DEADLINE and stop_at is not None:
-                    summary.message = (
-                        f"stopped starting calls at {stop_at:%Y-%m-%d %H:%M} (--deadline / "
-                        "--max-runtime); the rows not sent are in the workbook, and rerunning "
-                        "the same command resumes with them"
-                    )
-                summary.ended = time.time()
-                summary.workbook = _write_report(table, run, out, summary)
+            summary.ended = time.time()
+            summary.workbook = _write_report(table, run, out, summary)
     finally:
         run.finish()
+    unknown = summary.counts.get(Status.UNKNOWN.value, 0)
+    if unknown:
+        summary.notes.append(
+            f"{path}: {unknown} row{'s' if unknown != 1 else ''} unknown: the call may have "
+            "reached the platform but no answer came back. They are the rows with status "
+            f"unknown in {summary.workbook}: check them on the platform, then rerun with "
+            "--resend-unknown to send them again."
+        )
     return summary
 
 
+async def _send(
+    table: InputTable,
+    spec: ApiSpec,
+    run: RunJournal,
+    builder: RequestBuilder,
+    settings: DispatchSettings,
+    config: Config,
+    gateway_url: str,
+    stop_at: datetime | None,
+    interrupts: _Interrupts,
+) -> None:
+    """The send pass: rows into the dispatcher, every claim and outcome into the journal."""
+    summary = interrupts.summary
+    progress = Progress(config.progress, label=summary.input.name, total=table.estimate_rows())
+    feed = _Feed(table, spec, run, summary, progress.update)
+
+    def on_start(record: RequestRecord) -> asyncio.Future[Outcome | None]:
+        return run.in_flight_soon(record.payload_hash)
+
+    def on_outcome(record: RequestRecord, outcome: Outcome) -> None:
+        digest, note = feed.pending.pop(record.source_row, (None, ""))
+        if note and outcome.attempts:
+            outcome.error = f"{note}; {outcome.error}" if outcome.error else note
+        run.settle_soon(record.source_row, record.payload_hash, outcome, digest)
+        progress.update(outcome.status)
+
+    async with Gateway(gateway_url, concurrency=config.concurrency, timeout=config.timeout) as gw:
+        dispatcher = Dispatcher(builder, gw, settings, on_start=on_start, on_outcome=on_outcome)
+        interrupts.dispatcher = dispatcher
+        with _deadline(dispatcher, stop_at):
+            started = time.monotonic()
+            try:
+                result = await dispatcher.run(feed.records())
+            finally:
+                summary.send_seconds = time.monotonic() - started
+                progress.close()
+                run.flush()
+            summary.stop_reason, summary.message = result.stop_reason, result.message
+            if dispatcher.rate_policy is not None:
+                summary.limits["qps auto reached"] = round(dispatcher.pacer.qps, 1)
+                summary.limits["qps auto throttles"] = dispatcher.rate_policy.throttles
+            if result.stop_reason is StopReason.DEADLINE and stop_at is not None:
+                summary.message = (
+                    f"stopped starting calls at {stop_at:%Y-%m-%d %H:%M} (--deadline / "
+                    "--max-runtime); the rows not sent are in the workbook, and rerunning "
+                    "the same command resumes with them"
+                )
+
+
+def resends_unknown(config: Config, spec: ApiSpec) -> bool:
+    """At-least-once for calls whose answer was lost: ``--resend-unknown``, else the spec's
+    ``idempotent``."""
+    return spec.idempotent if config.resend_unknown is None else config.resend_unknown
+
+
 def _plan(path: Path, table: InputTable, spec: ApiSpec, run: RunJournal, config: Config) -> Plan:
-    """Pass one, the pre-flight: count what pass two will send; record nothing."""
-    tally = _Feed(table, spec, run, config, FileSummary(path, "run"), lambda _: None).count()
+    """The pre-flight pass: count what the send pass will send; record nothing."""
+    tally = _Feed(table, spec, run, FileSummary(path, "run"), lambda _: None).count()
     used = run.calls_on(quota_day(time.time())) if config.daily_quota is not None else 0
     return Plan(
         path,
@@ -332,32 +370,41 @@ def _plan(path: Path, table: InputTable, spec: ApiSpec, run: RunJournal, config:
     )
 
 
-@contextlib.contextmanager
-def _signals(dispatcher: Dispatcher, summary: FileSummary):
-    """SIGINT/SIGTERM: stop starting calls; a second SIGINT also cancels the calls in flight."""
-    loop = asyncio.get_running_loop()
+class _Interrupts:
+    """SIGINT/SIGTERM during one input: stop starting calls (a second SIGINT also cancels the
+    calls in flight); while the workbook is written, a signal only marks the exit code."""
 
-    def handle(signum: int) -> None:
-        if summary.interrupt_signal is None:
-            summary.interrupt_signal = signum
+    def __init__(self, summary: FileSummary) -> None:
+        self.summary = summary
+        self.dispatcher: Dispatcher | None = None  # while the send pass runs
+
+    def handle(self, signum: int) -> None:
+        if self.summary.interrupt_signal is None:
+            self.summary.interrupt_signal = signum
             print(
                 "top-import: stopping — letting calls in flight finish "
                 "(Ctrl-C again to stop at once)",
                 file=sys.stderr,
             )
-            dispatcher.stop(StopReason.INTERRUPTED)
-        elif signum == signal.SIGINT:
-            dispatcher.abort()
+            if self.dispatcher is not None:
+                self.dispatcher.stop(StopReason.INTERRUPTED)
+        elif signum == signal.SIGINT and self.dispatcher is not None:
+            self.dispatcher.abort()
 
+
+@contextlib.contextmanager
+def _signals(summary: FileSummary) -> Iterator[_Interrupts]:
+    loop = asyncio.get_running_loop()
+    interrupts = _Interrupts(summary)
     installed = []
     for signum in (signal.SIGINT, signal.SIGTERM):
         try:
-            loop.add_signal_handler(signum, handle, signum)
+            loop.add_signal_handler(signum, interrupts.handle, signum)
             installed.append(signum)
         except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
             pass
     try:
-        yield
+        yield interrupts
     finally:
         for signum in installed:
             loop.remove_signal_handler(signum)
@@ -376,19 +423,31 @@ def _deadline(dispatcher: Dispatcher, stop_at: datetime | None):
         handle.cancel()
 
 
+def _paired(row: Row, recorded: tuple[int, int | None, Outcome] | None) -> Outcome:
+    """The outcome recorded for this row, if it was recorded for these very cells."""
+    if recorded is None or recorded[0] != row.source_row:
+        return Outcome(Status.NOT_SENT, error="no outcome recorded for this row")
+    source_row, digest, outcome = recorded
+    if digest is not None and digest != row.digest():
+        return Outcome(
+            Status.UNKNOWN,
+            error=f"the outcome recorded for row {source_row} belongs to other cells; "
+            "check this row on the platform",
+        )
+    return outcome
+
+
 def _write_report(table: InputTable, run: RunJournal, out: Path, summary: FileSummary) -> Path:
-    """Pass two: the input again beside the journal's outcomes, both in source-row order."""
-    outcomes = run.results()
+    """The report pass: the input again beside the journal's outcomes, both in source-row order,
+    each outcome paired with its row by row number and the digest of its cells."""
+    outcomes = run.paired_results()
     pending = next(outcomes, None)
     counts_from_journal = FileSummary(summary.input, summary.command)
     with ReportWriter(out, table.headers) as writer:
         for row in table.rows():
             while pending is not None and pending[0] < row.source_row:
                 pending = next(outcomes, None)
-            if pending is not None and pending[0] == row.source_row:
-                outcome = pending[1]
-            else:  # cannot happen unless the file changed between the passes
-                outcome = Outcome(Status.NOT_SENT, error="no outcome recorded for this row")
+            outcome = _paired(row, pending)
             counts_from_journal.count(outcome)
             writer.write(row, outcome)
         summary.counts = counts_from_journal.counts

@@ -127,7 +127,8 @@ class ErrorClass(str, Enum):
     SUCCESS = "success"
     BUSINESS = "business"  # the API's envelope with result.success false
     THROTTLED = "throttled"  # wait the ban (all workers), then retry
-    TRANSIENT = "transient"  # retry with backoff
+    TRANSIENT = "transient"  # not sent, or answered with a passing error: retry with backoff
+    UNCERTAIN = "uncertain"  # sent, but no readable answer: the platform may have acted
     FATAL = "fatal"  # every further call would fail the same way: stop the run
     FAILED = "failed"  # this row's error; no retry
 
@@ -146,8 +147,17 @@ class Reply:
 
 
 def transport_failure(description: str) -> Reply:
-    """A call that got no usable answer: timeout, connection error, bad HTTP status."""
+    """A call that certainly did not act: nothing left the machine, or the gateway said it
+    failed before the API (HTTP 502, 503, 429). Safe to retry."""
     return Reply(ErrorClass.TRANSIENT, error=description)
+
+
+def uncertain(description: str) -> Reply:
+    """A call that was sent but got no readable answer: a read timeout, a connection closed
+    after the request was written, an HTTP 200 that is not the API's envelope, a body over
+    ``MAX_BODY_BYTES``, HTTP 504. The platform may have acted on it, so a retry could act twice:
+    it is retried only when the user chose at-least-once (``--resend-unknown``)."""
+    return Reply(ErrorClass.UNCERTAIN, error=description)
 
 
 def _text(value: object) -> str:
@@ -162,10 +172,18 @@ def _dig(obj: object, path: str) -> object:
     return obj
 
 
+# The gateway (or a proxy before it) said the call did not reach the API: retry. Any other
+# 5xx (a 500 from the API itself, a 504 gateway timeout) may come after the API acted.
+NOT_ACTED_STATUSES = frozenset({429, 502, 503})
+MAX_BODY_BYTES = 1 << 20  # the platform's answers are a few hundred bytes
+
+
 def classify(status: int, body: bytes, spec: ApiSpec) -> Reply:
     """One HTTP answer -> one ``Reply``."""
-    if status == 429 or status >= 500:
+    if status in NOT_ACTED_STATUSES:
         return transport_failure(f"HTTP {status} from the gateway")
+    if status >= 500:
+        return uncertain(f"HTTP {status} from the gateway, after the call was sent")
     if status != 200:
         # A 3xx/4xx from the gateway URL itself (wrong path, a proxy refusing us) repeats for
         # every row: stop rather than fail each row the same way.
@@ -177,17 +195,15 @@ def classify(status: int, body: bytes, spec: ApiSpec) -> Reply:
         doc = json.loads(body)
     except (ValueError, UnicodeDecodeError):
         snippet = body[:60].decode("utf-8", "replace").strip() or "an empty body"
-        return transport_failure(f"unparsable response ({snippet!r})")
+        return uncertain(f"unreadable answer ({snippet!r})")
     if not isinstance(doc, dict):
-        return transport_failure("unexpected response: not a JSON object")
+        return uncertain("unexpected answer: not a JSON object")
     error = doc.get("error_response")
     if isinstance(error, dict):
         return classify_error(error)
     envelope = doc.get(spec.response_envelope)
     if not isinstance(envelope, dict):
-        return transport_failure(
-            f"unexpected response: neither error_response nor {spec.response_envelope}"
-        )
+        return uncertain(f"unexpected answer: neither error_response nor {spec.response_envelope}")
     # code, msg and system_time sit beside the success flag (result.success -> result).
     parent = spec.success_path.rpartition(".")[0] if spec.success_path else "result"
     result = _dig(envelope, parent) if parent else envelope

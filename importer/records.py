@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -82,6 +83,11 @@ class Row:
 
     def is_blank(self) -> bool:
         return all(not c.strip() for c in self.cells)
+
+    def digest(self) -> int:
+        """A cheap fingerprint of the cells, so that an outcome is paired with the row it
+        belongs to, never by row number alone."""
+        return zlib.crc32("\x1f".join(self.cells).encode("utf-8", "surrogatepass"))
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,8 @@ checks a call in the platform's order, answering each failure with the platform'
     method (21/22) -> app_key (28/29) -> timestamp (30/31) -> v (32/33/34) -> format (23)
     -> sign (24), sign_method and signature (25) -> session, if the spec needs one (26)
     -> throttle (7) -> object parameter, then every field of the spec (40/41) -> bad tenant (50)
-    -> faults: drop, HTTP 502, isp (15) -> ACCEPT -> lost response, or the success envelope
+    -> faults: drop, HTTP 502, isp (15) -> ACCEPT -> lost response, an HTML 200, a huge body,
+    or the success envelope
 
 Nothing here is specific to one API: the fields, where they sit (a key of the object parameter's
 JSON, or a flat parameter), their types, ``required``, ``max_length``, ``allowed`` and
@@ -75,6 +76,9 @@ class SimulatorSettings:
     http502_rate: float = 0.0  # share answered HTTP 502 with an HTML body (not accepted)
     drop_rate: float = 0.0  # share whose connection is closed without an answer (not accepted)
     lost_response_rate: float = 0.0  # share accepted, then closed without an answer
+    garbled_rate: float = 0.0  # share accepted, then answered HTTP 200 with an HTML page
+    huge_rate: float = 0.0  # share accepted, then answered with a body of huge_body_bytes
+    huge_body_bytes: int = 8 << 20
     bad_tenants: frozenset[int] = frozenset()  # tenant_id values answered code 50 (not accepted)
     max_skew_s: float = 600.0
     seed: int | None = None  # seeds the fault injection
@@ -95,6 +99,8 @@ class _Stats:
         self.http_502 = 0
         self.dropped = 0
         self.lost_responses = 0
+        self.garbled = 0
+        self.huge = 0
         self.payloads: Counter[str] = Counter()
         self.per_second: Counter[int] = Counter()
         self.max_calls_in_a_second = 0
@@ -121,6 +127,8 @@ class _Stats:
             "http_502": self.http_502,
             "dropped": self.dropped,
             "lost_responses": self.lost_responses,
+            "garbled": self.garbled,
+            "huge": self.huge,
             "per_second": {str(s): n for s, n in sorted(self.per_second.items())},
             "max_calls_in_a_second": self.max_calls_in_a_second,
         }
@@ -412,14 +420,36 @@ async def _router_rest(request: web.Request) -> web.StreamResponse:
         )
         await asyncio.sleep(gw.delay())
         return _json(answer)
-    gw.stats.payloads[payload] += 1  # accepted
+    gw.stats.payloads[payload] += 1  # accepted: from here on, every answer is one that
+    # the client cannot read, although the platform acted
     lost = gw.chance(settings.lost_response_rate)
+    garbled = not lost and gw.chance(settings.garbled_rate)
+    huge = not lost and not garbled and gw.chance(settings.huge_rate)
     answer = gw.success(spec)
     await asyncio.sleep(gw.delay())
     if lost:
         gw.stats.lost_responses += 1
         return _hang_up(request)
+    if garbled:
+        gw.stats.garbled += 1
+        return web.Response(status=200, text=_BAD_GATEWAY_HTML, content_type="text/html")
+    if huge:
+        gw.stats.huge += 1
+        return await _stream_huge(request, settings.huge_body_bytes)
     return _json(answer)
+
+
+async def _stream_huge(request: web.Request, size: int) -> web.StreamResponse:
+    """A body of ``size`` bytes, streamed in blocks (what a broken proxy may send)."""
+    response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+    await response.prepare(request)
+    block = b" " * (64 << 10)
+    try:
+        for _ in range(size // len(block)):
+            await response.write(block)
+    except (ConnectionError, RuntimeError):  # the client stopped reading, as it should
+        pass
+    return response
 
 
 async def _stats(request: web.Request) -> web.Response:
@@ -482,6 +512,10 @@ class Simulator:
 
     def stats(self) -> dict:
         return self._app[_GATEWAY].stats.as_dict()
+
+    def accepted(self) -> dict[str, int]:
+        """Every accepted payload (normalised JSON) and how often it was accepted."""
+        return dict(self._app[_GATEWAY].stats.payloads)
 
     async def __aenter__(self) -> Simulator:
         self._runner, self._url = await _start(self._app, self._host, self._port)

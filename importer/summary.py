@@ -42,6 +42,8 @@ class FileSummary:
     method: str = ""
     sign_method: str = ""
     archived: Path | None = None  # where --archive moved the input
+    notes: list[str] = field(default_factory=list)  # lines for the user after the summary line
+    input_changed: bool = False  # the file was saved while it was being sent
 
     @property
     def calls_per_second(self) -> float:
@@ -93,6 +95,8 @@ class FileSummary:
             "api": self.method,
             "app_key": self.app_key,
             "archived": str(self.archived) if self.archived else None,
+            "notes": list(self.notes),
+            "input_changed": self.input_changed,
         }
 
 

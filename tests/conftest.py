@@ -74,6 +74,14 @@ class SimulatorThread:
 
         return asyncio.run_coroutine_threadsafe(read(), self._loop).result(10)
 
+    def accepted(self) -> dict[str, int]:
+        """Every payload the simulator accepted, and how often."""
+
+        async def read() -> dict[str, int]:
+            return self._sim.accepted()
+
+        return asyncio.run_coroutine_threadsafe(read(), self._loop).result(10)
+
     def env(self, **extra: str) -> dict[str, str]:
         """Environment for a CLI subprocess that sends to this simulator."""
         env = dict(os.environ)

@@ -53,7 +53,7 @@ def test_results_keep_input_order_and_request_ids(tmp_path, simulator):
 
 
 def test_transient_faults_are_retried_to_success_without_double_accepts(tmp_path, simulator):
-    sim = simulator(isp_rate=0.1, http502_rate=0.1, drop_rate=0.05, seed=7)
+    sim = simulator(isp_rate=0.1, http502_rate=0.1, seed=7)
     write_csv(tmp_path / "t.csv", [ticket(i) for i in range(80)])
     done = cli(
         ["run", "t.csv", "--qps", "500", "--retries", "8", "--concurrency", "8"],

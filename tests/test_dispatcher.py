@@ -22,7 +22,6 @@ from aioresponses import aioresponses
 from importer.dispatcher import (
     CANARY_CONCURRENCY,
     IN_FLIGHT_INTERRUPTED,
-    MAX_THROTTLE_RETRIES,
     Dispatcher,
     DispatchResult,
     DispatchSettings,
@@ -43,6 +42,7 @@ from importer.protocol import (
 )
 from importer.records import Outcome, RequestRecord, Status, payload_hash
 from importer.specs import load_spec
+from importer.steps import MAX_THROTTLE_RETRIES
 
 SPEC = load_spec(None)
 APP_KEY = "12345678"
@@ -719,28 +719,34 @@ async def test_gateway_reads_gzip_answers():
 
 
 @pytest.mark.parametrize(
-    ("status", "text", "error"),
+    ("status", "text", "kind", "error"),
     [
-        (502, "<html>Bad Gateway</html>", "HTTP 502 from the gateway"),
-        (429, "slow down", "HTTP 429 from the gateway"),
-        (200, "<html>oops</html>", "unparsable response ('<html>oops</html>')"),
+        (502, "<html>Bad Gateway</html>", ErrorClass.TRANSIENT, "HTTP 502 from the gateway"),
+        (429, "slow down", ErrorClass.TRANSIENT, "HTTP 429 from the gateway"),
+        (200, "<html>oops</html>", ErrorClass.UNCERTAIN, "unreadable answer ('<html>oops</html>')"),
+        (
+            504,
+            "timeout",
+            ErrorClass.UNCERTAIN,
+            "HTTP 504 from the gateway, after the call was sent",
+        ),
     ],
 )
-async def test_gateway_bad_answers_are_transient(status, text, error):
+async def test_gateway_bad_answers_are_transient_or_uncertain(status, text, kind, error):
     async def handler(request: web.Request) -> web.Response:
         return web.Response(status=status, text=text)
 
     async with serving(handler) as url, Gateway(url, concurrency=1, timeout=15) as gateway:
         reply = await gateway.post(signed(), SPEC)
-    assert reply.error_class is ErrorClass.TRANSIENT
+    assert reply.error_class is kind
     assert reply.error == error
 
 
 @pytest.mark.parametrize(
     ("exception", "error"),
     [
-        (asyncio.TimeoutError(), "timeout after 15 s"),
-        (aiohttp.ServerTimeoutError("read"), "timeout after 15 s"),
+        (asyncio.TimeoutError(), "could not connect within 15 s"),
+        (aiohttp.ServerTimeoutError("read"), "could not connect within 15 s"),
         (
             aiohttp.ServerDisconnectedError(),
             "connection error: ServerDisconnectedError: Server disconnected",
@@ -750,7 +756,8 @@ async def test_gateway_bad_answers_are_transient(status, text, error):
     ],
     ids=["timeout", "server-timeout", "disconnected", "reset", "payload"],
 )
-async def test_gateway_turns_network_trouble_into_transient_replies(exception, error):
+async def test_gateway_network_trouble_before_the_request_is_written_is_transient(exception, error):
+    """aioresponses raises before anything is written (no headers-sent signal): not sent."""
     with aioresponses() as mock:
         mock.post(GW_PATTERN, exception=exception)
         async with Gateway(GW_URL, concurrency=2, timeout=15) as gateway:
@@ -1067,7 +1074,7 @@ async def test_loopback_paces_to_the_quota_without_being_throttled():
 
 async def test_loopback_transient_faults_are_retried_to_success_without_duplicates():
     recs = records(150)
-    sim = SimulatorSettings(isp_rate=0.2, http502_rate=0.1, drop_rate=0.05, seed=11)
+    sim = SimulatorSettings(isp_rate=0.2, http502_rate=0.1, seed=11)
     result, journal, stats = await run_against(
         sim, recs, DispatchSettings(qps=5000, concurrency=8, retries=10, backoff_base=0.005)
     )
@@ -1122,14 +1129,34 @@ async def test_loopback_a_daily_quota_ban_stops_the_run():
     assert journal.statuses()[Status.NOT_SENT] >= 100 - settings.concurrency - 1
 
 
-async def test_loopback_a_slow_gateway_times_out_as_a_transient_error():
+async def test_loopback_dropped_connections_are_retried_only_when_at_least_once_is_chosen():
+    """A connection closed after the write looks the same whether or not the platform acted;
+    the simulator's drop fault closes it before accepting, so at-least-once finishes every row
+    without a double accept, and the default leaves those rows unknown after one call each."""
+    recs = records(150)
+    sim = SimulatorSettings(drop_rate=0.1, seed=11)
+    settings = DispatchSettings(qps=5000, concurrency=8, retries=10, backoff_base=0.005)
+    _, journal, stats = await run_against(sim, recs, settings)
+    dropped = stats["dropped"]
+    assert dropped > 0
+    assert journal.statuses() == {Status.SUCCESS: 150 - dropped, Status.UNKNOWN: dropped}
+    assert stats["calls"] == 150
+    at_least_once = dataclasses.replace(settings, resend_uncertain=True)
+    _result, journal, stats = await run_against(sim, recs, at_least_once)
+    assert journal.statuses() == {Status.SUCCESS: 150}
+    assert stats["duplicate_accepts"] == 0
+
+
+async def test_loopback_a_slow_gateway_times_out_as_unknown_after_one_call():
     recs = records(2)
-    _, journal, _ = await run_against(
+    _, journal, stats = await run_against(
         SimulatorSettings(latency_ms=400),
         recs,
         DispatchSettings(qps=1000, concurrency=2, retries=1, backoff_base=0.001),
         timeout=0.1,
     )
     outcome = journal.outcome(2)
-    assert outcome.status is Status.FAILED
-    assert outcome.error == "timeout after 0.1 s (after 2 attempts)"
+    assert outcome.status is Status.UNKNOWN
+    assert outcome.attempts == 1
+    assert outcome.error.startswith("no answer within --timeout 0.1 s; the platform may have acted")
+    assert stats["accepted"] == 2

@@ -40,11 +40,15 @@ def test_a_second_sigint_cancels_calls_in_flight_as_unknown(tmp_path, simulator)
     assert all(r["attempts"] == 1 and "in flight" in r["error"] for r in unknown)
     assert {r["status"] for r in rows} == {"unknown", "not_sent"}
 
-    # The rerun sends them again (their outcome is unknown) and says so in the report.
+    # A plain rerun keeps them back (they may have reached the platform); --resend-unknown
+    # sends them again and says so in the report.
     sim_fast = simulator(app_key=sim.settings.app_key)
-    again = cli(["run", "t.csv", "--qps", "500"], tmp_path, sim_fast.env())
+    kept = cli(["run", "t.csv", "--qps", "500"], tmp_path, sim_fast.env())
+    assert kept.returncode == 1, kept.stderr
+    assert statuses(tmp_path / "reports" / "t.result.xlsx") == {"success": 36, "unknown": 4}
+    again = cli(["run", "t.csv", "--qps", "500", "--resend-unknown"], tmp_path, sim_fast.env())
     assert again.returncode == 0, again.stderr
     rows = read_sheet(tmp_path / "reports" / "t.result.xlsx")
-    assert statuses(tmp_path / "reports" / "t.result.xlsx") == {"success": 40}
+    assert statuses(tmp_path / "reports" / "t.result.xlsx") == {"success": 4, "skipped": 36}
     resent = [r for r in rows if "sent again" in (r["error"] or "")]
     assert sorted(r["source_row"] for r in resent) == sorted(r["source_row"] for r in unknown)

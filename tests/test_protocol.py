@@ -283,11 +283,13 @@ def test_classify_by_envelope_code_and_sub_code(body, expected):
 @pytest.mark.parametrize(
     ("status", "expected"),
     [
-        (500, ErrorClass.TRANSIENT),
+        # the gateway says the API was not reached: retried
         (502, ErrorClass.TRANSIENT),
         (503, ErrorClass.TRANSIENT),
-        (504, ErrorClass.TRANSIENT),
         (429, ErrorClass.TRANSIENT),
+        # after the call was sent, and maybe acted on: never retried by default
+        (500, ErrorClass.UNCERTAIN),
+        (504, ErrorClass.UNCERTAIN),
         (404, ErrorClass.FATAL),
         (403, ErrorClass.FATAL),
         (301, ErrorClass.FATAL),
@@ -318,9 +320,11 @@ def test_fatal_http_status_tells_to_check_the_gateway():
         pytest.param(b"\xff\xfe\x00garbage", id="not-utf8"),
     ],
 )
-def test_unparsable_or_unexpected_200_bodies_are_transient(body):
+def test_unparsable_or_unexpected_200_bodies_are_uncertain(body):
+    """An HTTP 200 the client cannot read came after the call was sent: the platform may have
+    acted on it, so it is not a transient error to retry."""
     reply = classify(200, body, SPEC)
-    assert reply.error_class is ErrorClass.TRANSIENT
+    assert reply.error_class is ErrorClass.UNCERTAIN
     assert reply.error
 
 
@@ -605,7 +609,7 @@ def test_no_error_success_rule_still_reads_errors_and_needs_the_envelope():
     assert classify(200, error_body(7), FLAT_ONLY).error_class is ErrorClass.THROTTLED
     assert classify(200, error_body(41), FLAT_ONLY).error_class is ErrorClass.FAILED
     other = envelope_body("something_else_response", {})
-    assert classify(200, other, FLAT_ONLY).error_class is ErrorClass.TRANSIENT
+    assert classify(200, other, FLAT_ONLY).error_class is ErrorClass.UNCERTAIN
 
 
 def test_a_success_path_elsewhere_reads_code_and_msg_beside_it():
@@ -635,4 +639,4 @@ def test_the_robot_tenant_spec_reads_its_own_envelope():
         {"result": {"success": True, "code": "200"}, "request_id": "r"},
     )
     assert classify(200, ok, robot).error_class is ErrorClass.SUCCESS
-    assert classify(200, success_body(True), robot).error_class is ErrorClass.TRANSIENT
+    assert classify(200, success_body(True), robot).error_class is ErrorClass.UNCERTAIN

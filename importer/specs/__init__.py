@@ -7,6 +7,8 @@ classifier and the simulator all read the spec. The format, by example::
     title = "保存物品"                        # optional: shown by `top-import apis`
     object_param = "thing_request"           # optional: the one parameter sent as a JSON object
     needs_session = false                    # true: the call needs TOP_SESSION (code 26 without)
+    idempotent = false                       # true: repeating a call is harmless (an upsert by
+                                             #   a key), so --resend-unknown is the default
     response_envelope = "..."                # default: the method, "." -> "_", + "_response"
     success_path = "result.success"          # default; or: success = "no_error"
     identity = ["thing_id"]                  # default: the whole payload is the journal key
@@ -46,6 +48,8 @@ Success is ``true`` at ``success_path`` inside the envelope (``result.success`` 
 ``success = "no_error"`` means any envelope without an ``error_response`` is a success.
 ``identity`` names the fields whose values identify a row: the journal key and the duplicate
 check use them instead of the whole payload (two rows with the same identity are duplicates).
+``idempotent = true`` says a call may be repeated without harm (the API is an upsert by a key):
+calls whose answer was lost are then sent again by default (``--resend-unknown``).
 
 Every mistake in a spec file is collected and reported at once in a ``SpecError``, one sentence
 each.
@@ -86,6 +90,7 @@ _TOP_KEYS = (
     "title",
     "object_param",
     "needs_session",
+    "idempotent",
     "response_envelope",
     "success_path",
     "success",
@@ -168,6 +173,7 @@ class ApiSpec:
     needs_session: bool = False
     title: str = ""
     identity: tuple[str, ...] = ()
+    idempotent: bool = False  # a repeated call does no harm: --resend-unknown by default
 
     @property
     def required_fields(self) -> tuple[FieldSpec, ...]:
@@ -199,6 +205,12 @@ class ApiSpec:
         lines.append(f"  success: {self.success_rule()}")
         key = ", ".join(self.identity) if self.identity else "the whole payload"
         lines.append(f"  journal and duplicate key: {key}")
+        lines.append(
+            "  idempotent: yes (a call whose answer was lost is sent again)"
+            if self.idempotent
+            else "  idempotent: no (a call whose answer was lost is not sent again without "
+            "--resend-unknown)"
+        )
         for f in self.fields:
             flag = "required" if f.required else "optional"
             lines.append(
@@ -314,6 +326,10 @@ class _Parser:
         if not isinstance(needs_session, bool):
             report(f"needs_session is {needs_session!r}; write true or false.")
             needs_session = False
+        idempotent = data.get("idempotent", False)
+        if not isinstance(idempotent, bool):
+            report(f"idempotent is {idempotent!r}; write true or false.")
+            idempotent = False
         envelope = data.get("response_envelope")
         if envelope is None:
             envelope = method.replace(".", "_") + "_response"
@@ -333,6 +349,7 @@ class _Parser:
             needs_session=needs_session,
             title=title,
             identity=self.identity(data.get("identity"), names),
+            idempotent=idempotent,
         )
 
     def success(self, data: dict) -> str:

@@ -1,0 +1,114 @@
+"""A private copy of an input, so that every pass of a run reads the bytes it started with.
+
+A run reads its input three times (pre-flight, send, report). A file saved while the run is
+sending (open in Excel, a cron file still being copied in) would otherwise give the report other
+rows than the ones sent. So a run copies the input once, hashing it on the way (the hash is the
+input's lock key), reads only the copy, and removes it at the end. Copies of runs that were
+killed are removed by the next run that uses the same folder.
+
+The copy keeps the input's suffix (the loader reads by suffix); messages about it name the input.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from importer.errors import InputError
+
+BLOCK = 1 << 20
+ATTEMPTS = 3  # a file that changes under three copies in a row is still being written
+_PREFIX = "snapshot-"
+
+
+def _identity(stat: os.stat_result) -> tuple[int, int, int]:
+    return (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    original: Path
+    path: Path  # the private copy
+    key: str  # SHA-256 of the content
+    _seen: tuple[int, int, int]  # the original's inode, size and mtime when it was copied
+
+    def changed(self) -> bool:
+        """Whether the original is no longer the file that was copied (saved, replaced, gone)."""
+        try:
+            return _identity(self.original.stat()) != self._seen
+        except OSError:
+            return True
+
+    def remove(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+    @contextlib.contextmanager
+    def named_as_original(self) -> Iterator[None]:
+        """Messages about the copy name the input the user gave."""
+        try:
+            yield
+        except InputError as exc:
+            text = str(exc).replace(str(self.path), str(self.original))
+            raise InputError(text) from None
+
+
+def take(original: Path, folder: Path) -> Snapshot:
+    """Copy ``original`` into ``folder`` (created), hashing it; an ``InputError`` if it cannot be
+    read or keeps changing while it is copied (check it with ``loader.check_path`` first)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(
+            f"Cannot create {folder} for the private copy of {original}: {exc.strerror or exc}."
+        ) from None
+    _remove_stale(folder)
+    copy = folder / f"{_PREFIX}{os.getpid()}-{secrets.token_hex(4)}{original.suffix}"
+    try:
+        for _ in range(ATTEMPTS):
+            before = _identity(original.stat())
+            key = _copy(original, copy)
+            if _identity(original.stat()) == before:
+                return Snapshot(original, copy, key, before)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            copy.unlink()
+        raise InputError(f"{original} cannot be read ({exc.strerror or exc}).") from None
+    copy.unlink()
+    raise InputError(
+        f"{original} kept changing while it was read (still being copied or saved?); "
+        "run again once it is complete."
+    )
+
+
+def _copy(source: Path, target: Path) -> str:
+    digest = hashlib.sha256()
+    with source.open("rb") as src, target.open("wb") as dst:
+        for block in iter(lambda: src.read(BLOCK), b""):
+            digest.update(block)
+            dst.write(block)
+    return digest.hexdigest()
+
+
+def _remove_stale(folder: Path) -> None:
+    """Remove the copies of runs whose process is gone (killed before they cleaned up)."""
+    for path in folder.glob(f"{_PREFIX}*"):
+        pid_text = path.name[len(_PREFIX) :].split("-", 1)[0]
+        if pid_text.isdigit() and not _alive(int(pid_text)):
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

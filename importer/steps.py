@@ -1,0 +1,151 @@
+"""What one answer means for its row, decided purely: settle, retry, wait out a ban, or stop.
+
+The dispatcher's loop only acts on the ``Step`` that ``next_step`` returns, so every rule of the
+design's answer table lives here and is tested as a table, with no event loop:
+
+=============  ==========================================================================
+answer         step
+=============  ==========================================================================
+success        settle ``success`` (a final answer: it feeds the canary, breaker, qps auto)
+business       settle ``failed`` (final answer)
+failed         settle ``failed`` (final answer)
+fatal          settle ``failed``, stop the run (``StopReason.FATAL``)
+throttled      wait out the ban (every worker), then again; a ban over ``max_ban`` stops the
+               run, and a row throttled ``MAX_THROTTLE_RETRIES`` times is failed
+transient      retry after ``backoff_delay``, up to ``retries``; then settle ``failed``
+uncertain      the platform may have acted: settle ``unknown`` -- unless the user chose
+               at-least-once (``resend_uncertain``), then as transient
+=============  ==========================================================================
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from enum import Enum
+
+from importer.protocol import ErrorClass, Reply, advice, describe
+from importer.records import Status
+
+MAX_THROTTLE_RETRIES = 100  # a row throttled this often is failed rather than retried forever
+UNKNOWN_ADVICE = (
+    "the platform may have acted on it: check it there, then rerun with --resend-unknown "
+    "to send it again"
+)
+
+
+class StopReason(str, Enum):
+    NONE = ""
+    FATAL = "fatal"
+    BAN_TOO_LONG = "ban"
+    INTERRUPTED = "interrupted"
+    DEADLINE = "deadline"
+    CANARY = "canary"  # too many of the first rows failed with business errors
+    FAILURE_RATE = "failure_rate"  # too many of the last answers did
+
+
+class Action(str, Enum):
+    SETTLE = "settle"  # the row is done with ``status``
+    RETRY = "retry"  # call again after ``delay`` seconds (this row only)
+    THROTTLE = "throttle"  # every worker waits ``delay`` seconds (the ban), then this row again
+    STOP = "stop"  # settle the row with ``status``, then stop the run for ``reason``
+
+
+@dataclass(frozen=True)
+class Step:
+    action: Action
+    status: Status | None = None  # SETTLE and STOP: the row's status
+    error: str = ""  # SETTLE and STOP: the error column ("" keeps the reply's own)
+    delay: float = 0.0
+    reason: StopReason = StopReason.NONE
+    message: str = ""  # STOP: what the platform said and what to do
+    final: bool = False  # a final platform answer (success or business failure)
+
+
+@dataclass(frozen=True)
+class RetryLimits:
+    retries: int = 5  # transient retries per row
+    max_ban: float = 300.0  # a longer ban stops the run
+    backoff_base: float = 0.5
+    backoff_cap: float = 30.0
+    resend_uncertain: bool = False  # at-least-once: retry calls whose answer was lost
+
+
+@dataclass
+class Tries:
+    """One row's history while it is being worked on (the dispatcher counts, ``next_step``
+    reads)."""
+
+    attempts: int = 0
+    retries: int = 0  # transient (and, with resend_uncertain, uncertain) retries used
+    throttles: int = 0
+    started: float = 0.0  # monotonic time of the first call
+    last: Reply | None = None
+
+
+def backoff_delay(retry: int, base: float, cap: float, rng: random.Random) -> float:
+    """Seconds to wait before transient retry number ``retry`` (0 for the first retry).
+
+    Exponential backoff with *full* jitter: uniform over ``[0, min(cap, base * 2**retry)]``.
+    Full jitter spreads workers that failed together (a gateway hiccup) instead of sending them
+    back in lockstep; the caveat is that a single delay may be near zero, so the bound, not each
+    delay, grows exponentially.
+    """
+    return rng.uniform(0.0, min(cap, base * 2.0**retry))
+
+
+def next_step(reply: Reply, tries: Tries, limits: RetryLimits, rng: random.Random) -> Step:
+    """The step after ``reply``, the answer to call number ``tries.attempts`` of a row."""
+    kind = reply.error_class
+    if kind is ErrorClass.SUCCESS:
+        return Step(Action.SETTLE, Status.SUCCESS, final=True)
+    if kind is ErrorClass.BUSINESS:
+        error = "" if reply.msg else "the API answered result.success = false"
+        return Step(Action.SETTLE, Status.FAILED, error, final=True)
+    if kind is ErrorClass.FAILED:
+        return Step(Action.SETTLE, Status.FAILED, final=True)
+    if kind is ErrorClass.FATAL:
+        return Step(
+            Action.STOP,
+            Status.FAILED,
+            reply.error or advice(reply),
+            reason=StopReason.FATAL,
+            message=f"The platform refused the call: {describe(reply)}; {advice(reply)}.",
+        )
+    if kind is ErrorClass.THROTTLED:
+        return _throttled(reply, tries, limits)
+    if kind is ErrorClass.UNCERTAIN and not limits.resend_uncertain:
+        return Step(Action.SETTLE, Status.UNKNOWN, f"{reply.error}; {UNKNOWN_ADVICE}")
+    # transient, or uncertain with at-least-once chosen
+    if tries.retries >= limits.retries:
+        error = f"{platform_words(reply)} (after {tries.attempts} attempts)"
+        status = Status.UNKNOWN if kind is ErrorClass.UNCERTAIN else Status.FAILED
+        return Step(Action.SETTLE, status, error)
+    delay = backoff_delay(tries.retries, limits.backoff_base, limits.backoff_cap, rng)
+    return Step(Action.RETRY, delay=delay)
+
+
+def _throttled(reply: Reply, tries: Tries, limits: RetryLimits) -> Step:
+    if reply.ban_seconds > limits.max_ban:
+        ban, limit = seconds_text(reply.ban_seconds), seconds_text(limits.max_ban)
+        return Step(
+            Action.STOP,
+            Status.FAILED,
+            f"{describe(reply)}: a ban of {ban} s",
+            reason=StopReason.BAN_TOO_LONG,
+            message=f"The platform throttled the app for {ban} s, longer than --max-ban "
+            f"{limit} s: {describe(reply)}; {advice(reply)}.",
+        )
+    if tries.throttles >= MAX_THROTTLE_RETRIES:
+        error = f"{describe(reply)} (still throttled after {tries.attempts} attempts)"
+        return Step(Action.SETTLE, Status.FAILED, error)
+    return Step(Action.THROTTLE, delay=reply.ban_seconds)
+
+
+def seconds_text(value: float) -> str:
+    return f"{value:.0f}" if value == int(value) else f"{value:.3g}"
+
+
+def platform_words(reply: Reply) -> str:
+    """The reply's own words: the transport error, or the platform's code and message."""
+    return reply.error or describe(reply)

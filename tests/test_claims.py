@@ -1,0 +1,121 @@
+"""A payload is claimed in the journal before it is sent, across every run on that journal."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+
+import pytest
+
+from importer.journal import KEPT_UNKNOWN_NOTE, Journal, PriorCall, refusal
+from importer.records import Outcome, Status
+
+
+def prior(state: str, live: bool = False) -> PriorCall:
+    return PriorCall(state, "rid", "", 1700000000.0, 7, live, "other.csv", 4242)
+
+
+@pytest.mark.parametrize(
+    ("held", "resend_unknown", "resend_success", "expected"),
+    [
+        (None, False, False, None),
+        (prior("failed"), False, False, None),
+        (prior("failed", live=True), False, False, None),
+        (prior("success"), False, False, Status.SKIPPED),
+        (prior("success", live=True), False, False, Status.SKIPPED),
+        (prior("success"), False, True, None),  # --no-resume
+        (prior("in_flight", live=True), False, False, Status.DUPLICATE),
+        (prior("in_flight", live=True), True, True, Status.DUPLICATE),  # never beside a live run
+        (prior("in_flight"), False, False, Status.UNKNOWN),  # its run died with it in flight
+        (prior("in_flight"), True, False, None),
+        (prior("unknown"), False, False, Status.UNKNOWN),
+        (prior("unknown", live=True), False, False, Status.UNKNOWN),
+        (prior("unknown"), True, False, None),
+    ],
+)
+def test_refusal(held, resend_unknown, resend_success, expected):
+    verdict = refusal(held, resend_unknown=resend_unknown, resend_success=resend_success)
+    assert (verdict.status if verdict else None) is expected
+
+
+def test_refusals_name_the_other_input_and_what_to_do():
+    skipped = refusal(prior("success"), resend_unknown=False, resend_success=False)
+    duplicate = refusal(prior("in_flight", True), resend_unknown=False, resend_success=False)
+    unknown = refusal(prior("unknown"), resend_unknown=False, resend_success=False)
+    assert "by the run of other.csv" in skipped.error and skipped.request_id == "rid"
+    assert "being sent right now by the run of other.csv (process 4242)" in duplicate.error
+    assert unknown.error == KEPT_UNKNOWN_NOTE and "--resend-unknown" in unknown.error
+
+
+def open_run(path, name: str, **policy: bool):
+    return Journal(path).start_run(
+        input_path=name, input_key=name, app_key="k", method="m.x", **policy
+    )
+
+
+def test_a_payload_claimed_by_a_live_run_is_not_claimed_by_another(tmp_path):
+    path = tmp_path / "j.sqlite"
+    first, second = open_run(path, "a.csv"), open_run(path, "b.csv", resend_unknown=True)
+    assert first.in_flight("h1") is None
+    refused = second.in_flight("h1")
+    assert refused.status is Status.DUPLICATE and "a.csv" in refused.error
+    # Settled failed: the next claim may send it again.
+    first.settle(2, "h1", Outcome(Status.FAILED, code="50", attempts=1))
+    assert second.in_flight("h1") is None
+    second.settle(2, "h1", Outcome(Status.SUCCESS, request_id="r2", attempts=1))
+    assert first.in_flight("h1").status is Status.SKIPPED
+
+
+def test_a_claim_given_back_unsent_restores_what_the_journal_held(tmp_path):
+    path = tmp_path / "j.sqlite"
+    run = open_run(path, "a.csv", resend_unknown=True)
+    assert run.in_flight("new") is None
+    run.settle(2, "new", Outcome(Status.NOT_SENT))  # stopped before the call
+    assert run.prior("new") is None
+    run.in_flight("lost")
+    run.settle(3, "lost", Outcome(Status.UNKNOWN, attempts=1))
+    run.finish()
+    later = open_run(path, "b.csv", resend_unknown=True)
+    assert later.in_flight("lost") is None
+    later.settle(3, "lost", Outcome(Status.NOT_SENT))
+    assert later.prior("lost").state == "unknown"  # still unknown, not forgotten
+
+
+def test_a_run_that_died_no_longer_holds_its_claims(tmp_path):
+    path = tmp_path / "j.sqlite"
+    run = open_run(path, "a.csv")
+    run.in_flight("h1")
+    # The process of that run is gone (a pid that cannot be alive).
+    run._db.execute("UPDATE runs SET pid = ? WHERE run_id = ?", (2**22 + 12345, run.run_id))
+    later = open_run(path, "b.csv")
+    assert later.in_flight("h1").status is Status.UNKNOWN
+    assert open_run(path, "c.csv", resend_unknown=True).in_flight("h1") is None
+
+
+def _open_and_claim(path: str, barrier, index: int, results) -> None:
+    try:
+        barrier.wait(30)
+        run = Journal(path).start_run(
+            input_path=f"in{index}.csv", input_key=f"k{index}", app_key="k", method="m.x"
+        )
+        run.in_flight(f"h{index}")
+        run.in_flight("shared")
+        run.finish()
+        results.put((index, "ok"))
+    except Exception as exc:  # reported to the test, which names it
+        results.put((index, f"{type(exc).__name__}: {exc}"))
+
+
+def test_eight_processes_open_a_new_journal_together(tmp_path):
+    path = tmp_path / "new" / "journal.sqlite"
+    ctx = multiprocessing.get_context("fork" if hasattr(os, "fork") else "spawn")
+    barrier, results = ctx.Barrier(8), ctx.Queue()
+    procs = [
+        ctx.Process(target=_open_and_claim, args=(str(path), barrier, i, results)) for i in range(8)
+    ]
+    for proc in procs:
+        proc.start()
+    outcomes = dict(results.get(timeout=60) for _ in procs)
+    for proc in procs:
+        proc.join(30)
+    assert outcomes == dict.fromkeys(range(8), "ok")
