@@ -18,23 +18,30 @@ from typing import Any
 import click
 
 from importer import __version__
-from importer.config import Config, load_config
+from importer.config import Config, config_file_in_use, exposed_secret, load_config
 from importer.errors import AbortedError, ImporterError, UsageError
-from importer.inputs import archive_input, expand_inputs, per_input_configs
-from importer.pipeline import check_file, run_file
+from importer.inputs import archive_input, check_outputs, expand_inputs, per_input_configs
+from importer.journal import Journal
+from importer.pipeline import (
+    Interrupts,
+    check_file,
+    handle_signals,
+    rebuild_report,
+    run_file,
+)
 from importer.protocol import Credentials, RequestBuilder
 from importer.specs import ApiSpec, builtin_methods, load_spec
 from importer.summary import FileSummary, Plan, duration_text
 from importer.target import SendTarget
 
 EXIT_OK, EXIT_ROWS, EXIT_USAGE, EXIT_ABORTED = 0, 1, 2, 3
-EXIT_SIGNAL = {2: 130, 15: 143}  # SIGINT, SIGTERM
+EXIT_SIGNAL = {1: 129, 2: 130, 15: 143}  # SIGHUP, SIGINT, SIGTERM
 EXIT_CODES: dict[type[ImporterError], int] = {AbortedError: EXIT_ABORTED, ImporterError: EXIT_USAGE}
 # Exit codes in order of severity, for several inputs: the worst one wins.
-_SEVERITY = {0: 0, 1: 1, 2: 2, 3: 3, 143: 4, 130: 5}
+_SEVERITY = {0: 0, 1: 1, 2: 2, 3: 3, 129: 4, 143: 5, 130: 6}
 _NOT_OK = ("failed", "invalid", "duplicate", "unknown", "not_sent")
 # Stops that exit 3: the platform refused the app, or the data fails too often to go on.
-_ABORTS = ("fatal", "ban", "canary", "failure_rate")
+_ABORTS = ("fatal", "ban", "canary", "failure_rate", "unreachable")
 
 
 def error_exit_code(error: ImporterError) -> int:
@@ -50,6 +57,8 @@ def file_exit_code(summary: FileSummary) -> int:
         return EXIT_SIGNAL.get(summary.interrupt_signal, 130)
     if summary.stop_reason.value in _ABORTS:
         return EXIT_ABORTED
+    if summary.command == "run" and summary.workbook is None:
+        return EXIT_ROWS  # sent, but the workbook is missing: `top-import report` rebuilds it
     return EXIT_ROWS if any(summary.counts.get(s) for s in _NOT_OK) else EXIT_OK
 
 
@@ -59,6 +68,17 @@ def worst(codes: Sequence[int]) -> int:
 
 def fail(message: str) -> None:
     click.echo(f"top-import: {message}", err=True)
+
+
+def say(line: str) -> None:
+    """A line on stdout. Once its reader has gone (``top-import run a b c | head -1``), the rest
+    of the output is dropped and the import goes on: every input and the summary get done."""
+    try:
+        click.echo(line)
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def guarded(func: Callable[..., int]) -> Callable[..., None]:
@@ -81,11 +101,13 @@ def guarded(func: Callable[..., int]) -> Callable[..., None]:
 
 
 def build_config(flags: dict[str, Any], config_file: str | None) -> Config:
-    return load_config(
-        {k: v for k, v in flags.items() if v is not None},
-        os.environ,
-        Path(config_file) if config_file else None,
-    )
+    path = Path(config_file) if config_file else None
+    config = load_config({k: v for k, v in flags.items() if v is not None}, os.environ, path)
+    in_use = config_file_in_use(path)
+    warning = exposed_secret(in_use) if in_use is not None else None
+    if warning:
+        fail(f"warning: {warning}")
+    return config
 
 
 def summary_line(summary: FileSummary) -> str:
@@ -293,11 +315,14 @@ def run(inputs: tuple[str, ...], config_file: str | None, **flags: Any) -> int:
     spec = load_spec(config.api)
     if config.dry_run and config.archive is not None:
         raise UsageError("--archive moves inputs after a real run; it does nothing with --dry-run.")
-    paths = expand_inputs(inputs, config, click.echo)
+    paths = expand_inputs(inputs, config, say)
     if not paths:
         write_summary_json(config.summary_json, [], EXIT_OK)
         return EXIT_OK
     configs = per_input_configs(paths, config)
+    check_outputs(config, configs)
+    if credentials is not None:  # a spec that needs a session: refused before anything is read
+        RequestBuilder(spec, credentials, config.sign_method)
     if config.dry_run:
         builder = RequestBuilder(spec, credentials or Credentials("", ""), config.sign_method)
         return _per_file(paths, config, lambda p: check_file(p, configs[p], spec, builder))
@@ -311,19 +336,44 @@ async def _run_all(
     spec: ApiSpec,
     credentials: Credentials | None,
 ) -> int:
-    from importer.journal import Journal
-
     stop_at = config.stop_at(datetime.now().astimezone())
     approve = _preflight(config)
+    interrupts = Interrupts()
+    with handle_signals(interrupts):
+        return await _send_inputs(
+            paths, configs, config, spec, credentials, stop_at, approve, interrupts
+        )
+
+
+async def _send_inputs(
+    paths: list[Path],
+    configs: dict[Path, Config],
+    config: Config,
+    spec: ApiSpec,
+    credentials: Credentials | None,
+    stop_at: datetime | None,
+    approve: Callable[[Plan], None],
+    interrupts: Interrupts,
+) -> int:
+    summaries: list[FileSummary] = []
+    codes: list[int] = []
     async with SendTarget(config, credentials, spec, fail) as (gateway_url, creds):
         journal = Journal(config.journal)
         try:
-            summaries: list[FileSummary] = []
-            codes: list[int] = []
             for path in paths:
+                if interrupts.signal is not None:
+                    break  # an interrupt stops the rest of the inputs
                 try:
                     summary = await run_file(
-                        path, configs[path], spec, journal, creds, gateway_url, stop_at, approve
+                        path,
+                        configs[path],
+                        spec,
+                        journal,
+                        creds,
+                        gateway_url,
+                        stop_at,
+                        approve,
+                        interrupts,
                     )
                 except ImporterError as exc:
                     fail(str(exc))
@@ -340,7 +390,7 @@ async def _run_all(
                         fail(f"{path}: sent, but cannot be moved to {config.archive}: {exc}")
                         code = EXIT_USAGE
                 codes.append(code)
-                click.echo(summary_line(summary))
+                say(summary_line(summary))
                 if "qps auto reached" in summary.limits:
                     fail(
                         f"{path}: --qps auto ended at {summary.limits['qps auto reached']:g} "
@@ -350,10 +400,10 @@ async def _run_all(
                     fail(summary.message)
                 for note in summary.notes:
                     fail(note)
-                if code in (130, 143):
-                    break  # an interrupt stops the rest of the inputs
         finally:
             journal.close()
+    if interrupts.signal is not None:
+        codes.append(EXIT_SIGNAL.get(interrupts.signal, 130))
     code = worst(codes)
     write_summary_json(config.summary_json, summaries, code)
     return code
@@ -391,15 +441,15 @@ def _per_file(paths: list[Path], config: Config, job: Callable[[Path], FileSumma
             continue
         summaries.append(summary)
         codes.append(file_exit_code(summary))
-        click.echo(summary_line(summary))
+        say(summary_line(summary))
         if summary.counts.get("valid") and config.qps_auto:
-            click.echo(
+            say(
                 f"  sending {summary.counts['valid']} valid rows with --qps auto takes as long "
                 "as the app's limit says"
             )
         elif summary.counts.get("valid"):
             seconds = summary.counts["valid"] / config.qps
-            click.echo(
+            say(
                 f"  sending {summary.counts['valid']} valid rows at --qps {config.qps:g} would "
                 f"take about {duration_text(seconds)}"
             )
@@ -421,9 +471,40 @@ def validate(inputs: tuple[str, ...], config_file: str | None, **flags: Any) -> 
     """
     config = build_config(flags, config_file)
     spec = load_spec(config.api)
-    paths = expand_inputs(inputs, config, click.echo)
+    paths = expand_inputs(inputs, config, say)
     configs = per_input_configs(paths, config)
+    check_outputs(config, configs)
     return _per_file(paths, config, lambda p: check_file(p, configs[p], spec))
+
+
+@cli.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@file_options
+@click.option(
+    "--journal",
+    type=click.Path(dir_okay=False),
+    help="The resume journal (SQLite). Default: reports/journal.sqlite.",
+)
+@guarded
+def report(inputs: tuple[str, ...], config_file: str | None, **flags: Any) -> int:
+    """Write the result workbook of the last run of INPUT... again, from the journal.
+
+    For a run whose workbook could not be written (a full disk) or that was killed: the
+    journal keeps its per-row results until the next run of that input. No network; nothing
+    is sent. Exit codes as for `run`.
+    """
+    config = build_config(flags, config_file)
+    spec = load_spec(config.api)
+    if not config.journal.is_file():
+        raise UsageError(f"There is no journal at {config.journal}; give the run's --journal.")
+    paths = expand_inputs(inputs, config, say)
+    configs = per_input_configs(paths, config)
+    check_outputs(config, configs)
+    journal = Journal(config.journal)
+    try:
+        return _per_file(paths, config, lambda p: rebuild_report(p, configs[p], spec, journal))
+    finally:
+        journal.close()
 
 
 @cli.command()
@@ -501,7 +582,7 @@ def apis(spec_file: str | None) -> int:
     """
     specs = [load_spec(spec_file)] if spec_file else [load_spec(m) for m in builtin_methods()]
     for spec in specs:
-        click.echo(spec.describe())
+        say(spec.describe())
     return EXIT_OK
 
 

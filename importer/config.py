@@ -7,7 +7,9 @@ beats the defaults. The app secret never comes from a flag. ``qps`` takes a numb
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -98,21 +100,26 @@ class Config:
         return min(candidates, default=None)
 
 
-_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$", re.ASCII)
+MAX_RUNTIME_S = 30 * 86400  # a run window longer than a month is a typo
 
 
 def parse_duration(text: str) -> float:
-    """Seconds in "3600", "90s", "45m", "2h30m" (a usage error otherwise)."""
+    """Seconds in "3600", "90s", "45m", "2h30m", at most 30 days (a usage error otherwise)."""
     text = text.strip().lower()
-    if text.isdigit():
-        return float(text)
     match = _DURATION.match(text)
-    if not text or not match or not any(match.groups()):
+    if text.isascii() and text.isdigit():
+        seconds = int(text)
+    elif text and match and any(match.groups()):
+        h, m, s = (int(g) if g else 0 for g in match.groups())
+        seconds = h * 3600 + m * 60 + s
+    else:
         raise UsageError(
             f"--max-runtime {text!r} is not a duration; write e.g. 3600, 90s, 45m or 2h30m."
         )
-    h, m, s = (int(g) if g else 0 for g in match.groups())
-    return float(h * 3600 + m * 60 + s)
+    if seconds > MAX_RUNTIME_S:
+        raise UsageError(f"--max-runtime {text} is longer than 30 days (720h); give less.")
+    return float(seconds)
 
 
 def parse_clock(text: str) -> tuple[int, int]:
@@ -211,6 +218,31 @@ def read_config_file(path: Path) -> dict[str, Any]:
     return out
 
 
+def exposed_secret(path: Path) -> str | None:
+    """A warning when a config file holding the secret or the session can be read by other
+    users of this machine (POSIX mode bits), else None."""
+    try:
+        mode = path.stat().st_mode
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except (OSError, tomllib.TOMLDecodeError):
+        return None
+    held = [k for k in data if k.replace("-", "_") in SECRET_KEYS]
+    if os.name != "posix" or not held or not mode & 0o077:
+        return None
+    return (
+        f"{path} holds {' and '.join(held)} and other users of this machine can read it "
+        f"(mode {stat.S_IMODE(mode):o}); run: chmod 600 {path}"
+    )
+
+
+def config_file_in_use(config_file: Path | None) -> Path | None:
+    """The config file ``load_config`` reads: the one given, else importer.toml if present."""
+    if config_file is None and Path(DEFAULT_CONFIG_FILE).is_file():
+        return Path(DEFAULT_CONFIG_FILE)
+    return config_file
+
+
 def load_config(
     flags: Mapping[str, Any],
     env: Mapping[str, str],
@@ -218,8 +250,7 @@ def load_config(
 ) -> Config:
     """Merge file, environment and flags (``None`` flags are unset) into one ``Config``."""
     values: dict[str, Any] = {}
-    if config_file is None and Path(DEFAULT_CONFIG_FILE).is_file():
-        config_file = Path(DEFAULT_CONFIG_FILE)
+    config_file = config_file_in_use(config_file)
     if config_file is not None:
         values.update(read_config_file(config_file))
     for key, var in ENV_VARS.items():
@@ -240,25 +271,46 @@ def load_config(
     return config
 
 
+# The documented range of every number setting: (lowest, highest, lowest excluded).
+RANGES: dict[str, tuple[float, float, bool]] = {
+    "qps": (0, 10_000, True),
+    "qps_max": (0, 10_000, True),
+    "timeout": (0, 3600, True),
+    "max_ban": (0, 7 * 86400, True),
+    "concurrency": (1, 1000, False),
+    "retries": (0, 100, False),
+    "canary": (0, 1_000_000, False),
+    "max_failure_rate": (0, 1, False),
+    "daily_quota": (1, 10**12, False),
+}
+
+
+def _in_range(name: str, value: float) -> None:
+    low, high, excluded = RANGES[name]
+    # written so that NaN fails both comparisons
+    if (value > low if excluded else value >= low) and value <= high:
+        return
+    lowest = f"greater than {low:g}" if excluded else f"at least {low:g}"
+    raise UsageError(
+        f"--{name.replace('_', '-')} must be {lowest} and at most {high:g}; got {value:g}."
+    )
+
+
 def _check(config: Config) -> None:
     if config.sign_method not in SIGN_METHODS:
         raise UsageError(
             f"--sign-method {config.sign_method!r} is unknown; "
             f"use one of {', '.join(SIGN_METHODS)}."
         )
-    for name, low in (("qps", 0), ("qps_max", 0), ("timeout", 0), ("max_ban", 0)):
-        if not getattr(config, name) > low:  # also refuses NaN
-            raise UsageError(f"--{name.replace('_', '-')} must be greater than {low}.")
-    if config.concurrency < 1:
-        raise UsageError("--concurrency must be at least 1.")
-    if config.retries < 0:
-        raise UsageError("--retries must be 0 or more.")
-    if config.canary < 0:
-        raise UsageError("--canary must be 0 (off) or more.")
-    if not 0 <= config.max_failure_rate <= 1:  # also refuses NaN
-        raise UsageError("--max-failure-rate must be between 0 and 1, e.g. 0.2.")
-    if config.daily_quota is not None and config.daily_quota < 1:
-        raise UsageError("--daily-quota must be at least 1.")
+    for name in RANGES:
+        value = getattr(config, name)
+        if value is not None:
+            _in_range(name, value)
+    out = config.out
+    if out is not None and (not out.name or out.suffix.lower() not in (".xlsx", ".csv")):
+        raise UsageError(
+            f"--out {str(out)!r} is not a result file name; give one ending with .xlsx or .csv."
+        )
     config.stop_at(datetime.now())  # parses --deadline and --max-runtime now, not mid-run
     if not config.gateway.startswith(("http://", "https://")):
         raise UsageError(f"--gateway {config.gateway!r} must be an http:// or https:// URL.")

@@ -44,6 +44,7 @@ from importer.steps import (
     StopReason,
     Tries,
     backoff_delay,
+    last_status,
     next_step,
     platform_words,
 )
@@ -54,6 +55,7 @@ IN_FLIGHT_INTERRUPTED = (
     "then rerun with --resend-unknown to send it again"
 )
 CANARY_CONCURRENCY = 2  # calls in flight while the canary rows go
+UNREACHABLE_AFTER = 10  # calls in a row with no connection that stop the run
 RERUN_ADVICE = "check the data, then rerun (the journal resumes)"
 
 # on_start(record) claims the row's payload before its first call: None (or an awaitable of
@@ -155,6 +157,7 @@ class Dispatcher:
         self._phase: dict[asyncio.Task, str] = {}  # worker -> "wait" | "call" while in one
         self._interrupted: set[asyncio.Task] = set()  # workers we cancelled on purpose
         self.settled = 0
+        self._unconnected = 0  # calls in a row that could not connect
 
     def __repr__(self) -> str:
         calls = sum(1 for p in self._phase.values() if p == "call")
@@ -336,6 +339,7 @@ class Dispatcher:
                 tries.started = time.monotonic()
             reply = await self._call(record, tries)
             if reply is None:
+                tries.sent += 1  # cancelled in flight: it may have left
                 return self._settle(
                     record,
                     Outcome(
@@ -346,6 +350,8 @@ class Dispatcher:
                     ),
                 )
             tries.last = reply
+            tries.sent += reply.sent
+            self._watch_connection(reply)
             step = next_step(reply, tries, self._limits, self._rng)
             if step.action is Action.THROTTLE:
                 tries.throttles += 1
@@ -384,6 +390,21 @@ class Dispatcher:
                 f"{self.failures.top()}; {RERUN_ADVICE}",
             )
 
+    def _watch_connection(self, reply: Reply) -> None:
+        """Calls in a row that could not even connect: the gateway is unreachable, stop."""
+        if reply.sent:
+            self._unconnected = 0
+            return
+        self._unconnected += 1
+        if self._unconnected >= UNREACHABLE_AFTER and not self.stopping:
+            self.stop(
+                StopReason.UNREACHABLE,
+                f"The gateway {self._gateway.where} cannot be reached: {reply.error} "
+                f"({self._unconnected} calls in a row got no connection). Check --gateway / "
+                "TOP_GATEWAY, the network and any proxy; nothing of the rest was sent, and a "
+                "rerun resumes.",
+            )
+
     def _adapt(self, reply: Reply) -> None:
         """``--qps auto``: an answer the quota let through, or a throttle, may move the rate."""
         if self.rate_policy is None:
@@ -403,12 +424,11 @@ class Dispatcher:
         (``unknown`` when that was a lost answer, else ``failed``)."""
         if tries.last is None:
             return self._settle(record, Outcome(Status.NOT_SENT))
-        lost = tries.last.error_class is ErrorClass.UNCERTAIN
         error = (
             f"{platform_words(tries.last)} (after {tries.attempts} attempts; "
             "the run stopped before a retry)"
         )
-        status = Status.UNKNOWN if lost else Status.FAILED
+        status = last_status(tries.last, tries)
         return self._settle(record, self._outcome(status, tries.last, tries, error))
 
     def _outcome(self, status: Status, reply: Reply, tries: Tries, error: str = "") -> Outcome:
@@ -423,6 +443,7 @@ class Dispatcher:
             attempts=tries.attempts,
             elapsed_ms=self._elapsed(tries),
             error=error or reply.error,
+            sent=tries.sent,
         )
 
     @staticmethod

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import re
+import urllib.request
 from types import SimpleNamespace
+from urllib.parse import urlsplit
 
 import aiohttp
 from yarl import URL
@@ -31,7 +33,7 @@ from importer.protocol import (
     Reply,
     SignedRequest,
     classify,
-    transport_failure,
+    not_sent,
     uncertain,
 )
 from importer.specs import ApiSpec
@@ -61,6 +63,12 @@ class Gateway:
         self.url = url
         self.concurrency = concurrency
         self.timeout = timeout
+        host = urlsplit(url).hostname or ""
+        # HTTPS_PROXY / NO_PROXY as users behind a corporate proxy expect; never for a
+        # simulator on this machine.
+        self.trust_env = host not in _LOOPBACK
+        self.proxy = _proxy_for(url) if self.trust_env else ""
+        self.where = urlsplit(url).netloc + (f" via proxy {self.proxy}" if self.proxy else "")
         self._session: aiohttp.ClientSession | None = None
 
     def __repr__(self) -> str:
@@ -81,6 +89,7 @@ class Gateway:
             timeout=aiohttp.ClientTimeout(total=self.timeout),
             headers={"Content-Type": FORM_CONTENT_TYPE, "Accept-Encoding": "gzip, deflate"},
             trace_configs=[_trace()],
+            trust_env=self.trust_env,
         )
         return self
 
@@ -106,12 +115,12 @@ class Gateway:
         except asyncio.TimeoutError:  # aiohttp's ServerTimeoutError is one too
             if attempt.sent:
                 return uncertain(f"no answer within --timeout {self.timeout:g} s")
-            return transport_failure(f"could not connect within {self.timeout:g} s")
+            return not_sent(f"could not connect within {self.timeout:g} s")
         except (aiohttp.ClientError, OSError) as exc:
             text = self._safe_text(exc, request)
             if attempt.sent:
                 return uncertain(f"connection lost after the call was sent: {text}")
-            return transport_failure(f"connection error: {text}")
+            return not_sent(f"connection error: {text}")
         if body is None:
             return uncertain(f"an answer larger than {MAX_BODY_BYTES:,} bytes (not read)")
         return classify(status, body, spec)
@@ -135,6 +144,21 @@ async def _read_bounded(response: aiohttp.ClientResponse) -> bytes | None:
             return None
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+_LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def _proxy_for(url: str) -> str:
+    """The proxy the environment names for ``url`` (credentials left out), or ""."""
+    parts = urlsplit(url)
+    if urllib.request.proxy_bypass(parts.hostname or ""):
+        return ""
+    proxy = urllib.request.getproxies().get(parts.scheme, "")
+    if not proxy:
+        return ""
+    shown = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    return f"{shown.scheme}://{shown.hostname}" + (f":{shown.port}" if shown.port else "")
 
 
 def _redirect(status: int, location: str) -> Reply:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import tempfile
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -64,6 +65,39 @@ def per_input_configs(paths: list[Path], config: Config) -> dict[Path, Config]:
         taken.add(out)
         configs[path] = replace(config, out=out)
     return configs
+
+
+def check_outputs(config: Config, configs: dict[Path, Config]) -> None:
+    """Every file and folder the command will write is writable, checked before the first call
+    (a ``UsageError`` naming it otherwise): each result workbook, --summary-json, --archive."""
+    for input_config in configs.values():
+        if input_config.out is not None:
+            _check_file(input_config.out, "the result file", "--out / --out-dir")
+    if config.summary_json is not None:
+        _check_file(config.summary_json, "the summary", "--summary-json")
+    if config.archive is not None:
+        _check_folder(config.archive, "--archive")
+
+
+def _check_file(path: Path, what: str, option: str) -> None:
+    if path.is_dir():
+        raise UsageError(f"Cannot write {what} {path}: it is a folder; give a file in {option}.")
+    _check_folder(path.parent, option, f"{what} {path}")
+
+
+def _check_folder(folder: Path, option: str, what: str = "") -> None:
+    """Create ``folder`` if needed and prove a file can be made there (then removed)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".top-import-probe-"):
+            pass
+    except OSError as exc:
+        target = what or f"into {folder}"
+        reason = exc.strerror or str(exc)
+        raise UsageError(
+            f"Cannot write {target} ({reason}); fix the folder's permissions or choose another "
+            f"with {option}. Nothing was sent."
+        ) from None
 
 
 def archive_input(path: Path, folder: Path) -> Path:

@@ -39,6 +39,7 @@ from datetime import datetime
 from pathlib import Path
 
 from importer.errors import JournalError, LockedError
+from importer.processes import pid_alive
 from importer.protocol import GMT8
 from importer.records import Outcome, Status
 
@@ -84,16 +85,6 @@ def quota_day(epoch: float) -> str:
 
 def _when(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, GMT8).strftime("%Y-%m-%d %H:%M:%S GMT+8")
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 KEPT_UNKNOWN_NOTE = (
@@ -236,6 +227,19 @@ class Journal:
     def close(self) -> None:
         self._db.close()
 
+    def last_results(self, input_path: Path) -> RunJournal | None:
+        """The latest finished run of ``input_path`` whose per-row results the journal still
+        holds (its workbook could not be written, or it was killed), for ``top-import report``."""
+        target = Path(input_path).resolve()
+        rows = self._db.execute(
+            "SELECT run_id, input_path, app_key, method FROM runs r WHERE finished_at IS NOT NULL "
+            "AND EXISTS (SELECT 1 FROM results WHERE run_id = r.run_id) ORDER BY run_id DESC"
+        ).fetchall()
+        for run_id, path, app_key, method in rows:
+            if Path(path).resolve() == target:
+                return RunJournal(self._db, run_id, app_key, method, host=self.host)
+        return None
+
     def start_run(
         self,
         *,
@@ -258,7 +262,7 @@ class Journal:
             for run_id, pid in db.execute(
                 "SELECT run_id, pid FROM runs WHERE finished_at IS NULL AND host = ?", (host,)
             ).fetchall():
-                if not _pid_alive(pid):
+                if not pid_alive(pid):
                     db.execute("UPDATE runs SET finished_at = ? WHERE run_id = ?", (0, run_id))
             for pid, other_host, started, other_input in db.execute(
                 "SELECT pid, host, started_at, input_path FROM runs "
@@ -271,6 +275,13 @@ class Journal:
                     f"process {pid} on {other_host}, started {_when(started)}; wait for it to "
                     "finish (a second run would send the same rows twice)."
                 )
+            # Results kept by earlier runs of this input (killed, or whose workbook could not be
+            # written) are superseded by this run's.
+            db.execute(
+                "DELETE FROM results WHERE run_id IN (SELECT run_id FROM runs "
+                "WHERE input_path = ? AND finished_at IS NOT NULL)",
+                (input_path,),
+            )
             cur = db.execute(
                 "INSERT INTO runs (input_key, input_path, app_key, method, pid, host, started_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -326,7 +337,7 @@ class RunJournal:
         if row is None:
             return None
         state, request_id, system_time, finished_at, run_id, unfinished, path, pid, host = row
-        live = bool(unfinished) and (host != self._host or _pid_alive(pid))
+        live = bool(unfinished) and (host != self._host or pid_alive(pid))
         return PriorCall(
             state, request_id or "", system_time or "", finished_at, run_id, live, path or "", pid
         )
@@ -417,7 +428,7 @@ class RunJournal:
                 verdicts.append(verdict)
             states, released, calls = [], [], 0
             for _, payload_hash, outcome, _ in outcomes:
-                calls += outcome.attempts
+                calls += outcome.attempts if outcome.sent is None else outcome.sent
                 if payload_hash is None:
                     continue
                 if not outcome.attempts:
@@ -482,14 +493,21 @@ class RunJournal:
         ).fetchone()
         return int(row[0]) if row else 0
 
-    def finish(self) -> None:
-        """Release the lock and drop this run's per-row results (the workbook holds them)."""
-        self._db.execute("BEGIN")
-        self._db.execute("DELETE FROM results WHERE run_id = ?", (self.run_id,))
-        self._db.execute(
-            "UPDATE runs SET finished_at = ? WHERE run_id = ?", (time.time(), self.run_id)
-        )
-        self._db.execute("COMMIT")
+    def finish(self, keep_results: bool = False) -> None:
+        """Release the lock and drop this run's per-row results (the workbook holds them), or
+        keep them for ``top-import report`` when the workbook could not be written."""
+        db = self._db
+        db.execute("BEGIN")
+        try:
+            if not keep_results:
+                db.execute("DELETE FROM results WHERE run_id = ?", (self.run_id,))
+            db.execute(
+                "UPDATE runs SET finished_at = ? WHERE run_id = ?", (time.time(), self.run_id)
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")  # one failure must not leave the shared connection mid-way
+            raise
 
 
 _ADD_USAGE = (

@@ -322,20 +322,31 @@ class _CsvSource:
         # Numbers count RECORDS, not physical lines: a quoted value with line breaks inside
         # stays one row, as it is one row when Excel opens the file. Blank lines are records
         # (csv yields []), so they keep the count right.
+        # strict: an unclosed quote would otherwise swallow every later line into one cell, and
+        # text after a closing quote ("b"c) would silently lose its quotes.
         number = 0
+        line = 1  # the physical line where the record being read starts
         try:
             with self.path.open(encoding=self.encoding, newline="", buffering=1 << 20) as fh:
-                for number, cells in enumerate(csv.reader(fh, delimiter=self.delimiter), 1):
+                reader = csv.reader(fh, delimiter=self.delimiter, strict=True)
+                for number, cells in enumerate(reader, 1):
                     yield number, cells, _NO_NUMERIC
+                    line = reader.line_num + 1
         except UnicodeDecodeError:
             raise InputError(
                 f"{self.path} is not valid {self.encoding} text after row {number}; save it as "
                 "CSV UTF-8 and try again."
             ) from None
         except csv.Error as exc:
+            if "unexpected end of data" in str(exc):
+                raise InputError(
+                    f"{self.path} line {line}: a quote opened there is never closed, so every "
+                    'later line would become one cell; close it (a quote inside a value is ""), '
+                    "or save the file again from Excel."
+                ) from None
             raise InputError(
-                f"{self.path} row {number + 1} cannot be read as CSV ({exc}); fix that row or "
-                "save the file again from Excel."
+                f"{self.path} line {line} (row {number + 1}) cannot be read as CSV ({exc}); "
+                "fix that row or save the file again from Excel."
             ) from None
         except OSError as exc:
             raise InputError(f"{self.path} cannot be read ({exc.strerror}).") from None

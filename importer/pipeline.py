@@ -199,6 +199,7 @@ async def run_file(
     gateway_url: str,
     stop_at: datetime | None = None,
     approve: Callable[[Plan], None] | None = None,
+    interrupts: Interrupts | None = None,
 ) -> FileSummary:
     """Send every valid row of one input; the workbook is written whatever stops the run.
 
@@ -206,7 +207,8 @@ async def run_file(
     it is sending changes nothing about this run; the summary notes it. ``stop_at`` (a cron
     window's end) stops starting calls then; the rest are ``not_sent``. ``approve`` sees the
     pre-flight ``Plan`` before anything is sent; an ``ImporterError`` it raises stops this input
-    with nothing sent and no workbook.
+    with nothing sent and no workbook. ``interrupts`` carries a stop asked from outside (the
+    CLI's signal handlers); without it nothing but the deadline stops the run.
     """
     check_path(path)
     out = report_path(config, path)
@@ -214,7 +216,17 @@ async def run_file(
     try:
         with copy.named_as_original():
             summary = await _run_copy(
-                path, copy, out, config, spec, journal, credentials, gateway_url, stop_at, approve
+                path,
+                copy,
+                out,
+                config,
+                spec,
+                journal,
+                credentials,
+                gateway_url,
+                stop_at,
+                approve,
+                interrupts or Interrupts(),
             )
         if copy.changed():
             summary.input_changed = True
@@ -239,6 +251,7 @@ async def _run_copy(
     gateway_url: str,
     stop_at: datetime | None,
     approve: Callable[[Plan], None] | None,
+    interrupts: Interrupts,
 ) -> FileSummary:
     """The three passes over the private copy: pre-flight, send, report."""
     table = _open(copy.path, config, spec)
@@ -278,14 +291,25 @@ async def _run_copy(
             qps_max=config.qps_max,
             resend_uncertain=resend_unknown,
         )
-        with _signals(summary) as interrupts:
-            await _send(
-                table, spec, run, builder, settings, config, gateway_url, stop_at, interrupts
-            )
-            summary.ended = time.time()
+        await _send(
+            table, spec, run, builder, settings, config, gateway_url, stop_at, interrupts, summary
+        )
+        summary.ended = time.time()
+        try:
             summary.workbook = _write_report(table, run, out, summary)
+        except UsageError as exc:  # a full disk, a folder gone: the journal keeps the rows
+            _count_from_journal(run, summary)
+            summary.notes.append(
+                f"{exc} This run's results are kept in the journal: once that is fixed, "
+                f"'top-import report {path}' writes the workbook (nothing is sent again)."
+            )
+        # A signal that came while the workbook was written (the loop was busy) is handled now:
+        # it marks this input's exit code, and the caller starts no further input.
+        for _ in range(3):
+            await asyncio.sleep(0)
+        summary.interrupt_signal = interrupts.signal
     finally:
-        run.finish()
+        run.finish(keep_results=summary.workbook is None)
     unknown = summary.counts.get(Status.UNKNOWN.value, 0)
     if unknown:
         summary.notes.append(
@@ -306,10 +330,10 @@ async def _send(
     config: Config,
     gateway_url: str,
     stop_at: datetime | None,
-    interrupts: _Interrupts,
+    interrupts: Interrupts,
+    summary: FileSummary,
 ) -> None:
     """The send pass: rows into the dispatcher, every claim and outcome into the journal."""
-    summary = interrupts.summary
     progress = Progress(config.progress, label=summary.input.name, total=table.estimate_rows())
     feed = _Feed(table, spec, run, summary, progress.update)
 
@@ -325,13 +349,14 @@ async def _send(
 
     async with Gateway(gateway_url, concurrency=config.concurrency, timeout=config.timeout) as gw:
         dispatcher = Dispatcher(builder, gw, settings, on_start=on_start, on_outcome=on_outcome)
-        interrupts.dispatcher = dispatcher
+        interrupts.attach(dispatcher)
         with _deadline(dispatcher, stop_at):
             started = time.monotonic()
             try:
                 result = await dispatcher.run(feed.records())
             finally:
                 summary.send_seconds = time.monotonic() - started
+                interrupts.attach(None)
                 progress.close()
                 run.flush()
             summary.stop_reason, summary.message = result.stop_reason, result.message
@@ -370,41 +395,56 @@ def _plan(path: Path, table: InputTable, spec: ApiSpec, run: RunJournal, config:
     )
 
 
-class _Interrupts:
-    """SIGINT/SIGTERM during one input: stop starting calls (a second SIGINT also cancels the
-    calls in flight); while the workbook is written, a signal only marks the exit code."""
+class Interrupts:
+    """A stop asked from outside the run (SIGINT, SIGTERM, SIGHUP), shared by the inputs of one
+    command: the first stops starting calls (calls in flight finish, the workbook is written,
+    no further input starts); a second SIGINT also cancels the calls in flight.
 
-    def __init__(self, summary: FileSummary) -> None:
-        self.summary = summary
-        self.dispatcher: Dispatcher | None = None  # while the send pass runs
+    ``handle_signals`` installs the handlers (the CLI does; a library caller decides).
+    """
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._dispatcher: Dispatcher | None = None
+
+    def attach(self, dispatcher: Dispatcher | None) -> None:
+        """The dispatcher of the send pass now running (None between send passes)."""
+        self._dispatcher = dispatcher
+        if dispatcher is not None and self.signal is not None:
+            dispatcher.stop(StopReason.INTERRUPTED)  # asked before this input started sending
 
     def handle(self, signum: int) -> None:
-        if self.summary.interrupt_signal is None:
-            self.summary.interrupt_signal = signum
+        if self.signal is None:
+            self.signal = signum
             print(
-                "top-import: stopping — letting calls in flight finish "
-                "(Ctrl-C again to stop at once)",
+                "top-import: stopping — letting calls in flight finish and writing the "
+                "workbook (Ctrl-C again to stop the calls at once)",
                 file=sys.stderr,
             )
-            if self.dispatcher is not None:
-                self.dispatcher.stop(StopReason.INTERRUPTED)
-        elif signum == signal.SIGINT and self.dispatcher is not None:
-            self.dispatcher.abort()
+            if self._dispatcher is not None:
+                self._dispatcher.stop(StopReason.INTERRUPTED)
+        elif signum == signal.SIGINT and self._dispatcher is not None:
+            self._dispatcher.abort()
 
 
 @contextlib.contextmanager
-def _signals(summary: FileSummary) -> Iterator[_Interrupts]:
+def handle_signals(interrupts: Interrupts) -> Iterator[None]:
+    """SIGINT, SIGTERM and SIGHUP (a closed terminal or ssh session) go to ``interrupts`` while
+    the block runs in the event loop; under ``nohup`` (SIGHUP ignored) a hang-up stays
+    ignored and the run goes on."""
     loop = asyncio.get_running_loop()
-    interrupts = _Interrupts(summary)
+    wanted = [signal.SIGINT, signal.SIGTERM]
+    if hasattr(signal, "SIGHUP") and signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+        wanted.append(signal.SIGHUP)
     installed = []
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in wanted:
         try:
             loop.add_signal_handler(signum, interrupts.handle, signum)
             installed.append(signum)
         except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
             pass
     try:
-        yield interrupts
+        yield
     finally:
         for signum in installed:
             loop.remove_signal_handler(signum)
@@ -415,8 +455,12 @@ def _deadline(dispatcher: Dispatcher, stop_at: datetime | None):
     if stop_at is None:
         yield
         return
-    delay = max(0.0, (stop_at - datetime.now(stop_at.tzinfo)).total_seconds())
-    handle = asyncio.get_running_loop().call_later(delay, dispatcher.stop, StopReason.DEADLINE)
+    delay = (stop_at - datetime.now(stop_at.tzinfo)).total_seconds()
+    if delay <= 0:  # already past (--max-runtime 0): not one call
+        dispatcher.stop(StopReason.DEADLINE)
+    handle = asyncio.get_running_loop().call_later(
+        max(delay, 0.0), dispatcher.stop, StopReason.DEADLINE
+    )
     try:
         yield
     finally:
@@ -435,6 +479,37 @@ def _paired(row: Row, recorded: tuple[int, int | None, Outcome] | None) -> Outco
             "check this row on the platform",
         )
     return outcome
+
+
+def _count_from_journal(run: RunJournal, summary: FileSummary) -> None:
+    counted = FileSummary(summary.input, summary.command)
+    for _, outcome in run.results():
+        counted.count(outcome)
+    summary.counts, summary.sub_codes, summary.calls = (
+        counted.counts,
+        counted.sub_codes,
+        counted.calls,
+    )
+
+
+def rebuild_report(path: Path, config: Config, spec: ApiSpec, journal: Journal) -> FileSummary:
+    """``top-import report``: the workbook of the last run of ``path`` whose results the journal
+    kept (its workbook could not be written, or it was killed), from the file as it is now; no
+    network. A row whose cells changed since is not paired with the old outcome."""
+    check_path(path)
+    run = journal.last_results(path)
+    if run is None:
+        raise UsageError(
+            f"{journal.path} holds no results of a run of {path} to report: they are kept only "
+            "when a run could not write its workbook or was killed, until the next run of it."
+        )
+    table = _open(path, config, spec)
+    summary = FileSummary(path, "report", method=spec.method, limits=_limits(config))
+    summary.ended = time.time()
+    summary.workbook = _write_report(table, run, report_path(config, path), summary)
+    summary.rows_read = sum(summary.counts.values())
+    run.finish()  # the workbook holds the results now
+    return summary
 
 
 def _write_report(table: InputTable, run: RunJournal, out: Path, summary: FileSummary) -> Path:

@@ -144,12 +144,18 @@ class Reply:
     system_time: str = ""
     ban_seconds: float = 0.0
     error: str = ""  # transport-level description, when there was no platform answer
+    sent: bool = True  # False: the request never left the machine (no connection)
 
 
 def transport_failure(description: str) -> Reply:
     """A call that certainly did not act: nothing left the machine, or the gateway said it
     failed before the API (HTTP 502, 503, 429). Safe to retry."""
     return Reply(ErrorClass.TRANSIENT, error=description)
+
+
+def not_sent(description: str) -> Reply:
+    """A call that never left the machine: refused, DNS, TLS, a connect timeout."""
+    return Reply(ErrorClass.TRANSIENT, error=description, sent=False)
 
 
 def uncertain(description: str) -> Reply:

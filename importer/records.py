@@ -123,6 +123,8 @@ class Outcome:
     attempts: int = 0
     elapsed_ms: int = 0
     error: str = ""
+    # attempts whose request left the machine (None: all of them); the daily quota counts these
+    sent: int | None = None
 
     COLUMNS = (
         "status",

@@ -42,6 +42,7 @@ import xlsxwriter
 from xlsxwriter.exceptions import XlsxWriterException
 
 from importer.errors import UsageError
+from importer.processes import pid_alive
 from importer.records import Outcome, Row, Status
 
 EXCEL_MAX_DATA_ROWS = 1_048_575  # 1,048,576 rows per sheet, minus the header
@@ -98,6 +99,7 @@ class ReportWriter:
                 f"Cannot write the result file {self.path}: its name must end with .xlsx or .csv."
             )
         self._prepare_directory()
+        self._remove_stale()
         sink: _XlsxSink | _CsvSink
         try:
             if suffix == ".xlsx":
@@ -162,6 +164,17 @@ class ReportWriter:
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
         return f"<ReportWriter {str(self.path)!r} {state}>"
+
+    def _remove_stale(self) -> None:
+        """Temporary files of runs that were killed while writing this report (pid gone)."""
+        for tmp in self.path.parent.glob(f".{self.path.name}.tmp-*"):
+            pid = tmp.name.rsplit(".tmp-", 1)[1].split(".", 1)[0]
+            if not pid.isdigit() or int(pid) == os.getpid() or pid_alive(int(pid)):
+                continue
+            if tmp.is_dir():
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                tmp.unlink(missing_ok=True)
 
     def _prepare_directory(self) -> None:
         if self.path.is_dir():

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from importer.errors import InputError
+from importer.processes import pid_alive
 
 BLOCK = 1 << 20
 ATTEMPTS = 3  # a file that changes under three copies in a row is still being written
@@ -99,16 +100,6 @@ def _remove_stale(folder: Path) -> None:
     """Remove the copies of runs whose process is gone (killed before they cleaned up)."""
     for path in folder.glob(f"{_PREFIX}*"):
         pid_text = path.name[len(_PREFIX) :].split("-", 1)[0]
-        if pid_text.isdigit() and not _alive(int(pid_text)):
+        if pid_text.isdigit() and not pid_alive(int(pid_text)):
             with contextlib.suppress(OSError):
                 path.unlink()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -42,6 +42,7 @@ class StopReason(str, Enum):
     DEADLINE = "deadline"
     CANARY = "canary"  # too many of the first rows failed with business errors
     FAILURE_RATE = "failure_rate"  # too many of the last answers did
+    UNREACHABLE = "unreachable"  # calls in a row could not even connect to the gateway
 
 
 class Action(str, Enum):
@@ -77,6 +78,7 @@ class Tries:
     reads)."""
 
     attempts: int = 0
+    sent: int = 0  # attempts whose request left the machine
     retries: int = 0  # transient (and, with resend_uncertain, uncertain) retries used
     throttles: int = 0
     started: float = 0.0  # monotonic time of the first call
@@ -119,8 +121,7 @@ def next_step(reply: Reply, tries: Tries, limits: RetryLimits, rng: random.Rando
     # transient, or uncertain with at-least-once chosen
     if tries.retries >= limits.retries:
         error = f"{platform_words(reply)} (after {tries.attempts} attempts)"
-        status = Status.UNKNOWN if kind is ErrorClass.UNCERTAIN else Status.FAILED
-        return Step(Action.SETTLE, status, error)
+        return Step(Action.SETTLE, last_status(reply, tries), error)
     delay = backoff_delay(tries.retries, limits.backoff_base, limits.backoff_cap, rng)
     return Step(Action.RETRY, delay=delay)
 
@@ -140,6 +141,14 @@ def _throttled(reply: Reply, tries: Tries, limits: RetryLimits) -> Step:
         error = f"{describe(reply)} (still throttled after {tries.attempts} attempts)"
         return Step(Action.SETTLE, Status.FAILED, error)
     return Step(Action.THROTTLE, delay=reply.ban_seconds)
+
+
+def last_status(reply: Reply, tries: Tries) -> Status:
+    """A row that ends on a failed attempt: ``not_sent`` if no attempt ever left the machine,
+    ``unknown`` if the last one may have acted, else ``failed``."""
+    if tries.sent == 0:
+        return Status.NOT_SENT
+    return Status.UNKNOWN if reply.error_class is ErrorClass.UNCERTAIN else Status.FAILED
 
 
 def seconds_text(value: float) -> str:

@@ -121,8 +121,9 @@ def clean_env(**extra: str) -> dict[str, str]:
 def cli(
     args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess:
-    """Run the real command in a subprocess, as a user or cron would."""
-    return subprocess.run(
+    """Run the real command in a subprocess, as a user or cron would. Whatever the test, the
+    command never prints a traceback (the promise: one sentence, never a traceback)."""
+    done = subprocess.run(
         [sys.executable, "-m", "importer", *args],
         cwd=cwd,
         env=env if env is not None else clean_env(),
@@ -130,6 +131,8 @@ def cli(
         text=True,
         timeout=timeout,
     )
+    assert "Traceback" not in done.stderr, done.stderr
+    return done
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> None:

@@ -50,11 +50,19 @@ def reply(kind: ErrorClass, **fields: object) -> Reply:
         # not sent, or answered with a passing error: retried, then failed
         (reply(ErrorClass.TRANSIENT, error="refused"), Tries(1), LIMITS, Action.RETRY, None),
         (
-            reply(ErrorClass.TRANSIENT, error="refused"),
-            Tries(4, retries=3),
+            reply(ErrorClass.TRANSIENT, code="15", sub_code="isp.x"),
+            Tries(4, sent=4, retries=3),
             LIMITS,
             Action.SETTLE,
             Status.FAILED,
+        ),
+        # no attempt ever left the machine: truthfully not sent
+        (
+            reply(ErrorClass.TRANSIENT, error="refused", sent=False),
+            Tries(4, sent=0, retries=3),
+            LIMITS,
+            Action.SETTLE,
+            Status.NOT_SENT,
         ),
         # sent, no readable answer: unknown at once unless at-least-once was chosen
         (
@@ -67,7 +75,7 @@ def reply(kind: ErrorClass, **fields: object) -> Reply:
         (reply(ErrorClass.UNCERTAIN, error="lost"), Tries(1), AT_LEAST_ONCE, Action.RETRY, None),
         (
             reply(ErrorClass.UNCERTAIN, error="lost"),
-            Tries(4, retries=3),
+            Tries(4, sent=4, retries=3),
             AT_LEAST_ONCE,
             Action.SETTLE,
             Status.UNKNOWN,
@@ -83,6 +91,7 @@ def reply(kind: ErrorClass, **fields: object) -> Reply:
         "throttled-too-often",
         "transient",
         "transient-out-of-retries",
+        "never-connected-out-of-retries",
         "uncertain",
         "uncertain-at-least-once",
         "uncertain-at-least-once-out-of-retries",

@@ -1,0 +1,333 @@
+"""Fail before the first call, stop cleanly at any moment, distrust the gateway.
+
+Every pre-send mistake exits 2 with one sentence and the gateway sees no call; every stop
+leaves a workbook and the journal; an unreachable or redirecting gateway stops the run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import ClassVar
+
+import pytest
+from conftest import cli, statuses, ticket, wait_for, write_csv
+
+FAST = ["--qps", "1000", "--canary", "0", "--no-progress"]
+
+
+def popen(tmp_path, env, *args: str, stdout=subprocess.PIPE) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "importer", "run", *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+# -- fail before the first call ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--out", "r.xls"],
+        ["--out", ""],
+        ["--out", "blocked/r.xlsx"],
+        ["--out-dir", "blocked/reports"],
+        ["--summary-json", "blocked/s.json"],
+        ["--archive", "blocked/done"],
+        ["--qps", "inf"],
+        ["--qps", "nan"],
+        ["--qps", "1e308"],
+        ["--qps-max", "1e308"],
+        ["--timeout", "inf"],
+        ["--timeout", "0"],
+        ["--canary", "99999999999999999999"],
+        ["--max-runtime", "99999999999h"],
+        ["--max-runtime", "²"],
+        ["--concurrency", "0"],
+        ["--concurrency", "100000"],
+        ["--retries", "-1"],
+        ["--max-ban", "inf"],
+        ["--daily-quota", "0"],
+    ],
+    ids=lambda a: " ".join(a) or "empty",
+)
+def test_a_mistake_knowable_before_sending_sends_nothing(tmp_path, simulator, args):
+    sim = simulator()
+    write_csv(tmp_path / "t.csv", [ticket(i) for i in range(5)])
+    (tmp_path / "blocked").write_text("a file where a folder is needed\n")
+    done = cli(["run", "t.csv", *FAST, *args], tmp_path, sim.env())
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("top-import: "), done.stderr
+    assert sim.stats()["calls"] == 0
+    assert not (tmp_path / "reports" / "journal.sqlite").exists()
+
+
+def test_an_empty_out_in_the_config_file_sends_nothing(tmp_path, simulator):
+    sim = simulator()
+    write_csv(tmp_path / "t.csv", [ticket(i) for i in range(5)])
+    (tmp_path / "importer.toml").write_text('out = ""\n')
+    done = cli(["run", "t.csv", *FAST], tmp_path, sim.env())
+    assert done.returncode == 2 and "--out" in done.stderr, done.stderr
+    assert sim.stats()["calls"] == 0
+
+
+def test_a_spec_that_needs_a_session_fails_before_the_lock(tmp_path, simulator):
+    sim = simulator()
+    spec = tmp_path / "s.toml"
+    spec.write_text(
+        'method = "example.thing.save"\nneeds_session = true\n'
+        '[[fields]]\nname = "thing_id"\ntype = "String"\nrequired = true\n'
+    )
+    (tmp_path / "t.csv").write_text("thing_id\na1\n")
+    done = cli(["run", "t.csv", "--api", "s.toml", *FAST], tmp_path, sim.env())
+    assert done.returncode == 2 and "TOP_SESSION" in done.stderr, done.stderr
+    assert "rows to send" not in done.stderr  # no pre-flight: nothing was read
+    assert sim.stats()["calls"] == 0
+    assert not (tmp_path / "reports" / "journal.sqlite").exists()
+
+
+def test_max_runtime_0_sends_nothing(tmp_path, simulator):
+    sim = simulator()
+    write_csv(tmp_path / "t.csv", [ticket(i) for i in range(5)])
+    done = cli(["run", "t.csv", *FAST, "--max-runtime", "0"], tmp_path, sim.env())
+    assert done.returncode == 1, done.stderr
+    assert statuses(tmp_path / "reports" / "t.result.xlsx") == {"not_sent": 5}
+    assert sim.stats()["calls"] == 0
+
+
+def test_an_unclosed_quote_names_the_line_where_it_opened(tmp_path, simulator):
+    sim = simulator()
+    rows = "\n".join(",".join(ticket(i).values()) for i in range(6))
+    lines = rows.splitlines()
+    lines[2] = lines[2].replace("ding", '"ding', 1)  # line 4 of the file: a quote never closed
+    (tmp_path / "t.csv").write_text(",".join(ticket(0)) + "\n" + "\n".join(lines) + "\n")
+    done = cli(["run", "t.csv", *FAST], tmp_path, sim.env())
+    assert done.returncode == 2, done.stderr
+    assert "t.csv line 4: a quote opened there is never closed" in done.stderr
+    assert sim.stats()["calls"] == 0
+
+
+def test_a_config_file_with_the_secret_readable_by_others_is_warned_about(tmp_path, simulator):
+    sim = simulator()
+    write_csv(tmp_path / "t.csv", [ticket(i) for i in range(2)])
+    toml = tmp_path / "importer.toml"
+    toml.write_text(f'app_secret = "{sim.settings.secret}"\n')
+    toml.chmod(0o644)
+    env = sim.env()
+    del env["TOP_APP_SECRET"]
+    done = cli(["run", "t.csv", *FAST], tmp_path, env)
+    assert done.returncode == 0, done.stderr
+    assert "other users of this machine can read it (mode 644); run: chmod 600" in done.stderr
+    assert sim.settings.secret not in done.stderr + done.stdout
+    toml.chmod(0o600)
+    quiet = cli(["run", "t.csv", *FAST], tmp_path, env)
+    assert "chmod" not in quiet.stderr
+
+
+# -- the workbook at the end --------------------------------------------------------------------
+
+
+def test_a_workbook_that_cannot_be_written_is_rebuilt_from_the_journal(tmp_path, simulator):
+    sim = simulator(latency_ms=20)
+    write_csv(tmp_path / "t.csv", [ticket(i) for i in range(40)])
+    proc = popen(tmp_path, sim.env(), "t.csv", "--qps", "100", "--canary", "0", "--no-progress")
+    try:
+        wait_for(lambda: sim.stats()["accepted"] >= 1 or proc.poll() is not None)
+        (tmp_path / "reports" / "t.result.xlsx").mkdir()  # the target became unwritable
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 1, err
+    assert "'top-import report t.csv' writes the workbook" in err
+    assert "Traceback" not in err
+    calls = sim.stats()["calls"]
+    (tmp_path / "reports" / "t.result.xlsx").rmdir()
+    rebuilt = cli(["report", "t.csv"], tmp_path, sim.env())
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert statuses(tmp_path / "reports" / "t.result.xlsx") == {"success": 40}
+    assert sim.stats()["calls"] == calls  # no network
+    again = cli(["report", "t.csv"], tmp_path, sim.env())
+    assert again.returncode == 2 and "holds no results" in again.stderr
+
+
+def test_a_killed_runs_leftovers_are_cleaned_by_the_next_run(tmp_path, simulator):
+    sim = simulator()
+    write_csv(tmp_path / "t.csv", [ticket(i) for i in range(5)])
+    reports = tmp_path / "reports"
+    (reports / ".top-import-snapshots").mkdir(parents=True)
+    dead = 2**22 + 4321  # no such process
+    (reports / f".t.result.xlsx.tmp-{dead}").write_bytes(b"half a workbook")
+    (reports / f".t.result.xlsx.tmp-{dead}.d").mkdir()
+    (reports / ".top-import-snapshots" / f"snapshot-{dead}-ab12cd34.csv").write_text("x\n")
+    done = cli(["run", "t.csv", *FAST], tmp_path, sim.env())
+    assert done.returncode == 0, done.stderr
+    leftovers = [p.name for p in reports.iterdir() if ".tmp-" in p.name]
+    assert leftovers == []
+    assert list((reports / ".top-import-snapshots").iterdir()) == []
+
+
+# -- stop cleanly, whatever the moment ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
+def test_a_signal_while_a_workbook_is_written_finishes_it_and_starts_no_other_input(
+    tmp_path, simulator, signum, code
+):
+    sim = simulator()
+    write_csv(tmp_path / "a.csv", [ticket(i) for i in range(3000)])
+    write_csv(tmp_path / "b.csv", [ticket(5000 + i) for i in range(10)])
+    proc = popen(tmp_path, sim.env(), "a.csv", "b.csv", *FAST)
+    try:
+        reports = tmp_path / "reports"
+        wait_for(
+            lambda: (
+                any(p.name.startswith(".a.result.xlsx.tmp-") for p in reports.iterdir())
+                if reports.exists()
+                else False
+            )
+        )
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == code, err
+    assert statuses(reports / "a.result.xlsx") == {"success": 3000}
+    assert not (reports / "b.result.xlsx").exists()
+    assert sim.stats()["calls"] == 3000
+
+
+def test_nohup_keeps_a_run_going_after_a_hang_up(tmp_path, simulator):
+    sim = simulator(latency_ms=20)
+    write_csv(tmp_path / "t.csv", [ticket(i) for i in range(30)])
+    proc = subprocess.Popen(
+        [
+            "nohup",
+            sys.executable,
+            "-m",
+            "importer",
+            "run",
+            "t.csv",
+            "--qps",
+            "200",
+            "--no-progress",
+        ],
+        cwd=tmp_path,
+        env=sim.env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: sim.stats()["accepted"] >= 1 or proc.poll() is not None)
+        proc.send_signal(signal.SIGHUP)
+        assert proc.wait(60) == 0
+    finally:
+        proc.kill()
+    assert statuses(tmp_path / "reports" / "t.result.xlsx") == {"success": 30}
+
+
+def test_a_closed_stdout_does_not_drop_inputs_or_the_summary(tmp_path, simulator):
+    sim = simulator()
+    for name in ("a", "b", "c"):
+        write_csv(tmp_path / f"{name}.csv", [ticket(ord(name) * 100 + i) for i in range(5)])
+    read, write = os.pipe()
+    os.close(read)  # nobody reads stdout: | head -1 that has already exited
+    with os.fdopen(write, "w") as closed:
+        proc = popen(
+            tmp_path,
+            sim.env(),
+            "a.csv",
+            "b.csv",
+            "c.csv",
+            *FAST,
+            "--summary-json",
+            "s.json",
+            stdout=closed,
+        )
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    for name in ("a", "b", "c"):
+        assert statuses(tmp_path / "reports" / f"{name}.result.xlsx") == {"success": 5}
+    assert (tmp_path / "s.json").exists()
+    assert sim.stats()["accepted"] == 15
+
+
+# -- distrust the gateway ----------------------------------------------------------------------
+
+
+class _Redirect(BaseHTTPRequestHandler):
+    seen: ClassVar[list[str]] = []
+
+    def do_POST(self) -> None:
+        _Redirect.seen.append(self.path)
+        self.send_response(302)
+        self.send_header("Location", f"http://203.0.113.9/router/rest?{self.path.split('?')[1]}")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def serving(handler):
+    server = HTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/router/rest"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_redirecting_gateway_stops_the_run_and_is_not_followed(tmp_path, simulator):
+    sim = simulator()
+    write_csv(tmp_path / "t.csv", [ticket(i) for i in range(20)])
+    _Redirect.seen = []
+    with serving(_Redirect) as url:
+        env = sim.env(TOP_GATEWAY=url, TOP_SESSION="sess-never-print-me")
+        done = cli(["run", "t.csv", *FAST, "--concurrency", "1"], tmp_path, env)
+    assert done.returncode == 3, done.stderr
+    assert "redirect to http://203.0.113.9/router/rest (not followed" in done.stderr
+    assert "sess-never-print-me" not in done.stderr + done.stdout
+    assert len(_Redirect.seen) == 1
+    assert statuses(tmp_path / "reports" / "t.result.xlsx") == {"failed": 1, "not_sent": 19}
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_an_unreachable_gateway_stops_the_run_soon(tmp_path):
+    from conftest import APP_KEY, SECRET, clean_env
+
+    write_csv(tmp_path / "t.csv", [ticket(i) for i in range(40)])
+    env = clean_env(
+        TOP_GATEWAY=f"http://127.0.0.1:{_closed_port()}/router/rest",
+        TOP_APP_KEY=APP_KEY,
+        TOP_APP_SECRET=SECRET,
+    )
+    done = cli(["run", "t.csv", *FAST, "--daily-quota", "100"], tmp_path, env, timeout=60)
+    assert done.returncode == 3, done.stderr
+    assert "cannot be reached" in done.stderr and "calls in a row got no connection" in done.stderr
+    assert statuses(tmp_path / "reports" / "t.result.xlsx") == {"not_sent": 40}
+    # No call reached a platform: the daily quota is untouched for the next run.
+    again = cli(
+        ["run", "t.csv", *FAST, "--daily-quota", "100", "--max-runtime", "0"], tmp_path, env
+    )
+    assert "0 calls made today" in again.stderr or "100 left" in again.stderr, again.stderr
