@@ -153,9 +153,9 @@ _FILE_OPTIONS = [
     click.option(
         "--qps",
         metavar="N|auto",
-        help="Never more than N calls in one clock second (validate: for the time estimate); "
-        "auto: start low and find the app's limit from the answers (up to --qps-max). "
-        "Default: 10.",
+        help="Never more than N calls in one clock second, 0 < N <= 10000 (validate: for the "
+        "time estimate); auto: start low and find the app's limit from the answers (up to "
+        "--qps-max). Default: 10.",
     ),
 ]
 
@@ -180,8 +180,9 @@ def cli() -> None:
     \b
     Exit codes: 0 all rows success/skipped (validate: all valid) · 1 some rows failed, invalid,
     duplicate, unknown or not sent · 2 usage, configuration or unreadable input, or a run that
-    would not fit the daily quota · 3 aborted by a fatal platform error, or stopped because too
-    many rows failed (canary, failure rate) · 130 SIGINT · 143 SIGTERM.
+    would not fit the daily quota; nothing sent · 3 aborted by a fatal platform error, a
+    redirect or an unreachable gateway, or stopped because too many rows failed (canary,
+    failure rate) · 130 SIGINT · 143 SIGTERM · 129 SIGHUP (each after writing the workbook).
     """
 
 
@@ -212,9 +213,11 @@ def cli() -> None:
     type=float,
     help="With --qps auto: never pace above N calls per second. Default: 1000.",
 )
-@click.option("--concurrency", type=int, help="Ceiling on calls in flight. Default: 8.")
-@click.option("--retries", type=int, help="Retries of a transient failure, per row. Default: 5.")
-@click.option("--timeout", type=float, help="Seconds per call. Default: 15.")
+@click.option("--concurrency", type=int, help="Ceiling on calls in flight, 1-1000. Default: 8.")
+@click.option(
+    "--retries", type=int, help="Retries of a transient failure, per row, 0-100. Default: 5."
+)
+@click.option("--timeout", type=float, help="Seconds per call, up to 3600. Default: 15.")
 @click.option(
     "--max-ban",
     type=float,
@@ -255,7 +258,8 @@ def cli() -> None:
 @click.option(
     "--max-runtime",
     metavar="DURATION",
-    help="Stop starting calls after this long (3600, 90s, 45m, 2h30m); exit 1, a rerun resumes.",
+    help="Stop starting calls after this long (3600, 90s, 45m, 2h30m; at most 30 days; 0 sends "
+    "nothing); exit 1, a rerun resumes.",
 )
 @click.option(
     "--canary",

@@ -331,3 +331,17 @@ def test_an_unreachable_gateway_stops_the_run_soon(tmp_path):
         ["run", "t.csv", *FAST, "--daily-quota", "100", "--max-runtime", "0"], tmp_path, env
     )
     assert "0 calls made today" in again.stderr or "100 left" in again.stderr, again.stderr
+
+
+def test_the_proxy_from_the_environment_is_named_without_its_password(monkeypatch):
+    from importer.gateway import Gateway
+
+    monkeypatch.setenv("HTTPS_PROXY", "http://alice:pa55word@proxy.corp:3128")
+    monkeypatch.setenv("NO_PROXY", "internal.corp")
+    remote = Gateway("https://gw.api.taobao.com/router/rest", concurrency=1, timeout=5)
+    assert remote.trust_env
+    assert remote.where == "gw.api.taobao.com via proxy http://proxy.corp:3128"
+    bypassed = Gateway("https://gw.internal.corp/router/rest", concurrency=1, timeout=5)
+    assert bypassed.where == "gw.internal.corp"
+    local = Gateway("http://127.0.0.1:8787/router/rest", concurrency=1, timeout=5)
+    assert not local.trust_env and local.where == "127.0.0.1:8787"
