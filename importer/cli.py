@@ -153,9 +153,9 @@ _FILE_OPTIONS = [
     click.option(
         "--qps",
         metavar="N|auto",
-        help="Never more than N calls in one clock second, 0 < N <= 10000 (validate: for the "
-        "time estimate); auto: start low and find the app's limit from the answers (up to "
-        "--qps-max). Default: 10.",
+        help="Never more than N calls in one clock second (validate: for the time estimate); "
+        "auto: start low and find the app's limit from the answers (up to --qps-max). "
+        "N: more than 0, at most 10000. Default: 10.",
     ),
 ]
 

@@ -351,6 +351,7 @@ class Dispatcher:
                 )
             tries.last = reply
             tries.sent += reply.sent
+            tries.lost += reply.error_class is ErrorClass.UNCERTAIN
             self._watch_connection(reply)
             step = next_step(reply, tries, self._limits, self._rng)
             if step.action is Action.THROTTLE:

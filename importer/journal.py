@@ -48,6 +48,7 @@ try:
 except ImportError:  # pragma: no cover - not POSIX: SQLite's busy timeout alone
     fcntl = None  # type: ignore[assignment]
 
+BUSY_TIMEOUT_S = 30.0  # how long a run waits for another one's write before giving up
 SCHEMA_NAME = "top-import-journal"
 SCHEMA_VERSION = "1"
 
@@ -76,6 +77,13 @@ CREATE TABLE IF NOT EXISTS usage (
     PRIMARY KEY (app_key, day)
 ) WITHOUT ROWID;
 """
+
+
+def _busy(path: Path, exc: Exception) -> JournalError:
+    return JournalError(
+        f"Journal {path} is busy: another process held its write lock for too long ({exc}); "
+        "nothing was sent: try again when it has finished."
+    )
 
 
 def quota_day(epoch: float) -> str:
@@ -120,7 +128,7 @@ def refusal(
         return None
     by = f" by the run of {prior.input_path}" if prior.input_path else ""
     if prior.state == "success":
-        if resend_success:
+        if resend_success and not prior.live:  # --no-resume, but never beside a run sending it
             return None
         when = _when(prior.finished_at) if prior.finished_at else "an earlier run"
         return Outcome(
@@ -141,8 +149,9 @@ def refusal(
 class Journal:
     """One SQLite file; opened once per process, shared by the runs of its inputs."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, busy_timeout: float = BUSY_TIMEOUT_S) -> None:
         self.path = Path(path)
+        self._busy_timeout = busy_timeout
         if self.path.is_dir():
             raise JournalError(f"Journal {self.path} is a directory; give a file with --journal.")
         with self._opening():
@@ -175,10 +184,10 @@ class Journal:
         try:
             if not fresh:
                 self._check_schema()  # read-only: a foreign file must not be touched
-            self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+            self._db = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA busy_timeout=30000")
+            self._db.execute(f"PRAGMA busy_timeout={int(self._busy_timeout * 1000)}")
             self._db.executescript(_SCHEMA)
             columns = {row[1] for row in self._db.execute("PRAGMA table_info(results)")}
             if "row_digest" not in columns:  # a journal of an earlier version
@@ -187,6 +196,13 @@ class Journal:
                 "INSERT OR IGNORE INTO meta VALUES (?, ?)",
                 [("schema", SCHEMA_NAME), ("version", SCHEMA_VERSION)],
             )
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise _busy(self.path, exc) from None
+            raise JournalError(
+                f"Journal {self.path} is not a usable top-import journal ({exc}); "
+                "it was left untouched: pass another --journal path or move the file away."
+            ) from None
         except sqlite3.DatabaseError as exc:
             raise JournalError(
                 f"Journal {self.path} is not a usable top-import journal ({exc}); "
@@ -204,7 +220,7 @@ class Journal:
 
     def _check_schema(self) -> None:
         uri = f"{self.path.resolve().as_uri()}?mode=ro"
-        probe = sqlite3.connect(uri, uri=True, timeout=30.0)
+        probe = sqlite3.connect(uri, uri=True, timeout=self._busy_timeout)
         try:
             meta = dict(probe.execute("SELECT key, value FROM meta"))
         except sqlite3.OperationalError as exc:
@@ -257,7 +273,10 @@ class Journal:
         """
         db = self._db
         host = self.host
-        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise _busy(self.path, exc) from None
         try:
             for run_id, pid in db.execute(
                 "SELECT run_id, pid FROM runs WHERE finished_at IS NULL AND host = ?", (host,)

@@ -68,6 +68,18 @@ class RequestBuilder:
                 f"{spec.method} needs a user session: set TOP_SESSION (or session in "
                 "importer.toml) to the session key the user authorised."
             )
+        for name, value in (
+            ("TOP_APP_KEY", credentials.app_key),
+            ("TOP_APP_SECRET", credentials.secret),
+            ("TOP_SESSION", credentials.session or ""),
+        ):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:  # bytes from the environment that are not text
+                raise UsageError(
+                    f"{name} holds bytes that are not UTF-8 text; set it again (its value is "
+                    "not shown)."
+                ) from None
         self.spec = spec
         self._secret = credentials.secret
         self._sign_method = sign_method

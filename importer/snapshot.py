@@ -39,9 +39,13 @@ class Snapshot:
     _seen: tuple[int, int, int]  # the original's inode, size and mtime when it was copied
 
     def changed(self) -> bool:
-        """Whether the original is no longer the file that was copied (saved, replaced, gone)."""
+        """Whether the original is no longer the file that was copied (saved, replaced, gone),
+        by its inode, size and time, else by its content (an in-place rewrite of the same size
+        with its time put back)."""
         try:
-            return _identity(self.original.stat()) != self._seen
+            if _identity(self.original.stat()) != self._seen:
+                return True
+            return _sha256(self.original) != self.key
         except OSError:
             return True
 
@@ -85,6 +89,14 @@ def take(original: Path, folder: Path) -> Snapshot:
         f"{original} kept changing while it was read (still being copied or saved?); "
         "run again once it is complete."
     )
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(BLOCK), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _copy(source: Path, target: Path) -> str:

@@ -21,13 +21,17 @@ uncertain      the platform may have acted: settle ``unknown`` -- unless the use
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 
 from importer.protocol import ErrorClass, Reply, advice, describe
 from importer.records import Status
 
 MAX_THROTTLE_RETRIES = 100  # a row throttled this often is failed rather than retried forever
+EARLIER_LOST = (
+    "an earlier attempt's answer was lost, so the platform may have acted on it: check it "
+    "there before sending it again (--resend-unknown)"
+)
 UNKNOWN_ADVICE = (
     "the platform may have acted on it: check it there, then rerun with --resend-unknown "
     "to send it again"
@@ -79,6 +83,7 @@ class Tries:
 
     attempts: int = 0
     sent: int = 0  # attempts whose request left the machine
+    lost: int = 0  # attempts sent whose answer was lost (uncertain): they may have acted
     retries: int = 0  # transient (and, with resend_uncertain, uncertain) retries used
     throttles: int = 0
     started: float = 0.0  # monotonic time of the first call
@@ -97,7 +102,20 @@ def backoff_delay(retry: int, base: float, cap: float, rng: random.Random) -> fl
 
 
 def next_step(reply: Reply, tries: Tries, limits: RetryLimits, rng: random.Random) -> Step:
-    """The step after ``reply``, the answer to call number ``tries.attempts`` of a row."""
+    """The step after ``reply``, the answer to call number ``tries.attempts`` of a row (whose
+    own kind ``tries`` already counts).
+
+    A row that had an attempt whose answer was lost and does not end in a success is
+    ``unknown``, whatever the last answer said: that earlier attempt may have acted.
+    """
+    step = _next_step(reply, tries, limits, rng)
+    if tries.lost and step.status in (Status.FAILED, Status.NOT_SENT):
+        error = step.error or platform_words(reply)
+        return replace(step, status=Status.UNKNOWN, error=f"{error}; {EARLIER_LOST}")
+    return step
+
+
+def _next_step(reply: Reply, tries: Tries, limits: RetryLimits, rng: random.Random) -> Step:
     kind = reply.error_class
     if kind is ErrorClass.SUCCESS:
         return Step(Action.SETTLE, Status.SUCCESS, final=True)
@@ -145,10 +163,10 @@ def _throttled(reply: Reply, tries: Tries, limits: RetryLimits) -> Step:
 
 def last_status(reply: Reply, tries: Tries) -> Status:
     """A row that ends on a failed attempt: ``not_sent`` if no attempt ever left the machine,
-    ``unknown`` if the last one may have acted, else ``failed``."""
+    ``unknown`` if one may have acted (its answer was lost), else ``failed``."""
     if tries.sent == 0:
         return Status.NOT_SENT
-    return Status.UNKNOWN if reply.error_class is ErrorClass.UNCERTAIN else Status.FAILED
+    return Status.UNKNOWN if tries.lost else Status.FAILED
 
 
 def seconds_text(value: float) -> str:

@@ -119,3 +119,37 @@ def test_eight_processes_open_a_new_journal_together(tmp_path):
     for proc in procs:
         proc.join(30)
     assert outcomes == dict.fromkeys(range(8), "ok")
+
+
+def test_a_journal_busy_for_too_long_says_so_and_sends_nothing(tmp_path):
+    import sqlite3
+
+    from importer.errors import JournalError
+
+    path = tmp_path / "j.sqlite"
+    Journal(path).close()
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    try:
+        with pytest.raises(JournalError, match="is busy: another process held its write lock"):
+            Journal(path, busy_timeout=0.2).start_run(
+                input_path="t.csv", input_key="k", app_key="k", method="m.x"
+            )
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+
+
+def test_a_rewrite_in_place_with_the_same_size_and_time_is_noticed(tmp_path):
+    from importer import snapshot
+
+    original = tmp_path / "in.csv"
+    original.write_text("case_id\n1001\n1002\n")
+    before = original.stat()
+    copy = snapshot.take(original, tmp_path / "snaps")
+    assert not copy.changed()
+    with original.open("r+") as fh:  # the same inode, the same size
+        fh.write("case_id\n1009\n1008\n")
+    os.utime(original, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert copy.changed()
+    copy.remove()

@@ -13,6 +13,7 @@ import subprocess
 import sys
 from datetime import datetime, timezone
 
+import pytest
 from aiohttp import web
 from conftest import cli, read_sheet, statuses, ticket, wait_for, write_csv
 
@@ -72,6 +73,27 @@ def test_answers_lost_after_the_platform_acted_are_unknown_and_never_sent_twice(
     assert done.returncode == 0, done.stderr
     assert healthy.stats()["accepted"] == lost
     assert statuses(workbook) == {"skipped": 80 - lost, "success": lost}
+
+
+def test_a_row_whose_lost_answer_was_retried_into_an_error_stays_unknown(tmp_path, simulator):
+    """At-least-once retries a lost answer; if the retry then fails (a 502), the first call may
+    still have acted: the row is unknown, and a plain rerun does not send it again."""
+    sim = simulator(lost_response_rate=0.5, http502_rate=0.5, seed=1)
+    write_csv(tmp_path / "t.csv", [ticket(i) for i in range(60)])
+    args = ["run", "t.csv", *FAST, "--retries", "1"]
+    first = cli([*args, "--resend-unknown"], tmp_path, sim.env())
+    assert first.returncode == 1, first.stderr
+    rows = read_sheet(tmp_path / "reports" / "t.result.xlsx")
+    accepted = set(sim.accepted())
+    assert len(accepted) > sum(r["status"] == "success" for r in rows)  # some "errors" landed
+    failed = [r for r in rows if r["status"] == "failed"]
+    assert all("lost" not in (r["error"] or "") for r in failed)
+    before = sim.stats()["accepted"]
+    again = cli(args, tmp_path, sim.env())
+    sent_again = sim.accepted()
+    # Only rows that never reached the platform go again; no accepted payload is sent twice.
+    assert sum(sent_again.values()) - before == len(set(sent_again) - accepted)
+    assert again.returncode in (0, 1)
 
 
 def test_answers_later_than_the_timeout_are_not_retried(tmp_path, simulator):
@@ -224,13 +246,16 @@ async def test_no_call_starts_after_stop_while_its_claim_is_being_committed():
 # -- overlapping runs on one journal ---------------------------------------------------------------
 
 
-def test_two_files_with_the_same_rows_run_together_send_each_payload_once(tmp_path, simulator):
+@pytest.mark.parametrize("extra", [[], ["--no-resume"]], ids=["resume", "no-resume"])
+def test_two_files_with_the_same_rows_run_together_send_each_payload_once(
+    tmp_path, simulator, extra
+):
     sim = simulator(latency_ms=5, jitter_ms=5)
     rows = [ticket(i) for i in range(200)]
     write_csv(tmp_path / "a.csv", rows)
     noted = [dict(r, note=f"re-export {i}") for i, r in enumerate(rows)]
     write_csv(tmp_path / "b.csv", noted[::-1], headers=[*rows[0].keys(), "note"])
-    args = ["--qps", "400", "--canary", "0", "--no-progress", "--concurrency", "8"]
+    args = ["--qps", "400", "--canary", "0", "--no-progress", "--concurrency", "8", *extra]
     procs = [popen(tmp_path, sim.env(), name, *args) for name in ("a.csv", "b.csv")]
     results = [proc.communicate(timeout=120) for proc in procs]
     for proc, (_, err) in zip(procs, results, strict=True):

@@ -98,6 +98,18 @@ def test_a_spec_that_needs_a_session_fails_before_the_lock(tmp_path, simulator):
     assert not (tmp_path / "reports" / "journal.sqlite").exists()
 
 
+def test_a_secret_that_is_not_text_is_a_usage_error_before_anything_is_claimed(tmp_path, simulator):
+    sim = simulator()
+    write_csv(tmp_path / "t.csv", [ticket(i) for i in range(4)])
+    env = sim.env(TOP_APP_SECRET="\udcffsecretXYZ")  # the byte 0xff, as the shell passes it
+    done = cli(["run", "t.csv", *FAST], tmp_path, env)
+    assert done.returncode == 2, done.stderr
+    assert "TOP_APP_SECRET holds bytes that are not UTF-8 text" in done.stderr
+    assert "secretXYZ" not in done.stderr
+    assert sim.stats()["calls"] == 0
+    assert not (tmp_path / "reports" / "journal.sqlite").exists()
+
+
 def test_max_runtime_0_sends_nothing(tmp_path, simulator):
     sim = simulator()
     write_csv(tmp_path / "t.csv", [ticket(i) for i in range(5)])

@@ -56,6 +56,28 @@ def reply(kind: ErrorClass, **fields: object) -> Reply:
             Action.SETTLE,
             Status.FAILED,
         ),
+        # an earlier attempt's answer was lost: whatever comes after, unknown unless a success
+        (
+            reply(ErrorClass.TRANSIENT, error="HTTP 502"),
+            Tries(2, sent=2, lost=1, retries=1),
+            RetryLimits(retries=1, resend_uncertain=True),
+            Action.SETTLE,
+            Status.UNKNOWN,
+        ),
+        (
+            reply(ErrorClass.FAILED, code="50", sub_code="isv.exists"),
+            Tries(2, sent=2, lost=1, retries=1),
+            AT_LEAST_ONCE,
+            Action.SETTLE,
+            Status.UNKNOWN,
+        ),
+        (
+            reply(ErrorClass.SUCCESS),
+            Tries(2, sent=2, lost=1),
+            AT_LEAST_ONCE,
+            Action.SETTLE,
+            Status.SUCCESS,
+        ),
         # no attempt ever left the machine: truthfully not sent
         (
             reply(ErrorClass.TRANSIENT, error="refused", sent=False),
@@ -75,7 +97,7 @@ def reply(kind: ErrorClass, **fields: object) -> Reply:
         (reply(ErrorClass.UNCERTAIN, error="lost"), Tries(1), AT_LEAST_ONCE, Action.RETRY, None),
         (
             reply(ErrorClass.UNCERTAIN, error="lost"),
-            Tries(4, sent=4, retries=3),
+            Tries(4, sent=4, lost=4, retries=3),
             AT_LEAST_ONCE,
             Action.SETTLE,
             Status.UNKNOWN,
@@ -91,6 +113,9 @@ def reply(kind: ErrorClass, **fields: object) -> Reply:
         "throttled-too-often",
         "transient",
         "transient-out-of-retries",
+        "lost-then-502",
+        "lost-then-business-error",
+        "lost-then-success",
         "never-connected-out-of-retries",
         "uncertain",
         "uncertain-at-least-once",
