@@ -743,27 +743,54 @@ async def test_gateway_bad_answers_are_transient_or_uncertain(status, text, kind
 
 
 @pytest.mark.parametrize(
-    ("exception", "error"),
+    ("exception", "kind", "error"),
     [
-        (asyncio.TimeoutError(), "could not connect within 15 s"),
-        (aiohttp.ServerTimeoutError("read"), "could not connect within 15 s"),
+        # before anything is written: not sent, retried
+        (
+            aiohttp.ConnectionTimeoutError("connect"),
+            ErrorClass.TRANSIENT,
+            "could not connect within 7.5 s",
+        ),
+        (
+            aiohttp.ClientConnectorError(
+                aiohttp.client_reqrep.ConnectionKey("gw.test", 80, False, True, None, None, None),
+                OSError(111, "Connect call failed"),
+            ),
+            ErrorClass.TRANSIENT,
+            "connection error: ClientConnectorError",
+        ),
+        # anything else may come after the request was written: uncertain
+        (asyncio.TimeoutError(), ErrorClass.UNCERTAIN, "no answer within --timeout 15 s"),
+        (aiohttp.SocketTimeoutError("read"), ErrorClass.UNCERTAIN, "no answer within"),
         (
             aiohttp.ServerDisconnectedError(),
-            "connection error: ServerDisconnectedError: Server disconnected",
+            ErrorClass.UNCERTAIN,
+            "connection lost after the call was sent: ServerDisconnectedError",
         ),
-        (ConnectionResetError(104, "reset"), "connection error: ConnectionResetError"),
-        (aiohttp.ClientPayloadError("truncated"), "connection error: ClientPayloadError"),
+        (ConnectionResetError(104, "reset"), ErrorClass.UNCERTAIN, "connection lost after"),
+        (aiohttp.ClientPayloadError("truncated"), ErrorClass.UNCERTAIN, "connection lost after"),
     ],
-    ids=["timeout", "server-timeout", "disconnected", "reset", "payload"],
+    ids=[
+        "connect-timeout",
+        "connector",
+        "timeout",
+        "read-timeout",
+        "disconnected",
+        "reset",
+        "payload",
+    ],
 )
-async def test_gateway_network_trouble_before_the_request_is_written_is_transient(exception, error):
-    """aioresponses raises before anything is written (no headers-sent signal): not sent."""
+async def test_gateway_tells_not_sent_from_uncertain_by_aiohttps_exception_types(
+    exception, kind, error
+):
+    """Pins the public aiohttp exception types the not-sent / uncertain split relies on."""
     with aioresponses() as mock:
         mock.post(GW_PATTERN, exception=exception)
         async with Gateway(GW_URL, concurrency=2, timeout=15) as gateway:
             reply = await gateway.post(signed(), SPEC)
-    assert reply.error_class is ErrorClass.TRANSIENT
+    assert reply.error_class is kind
     assert reply.error.startswith(error)
+    assert reply.sent is (kind is ErrorClass.UNCERTAIN)
 
 
 async def test_gateway_error_text_never_carries_the_query_string():
@@ -774,7 +801,7 @@ async def test_gateway_error_text_never_carries_the_query_string():
         mock.post(GW_PATTERN, exception=leaky)
         async with Gateway(GW_URL, concurrency=2, timeout=15) as gateway:
             reply = await gateway.post(request, SPEC)
-    assert reply.error.startswith("connection error: ClientError: failed POST")
+    assert reply.error.startswith("connection lost after the call was sent: ClientError: failed")
     assert_no_secrets(reply.error)
     assert "timestamp" not in reply.error
 
