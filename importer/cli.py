@@ -22,6 +22,7 @@ from importer.config import Config, config_file_in_use, exposed_secret, load_con
 from importer.errors import AbortedError, ImporterError, UsageError
 from importer.inputs import archive_input, check_outputs, expand_inputs, per_input_configs
 from importer.journal import Journal
+from importer.loader import CSV_SUFFIXES
 from importer.pipeline import (
     Interrupts,
     check_file,
@@ -31,13 +32,14 @@ from importer.pipeline import (
 )
 from importer.protocol import Credentials, RequestBuilder
 from importer.specs import ApiSpec, builtin_methods, load_spec
-from importer.summary import FileSummary, Plan, duration_text
+from importer.summary import FileSummary, Plan, duration_text, plural
 from importer.target import SendTarget
 
 EXIT_OK, EXIT_ROWS, EXIT_USAGE, EXIT_ABORTED = 0, 1, 2, 3
 EXIT_SIGNAL = {1: 129, 2: 130, 15: 143}  # SIGHUP, SIGINT, SIGTERM
 EXIT_CODES: dict[type[ImporterError], int] = {AbortedError: EXIT_ABORTED, ImporterError: EXIT_USAGE}
 # Exit codes in order of severity, for several inputs: the worst one wins.
+RATE_AFTER_CALLS = 10  # fewer calls than this get no calls/s in the end line
 _SEVERITY = {0: 0, 1: 1, 2: 2, 3: 3, 129: 4, 143: 5, 130: 6}
 _NOT_OK = ("failed", "invalid", "duplicate", "unknown", "not_sent")
 # Stops that exit 3: the platform refused the app, or the data fails too often to go on.
@@ -112,9 +114,11 @@ def build_config(flags: dict[str, Any], config_file: str | None) -> Config:
 
 def summary_line(summary: FileSummary) -> str:
     counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.counts.items())) or "no rows"
-    line = f"{summary.input}: {summary.rows_read} rows: {counts}"
+    line = f"{summary.input}: {plural(summary.rows_read, 'row')}: {counts}"
     if summary.command == "run":
-        line += f"; {summary.calls} calls, {summary.calls_per_second:.1f} calls/s"
+        line += f"; {plural(summary.calls, 'call')}"
+        if summary.calls >= RATE_AFTER_CALLS:  # over a handful, the rate is the first latency
+            line += f", {summary.calls_per_second:.1f} calls/s"
     line += f"; workbook {summary.workbook}"
     if summary.archived is not None:
         line += f"; archived to {summary.archived}"
@@ -133,7 +137,7 @@ def write_summary_json(path: Path | None, summaries: list[FileSummary], code: in
 
 _FILE_OPTIONS = [
     click.option("--api", help="Built-in API method, or a SPEC.toml file. Default: the built-in."),
-    click.option("--sheet", help="Sheet of a workbook to read. Default: the first sheet."),
+    click.option("--sheet", help="Sheet of a workbook to read. Default: the first visible sheet."),
     click.option(
         "--out",
         type=click.Path(dir_okay=False),
@@ -323,8 +327,9 @@ def run(inputs: tuple[str, ...], config_file: str | None, **flags: Any) -> int:
     if not paths:
         write_summary_json(config.summary_json, [], EXIT_OK)
         return EXIT_OK
-    configs = per_input_configs(paths, config)
+    configs = per_input_configs(paths, config, "dry-run" if config.dry_run else "result")
     check_outputs(config, configs)
+    _warn_idle_options(flags, config, paths)
     if credentials is not None:  # a spec that needs a session: refused before anything is read
         RequestBuilder(spec, credentials, config.sign_method)
     if config.dry_run:
@@ -362,6 +367,7 @@ async def _send_inputs(
     summaries: list[FileSummary] = []
     codes: list[int] = []
     async with SendTarget(config, credentials, spec, fail) as (gateway_url, creds):
+        RequestBuilder(spec, creds, config.sign_method)  # a session it needs: before the journal
         journal = Journal(config.journal)
         try:
             for path in paths:
@@ -398,7 +404,7 @@ async def _send_inputs(
                 if "qps auto reached" in summary.limits:
                     fail(
                         f"{path}: --qps auto ended at {summary.limits['qps auto reached']:g} "
-                        f"calls/s after {summary.limits['qps auto throttles']} throttle answers"
+                        f"calls/s after {plural(summary.limits['qps auto throttles'], 'throttle')}"
                     )
                 if summary.message:
                     fail(summary.message)
@@ -411,6 +417,16 @@ async def _send_inputs(
     code = worst(codes)
     write_summary_json(config.summary_json, summaries, code)
     return code
+
+
+def _warn_idle_options(flags: dict[str, Any], config: Config, paths: list[Path]) -> None:
+    """An option that does nothing here is said once, not silently ignored."""
+    if config.sheet:
+        for path in paths:
+            if path.suffix.lower() in CSV_SUFFIXES:
+                fail(f"warning: --sheet {config.sheet} does nothing for {path} (a CSV file)")
+    if flags.get("qps_max") is not None and not config.qps_auto:
+        fail("warning: --qps-max does nothing without --qps auto")
 
 
 def _preflight(config: Config) -> Callable[[Plan], None]:
@@ -476,8 +492,9 @@ def validate(inputs: tuple[str, ...], config_file: str | None, **flags: Any) -> 
     config = build_config(flags, config_file)
     spec = load_spec(config.api)
     paths = expand_inputs(inputs, config, say)
-    configs = per_input_configs(paths, config)
+    configs = per_input_configs(paths, config, "validate")
     check_outputs(config, configs)
+    _warn_idle_options(flags, config, paths)
     return _per_file(paths, config, lambda p: check_file(p, configs[p], spec))
 
 

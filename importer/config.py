@@ -81,7 +81,8 @@ class Config:
         ]
         if missing:
             raise UsageError(
-                f"Missing {' and '.join(missing)}: set them in the environment or in "
+                f"Missing {' and '.join(missing)}: set {'them' if len(missing) > 1 else 'it'} "
+                "in the environment or in "
                 f"{DEFAULT_CONFIG_FILE}, or use --simulate to run against the built-in simulator."
             )
         return Credentials(self.app_key or "", self.app_secret or "", self.session or None)
@@ -92,7 +93,9 @@ class Config:
         if self.deadline:
             hour, minute = parse_clock(self.deadline)
             at = now.replace(hour=hour, minute=minute, second=0, microsecond=0)
-            if at <= now:  # a nightly window past midnight: tomorrow's HH:MM
+            if at > now + timedelta(hours=12):  # passed less than 12 h ago: yesterday's window
+                at -= timedelta(days=1)
+            elif at <= now - timedelta(hours=12):  # a nightly window past midnight: tomorrow's
                 at += timedelta(days=1)
             candidates.append(at)
         if self.max_runtime:

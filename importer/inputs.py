@@ -43,25 +43,29 @@ def expand_inputs(inputs: Sequence[str], config: Config, say: Callable[[str], No
     return paths
 
 
-def per_input_configs(paths: list[Path], config: Config) -> dict[Path, Config]:
+def per_input_configs(
+    paths: list[Path], config: Config, kind: str = "result"
+) -> dict[Path, Config]:
     """Each input's config, with ``out`` set so that no two inputs write the same workbook.
 
-    The default is ``<out_dir>/<stem>.result.xlsx``; inputs sharing a stem (``t.csv`` and
+    The default is ``<out_dir>/<stem>.<kind>.xlsx`` (``result`` for a run; a check —
+    ``validate``, ``dry-run`` — has its own, so it never overwrites a run's workbook, with the
+    fixes typed into its failed sheet); inputs sharing a stem (``t.csv`` and
     ``t.xlsx``, or ``a/t.csv`` and ``b/t.csv``) get ``<stem>-<ext>`` and then a number.
     """
     if config.out is not None:
         return dict.fromkeys(paths, config)
-    stems = Counter(p.stem for p in paths)
+    stems = Counter(_stem(p) for p in paths)
     taken: set[Path] = set()
     configs = {}
     for path in paths:
-        name = path.stem
+        name = _stem(path)
         if stems[name] > 1 and path.suffix:
             name = f"{name}-{path.suffix.lstrip('.').lower()}"
-        out, n = config.out_dir / f"{name}.result.xlsx", 1
-        while out in taken:
+        out, n = config.out_dir / f"{name}.{kind}.xlsx", 1
+        while out in taken or out.resolve() == path.resolve():
             n += 1
-            out = config.out_dir / f"{name}-{n}.result.xlsx"
+            out = config.out_dir / f"{name}-{n}.{kind}.xlsx"
         taken.add(out)
         configs[path] = replace(config, out=out)
     return configs
@@ -98,6 +102,16 @@ def _check_folder(folder: Path, option: str, what: str = "") -> None:
             f"Cannot write {target} ({reason}); fix the folder's permissions or choose another "
             f"with {option}. Nothing was sent."
         ) from None
+
+
+def _stem(path: Path) -> str:
+    """The name a workbook is named after: a report fed back (``t.result.xlsx``, its failed
+    sheet fixed) keeps its original input's name, ``t``."""
+    stem = path.stem
+    for kind in (".result", ".validate", ".dry-run"):
+        if stem.endswith(kind) and len(stem) > len(kind):
+            return stem[: -len(kind)]
+    return stem
 
 
 def archive_input(path: Path, folder: Path) -> Path:

@@ -43,6 +43,15 @@ DELIMITERS = (",", "\t", ";")
 EXACT_FLOAT_LIMIT = 2**53  # integral floats up to here are exact; beyond, Excel shows 15 digits
 
 _RESULT_HEADERS = frozenset(c.casefold() for c in RESULT_COLUMNS)
+_REPORT_MARKERS = frozenset({"source_row", "status", "request_id"})  # a result CSV's header
+
+
+def unquoted(cells: list[str]) -> list[str]:
+    """The cells of a top-import result CSV as they were before it was written: one leading
+    ``'`` removed where the reporter put one (``reporter._csv_text``)."""
+    return [c[1:] if c[:1] == "'" else c for c in cells]
+
+
 _NO_NUMERIC: frozenset[int] = frozenset()
 _WHAT_TO_DO = "use .csv, .tsv, .txt, .xlsx, .xlsm, .xls or .ods"
 
@@ -66,6 +75,8 @@ class InputTable:
     _header_row: int = field(default=1, repr=False, compare=False)
     _keep: tuple[int, ...] | None = field(default=None, repr=False, compare=False)
     _width: int | None = field(default=None, repr=False, compare=False)  # header cells as read
+    _unquote: bool = field(default=False, repr=False, compare=False)  # a top-import result CSV
+    _origin: int | None = field(default=None, repr=False, compare=False)  # source_row column
 
     def estimate_rows(self) -> int | None:
         """About how many data rows there are (for a progress bar's ETA), when that is cheap.
@@ -92,10 +103,14 @@ class InputTable:
         width = self._width if self._width is not None else len(self.headers)
         header_row = self._header_row
         keep = self._keep
+        unquote = self._unquote
+        origin = self._origin
         new_index = {old: new for new, old in enumerate(keep)} if keep is not None else {}
         for number, raw, numeric in self._source.records():
             if number <= header_row:
                 continue
+            if unquote:
+                raw = unquoted(raw)
             problem = ""
             cells = raw
             if len(raw) != width:
@@ -106,7 +121,9 @@ class InputTable:
                     numeric = frozenset(new_index[i] for i in numeric if i in new_index)
             if not (cells and cells[0].strip()) and not "".join(cells).strip():
                 continue  # blank: counted, not yielded
-            yield Row(number, tuple(cells), numeric, problem)
+            shown = raw[origin].strip() if origin is not None and origin < len(raw) else ""
+            first = int(shown) if shown.isascii() and shown.isdigit() else None
+            yield Row(number, tuple(cells), numeric, problem, first)
 
 
 def _fit(cells: list[str], width: int) -> tuple[list[str], str]:
@@ -138,6 +155,11 @@ def open_input(
     path = Path(path)
     source = _source_for(path, sheet)
     header_row, raw_headers = source.header()
+    # A CSV report of top-import (--out x.csv) fed back: undo the ' it put before cells, exactly.
+    found = {h.strip().casefold() for h in raw_headers}
+    unquote = isinstance(source, _CsvSource) and _REPORT_MARKERS.issubset(found)
+    if unquote:
+        raw_headers = unquoted(raw_headers)
     where = f"{path} (sheet {source.sheet!r})" if source.sheet is not None else str(path)
 
     fields_of = _map_headers(raw_headers, spec, column_map, where)
@@ -175,6 +197,15 @@ def open_input(
         _header_row=header_row,
         _keep=None if len(keep) == len(raw_headers) else keep,
         _width=len(raw_headers),
+        _unquote=unquote,
+        _origin=next(
+            (
+                i
+                for i, h in enumerate(raw_headers)
+                if h.strip().casefold() == "source_row" and fields_of[i] is None
+            ),
+            None,
+        ),
     )
 
 
@@ -360,7 +391,8 @@ def cell_text(value: object) -> tuple[str, bool]:
 
     Integral numbers lose their ``.0``; beyond 2^53 a float is not exact, so it is written with
     Excel's 15 significant digits (``396743391396743391`` typed in Excel is
-    ``396743391396743000`` in the cell): the validator then refuses it as a rounded ID.
+    ``396743391396743000`` in the cell): the validator then refuses it as a rounded ID. The text
+    of a number beyond 2^53 always stays beyond 2^53, so a Number field refuses it too.
     """
     if isinstance(value, str):
         return value, False
@@ -372,7 +404,12 @@ def cell_text(value: object) -> tuple[str, bool]:
         if value.is_integer():
             if abs(value) <= EXACT_FLOAT_LIMIT:
                 return str(int(value)), True
-            return str(int(Decimal(f"{value:.15g}"))), True
+            shown = int(Decimal(f"{value:.15g}"))
+            if abs(shown) <= EXACT_FLOAT_LIMIT:
+                # 2^53 < value < 9007199254740995 shows as 9007199254740990: its 15 digits fall
+                # back under 2^53 and would pass as exact. The value itself says it is not.
+                return str(int(value)), True
+            return str(shown), True
         return f"{value:.15g}", True
     if isinstance(value, dt.datetime):
         return value.strftime("%Y-%m-%d %H:%M:%S"), False

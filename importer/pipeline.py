@@ -212,6 +212,10 @@ async def run_file(
     """
     check_path(path)
     out = report_path(config, path)
+    # Before the copy and the lock: a spec that needs a session it lacks stops here.
+    builder = RequestBuilder(
+        spec, credentials, config.sign_method, partner_id=f"top-import-{__version__}"
+    )
     copy = snapshot.take(path, journal.path.parent / SNAPSHOT_FOLDER)
     try:
         with copy.named_as_original():
@@ -223,6 +227,7 @@ async def run_file(
                 spec,
                 journal,
                 credentials,
+                builder,
                 gateway_url,
                 stop_at,
                 approve,
@@ -248,6 +253,7 @@ async def _run_copy(
     spec: ApiSpec,
     journal: Journal,
     credentials: Credentials,
+    builder: RequestBuilder,
     gateway_url: str,
     stop_at: datetime | None,
     approve: Callable[[Plan], None] | None,
@@ -277,9 +283,6 @@ async def _run_copy(
         plan = _plan(path, table, spec, run, config)
         if approve is not None:
             approve(plan)
-        builder = RequestBuilder(
-            spec, credentials, config.sign_method, partner_id=f"top-import-{__version__}"
-        )
         settings = DispatchSettings(
             qps=min(AUTO_START_QPS, config.qps_max) if config.qps_auto else config.qps,
             concurrency=config.concurrency,
@@ -364,6 +367,13 @@ async def _send(
                 summary.limits["qps auto reached"] = round(dispatcher.pacer.qps, 1)
                 summary.limits["qps auto throttles"] = dispatcher.rate_policy.throttles
             if result.stop_reason is StopReason.DEADLINE and stop_at is not None:
+                if stop_at.timestamp() <= summary.started:
+                    summary.message = (
+                        f"--deadline / --max-runtime had already passed when the run started "
+                        f"(at {stop_at:%Y-%m-%d %H:%M}); nothing was sent. A deadline that "
+                        "passed within the last 12 hours stops a run at once"
+                    )
+                    return
                 summary.message = (
                     f"stopped starting calls at {stop_at:%Y-%m-%d %H:%M} (--deadline / "
                     "--max-runtime); the rows not sent are in the workbook, and rerunning "

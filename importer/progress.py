@@ -44,7 +44,8 @@ class Progress:
         done = sum(self._counts.values())
         rate = done / max(time.monotonic() - self._started, 1e-9)
         parts = ", ".join(f"{n} {s}" for s, n in sorted(self._counts.items()))
-        return f"{done} rows settled ({parts}), {rate:.1f} rows/s"
+        rows = f"{done} row" if done == 1 else f"{done} rows"
+        return f"{rows} settled ({parts}), {rate:.1f} rows/s"
 
     def close(self) -> None:
         if self._bar is not None:

@@ -70,7 +70,9 @@ class Status(str, Enum):
 class Row:
     """One non-header line of an input file.
 
-    ``source_row`` is the row number the user sees (header = 1); ``cells`` are the cells as read,
+    ``source_row`` is the row number the user sees (header = 1), ``origin_row`` the one of the
+    original file when the input is a report of top-import (its ``source_row`` column);
+    ``cells`` are the cells as read,
     in column order; ``numeric`` holds the indexes of cells that were number cells in a workbook
     (their text may already be rounded by Excel); ``problem`` is set when the loader could not
     line the row up with the header (the row is then invalid, the others still go).
@@ -80,6 +82,12 @@ class Row:
     cells: tuple[str, ...]
     numeric: frozenset[int] = frozenset()
     problem: str = ""
+    origin_row: int | None = None  # in a report fed back: the row of the original file
+
+    @property
+    def shown_row(self) -> int:
+        """The row number the report shows: the original file's, through a round trip."""
+        return self.source_row if self.origin_row is None else self.origin_row
 
     def is_blank(self) -> bool:
         return all(not c.strip() for c in self.cells)

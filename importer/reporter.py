@@ -50,6 +50,8 @@ FAILED_STATUSES = frozenset({Status.FAILED, Status.INVALID, Status.NOT_SENT})
 SUMMARY_HEADER = ("item", "value")
 _ATTEMPTS = Outcome.COLUMNS.index("attempts")  # followed by elapsed_ms
 _CSV_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+# ...and "'" itself, so that the loader can undo it exactly (loader.unquoted)
+_CSV_QUOTED_START = (*_CSV_FORMULA_START, "'")
 _WORKBOOK_OPTIONS = {
     "constant_memory": True,
     "strings_to_formulas": False,
@@ -124,7 +126,7 @@ class ReportWriter:
         values = outcome.values()
         if not self._call_columns:
             values = (*values[:_ATTEMPTS], "", "", *values[_ATTEMPTS + 2 :])
-        self._sink.write(row.source_row, cells, values, outcome.status in FAILED_STATUSES)
+        self._sink.write(row.shown_row, cells, values, outcome.status in FAILED_STATUSES)
 
     def close(self, summary: Sequence[tuple[str, object]]) -> Path:
         """Write the summary, finish the file and rename it over ``path``; returns ``path``."""
@@ -323,7 +325,7 @@ class _CsvSink:
 
 
 def _csv_text(text: str) -> str:
-    return "'" + text if text.startswith(_CSV_FORMULA_START) else text
+    return "'" + text if text.startswith(_CSV_QUOTED_START) else text
 
 
 def _csv_value(value: object) -> object:

@@ -105,6 +105,11 @@ def stamp(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, timezone.utc).astimezone().isoformat(timespec="seconds")
 
 
+def plural(n: int, word: str) -> str:
+    """``1 row``, ``2 rows``, ``1,234 rows``."""
+    return f"{n:,} {word}" if n == 1 else f"{n:,} {word}s"
+
+
 def duration_text(seconds: float) -> str:
     """``2h05m09s``, ``2m10s``, ``7s``; a moment is ``1s``, not ``0s``."""
     seconds = max(1, round(seconds)) if seconds > 0 else 0
@@ -156,7 +161,7 @@ class Plan:
             )
             if n
         ]
-        text = f"{self.input}: {self.to_send:,} rows to send"
+        text = f"{self.input}: {plural(self.to_send, 'row')} to send"
         if held:
             text += f" ({', '.join(held)})"
         if self.to_send and self.rate is None:
@@ -169,8 +174,8 @@ class Plan:
             text += f"; about {duration_text(self.to_send / self.rate)} at {rate} calls/s"
         if self.daily_quota is not None:
             text += (
-                f"; daily quota {self.daily_quota:,}: {self.used_today:,} calls used today "
-                f"(GMT+8), {self.quota_left:,} left"
+                f"; daily quota {self.daily_quota:,}: {plural(self.used_today, 'call')} used "
+                f"today (GMT+8), {self.quota_left:,} left"
             )
         return text
 
@@ -178,8 +183,10 @@ class Plan:
         """Why the run should not start unasked (it does not fit the daily quota), or None."""
         if self.fits:
             return None
+        left = self.quota_left or 0
         return (
-            f"{self.input}: {self.to_send:,} rows to send need {self.to_send:,} calls but "
-            f"{self.quota_left:,} of the daily quota of {self.daily_quota:,} are left "
-            f"({self.used_today:,} used today); rerun with --yes, or after 00:00 GMT+8"
+            f"{self.input}: sending {plural(self.to_send, 'row')} takes at least "
+            f"{plural(self.to_send, 'call')}, but only {left:,} of the daily quota of "
+            f"{self.daily_quota:,} {'is' if left == 1 else 'are'} left ({self.used_today:,} "
+            "used today); rerun with --yes, or after 00:00 GMT+8"
         )

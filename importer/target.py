@@ -1,7 +1,8 @@
 """Where the calls go: the configured gateway, or a simulator started in this process.
 
 ``run --simulate`` needs no credentials: the simulator brings its own app key and secret, and
-serves the built-in APIs plus the spec this run sends to.
+serves the built-in APIs plus the spec this run sends to. A spec that needs a session needs
+``TOP_SESSION`` here as on the platform (the simulator checks only that there is one).
 """
 
 from __future__ import annotations
@@ -44,10 +45,10 @@ class SendTarget:
         self._simulator = Simulator(settings, specs=specs)
         await self._simulator.__aenter__()
         self._say(f"simulating the platform at {self._simulator.url} (app key {settings.app_key})")
-        # The simulator checks only that a session is there, for a spec that needs one.
-        fake_session = "simulated-session" if self._spec.needs_session else None
-        session = self._config.session or fake_session
-        return self._simulator.url, Credentials(settings.app_key, settings.secret, session)
+        # A spec that needs a session needs TOP_SESSION here too, as on the real gateway: a
+        # trial run that passed only because the simulator made one up would fail there.
+        credentials = Credentials(settings.app_key, settings.secret, self._config.session)
+        return self._simulator.url, credentials
 
     async def __aexit__(self, *exc: object) -> None:
         if self._simulator is not None:

@@ -102,4 +102,4 @@ def test_inputs_sharing_a_stem_get_a_workbook_each(tmp_path, monkeypatch):
     result = CliRunner().invoke(cli, ["validate", "t.csv", "t.xlsx", "b/t.csv", "--out-dir", "out"])
     assert result.exit_code == 0, result.output
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert names == ["t-csv-2.result.xlsx", "t-csv.result.xlsx", "t-xlsx.result.xlsx"]
+    assert names == ["t-csv-2.validate.xlsx", "t-csv.validate.xlsx", "t-xlsx.validate.xlsx"]

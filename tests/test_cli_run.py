@@ -129,7 +129,7 @@ def test_dry_run_signs_every_row_and_sends_nothing(tmp_path):
     )
     done = cli(["run", "t.csv", "--dry-run"], tmp_path, env)
     assert done.returncode == 1  # the duplicate row
-    assert statuses(tmp_path / "reports" / "t.result.xlsx") == {"valid": 10, "duplicate": 1}
+    assert statuses(tmp_path / "reports" / "t.dry-run.xlsx") == {"valid": 10, "duplicate": 1}
 
 
 def test_a_rerun_skips_what_succeeded(tmp_path, simulator):

@@ -168,6 +168,10 @@ def test_xlsx_text_ids_are_not_numeric(tmp_path):
         (396743391396743000.0, "396743391396743000", True),
         (396743391396743391.0, "396743391396743000", True),
         (9007199254740993, "9007199254740993", True),
+        # the 2^53 band: exact up to 2^53; beyond, the text stays beyond 2^53
+        (9007199254740992.0, "9007199254740992", True),
+        (9007199254740994.0, "9007199254740994", True),
+        (9007199254740996.0, "9007199254741000", True),
         (200110004.0, "200110004", True),
         (2.5, "2.5", True),
         (0.1 + 0.2, "0.3", True),
@@ -329,7 +333,8 @@ def test_result_columns_of_an_earlier_report_are_dropped(tmp_path):
     table = open_input(path, SPEC, sheet="failed")
     assert table.headers == tuple(HEADERS)
     assert dict(table.columns) == FIELDS
-    assert list(table.rows()) == [Row(2, tuple(ROW))]
+    # the original file's row number travels with the row (source_row 7 in the report)
+    assert list(table.rows()) == [Row(2, tuple(ROW), origin_row=7)]
 
 
 def test_result_columns_are_recognised_in_any_case(tmp_path):
@@ -337,13 +342,13 @@ def test_result_columns_are_recognised_in_any_case(tmp_path):
     text += "9,1,u,3,c,failed\n"
     headers, rows = read_all(write_text(tmp_path / "r.csv", text))
     assert headers == ("case_id", "user_identify", "tenant_id", "open_conversation_id")
-    assert rows == [Row(2, ("1", "u", "3", "c"))]
+    assert rows == [Row(2, ("1", "u", "3", "c"), origin_row=9)]
 
 
 def test_numeric_indexes_follow_dropped_columns(tmp_path):
     headers = ["source_row", "case_id", "user_identify", "tenant_id", "open_conversation_id"]
     _, rows = read_all(write_xlsx(tmp_path / "n.xlsx", [headers, [3, "1", "u", 200110004, "c"]]))
-    assert rows == [Row(2, ("1", "u", "200110004", "c"), frozenset({2}))]
+    assert rows == [Row(2, ("1", "u", "200110004", "c"), frozenset({2}), origin_row=3)]
 
 
 def test_rows_gives_a_fresh_pass_each_call(tmp_path):

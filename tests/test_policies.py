@@ -169,8 +169,8 @@ def test_a_run_that_does_not_fit_the_daily_quota_needs_yes(tmp_path, simulator):
     assert stderr_lines(refused)[-2:] == [
         "top-import: t.csv: 5 rows to send; about 1s at 9.5 calls/s; daily quota 10: 8 calls "
         "used today (GMT+8), 2 left",
-        "top-import: t.csv: 5 rows to send need 5 calls but 2 of the daily quota of 10 are "
-        "left (8 used today); rerun with --yes, or after 00:00 GMT+8",
+        "top-import: t.csv: sending 5 rows takes at least 5 calls, but only 2 of the daily "
+        "quota of 10 are left (8 used today); rerun with --yes, or after 00:00 GMT+8",
     ]
     assert sim.stats()["calls"] == 8
     assert not (tmp_path / "reports" / "t.result.xlsx").exists()

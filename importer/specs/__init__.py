@@ -417,12 +417,14 @@ class _Parser:
     def field(self, i: int, raw: dict, object_param: str | None) -> FieldSpec | None:
         report = self.report
         name = raw.get("name")
-        if not isinstance(name, str) or not name:
+        named = isinstance(name, str) and bool(name)
+        if not named:  # its other mistakes are still listed, under its number
             report(f'field #{i} has no name; add name = "the_parameter".')
-            return None
-        label = f"field {name!r}"
-        if not _NAME.match(name):
-            report(f"{label}: the name is not a parameter name; use letters, digits and _.")
+            name, label = "", f"field #{i}"
+        else:
+            label = f"field {name!r}"
+            if not _NAME.match(name):
+                report(f"{label}: the name is not a parameter name; use letters, digits and _.")
         for key in raw:
             if key in _TOP_KEYS and key not in _FIELD_KEYS:
                 report(
@@ -474,6 +476,11 @@ class _Parser:
             )
         if location == "flat" and name in SYSTEM_PARAMS:
             report(f"{label} is a flat parameter named like a system parameter; rename it.")
+        max_length = self.limit(label, raw, "max_length", ("String", "List<String>"))
+        allowed = self.allowed(label, raw.get("allowed"), ftype)
+        max_items = self.limit(label, raw, "max_items", tuple(LIST_TYPES))
+        if not named:
+            return None
         return FieldSpec(
             name=name,
             type=ftype,
@@ -481,9 +488,9 @@ class _Parser:
             aliases=tuple(aliases),
             example=str(example),
             location=location,
-            max_length=self.limit(label, raw, "max_length", ("String", "List<String>")),
-            allowed=self.allowed(label, raw.get("allowed"), ftype),
-            max_items=self.limit(label, raw, "max_items", tuple(LIST_TYPES)),
+            max_length=max_length,
+            allowed=allowed,
+            max_items=max_items,
         )
 
     def limit(self, label: str, raw: dict, key: str, types: tuple[str, ...]) -> int | None:

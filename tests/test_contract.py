@@ -1,0 +1,204 @@
+"""The README is a contract: values never changed on the way, and sentences that hold."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from conftest import cli, read_sheet, ticket
+
+FAST = ["--qps", "1000", "--canary", "0", "--no-progress"]
+
+
+def test_number_cells_in_the_2_53_band_pass_only_where_exact(tmp_path):
+    from openpyxl import Workbook
+
+    band = [9007199254740991, 9007199254740992, 9007199254740994, 9007199254740996]
+    book = Workbook()
+    sheet = book.active
+    sheet.append(list(ticket(0)))
+    for i, tenant in enumerate(band):
+        row = list(ticket(i).values())
+        row[3] = float(tenant)  # a number cell, as Excel stores it
+        sheet.append(row)
+    book.save(tmp_path / "t.xlsx")
+    done = cli(["validate", "t.xlsx"], tmp_path)
+    assert done.returncode == 1, done.stderr
+    report = tmp_path / "reports" / "t.validate.xlsx"
+    if not report.exists():
+        report = tmp_path / "reports" / "t.result.xlsx"
+    statuses = [r["status"] for r in read_sheet(report)]
+    assert statuses == ["valid", "valid", "invalid", "invalid"]
+
+
+def test_simulate_demands_a_session_where_the_platform_does(tmp_path):
+    from conftest import clean_env
+
+    spec = tmp_path / "s.toml"
+    spec.write_text(
+        'method = "example.thing.save"\nneeds_session = true\n'
+        '[[fields]]\nname = "thing_id"\ntype = "String"\nrequired = true\n'
+    )
+    (tmp_path / "t.csv").write_text("thing_id\na1\na2\n")
+    args = ["run", "t.csv", "--api", "s.toml", "--simulate", *FAST]
+    refused = cli(args, tmp_path, clean_env())
+    assert refused.returncode == 2 and "set TOP_SESSION" in refused.stderr, refused.stderr
+    assert not (tmp_path / "reports" / "journal.sqlite").exists()
+    done = cli(args, tmp_path, clean_env(TOP_SESSION="sess-for-the-trial"))
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_check_never_overwrites_a_runs_workbook(tmp_path, simulator):
+    from conftest import write_csv
+
+    sim = simulator()
+    write_csv(tmp_path / "t.csv", [ticket(i) for i in range(3)])
+    assert cli(["run", "t.csv", *FAST], tmp_path, sim.env()).returncode == 0
+    workbook = tmp_path / "reports" / "t.result.xlsx"
+    before = workbook.read_bytes()
+    assert cli(["validate", "t.csv"], tmp_path).returncode == 0
+    assert cli(["run", "t.csv", "--dry-run", "--no-progress"], tmp_path, sim.env()).returncode == 0
+    assert workbook.read_bytes() == before
+    assert [r["status"] for r in read_sheet(tmp_path / "reports" / "t.validate.xlsx")] == [
+        "valid"
+    ] * 3
+    assert (tmp_path / "reports" / "t.dry-run.xlsx").exists()
+
+
+def test_a_deadline_that_passed_within_12_hours_stops_at_once(tmp_path, simulator):
+    from datetime import datetime, timedelta
+
+    from conftest import statuses, write_csv
+
+    sim = simulator()
+    write_csv(tmp_path / "t.csv", [ticket(i) for i in range(3)])
+    past = (datetime.now() - timedelta(hours=1)).strftime("%H:%M")
+    done = cli(["run", "t.csv", *FAST, "--deadline", past], tmp_path, sim.env())
+    assert done.returncode == 1, done.stderr
+    assert "had already passed when the run started" in done.stderr
+    assert statuses(tmp_path / "reports" / "t.result.xlsx") == {"not_sent": 3}
+    assert sim.stats()["calls"] == 0
+    later = (datetime.now() + timedelta(hours=2)).strftime("%H:%M")
+    assert cli(["run", "t.csv", *FAST, "--deadline", later], tmp_path, sim.env()).returncode == 0
+
+
+def test_deadline_table():
+    from datetime import datetime
+
+    from importer.config import Config
+
+    def at(deadline: str, now: str) -> str:
+        moment = datetime.fromisoformat(f"2026-11-30 {now}")
+        return f"{Config(deadline=deadline).stop_at(moment):%d %H:%M}"
+
+    assert at("03:00", "04:41") == "30 03:00"  # passed 1h41 ago: at once
+    assert at("06:30", "22:00") == "01 06:30"  # tonight's window: tomorrow morning
+    assert at("23:00", "01:00") == "29 23:00"  # passed 2 h ago (yesterday): at once
+    assert at("06:30", "02:00") == "30 06:30"  # later today
+
+
+def test_the_end_line_gives_no_rate_for_a_handful_of_calls(tmp_path, simulator):
+    from conftest import write_csv
+
+    sim = simulator()
+    write_csv(tmp_path / "t.csv", [ticket(0)])
+    done = cli(["run", "t.csv", *FAST], tmp_path, sim.env())
+    assert "t.csv: 1 row: 1 success; 1 call; workbook" in done.stdout, done.stdout
+    assert "calls/s" not in done.stdout
+
+
+def test_options_that_do_nothing_here_are_said_once(tmp_path, simulator):
+    from conftest import write_csv
+
+    sim = simulator()
+    write_csv(tmp_path / "t.csv", [ticket(0)])
+    done = cli(["run", "t.csv", *FAST, "--sheet", "Sheet2", "--qps-max", "50"], tmp_path, sim.env())
+    assert done.returncode == 0, done.stderr
+    assert "warning: --sheet Sheet2 does nothing for t.csv (a CSV file)" in done.stderr
+    assert "warning: --qps-max does nothing without --qps auto" in done.stderr
+
+
+def test_a_csv_report_fed_back_sends_exactly_the_original_payloads(tmp_path, simulator):
+    from conftest import statuses, write_csv
+
+    sim = simulator()
+    rows = [ticket(i) for i in range(4)]
+    rows[0]["user_identify"] = "=1+1"  # written as '=1+1 in the CSV report
+    rows[1]["user_identify"] = "'quoted"  # a real leading quote survives the round trip
+    rows[2]["user_identify"] = "-dash"
+    rows[3]["user_identify"] = "@at\tx"
+    write_csv(tmp_path / "t.csv", rows)
+    first = cli(["run", "t.csv", *FAST, "--out", "r.csv"], tmp_path, sim.env())
+    assert first.returncode == 0, first.stderr
+    text = (tmp_path / "r.csv").read_text(encoding="utf-8-sig")
+    assert "'=1+1" in text and "''quoted" in text
+    accepted = sim.accepted()
+    again = cli(["run", "r.csv", *FAST], tmp_path, sim.env())
+    assert again.returncode == 0, again.stderr
+    assert statuses(tmp_path / "reports" / "r.result.xlsx") == {"skipped": 4}
+    assert sim.accepted() == accepted  # not one new payload: no value changed on the way
+    sent = {json.loads(p)["user_identify"] for p in accepted}
+    assert sent == {"=1+1", "'quoted", "-dash", "@at\tx"}
+
+
+def test_a_field_without_a_name_does_not_hide_its_other_mistakes(tmp_path):
+    spec = tmp_path / "s.toml"
+    spec.write_text(
+        'method = "example.thing.save"\n'
+        '[[fields]]\ntype = "Strin"\nrequired = "yes"\nmax_length = 0\n'
+        '[[fields]]\nname = "ok_field"\ntype = "Number"\n'
+    )
+    done = cli(["apis", "s.toml"], tmp_path)
+    assert done.returncode == 2
+    for words in (
+        "field #1 has no name",
+        "field #1 has type 'Strin'",
+        "field #1: required must be true or false",
+        "field #1: max_length must be a whole number of at least 1",
+    ):
+        assert words in done.stderr, done.stderr
+
+
+def test_a_failed_sheet_fed_back_keeps_the_original_rows_and_name(tmp_path, simulator):
+    from conftest import write_csv
+
+    bad = simulator(bad_tenants=frozenset({999}))
+    rows = [ticket(i, tenant=999 if i in (1, 4) else 200110004) for i in range(6)]
+    write_csv(tmp_path / "t.csv", rows)
+    first = cli(["run", "t.csv", *FAST, "--max-failure-rate", "1"], tmp_path, bad.env())
+    assert first.returncode == 1, first.stderr
+    failed = read_sheet(tmp_path / "reports" / "t.result.xlsx", "failed")
+    assert [r["source_row"] for r in failed] == [3, 6]
+
+    good = simulator(app_key=bad.settings.app_key)
+    args = ["run", "reports/t.result.xlsx", "--sheet", "failed", *FAST]
+    again = cli(args, tmp_path, good.env())
+    assert again.returncode == 0, again.stderr
+    report = tmp_path / "reports" / "t-2.result.xlsx"
+    assert [(r["source_row"], r["status"]) for r in read_sheet(report)] == [
+        (3, "success"),
+        (6, "success"),
+    ]
+    assert not (tmp_path / "reports" / "t.result.result.xlsx").exists()
+    assert good.stats()["accepted"] == 2
+
+
+def test_messages_count_in_good_grammar():
+    from importer.config import Config
+    from importer.errors import UsageError
+    from importer.summary import Plan, plural
+
+    assert (plural(1, "row"), plural(2, "row"), plural(1234, "call")) == (
+        "1 row",
+        "2 rows",
+        "1,234 calls",
+    )
+    assert Plan(Path("t.csv"), to_send=1, rate=9.5).line().startswith("t.csv: 1 row to send;")
+    one_left = Plan(Path("t.csv"), to_send=3, daily_quota=10, used_today=9).problem()
+    assert "sending 3 rows takes at least 3 calls, but only 1 of the daily quota of 10 is left" in (
+        one_left or ""
+    )
+    try:
+        Config(app_key="k").credentials()
+    except UsageError as exc:
+        assert "Missing app secret (TOP_APP_SECRET): set it in" in str(exc)
