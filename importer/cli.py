@@ -237,7 +237,8 @@ def cli() -> None:
     "resume",
     flag_value=False,
     default=None,
-    help="Send rows even where the journal says they already succeeded.",
+    help="Send rows even where the journal says they already succeeded (in runs that ended "
+    "before this one started; never beside a run sending the same rows).",
 )
 @click.option(
     "--resend-unknown/--no-resend-unknown",

@@ -10,6 +10,8 @@ Tables::
              (``Row.digest``)                                    -- the workbook is built from it
     usage    (app_key, day) -> calls: HTTP calls settled per GMT+8 day -- the daily-quota check
              (added later; CREATE IF NOT EXISTS gives older journals the table as they open)
+    leases   one row per sending run: app key, its --qps, renewed every half second -- the
+             runs sending for one app key share its quota (``RunJournal.share``)
 
 A payload is *claimed* before its first call: in one ``BEGIN IMMEDIATE`` transaction the run
 reads what the journal holds for it and, if ``refusal`` allows, marks it ``in_flight`` under its
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import socket
 import sqlite3
@@ -48,6 +51,7 @@ try:
 except ImportError:  # pragma: no cover - not POSIX: SQLite's busy timeout alone
     fcntl = None  # type: ignore[assignment]
 
+LEASE_STALE_S = 3.0  # a quota lease not renewed for this long belongs to a run that died
 BUSY_TIMEOUT_S = 30.0  # how long a run waits for another one's write before giving up
 SCHEMA_NAME = "top-import-journal"
 SCHEMA_VERSION = "1"
@@ -76,6 +80,10 @@ CREATE TABLE IF NOT EXISTS usage (
     app_key TEXT NOT NULL, day TEXT NOT NULL, calls INTEGER NOT NULL,
     PRIMARY KEY (app_key, day)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS leases (
+    run_id INTEGER PRIMARY KEY, app_key TEXT NOT NULL, qps REAL NOT NULL,
+    since REAL NOT NULL, renewed_at REAL NOT NULL
+);
 """
 
 
@@ -113,22 +121,31 @@ class PriorCall:
     live: bool = False  # the run that holds it has not finished (and, on this host, is alive)
     input_path: str = ""  # that run's input
     pid: int = 0
+    run_ended: float | None = None  # when that run finished (None: still going)
 
 
 def refusal(
-    prior: PriorCall | None, *, resend_unknown: bool, resend_success: bool
+    prior: PriorCall | None,
+    *,
+    resend_unknown: bool,
+    resend_success: bool,
+    started: float = math.inf,
 ) -> Outcome | None:
     """The one rule of "never twice": None when a run may send a payload the journal holds as
     ``prior``, else the outcome of the row that must not be sent.
 
     Pure; the pre-flight, the feed and the claim (authoritative, under the write lock) all ask
-    it. ``resend_success`` is ``--no-resume``; ``resend_unknown`` is ``--resend-unknown``.
+    it. ``resend_success`` is ``--no-resume``: a success of a run that ended before ``started``
+    (when the asking run began) may be sent again, never one of a run that overlapped it;
+    ``resend_unknown`` is ``--resend-unknown``.
     """
     if prior is None or prior.state == "failed":
         return None
     by = f" by the run of {prior.input_path}" if prior.input_path else ""
     if prior.state == "success":
-        if resend_success and not prior.live:  # --no-resume, but never beside a run sending it
+        # never a success of a run that overlapped this one (it may be sending the same rows)
+        before = prior.run_ended is not None and prior.run_ended < started
+        if resend_success and before and not prior.live:
             return None
         when = _when(prior.finished_at) if prior.finished_at else "an earlier run"
         return Outcome(
@@ -340,7 +357,11 @@ class RunJournal:
         self.run_id = run_id
         self._key = (app_key, method)
         self._host = host or socket.gethostname()
-        self._policy = {"resend_unknown": resend_unknown, "resend_success": resend_success}
+        self._policy = {
+            "resend_unknown": resend_unknown,
+            "resend_success": resend_success,
+            "started": time.time(),
+        }
         self._claims: list[tuple[str, asyncio.Future[Outcome | None]]] = []
         self._outcomes: list[_Settled] = []
         # payload hash -> what the journal held before this run claimed it, until it is settled
@@ -355,10 +376,18 @@ class RunJournal:
         row = self._db.execute(_PRIOR, (*self._key, payload_hash)).fetchone()
         if row is None:
             return None
-        state, request_id, system_time, finished_at, run_id, unfinished, path, pid, host = row
+        state, request_id, system_time, finished_at, run_id, unfinished, path, pid, host = row[:9]
         live = bool(unfinished) and (host != self._host or pid_alive(pid))
         return PriorCall(
-            state, request_id or "", system_time or "", finished_at, run_id, live, path or "", pid
+            state,
+            request_id or "",
+            system_time or "",
+            finished_at,
+            run_id,
+            live,
+            path or "",
+            pid,
+            run_ended=row[9] if row[9] is not None else (None if unfinished else 0.0),
         )
 
     def judge(self, prior: PriorCall | None) -> Outcome | None:
@@ -505,6 +534,41 @@ class RunJournal:
             outcome = Outcome(Status(row[2]), *(v if v is not None else "" for v in row[3:]))
             yield row[0], row[1], outcome
 
+    # -- the app key's quota, shared by the runs sending on this journal -----------------------
+
+    def share(self, qps: float, now: float) -> tuple[float, int, bool]:
+        """Renew this run's lease (taken at the first call) and read the others'.
+
+        Returns (the quota: the lowest ``--qps`` of the live leases, how many live leases share
+        it, whether every other live lease was renewed since this one was taken). A lease not
+        renewed for ``LEASE_STALE_S`` is a run that died.
+        """
+        db, app_key = self._db, self._key[0]
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute(
+                "INSERT INTO leases (run_id, app_key, qps, since, renewed_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET renewed_at = excluded.renewed_at",
+                (self.run_id, app_key, qps, now, now),
+            )
+            (since,) = db.execute(
+                "SELECT since FROM leases WHERE run_id = ?", (self.run_id,)
+            ).fetchone()
+            live = db.execute(
+                "SELECT qps, renewed_at FROM leases WHERE app_key = ? AND renewed_at >= ?",
+                (app_key, now - LEASE_STALE_S),
+            ).fetchall()
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        seen = all(renewed >= since for _, renewed in live)
+        return min(q for q, _ in live), len(live), seen
+
+    def end_share(self) -> None:
+        """Give this run's share back (the others take it at their next renewal)."""
+        self._db.execute("DELETE FROM leases WHERE run_id = ?", (self.run_id,))
+
     def calls_on(self, day: str) -> int:
         """HTTP calls settled for this app key (any method, any run) on a ``quota_day``."""
         row = self._db.execute(
@@ -535,7 +599,8 @@ _ADD_USAGE = (
 )
 _PRIOR = (
     "SELECT c.state, c.request_id, c.system_time, c.finished_at, c.run_id, "
-    "r.run_id IS NOT NULL AND r.finished_at IS NULL, r.input_path, r.pid, r.host "
+    "r.run_id IS NOT NULL AND r.finished_at IS NULL, r.input_path, r.pid, r.host, "
+    "r.finished_at "
     "FROM calls c LEFT JOIN runs r ON r.run_id = c.run_id "
     "WHERE c.app_key = ? AND c.method = ? AND c.payload_hash = ?"
 )

@@ -95,15 +95,17 @@ class Pacer:
     def pause_for(self, seconds: float) -> None:
         self.pause_until(self._time() + seconds)
 
-    def set_rate(self, qps: float) -> None:
-        """Pace to ``qps`` from the next start on (``--qps auto``); the recent starts still count.
+    def set_rate(self, qps: float, rate: float | None = None) -> None:
+        """Pace to ``qps`` from the next start on (``--qps auto``, a shared quota); the recent
+        starts still count. ``rate``, the even rate, defaults to ``paced_rate(qps)``: a share of
+        a quota passes the share of the whole quota's paced rate, not a margin of its own.
 
         The window keeps the last ``capacity`` starts of the new quota, so a lower quota holds the
         next start back until the window allows it, and a higher one releases starts at once.
         """
         old_interval = self._interval
         self.qps = qps
-        self.rate = paced_rate(qps, self._margin)
+        self.rate = paced_rate(qps, self._margin) if rate is None else min(rate, qps)
         self.capacity = max(1, math.floor(qps))
         self._interval = 1.0 / self.rate
         if self._next_slot > -math.inf:  # the next slot moves by the change of the gap

@@ -42,6 +42,7 @@ from importer.records import (
     Status,
 )
 from importer.reporter import ReportWriter
+from importer.sharing import shared_quota
 from importer.specs import ApiSpec
 from importer.summary import FileSummary, Plan
 
@@ -353,10 +354,16 @@ async def _send(
     async with Gateway(gateway_url, concurrency=config.concurrency, timeout=config.timeout) as gw:
         dispatcher = Dispatcher(builder, gw, settings, on_start=on_start, on_outcome=on_outcome)
         interrupts.attach(dispatcher)
+        sharing = (
+            contextlib.nullcontext()
+            if config.qps_auto
+            else shared_quota(run, dispatcher.pacer, config.qps)
+        )
         with _deadline(dispatcher, stop_at):
             started = time.monotonic()
             try:
-                result = await dispatcher.run(feed.records())
+                async with sharing:
+                    result = await dispatcher.run(feed.records())
             finally:
                 summary.send_seconds = time.monotonic() - started
                 interrupts.attach(None)

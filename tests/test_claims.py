@@ -12,7 +12,8 @@ from importer.records import Outcome, Status
 
 
 def prior(state: str, live: bool = False) -> PriorCall:
-    return PriorCall(state, "rid", "", 1700000000.0, 7, live, "other.csv", 4242)
+    ended = None if live else 1700000000.0
+    return PriorCall(state, "rid", "", 1700000000.0, 7, live, "other.csv", 4242, ended)
 
 
 @pytest.mark.parametrize(
@@ -153,3 +154,32 @@ def test_a_rewrite_in_place_with_the_same_size_and_time_is_noticed(tmp_path):
     os.utime(original, ns=(before.st_atime_ns, before.st_mtime_ns))
     assert copy.changed()
     copy.remove()
+
+
+def test_runs_sending_for_one_app_key_share_its_quota(tmp_path):
+    path = tmp_path / "j.sqlite"
+    first, second = open_run(path, "a.csv"), open_run(path, "b.csv")
+    assert first.share(40, 1000.0) == (40, 1, True)
+    quota, live, seen = second.share(30, 1000.1)  # the lowest --qps is the quota
+    assert (quota, live, seen) == (30, 2, False)  # the first has not seen the second yet
+    assert first.share(40, 1000.5)[:2] == (30, 2)
+    assert second.share(30, 1000.6) == (30, 2, True)
+    assert first.share(40, 1000.6 + 10)[:2] == (40, 1)  # the second stopped renewing: dead
+    second.end_share()
+    assert first.share(40, 1011.0)[:2] == (40, 1)
+
+
+def test_no_resume_resends_only_successes_of_runs_that_ended_before_it(tmp_path):
+    path = tmp_path / "j.sqlite"
+    old = open_run(path, "old.csv")
+    old.in_flight("h-old")
+    old.settle(2, "h-old", Outcome(Status.SUCCESS, attempts=1))
+    old.finish()
+    live = open_run(path, "a.csv")
+    live.in_flight("h-live")
+    live.settle(2, "h-live", Outcome(Status.SUCCESS, attempts=1))
+    forced = open_run(path, "b.csv", resend_success=True)  # --no-resume
+    assert forced.in_flight("h-old") is None  # an earlier run's success: sent again, as asked
+    assert forced.in_flight("h-live").status is Status.SKIPPED  # an overlapping run's: never
+    live.finish()
+    assert forced.in_flight("h-live").status is Status.SKIPPED  # it overlapped this run
