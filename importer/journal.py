@@ -311,6 +311,7 @@ class Journal:
                     f"process {pid} on {other_host}, started {_when(started)}; wait for it to "
                     "finish (a second run would send the same rows twice)."
                 )
+            db.execute("DELETE FROM leases WHERE renewed_at < ?", (time.time() - 60,))
             # Results kept by earlier runs of this input (killed, or whose workbook could not be
             # written) are superseded by this run's.
             db.execute(
@@ -356,6 +357,7 @@ class RunJournal:
         self._db = db
         self.run_id = run_id
         self._key = (app_key, method)
+        self._path_hint = Path(db.execute("PRAGMA database_list").fetchone()[2] or "journal")
         self._host = host or socket.gethostname()
         self._policy = {
             "resend_unknown": resend_unknown,
@@ -544,7 +546,10 @@ class RunJournal:
         renewed for ``LEASE_STALE_S`` is a run that died.
         """
         db, app_key = self._db, self._key[0]
-        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise _busy(self._path_hint, exc) from None
         try:
             db.execute(
                 "INSERT INTO leases (run_id, app_key, qps, since, renewed_at) "
@@ -566,8 +571,10 @@ class RunJournal:
         return min(q for q, _ in live), len(live), seen
 
     def end_share(self) -> None:
-        """Give this run's share back (the others take it at their next renewal)."""
-        self._db.execute("DELETE FROM leases WHERE run_id = ?", (self.run_id,))
+        """Give this run's share back (the others take it at their next renewal); a lease left
+        by a run that died is ignored once stale and removed by the next run's start."""
+        with contextlib.suppress(sqlite3.Error):
+            self._db.execute("DELETE FROM leases WHERE run_id = ?", (self.run_id,))
 
     def calls_on(self, day: str) -> int:
         """HTTP calls settled for this app key (any method, any run) on a ``quota_day``."""

@@ -17,6 +17,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 
+from importer.errors import JournalError
 from importer.journal import LEASE_STALE_S, RunJournal
 from importer.pacing import Pacer, paced_rate
 
@@ -54,7 +55,10 @@ def _pace(pacer: Pacer, quota: float, live: int) -> None:
 async def _renew(run: RunJournal, pacer: Pacer, qps: float, current: tuple[float, int]) -> None:
     while True:
         await asyncio.sleep(RENEW_S)
-        quota, live, _ = run.share(qps, time.time())
+        try:
+            quota, live, _ = run.share(qps, time.time())
+        except JournalError:  # busy for a while: keep the pace, try again next time
+            continue
         if (quota, live) != current:
             current = (quota, live)
             _pace(pacer, quota, live)

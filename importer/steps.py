@@ -13,9 +13,13 @@ fatal          settle ``failed``, stop the run (``StopReason.FATAL``)
 throttled      wait out the ban (every worker), then again; a ban over ``max_ban`` stops the
                run, and a row throttled ``MAX_THROTTLE_RETRIES`` times is failed
 transient      retry after ``backoff_delay``, up to ``retries``; then settle ``failed``
+               (``not_sent`` when no attempt ever left the machine)
 uncertain      the platform may have acted: settle ``unknown`` -- unless the user chose
                at-least-once (``resend_uncertain``), then as transient
 =============  ==========================================================================
+
+And one rule over all of them: a row that had an uncertain attempt and does not end in a
+success is ``unknown``, whatever the last answer said.
 """
 
 from __future__ import annotations
