@@ -255,7 +255,7 @@ def test_two_files_with_the_same_rows_run_together_send_each_payload_once(
     write_csv(tmp_path / "a.csv", rows)
     noted = [dict(r, note=f"re-export {i}") for i, r in enumerate(rows)]
     write_csv(tmp_path / "b.csv", noted[::-1], headers=[*rows[0].keys(), "note"])
-    args = ["--qps", "400", "--canary", "0", "--no-progress", "--concurrency", "8", *extra]
+    args = ["--qps", "100", "--canary", "0", "--no-progress", "--concurrency", "8", *extra]
     procs = [popen(tmp_path, sim.env(), name, *args) for name in ("a.csv", "b.csv")]
     results = [proc.communicate(timeout=120) for proc in procs]
     for proc, (_, err) in zip(procs, results, strict=True):
@@ -294,7 +294,7 @@ def test_an_input_rewritten_mid_run_is_reported_as_it_was_sent(tmp_path, simulat
     sim = simulator(latency_ms=20)
     rows = [ticket(i) for i in range(120)]
     path = write_csv(tmp_path / "t.csv", rows)
-    proc = popen(tmp_path, sim.env(), "t.csv", "--qps", "200", "--canary", "0", "--no-progress")
+    proc = popen(tmp_path, sim.env(), "t.csv", "--qps", "60", "--canary", "0", "--no-progress")
     try:
         wait_for(lambda: sim.stats()["accepted"] >= 10 or proc.poll() is not None)
         # The operator deletes the first 40 rows and edits every case_id, saving over the file.

@@ -154,7 +154,7 @@ def test_a_config_file_with_the_secret_readable_by_others_is_warned_about(tmp_pa
 def test_a_workbook_that_cannot_be_written_is_rebuilt_from_the_journal(tmp_path, simulator):
     sim = simulator(latency_ms=20)
     write_csv(tmp_path / "t.csv", [ticket(i) for i in range(40)])
-    proc = popen(tmp_path, sim.env(), "t.csv", "--qps", "100", "--canary", "0", "--no-progress")
+    proc = popen(tmp_path, sim.env(), "t.csv", "--qps", "20", "--canary", "0", "--no-progress")
     try:
         wait_for(lambda: sim.stats()["accepted"] >= 1 or proc.poll() is not None)
         (tmp_path / "reports" / "t.result.xlsx").mkdir()  # the target became unwritable
@@ -216,7 +216,10 @@ def test_a_signal_while_a_workbook_is_written_finishes_it_and_starts_no_other_in
         proc.kill()
     assert proc.returncode == code, err
     assert statuses(reports / "a.result.xlsx") == {"success": 3000}
-    assert not (reports / "b.result.xlsx").exists()
+    # b is not sent (if the signal came just after a's workbook, b may have been read: its
+    # workbook then lists its rows as not_sent)
+    b = reports / "b.result.xlsx"
+    assert not b.exists() or statuses(b) == {"not_sent": 10}
     assert sim.stats()["calls"] == 3000
 
 
@@ -232,7 +235,7 @@ def test_nohup_keeps_a_run_going_after_a_hang_up(tmp_path, simulator):
             "run",
             "t.csv",
             "--qps",
-            "200",
+            "30",
             "--no-progress",
         ],
         cwd=tmp_path,
