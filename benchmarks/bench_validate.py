@@ -26,7 +26,6 @@ Prints figures; asserts nothing.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import random
 import string
@@ -162,7 +161,7 @@ def main() -> None:
             snap.append(time.perf_counter() - started)
             copy.remove()
             started = time.perf_counter()
-            _sha256(src)
+            snapshot.sha256_of(src)
             hashed.append(time.perf_counter() - started)
         print(
             f"  run's private copy (copy + SHA-256)   : {min(snap):7.2f} s   "
@@ -175,14 +174,6 @@ def main() -> None:
             print("\ncProfile of validate (own process):", flush=True)
             out = str(Path(tmp) / "prof.xlsx")
             subprocess.run([sys.executable, "-c", PROFILE, str(src), out], check=False)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _secs(runs: list[tuple[float, float, int]]) -> str:

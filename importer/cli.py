@@ -331,8 +331,6 @@ def run(inputs: tuple[str, ...], config_file: str | None, **flags: Any) -> int:
     configs = per_input_configs(paths, config, "dry-run" if config.dry_run else "result")
     check_outputs(config, configs)
     _warn_idle_options(flags, config, paths)
-    if credentials is not None:  # a spec that needs a session: refused before anything is read
-        RequestBuilder(spec, credentials, config.sign_method)
     if config.dry_run:
         builder = RequestBuilder(spec, credentials or Credentials("", ""), config.sign_method)
         return _per_file(paths, config, lambda p: check_file(p, configs[p], spec, builder))

@@ -270,7 +270,7 @@ class Journal:
         ).fetchall()
         for run_id, path, app_key, method in rows:
             if Path(path).resolve() == target:
-                return RunJournal(self._db, run_id, app_key, method, host=self.host)
+                return RunJournal(self._db, run_id, app_key, method, host=self.host, path=self.path)
         return None
 
     def start_run(
@@ -335,6 +335,7 @@ class Journal:
             app_key,
             method,
             host=host,
+            path=self.path,
             resend_unknown=resend_unknown,
             resend_success=resend_success,
         )
@@ -351,13 +352,14 @@ class RunJournal:
         method: str,
         *,
         host: str = "",
+        path: Path = Path("journal"),
         resend_unknown: bool = False,
         resend_success: bool = False,
     ) -> None:
         self._db = db
         self.run_id = run_id
         self._key = (app_key, method)
-        self._path_hint = Path(db.execute("PRAGMA database_list").fetchone()[2] or "journal")
+        self._path = path  # for messages
         self._host = host or socket.gethostname()
         self._policy = {
             "resend_unknown": resend_unknown,
@@ -549,7 +551,7 @@ class RunJournal:
         try:
             db.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
-            raise _busy(self._path_hint, exc) from None
+            raise _busy(self._path, exc) from None
         try:
             db.execute(
                 "INSERT INTO leases (run_id, app_key, qps, since, renewed_at) "

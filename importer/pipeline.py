@@ -44,7 +44,7 @@ from importer.records import (
 from importer.reporter import ReportWriter
 from importer.sharing import shared_quota
 from importer.specs import ApiSpec
-from importer.summary import FileSummary, Plan
+from importer.summary import FileSummary, Plan, plural
 
 RESENT_NOTE = "an earlier call of this payload got no answer; sent again (--resend-unknown)"
 SNAPSHOT_FOLDER = ".top-import-snapshots"  # beside the journal: the runs' private input copies
@@ -317,7 +317,7 @@ async def _run_copy(
     unknown = summary.counts.get(Status.UNKNOWN.value, 0)
     if unknown:
         summary.notes.append(
-            f"{path}: {unknown} row{'s' if unknown != 1 else ''} unknown: the call may have "
+            f"{path}: {plural(unknown, 'row')} unknown: the call may have "
             "reached the platform but no answer came back. They are the rows with status "
             f"unknown in {summary.workbook}: check them on the platform, then rerun with "
             "--resend-unknown to send them again."

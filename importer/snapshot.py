@@ -45,7 +45,7 @@ class Snapshot:
         try:
             if _identity(self.original.stat()) != self._seen:
                 return True
-            return _sha256(self.original) != self.key
+            return sha256_of(self.original) != self.key
         except OSError:
             return True
 
@@ -91,7 +91,8 @@ def take(original: Path, folder: Path) -> Snapshot:
     )
 
 
-def _sha256(path: Path) -> str:
+def sha256_of(path: Path) -> str:
+    """The SHA-256 of a file's content, read in blocks (the lock key of an input)."""
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         for block in iter(lambda: fh.read(BLOCK), b""):
