@@ -159,6 +159,7 @@ _FILE_OPTIONS = [
         metavar="N|auto",
         help="Never more than N calls in one clock second (validate: for the time estimate); "
         "auto: start low and find the app's limit from the answers (up to --qps-max). "
+        "Runs on one journal share the app key's limit. "
         "N: more than 0, at most 10000. Default: 10.",
     ),
 ]

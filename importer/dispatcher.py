@@ -35,7 +35,7 @@ from datetime import datetime, timezone
 
 from importer.failures import FailureBreaker, FailureDigest, too_many
 from importer.gateway import Gateway
-from importer.pacing import AdaptiveRate, Pacer
+from importer.pacing import AdaptiveRate, Pacer, QuotaShare
 from importer.protocol import ErrorClass, Reply, RequestBuilder
 from importer.records import Outcome, RequestRecord, Status
 from importer.steps import (
@@ -148,6 +148,7 @@ class Dispatcher:
         self.rate_policy = (
             AdaptiveRate(settings.qps, settings.qps_max) if settings.qps_auto else None
         )
+        self.quota = QuotaShare(self.pacer, self.rate_policy)  # what the pacer runs at
         rate = settings.max_failure_rate
         self.breaker = None if rate is None else FailureBreaker(rate, settings.failure_window)
         self.failures = FailureDigest()  # business failures of the run, for the stop messages
@@ -416,7 +417,7 @@ class Dispatcher:
         else:
             rate = self.rate_policy.accepted(now)
         if rate is not None:
-            self.pacer.set_rate(rate)
+            self.quota.apply()
 
     # -- outcomes ------------------------------------------------------------------------------
 

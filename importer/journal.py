@@ -10,7 +10,7 @@ Tables::
              (``Row.digest``)                                    -- the workbook is built from it
     usage    (app_key, day) -> calls: HTTP calls settled per GMT+8 day -- the daily-quota check
              (added later; CREATE IF NOT EXISTS gives older journals the table as they open)
-    leases   one row per sending run: app key, its --qps, renewed every half second -- the
+    leases   one row per sending run: app key, its limit, renewed every half second -- the
              runs sending for one app key share its quota (``RunJournal.share``)
 
 A payload is *claimed* before its first call: in one ``BEGIN IMMEDIATE`` transaction the run
@@ -543,9 +543,10 @@ class RunJournal:
     def share(self, qps: float, now: float) -> tuple[float, int, bool]:
         """Renew this run's lease (taken at the first call) and read the others'.
 
-        Returns (the quota: the lowest ``--qps`` of the live leases, how many live leases share
-        it, whether every other live lease was renewed since this one was taken). A lease not
-        renewed for ``LEASE_STALE_S`` is a run that died.
+        ``qps`` is this run's own limit: its ``--qps``, or the rate ``--qps auto`` has learnt.
+        Returns (the lowest limit of the other live leases, ``inf`` without any; how many live
+        leases share the quota, this one included; whether every other live lease was renewed
+        since this one was taken). A lease not renewed for ``LEASE_STALE_S`` is a run that died.
         """
         db, app_key = self._db, self._key[0]
         try:
@@ -555,22 +556,33 @@ class RunJournal:
         try:
             db.execute(
                 "INSERT INTO leases (run_id, app_key, qps, since, renewed_at) "
-                "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET renewed_at = excluded.renewed_at",
+                "VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT DO UPDATE SET qps = excluded.qps, renewed_at = excluded.renewed_at",
                 (self.run_id, app_key, qps, now, now),
             )
             (since,) = db.execute(
                 "SELECT since FROM leases WHERE run_id = ?", (self.run_id,)
             ).fetchone()
-            live = db.execute(
-                "SELECT qps, renewed_at FROM leases WHERE app_key = ? AND renewed_at >= ?",
-                (app_key, now - LEASE_STALE_S),
+            others = db.execute(
+                "SELECT qps, renewed_at FROM leases "
+                "WHERE app_key = ? AND run_id != ? AND renewed_at >= ?",
+                (app_key, self.run_id, now - LEASE_STALE_S),
             ).fetchall()
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        seen = all(renewed >= since for _, renewed in live)
-        return min(q for q, _ in live), len(live), seen
+        seen = all(renewed >= since for _, renewed in others)
+        return min((q for q, _ in others), default=math.inf), len(others) + 1, seen
+
+    def peers(self, now: float) -> float | None:
+        """The lowest limit of the other runs sending for this app key now (None: none is), read
+        before this run's lease is taken: where a joining ``--qps auto`` run starts."""
+        (lowest,) = self._db.execute(
+            "SELECT min(qps) FROM leases WHERE app_key = ? AND run_id != ? AND renewed_at >= ?",
+            (self._key[0], self.run_id, now - LEASE_STALE_S),
+        ).fetchone()
+        return lowest
 
     def end_share(self) -> None:
         """Give this run's share back (the others take it at their next renewal); a lease left

@@ -19,7 +19,8 @@ Two rules, applied to every call start:
 Only the caller at the head of the line sleeps; the others queue on a FIFO lock. The clock and the
 sleep are injectable so tests move a fake clock instead of sleeping. ``pause_until`` holds every
 caller until a throttle ban is over; ``set_rate`` changes the quota mid-run (``--qps auto``,
-where the small pure policy ``AdaptiveRate`` decides the rate from the answers).
+where the small pure policy ``AdaptiveRate`` decides the rate from the answers, and runs that
+share an app key, where ``QuotaShare`` gives each its part).
 """
 
 from __future__ import annotations
@@ -157,8 +158,9 @@ class AdaptiveRate:
       after a hold that starts at ``hold`` seconds and doubles with each throttle (up to
       ``max_hold``), so a fixed limit costs one probe in ``hold``, then ``2 * hold``, ... seconds.
 
-    An interval only counts when its accepted calls came to at least half the rate: a run held
-    back by concurrency or slow answers learns nothing about the limit and does not climb.
+    An interval only counts when its accepted calls came to at least half the rate (times
+    ``share``, this run's part of it when runs share the app key): a run held back by
+    concurrency or slow answers learns nothing about the limit and does not climb.
     Never above ``maximum`` nor below ``minimum``. Pure: the caller passes the time.
     """
 
@@ -184,6 +186,7 @@ class AdaptiveRate:
         self.good = 0.0  # highest rate that ran a whole interval unthrottled
         self.ceiling: float | None = None  # the rate of the last throttle
         self.throttles = 0
+        self.share = 1.0  # this run's part of the app key's calls (1 / the runs sharing it)
         self._interval = interval
         self._grow, self._decrease, self._probe, self._margin = grow, decrease, probe, margin
         self._hold, self._max_hold = hold, max_hold
@@ -209,7 +212,7 @@ class AdaptiveRate:
         elapsed = now - self._since
         if elapsed < self._interval:
             return None
-        busy = self._accepted >= 0.5 * self.rate * elapsed
+        busy = self._accepted >= 0.5 * self.rate * self.share * elapsed
         self._since, self._accepted = now, 0
         if not busy:
             return None
@@ -247,3 +250,47 @@ class AdaptiveRate:
             return None
         self.rate = rate
         return rate
+
+
+class QuotaShare:
+    """What a run's pacer runs at: the app key's limit, divided among the runs that share it.
+
+    The limit is the lowest of the live runs' own limits (``--qps``, or the rate ``--qps auto``
+    has learnt); each of ``live`` runs paces to its part of it and of its paced rate, so
+    together they pace as one run would. ``sharing.shared_quota`` tells it the others' limits;
+    alone, it is the run's own limit. A ``--qps auto`` run judges its intervals by its part
+    (``AdaptiveRate.share``), so the run with the lowest limit climbs as one run alone would,
+    and the others climb no further than twice that limit (their intervals are not busy above).
+    """
+
+    def __init__(self, pacer: Pacer, policy: AdaptiveRate | None = None) -> None:
+        self.pacer, self.policy = pacer, policy
+        self._own = pacer.qps  # the run's --qps (without a policy)
+        self.others = math.inf  # the lowest limit of the other live runs on the app key
+        self.live = 1
+
+    def __repr__(self) -> str:
+        return f"<QuotaShare limit={self.limit:.3g} others={self.others:.3g} live={self.live}>"
+
+    @property
+    def limit(self) -> float:
+        """This run's own limit for the app key."""
+        return self.policy.rate if self.policy is not None else self._own
+
+    def shared(self, others: float, live: int) -> None:
+        """The lowest limit of the other live runs on the app key (``inf``: none), and how many
+        live runs share it, this one included."""
+        changed = (others, live) != (self.others, self.live)
+        self.others, self.live = others, live
+        if self.policy is not None:
+            self.policy.share = 1 / live
+        if changed:
+            self.apply()
+
+    def apply(self) -> None:
+        """Pace to this run's part of the limit (after either changed)."""
+        limit = min(self.limit, self.others)
+        if self.live == 1:
+            self.pacer.set_rate(limit)
+        else:
+            self.pacer.set_rate(limit / self.live, rate=paced_rate(limit) / self.live)

@@ -285,7 +285,7 @@ async def _run_copy(
         if approve is not None:
             approve(plan)
         settings = DispatchSettings(
-            qps=min(AUTO_START_QPS, config.qps_max) if config.qps_auto else config.qps,
+            qps=_auto_start(run, config) if config.qps_auto else config.qps,
             concurrency=config.concurrency,
             retries=config.retries,
             max_ban=config.max_ban,
@@ -354,15 +354,10 @@ async def _send(
     async with Gateway(gateway_url, concurrency=config.concurrency, timeout=config.timeout) as gw:
         dispatcher = Dispatcher(builder, gw, settings, on_start=on_start, on_outcome=on_outcome)
         interrupts.attach(dispatcher)
-        sharing = (
-            contextlib.nullcontext()
-            if config.qps_auto
-            else shared_quota(run, dispatcher.pacer, config.qps)
-        )
         with _deadline(dispatcher, stop_at):
             started = time.monotonic()
             try:
-                async with sharing:
+                async with shared_quota(run, dispatcher.quota):
                     result = await dispatcher.run(feed.records())
             finally:
                 summary.send_seconds = time.monotonic() - started
@@ -371,7 +366,7 @@ async def _send(
                 run.flush()
             summary.stop_reason, summary.message = result.stop_reason, result.message
             if dispatcher.rate_policy is not None:
-                summary.limits["qps auto reached"] = round(dispatcher.pacer.qps, 1)
+                summary.limits["qps auto reached"] = round(dispatcher.rate_policy.rate, 1)
                 summary.limits["qps auto throttles"] = dispatcher.rate_policy.throttles
             if result.stop_reason is StopReason.DEADLINE and stop_at is not None:
                 if stop_at.timestamp() <= summary.started:
@@ -386,6 +381,13 @@ async def _send(
                     "--max-runtime); the rows not sent are in the workbook, and rerunning "
                     "the same command resumes with them"
                 )
+
+
+def _auto_start(run: RunJournal, config: Config) -> float:
+    """Where ``--qps auto`` starts: at the limit of the runs already sending for the app key,
+    else low enough for almost any app's quota."""
+    others = run.peers(time.time())
+    return min(AUTO_START_QPS if others is None else others, config.qps_max)
 
 
 def resends_unknown(config: Config, spec: ApiSpec) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 import os
 
@@ -159,14 +160,18 @@ def test_a_rewrite_in_place_with_the_same_size_and_time_is_noticed(tmp_path):
 def test_runs_sending_for_one_app_key_share_its_quota(tmp_path):
     path = tmp_path / "j.sqlite"
     first, second = open_run(path, "a.csv"), open_run(path, "b.csv")
-    assert first.share(40, 1000.0) == (40, 1, True)
-    quota, live, seen = second.share(30, 1000.1)  # the lowest --qps is the quota
-    assert (quota, live, seen) == (30, 2, False)  # the first has not seen the second yet
+    assert first.share(40, 1000.0) == (math.inf, 1, True)  # alone: no other limit
+    assert second.peers(1000.05) == 40  # where a joining --qps auto run starts
+    others, live, seen = second.share(30, 1000.1)
+    assert (others, live, seen) == (40, 2, False)  # the first has not seen the second yet
     assert first.share(40, 1000.5)[:2] == (30, 2)
-    assert second.share(30, 1000.6) == (30, 2, True)
-    assert first.share(40, 1000.6 + 10)[:2] == (40, 1)  # the second stopped renewing: dead
+    assert second.share(30, 1000.6) == (40, 2, True)
+    assert first.share(25, 1000.7)[:2] == (30, 2)  # a limit learnt by --qps auto is renewed
+    assert second.share(30, 1000.8)[:2] == (25, 2)
+    assert first.share(40, 1000.6 + 10)[:2] == (math.inf, 1)  # the second stopped renewing: dead
+    assert first.peers(1010.6) is None
     second.end_share()
-    assert first.share(40, 1011.0)[:2] == (40, 1)
+    assert first.share(40, 1011.0)[:2] == (math.inf, 1)
 
 
 def test_no_resume_resends_only_successes_of_runs_that_ended_before_it(tmp_path):

@@ -211,6 +211,51 @@ def _full_seconds(stats: dict) -> list[int]:
     return [n for _, n in seconds[1:-1]]  # the first and the last second are partial
 
 
+@pytest.mark.parametrize("other_qps", [36, 8])
+def test_a_qps_auto_run_joins_at_the_limit_of_the_runs_already_sending(
+    tmp_path, simulator, other_qps
+):
+    """Another run on the journal holds a lease at ``other_qps`` (a --qps auto run that has
+    learnt 36 calls/s, or a run at --qps 8): the joining --qps auto run starts at that limit
+    instead of 5 calls/s, and takes half of it."""
+    import sqlite3
+    import time
+
+    from conftest import write_csv
+
+    sim = simulator(qps=100)
+    write_csv(tmp_path / "first.csv", [ticket(0)])
+    assert cli(["run", "first.csv", *FAST], tmp_path, env=sim.env()).returncode == 0  # the journal
+    with sqlite3.connect(tmp_path / "reports" / "journal.sqlite") as db:
+        db.execute(
+            "INSERT INTO leases (run_id, app_key, qps, since, renewed_at) VALUES (?, ?, ?, ?, ?)",
+            (10_000, sim.settings.app_key, other_qps, time.time(), time.time() + 3600),
+        )
+    rows = other_qps * 2  # about four seconds at half the limit
+    write_csv(tmp_path / "in.csv", [ticket(100 + i) for i in range(rows)])
+    done = cli(
+        [
+            "run",
+            "in.csv",
+            "--qps",
+            "auto",
+            "--canary",
+            "0",
+            "--no-progress",
+            "--summary-json",
+            "s.json",
+        ],
+        tmp_path,
+        env=sim.env(),
+    )
+    assert done.returncode == 0, done.stderr
+    seconds = _full_seconds(sim.stats())[1:]  # (the first run's one call came before)
+    share = other_qps / 2
+    assert seconds and max(seconds) <= share, sim.stats()["per_second"]
+    assert min(seconds) >= 0.7 * share, sim.stats()["per_second"]  # not a slow start from 5
+    assert sim.stats()["rejected"].get("7", 0) == 0  # never throttled
+
+
 @pytest.mark.parametrize("runs", [2, 4])
 def test_runs_on_one_journal_share_the_app_keys_quota(tmp_path, simulator, runs):
     import subprocess

@@ -10,7 +10,7 @@ from collections import Counter
 
 import pytest
 
-from importer.pacing import AdaptiveRate, Pacer, paced_rate
+from importer.pacing import AdaptiveRate, Pacer, QuotaShare, paced_rate
 
 
 class FakeClock:
@@ -299,3 +299,42 @@ def test_adaptive_repr_shows_its_state():
     policy = AdaptiveRate(5, maximum=100)
     policy.throttled(3.0, ban=1.0)
     assert repr(policy) == ("<AdaptiveRate rate=2.5 good=2.5 ceiling=5 throttles=1 hold=30s>")
+
+
+# -- QuotaShare: the runs sending for one app key share its quota ---------------------------------
+
+
+def test_a_run_alone_paces_to_its_own_limit_and_a_share_when_others_send():
+    pacer = Pacer(40)
+    quota = QuotaShare(pacer)
+    quota.shared(math.inf, 1)  # alone
+    assert (pacer.qps, pacer.rate) == (40, paced_rate(40))
+    quota.shared(30, 2)  # another run at --qps 30: the lowest limit, halved
+    assert (pacer.qps, pacer.rate) == (15, paced_rate(30) / 2)
+    quota.shared(50, 4)  # others above this run's limit: its own, divided by four
+    assert (pacer.qps, pacer.rate) == (10, paced_rate(40) / 4)
+    quota.shared(math.inf, 1)  # they ended: the whole quota again
+    assert (pacer.qps, pacer.rate) == (40, paced_rate(40))
+
+
+def test_qps_auto_paces_to_the_lowest_limit_learnt_and_counts_its_share():
+    policy = AdaptiveRate(20, maximum=1000)
+    pacer = Pacer(20)
+    quota = QuotaShare(pacer, policy)
+    quota.shared(30, 2)  # another --qps auto run has learnt more: this run's limit rules
+    assert policy.share == 0.5 and pacer.qps == 10
+    # Its part of an interval: 6 accepted in 1 s is busy at a half share of 20 calls/s.
+    for i in range(6):
+        policy.accepted(100.0 + i * 0.2)
+    assert policy.rate == 30  # (slow start: it has met no throttle)
+    quota.apply()
+    assert pacer.qps == 15  # its own limit went up, to the other's
+    quota.shared(12, 2)  # the other was throttled and cut: the lowest limit rules
+    assert pacer.qps == 6 and policy.rate == 30
+
+
+def test_an_interval_at_a_small_share_is_not_busy_for_a_run_alone():
+    policy = AdaptiveRate(20, maximum=1000)
+    for i in range(6):  # 6 calls in 1 s: under half of 20 calls/s
+        policy.accepted(100.0 + i * 0.2)
+    assert policy.rate == 20
