@@ -1,7 +1,7 @@
 """The ``top-import`` command: options -> Config -> one call into the pipeline.
 
-This is the one place where errors become messages and exit codes (``EXIT_CODES``); nothing
-below it prints a traceback or exits.
+This is the one place where errors become messages and exit codes (decided in ``exits``);
+nothing below it prints a traceback or exits.
 """
 
 from __future__ import annotations
@@ -10,16 +10,17 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import click
 
-from importer import __version__
+from importer import __version__, exits
 from importer.config import Config, config_file_in_use, exposed_secret, load_config
-from importer.errors import AbortedError, ImporterError, UsageError
+from importer.errors import ImporterError, UsageError
+from importer.exits import ExitCode
 from importer.inputs import archive_input, check_outputs, expand_inputs, per_input_configs
 from importer.journal import Journal
 from importer.loader import CSV_SUFFIXES
@@ -35,37 +36,7 @@ from importer.specs import ApiSpec, builtin_methods, load_spec
 from importer.summary import FileSummary, Plan, duration_text, plural
 from importer.target import SendTarget
 
-EXIT_OK, EXIT_ROWS, EXIT_USAGE, EXIT_ABORTED = 0, 1, 2, 3
-EXIT_SIGNAL = {1: 129, 2: 130, 15: 143}  # SIGHUP, SIGINT, SIGTERM
-EXIT_CODES: dict[type[ImporterError], int] = {AbortedError: EXIT_ABORTED, ImporterError: EXIT_USAGE}
-# Exit codes in order of severity, for several inputs: the worst one wins.
 RATE_AFTER_CALLS = 10  # fewer calls than this get no calls/s in the end line
-_SEVERITY = {0: 0, 1: 1, 2: 2, 3: 3, 129: 4, 143: 5, 130: 6}
-_NOT_OK = ("failed", "invalid", "duplicate", "unknown", "not_sent")
-# Stops that exit 3: the platform refused the app, or the data fails too often to go on.
-_ABORTS = ("fatal", "ban", "canary", "failure_rate", "unreachable")
-
-
-def error_exit_code(error: ImporterError) -> int:
-    for cls in type(error).__mro__:
-        if cls in EXIT_CODES:
-            return EXIT_CODES[cls]
-    return EXIT_USAGE
-
-
-def file_exit_code(summary: FileSummary) -> int:
-    """0 all success/skipped/valid, 1 some rows not, 3 aborted, 130/143 interrupted."""
-    if summary.interrupt_signal is not None:
-        return EXIT_SIGNAL.get(summary.interrupt_signal, 130)
-    if summary.stop_reason.value in _ABORTS:
-        return EXIT_ABORTED
-    if summary.command == "run" and summary.workbook is None:
-        return EXIT_ROWS  # sent, but the workbook is missing: `top-import report` rebuilds it
-    return EXIT_ROWS if any(summary.counts.get(s) for s in _NOT_OK) else EXIT_OK
-
-
-def worst(codes: Sequence[int]) -> int:
-    return max(codes, key=lambda c: _SEVERITY.get(c, 2), default=EXIT_OK)
 
 
 def fail(message: str) -> None:
@@ -91,10 +62,10 @@ def guarded(func: Callable[..., int]) -> Callable[..., None]:
             code = func(*args, **kwargs)
         except ImporterError as exc:
             fail(str(exc))
-            code = error_exit_code(exc)
+            code = exits.for_error(exc)
         except KeyboardInterrupt:
             fail("interrupted.")
-            code = 130
+            code = ExitCode.SIGINT
         sys.exit(code)
 
     wrapper.__name__ = func.__name__
@@ -327,8 +298,8 @@ def run(inputs: tuple[str, ...], config_file: str | None, **flags: Any) -> int:
         raise UsageError("--archive moves inputs after a real run; it does nothing with --dry-run.")
     paths = expand_inputs(inputs, config, say)
     if not paths:
-        write_summary_json(config.summary_json, [], EXIT_OK)
-        return EXIT_OK
+        write_summary_json(config.summary_json, [], ExitCode.OK)
+        return ExitCode.OK
     configs = per_input_configs(paths, config, "dry-run" if config.dry_run else "result")
     check_outputs(config, configs)
     _warn_idle_options(flags, config, paths)
@@ -387,18 +358,18 @@ async def _send_inputs(
                     )
                 except ImporterError as exc:
                     fail(str(exc))
-                    codes.append(error_exit_code(exc))
+                    codes.append(exits.for_error(exc))
                     continue
                 summaries.append(summary)
-                code = file_exit_code(summary)
-                if code == EXIT_OK and config.archive is not None and summary.input_changed:
+                code = exits.for_file(summary)
+                if code == ExitCode.OK and config.archive is not None and summary.input_changed:
                     fail(f"{path}: not archived: it changed while it was being sent")
-                elif code == EXIT_OK and config.archive is not None:
+                elif code == ExitCode.OK and config.archive is not None:
                     try:
                         summary.archived = archive_input(path, config.archive)
                     except OSError as exc:
                         fail(f"{path}: sent, but cannot be moved to {config.archive}: {exc}")
-                        code = EXIT_USAGE
+                        code = ExitCode.USAGE
                 codes.append(code)
                 say(summary_line(summary))
                 if "qps auto reached" in summary.limits:
@@ -413,8 +384,8 @@ async def _send_inputs(
         finally:
             journal.close()
     if interrupts.signal is not None:
-        codes.append(EXIT_SIGNAL.get(interrupts.signal, 130))
-    code = worst(codes)
+        codes.append(exits.for_signal(interrupts.signal))
+    code = exits.worst(codes)
     write_summary_json(config.summary_json, summaries, code)
     return code
 
@@ -457,10 +428,10 @@ def _per_file(paths: list[Path], config: Config, job: Callable[[Path], FileSumma
             summary = job(path)
         except ImporterError as exc:
             fail(str(exc))
-            codes.append(error_exit_code(exc))
+            codes.append(exits.for_error(exc))
             continue
         summaries.append(summary)
-        codes.append(file_exit_code(summary))
+        codes.append(exits.for_file(summary))
         say(summary_line(summary))
         if summary.counts.get("valid") and config.qps_auto:
             say(
@@ -473,7 +444,7 @@ def _per_file(paths: list[Path], config: Config, job: Callable[[Path], FileSumma
                 f"  sending {summary.counts['valid']} valid rows at --qps {config.qps:g} would "
                 f"take about {duration_text(seconds)}"
             )
-    code = worst(codes)
+    code = exits.worst(codes)
     write_summary_json(config.summary_json, summaries, code)
     return code
 
@@ -590,7 +561,7 @@ def simulate(host: str, port: int, **knobs: Any) -> int:
         pass
     except OSError as exc:
         raise UsageError(f"cannot listen on {host}:{port} ({exc.strerror}); try --port.") from None
-    return EXIT_OK
+    return ExitCode.OK
 
 
 @cli.command()
@@ -604,7 +575,7 @@ def apis(spec_file: str | None) -> int:
     specs = [load_spec(spec_file)] if spec_file else [load_spec(m) for m in builtin_methods()]
     for spec in specs:
         say(spec.describe())
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def main() -> None:

@@ -14,13 +14,13 @@ Before a row's first call, ``on_start`` claims its payload in the journal; a row
 holds is settled with the outcome the claim gives (``skipped``, ``duplicate``, ``unknown``).
 
 Run policies (``DispatchSettings``): the **canary** sends the first ``canary`` records at
-``CANARY_CONCURRENCY`` and waits for all their answers; if more than ``max_failure_rate`` of them
-were business failures and rows remain, the run stops (``StopReason.CANARY``) before the bulk.
-During the run a ``FailureBreaker`` over the last ``failure_window`` answers stops it the same
-way (``StopReason.FAILURE_RATE``). With ``qps_auto`` an ``AdaptiveRate`` sets the pacer's rate
-from the answers (``qps`` is where it starts, ``qps_max`` its ceiling).
+``CANARY_CONCURRENCY`` and waits for all their answers before the bulk. With ``qps_auto`` an
+``AdaptiveRate`` sets the pacer's rate from the answers (``qps`` is where it starts, ``qps_max``
+its ceiling), through the ``QuotaShare`` that also divides the app key's quota among runs.
 
-What to do with an answer is decided by the pure ``steps.next_step``; this module only acts.
+The decisions are pure and live elsewhere; this module only acts on them: what to do with an
+answer (``steps.next_step``), when the run must stop because of its answers (``failures.RunGuard``:
+the canary's verdict, the failure-rate breaker, an unreachable gateway), the rate (``pacing``).
 """
 
 from __future__ import annotations
@@ -33,10 +33,10 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from importer.failures import FailureBreaker, FailureDigest, too_many
+from importer.failures import RunGuard, Verdict
 from importer.gateway import Gateway
 from importer.pacing import AdaptiveRate, Pacer, QuotaShare
-from importer.protocol import ErrorClass, Reply, RequestBuilder
+from importer.protocol import AnswerKind, Reply, RequestBuilder
 from importer.records import Outcome, RequestRecord, Status
 from importer.steps import (
     Action,
@@ -55,8 +55,6 @@ IN_FLIGHT_INTERRUPTED = (
     "then rerun with --resend-unknown to send it again"
 )
 CANARY_CONCURRENCY = 2  # calls in flight while the canary rows go
-UNREACHABLE_AFTER = 10  # calls in a row with no connection that stop the run
-RERUN_ADVICE = "check the data, then rerun (the journal resumes)"
 
 # on_start(record) claims the row's payload before its first call: None (or an awaitable of
 # None) to send it, an Outcome (another run holds the payload) to settle the row unsent.
@@ -107,19 +105,6 @@ def _utc_now() -> datetime:
 _DONE = object()  # end of input, one per worker
 
 
-@dataclass
-class _Canary:
-    settled_before: int  # Dispatcher.settled when the canary started
-    failed: int = 0  # business failures among its rows
-
-
-def failure_key(reply: Reply) -> str:
-    """How a business failure is named in messages: its sub_code, else its code."""
-    if reply.sub_code:
-        return reply.sub_code
-    return f"code {reply.code}" if reply.code else "result.success false"
-
-
 class Dispatcher:
     def __init__(
         self,
@@ -149,16 +134,12 @@ class Dispatcher:
             AdaptiveRate(settings.qps, settings.qps_max) if settings.qps_auto else None
         )
         self.quota = QuotaShare(self.pacer, self.rate_policy)  # what the pacer runs at
-        rate = settings.max_failure_rate
-        self.breaker = None if rate is None else FailureBreaker(rate, settings.failure_window)
-        self.failures = FailureDigest()  # business failures of the run, for the stop messages
-        self._canary: _Canary | None = None  # while the canary rows go
+        self.guard = RunGuard(settings.max_failure_rate, settings.failure_window, gateway.where)
         self._stop_reason = StopReason.NONE
         self._message = ""
         self._phase: dict[asyncio.Task, str] = {}  # worker -> "wait" | "call" while in one
         self._interrupted: set[asyncio.Task] = set()  # workers we cancelled on purpose
         self.settled = 0
-        self._unconnected = 0  # calls in a row that could not connect
 
     def __repr__(self) -> str:
         calls = sum(1 for p in self._phase.values() if p == "call")
@@ -206,11 +187,12 @@ class Dispatcher:
     async def run(self, records: Iterable[RequestRecord]) -> DispatchResult:
         iterator: Iterator[RequestRecord] = iter(records)
         feed_error: list[BaseException] = []
-        if self.settings.canary and self.breaker is not None:
-            self._canary = _Canary(self.settled)
+        if self.settings.canary and self.guard.breaker is not None:
+            settled_before = self.settled
+            self.guard.canary_start()
             few = min(CANARY_CONCURRENCY, self.settings.concurrency)
             await self._run_phase(itertools.islice(iterator, self.settings.canary), few, feed_error)
-            iterator = self._after_canary(iterator, feed_error)
+            iterator = self._after_canary(iterator, feed_error, self.settled - settled_before)
         if not feed_error:
             await self._run_phase(iterator, self.settings.concurrency, feed_error)
         if feed_error:
@@ -235,11 +217,9 @@ class Dispatcher:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     def _after_canary(
-        self, iterator: Iterator[RequestRecord], feed_error: list
+        self, iterator: Iterator[RequestRecord], feed_error: list, rows: int
     ) -> Iterator[RequestRecord]:
-        """Judge the canary's answers; the records still to go (all not_sent if it failed)."""
-        canary, self._canary = self._canary, None
-        assert canary is not None and self.breaker is not None
+        """Judge the canary's ``rows``; the records still to go (all not_sent if it failed)."""
         if feed_error or self.stopping:
             return iterator
         try:
@@ -249,14 +229,7 @@ class Dispatcher:
             return iter(())
         if first is None:
             return iter(())  # every row went in the canary: no bulk left to protect
-        rows = self.settled - canary.settled_before
-        max_rate = self.breaker.max_rate
-        if too_many(canary.failed, rows, max_rate):
-            self.stop(
-                StopReason.CANARY,
-                f"Canary: {canary.failed} of {rows} rows failed with business errors (more "
-                f"than --max-failure-rate {max_rate:g}): {self.failures.top()}; {RERUN_ADVICE}",
-            )
+        self._stop_on(self.guard.canary_verdict(rows))
         return itertools.chain([first], iterator)
 
     async def _feed(
@@ -352,8 +325,8 @@ class Dispatcher:
                 )
             tries.last = reply
             tries.sent += reply.sent
-            tries.lost += reply.error_class is ErrorClass.UNCERTAIN
-            self._watch_connection(reply)
+            tries.lost += reply.kind is AnswerKind.UNCERTAIN
+            self._stop_on(self.guard.attempted(reply))
             step = next_step(reply, tries, self._limits, self._rng)
             if step.action is Action.THROTTLE:
                 tries.throttles += 1
@@ -369,50 +342,24 @@ class Dispatcher:
             self._settle(record, self._outcome(step.status, reply, tries, step.error))
             if step.action is Action.STOP:
                 return self.stop(step.reason, step.message)
-            if step.final:
-                self._answered(record, reply)
+            if step.final:  # a success or a business failure
+                self._adapt(reply)
+                self._stop_on(self.guard.answered(reply, record.source_row))
             return None
 
     # -- policies ------------------------------------------------------------------------------
 
-    def _answered(self, record: RequestRecord, reply: Reply) -> None:
-        """A final platform answer (success or business failure), after its row is settled."""
-        self._adapt(reply)
-        failed = reply.error_class is not ErrorClass.SUCCESS
-        if failed:
-            self.failures.add(failure_key(reply), record.source_row)
-            if self._canary is not None:
-                self._canary.failed += 1
-        if self.breaker is not None and self.breaker.record(failed) and not self.stopping:
-            b = self.breaker
-            self.stop(
-                StopReason.FAILURE_RATE,
-                f"Failure rate: {b.failed} of the last {b.window} answers were business errors "
-                f"(more than --max-failure-rate {b.max_rate:g}); so far "
-                f"{self.failures.top()}; {RERUN_ADVICE}",
-            )
-
-    def _watch_connection(self, reply: Reply) -> None:
-        """Calls in a row that could not even connect: the gateway is unreachable, stop."""
-        if reply.sent:
-            self._unconnected = 0
-            return
-        self._unconnected += 1
-        if self._unconnected >= UNREACHABLE_AFTER and not self.stopping:
-            self.stop(
-                StopReason.UNREACHABLE,
-                f"The gateway {self._gateway.where} cannot be reached: {reply.error} "
-                f"({self._unconnected} calls in a row got no connection). Check --gateway / "
-                "TOP_GATEWAY, the network and any proxy; nothing of the rest was sent, and a "
-                "rerun resumes.",
-            )
+    def _stop_on(self, verdict: Verdict | None) -> None:
+        """The run guard's verdict on an answer (the first reason to stop is the one reported)."""
+        if verdict is not None and not self.stopping:
+            self.stop(verdict.reason, verdict.message)
 
     def _adapt(self, reply: Reply) -> None:
         """``--qps auto``: an answer the quota let through, or a throttle, may move the rate."""
         if self.rate_policy is None:
             return
         now = self.pacer.now()
-        if reply.error_class is ErrorClass.THROTTLED:
+        if reply.kind is AnswerKind.THROTTLED:
             rate = self.rate_policy.throttled(now, reply.ban_seconds)
         else:
             rate = self.rate_policy.accepted(now)

@@ -1,7 +1,7 @@
 """What stops a run: one tree rooted in ``ImporterError``.
 
 Each error carries the one sentence the user reads; the CLI maps the classes to exit codes
-in one place (``importer.cli.EXIT_CODES``) and prints them without a traceback::
+in one place (``importer.exits``) and the CLI prints them without a traceback::
 
     ImporterError
      ├── UsageError        bad option, missing credential            (exit 2)

@@ -1,21 +1,31 @@
-"""Business failures as a run policy: the failure-rate breaker and the digest its messages quote.
+"""When a run must stop because of its answers: the canary, the failure-rate breaker, an
+unreachable gateway (``RunGuard``), and the digest their messages quote.
 
 On the platform a failed business call (``isv.*``, ``result.success`` false) counts against the
 app's success rate, which quota tiers require to stay high. A file whose rows are mostly wrong
 must therefore stop early instead of spending thousands of failing calls:
 
-* the **canary** (in the dispatcher) sends the first rows at low concurrency and judges them
-  with ``too_many`` before the bulk;
+* the **canary**: the dispatcher sends the first rows at low concurrency, and the guard judges
+  them with ``too_many`` before the bulk;
 * ``FailureBreaker`` watches the last ``window`` final answers during the bulk.
 
-Only final platform answers count: a success, or a business failure (``ErrorClass.BUSINESS`` /
-``FAILED``). Throttles, transient errors that ran out of retries and rows never sent say nothing
+And calls that cannot even connect, ``UNREACHABLE_AFTER`` in a row, stop a run too.
+
+Only final platform answers count: a success, or a business failure (``AnswerKind.DECLINED`` /
+``REJECTED``). Throttles, transient errors that ran out of retries and rows never sent say nothing
 about the data and are not recorded at all. Pure: no I/O, no clock.
 """
 
 from __future__ import annotations
 
 from collections import Counter, deque
+from dataclasses import dataclass
+
+from importer.protocol import AnswerKind, Reply
+from importer.steps import StopReason
+
+UNREACHABLE_AFTER = 10  # calls in a row with no connection that stop the run
+RERUN_ADVICE = "check the data, then rerun (the journal resumes)"
 
 
 def too_many(failed: int, total: int, max_rate: float) -> bool:
@@ -64,9 +74,11 @@ class FailureDigest:
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
         self.example: dict[str, int] = {}
+        self.total = 0
 
     def add(self, key: str, source_row: int) -> None:
         self.counts[key] += 1
+        self.total += 1
         self.example.setdefault(key, source_row)
 
     def top(self, n: int = 3) -> str:
@@ -81,4 +93,98 @@ class FailureDigest:
         return ", ".join(parts)
 
 
-__all__ = ["FailureBreaker", "FailureDigest", "too_many"]
+def failure_key(reply: Reply) -> str:
+    """How a business failure is named in messages: its sub_code, else its code."""
+    if reply.sub_code:
+        return reply.sub_code
+    return f"code {reply.code}" if reply.code else "result.success false"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The run must stop: why, and a message that says what the platform said and what to do."""
+
+    reason: StopReason
+    message: str
+
+
+class RunGuard:
+    """The stop rules that watch a run's answers, and the digest their messages quote.
+
+    * the **canary**: ``canary_start()`` before the first rows, ``canary_verdict(rows)`` once
+      they are settled and rows remain: stop when more than ``max_rate`` of them failed;
+    * the **failure-rate breaker** over the last ``window`` final answers (``answered``);
+    * an **unreachable gateway** (``where``): ``UNREACHABLE_AFTER`` calls in a row that could
+      not connect (``attempted``).
+
+    ``max_rate`` None turns the canary verdict and the breaker off. Pure: the dispatcher passes
+    each answer and stops the run on a verdict.
+    """
+
+    def __init__(self, max_rate: float | None, window: int = 200, where: str = "") -> None:
+        self.breaker = None if max_rate is None else FailureBreaker(max_rate, window)
+        self.digest = FailureDigest()  # business failures of the run, for the messages
+        self._where = where
+        self._unconnected = 0  # calls in a row that could not connect
+        self._failed_before_canary = 0
+
+    def __repr__(self) -> str:
+        return f"<RunGuard {self.breaker!r} unconnected={self._unconnected}>"
+
+    def canary_start(self) -> None:
+        self._failed_before_canary = self.digest.total
+
+    def canary_verdict(self, rows: int) -> Verdict | None:
+        """The canary's ``rows`` are settled and rows remain: go on with the bulk, or stop."""
+        if self.breaker is None:
+            return None
+        failed, max_rate = self.digest.total - self._failed_before_canary, self.breaker.max_rate
+        if not too_many(failed, rows, max_rate):
+            return None
+        return Verdict(
+            StopReason.CANARY,
+            f"Canary: {failed} of {rows} rows failed with business errors (more than "
+            f"--max-failure-rate {max_rate:g}): {self.digest.top()}; {RERUN_ADVICE}",
+        )
+
+    def answered(self, reply: Reply, source_row: int) -> Verdict | None:
+        """A final platform answer: a success or a business failure."""
+        failed = reply.kind is not AnswerKind.ACCEPTED
+        if failed:
+            self.digest.add(failure_key(reply), source_row)
+        if self.breaker is None or not self.breaker.record(failed):
+            return None
+        b = self.breaker
+        return Verdict(
+            StopReason.FAILURE_RATE,
+            f"Failure rate: {b.failed} of the last {b.window} answers were business errors "
+            f"(more than --max-failure-rate {b.max_rate:g}); so far {self.digest.top()}; "
+            f"{RERUN_ADVICE}",
+        )
+
+    def attempted(self, reply: Reply) -> Verdict | None:
+        """Any attempt's reply: calls in a row that could not connect stop the run."""
+        if reply.sent:
+            self._unconnected = 0
+            return None
+        self._unconnected += 1
+        if self._unconnected < UNREACHABLE_AFTER:
+            return None
+        return Verdict(
+            StopReason.UNREACHABLE,
+            f"The gateway {self._where} cannot be reached: {reply.error} "
+            f"({self._unconnected} calls in a row got no connection). Check --gateway / "
+            "TOP_GATEWAY, the network and any proxy; nothing of the rest was sent, and a "
+            "rerun resumes.",
+        )
+
+
+__all__ = [
+    "UNREACHABLE_AFTER",
+    "FailureBreaker",
+    "FailureDigest",
+    "RunGuard",
+    "Verdict",
+    "failure_key",
+    "too_many",
+]

@@ -32,7 +32,7 @@ from yarl import URL
 from importer.protocol import (
     FORM_CONTENT_TYPE,
     MAX_BODY_BYTES,
-    ErrorClass,
+    AnswerKind,
     Reply,
     SignedRequest,
     classify,
@@ -156,7 +156,7 @@ def _redirect(status: int, location: str) -> Reply:
     """A 3xx: never followed. Its target is named without a query (it may echo ours)."""
     target = _URL_QUERY.sub("", location).strip() or "no Location"
     return Reply(
-        ErrorClass.FATAL,
+        AnswerKind.FATAL,
         error=f"HTTP {status} redirect to {target} (not followed: the signed query would go "
         "with it); point --gateway / TOP_GATEWAY at the gateway itself",
     )

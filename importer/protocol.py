@@ -4,7 +4,7 @@ Requests follow the official SDKs: system parameters in the query string, the bu
 parameters (the spec's object parameter as compact JSON, and its flat parameters as text) as a
 form body, all signed together (reference §1, §3). Responses are classified per the design's
 table (reference §5) and the spec's success rule, so the dispatcher only has to act on
-``Reply.error_class``.
+``Reply.kind``.
 """
 
 from __future__ import annotations
@@ -135,19 +135,21 @@ class RequestBuilder:
         return SignedRequest(query=query, body=body)
 
 
-class ErrorClass(str, Enum):
-    SUCCESS = "success"
-    BUSINESS = "business"  # the API's envelope with result.success false
-    THROTTLED = "throttled"  # wait the ban (all workers), then retry
+class AnswerKind(str, Enum):
+    """What a reply to one call is (what the run does with it: ``steps.next_step``)."""
+
+    ACCEPTED = "accepted"  # the platform did what the row asked
+    DECLINED = "declined"  # the API's envelope said no (result.success false)
+    REJECTED = "rejected"  # an error answer for this row (isv.*, a bad parameter): no retry
+    THROTTLED = "throttled"  # over the quota: wait the ban (all workers), then retry
     TRANSIENT = "transient"  # not sent, or answered with a passing error: retry with backoff
     UNCERTAIN = "uncertain"  # sent, but no readable answer: the platform may have acted
     FATAL = "fatal"  # every further call would fail the same way: stop the run
-    FAILED = "failed"  # this row's error; no retry
 
 
 @dataclass(frozen=True, slots=True)
 class Reply:
-    error_class: ErrorClass
+    kind: AnswerKind
     code: str = ""
     msg: str = ""
     sub_code: str = ""
@@ -162,12 +164,12 @@ class Reply:
 def transport_failure(description: str) -> Reply:
     """A call that certainly did not act: nothing left the machine, or the gateway said it
     failed before the API (HTTP 502, 503, 429). Safe to retry."""
-    return Reply(ErrorClass.TRANSIENT, error=description)
+    return Reply(AnswerKind.TRANSIENT, error=description)
 
 
 def not_sent(description: str) -> Reply:
     """A call that never left the machine: refused, DNS, TLS, a connect timeout."""
-    return Reply(ErrorClass.TRANSIENT, error=description, sent=False)
+    return Reply(AnswerKind.TRANSIENT, error=description, sent=False)
 
 
 def uncertain(description: str) -> Reply:
@@ -175,7 +177,7 @@ def uncertain(description: str) -> Reply:
     after the request was written, an HTTP 200 that is not the API's envelope, a body over
     ``MAX_BODY_BYTES``, HTTP 504. The platform may have acted on it, so a retry could act twice:
     it is retried only when the user chose at-least-once (``--resend-unknown``)."""
-    return Reply(ErrorClass.UNCERTAIN, error=description)
+    return Reply(AnswerKind.UNCERTAIN, error=description)
 
 
 def _text(value: object) -> str:
@@ -206,7 +208,7 @@ def classify(status: int, body: bytes, spec: ApiSpec) -> Reply:
         # A 3xx/4xx from the gateway URL itself (wrong path, a proxy refusing us) repeats for
         # every row: stop rather than fail each row the same way.
         return Reply(
-            ErrorClass.FATAL,
+            AnswerKind.FATAL,
             error=f"HTTP {status} from the gateway; check --gateway / TOP_GATEWAY",
         )
     try:
@@ -234,11 +236,11 @@ def classify(status: int, body: bytes, spec: ApiSpec) -> Reply:
         "system_time": _text(result.get("system_time")),
     }
     if not spec.success_path:  # success = "no_error": the envelope itself is the success
-        return Reply(ErrorClass.SUCCESS, **common)
+        return Reply(AnswerKind.ACCEPTED, **common)
     success = _dig(envelope, spec.success_path)
     if success is True or (isinstance(success, str) and success.lower() == "true"):
-        return Reply(ErrorClass.SUCCESS, **common)
-    return Reply(ErrorClass.BUSINESS, **common)
+        return Reply(AnswerKind.ACCEPTED, **common)
+    return Reply(AnswerKind.DECLINED, **common)
 
 
 def classify_error(error: dict) -> Reply:
@@ -255,12 +257,12 @@ def classify_error(error: dict) -> Reply:
         "request_id": _text(error.get("request_id")),
     }
     if code in THROTTLE_CODES or sub_code.startswith("accesscontrol."):
-        return Reply(ErrorClass.THROTTLED, ban_seconds=ban_seconds(sub_msg or msg), **fields)
+        return Reply(AnswerKind.THROTTLED, ban_seconds=ban_seconds(sub_msg or msg), **fields)
     if sub_code.startswith("isp.") or code == "10":
-        return Reply(ErrorClass.TRANSIENT, **fields)
+        return Reply(AnswerKind.TRANSIENT, **fields)
     if code in FATAL_CODES:
-        return Reply(ErrorClass.FATAL, **fields)
-    return Reply(ErrorClass.FAILED, **fields)
+        return Reply(AnswerKind.FATAL, **fields)
+    return Reply(AnswerKind.REJECTED, **fields)
 
 
 def ban_seconds(text: str) -> float:
@@ -296,7 +298,7 @@ def advice(reply: Reply) -> str:
     """What the user should do about a fatal answer (a sentence fragment)."""
     if reply.code in _ADVICE:
         return _ADVICE[reply.code]
-    if reply.error_class is ErrorClass.THROTTLED:
+    if reply.kind is AnswerKind.THROTTLED:
         return "the app's quota is spent; rerun after the ban (a rerun resumes), or lower --qps"
     return "check the gateway, the credentials and the app's permissions"
 

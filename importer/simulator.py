@@ -10,12 +10,15 @@ checks a call in the platform's order, answering each failure with the platform'
     -> faults: drop, HTTP 502, isp (15) -> ACCEPT -> lost response, an HTML 200, a huge body,
     or the success envelope
 
-Nothing here is specific to one API: the fields, where they sit (a key of the object parameter's
+The checks come from the spec: the fields, where they sit (a key of the object parameter's
 JSON, or a flat parameter), their types, ``required``, ``max_length``, ``allowed`` and
-``max_items`` all come from the spec. Inside the object a Boolean is a JSON boolean, a Date the
-text ``yyyy-MM-dd HH:mm:ss`` and a List a JSON array; as a flat parameter a Boolean is
-``true``/``false``, a Date the same text and a List comma-separated text. A missing required
-field is code 40 ``isv.missing-parameter:<field>``, a value that breaks a rule code 41
+``max_items``. One test knob knows a field by name: ``bad_tenants`` answers code 50 for a
+Number field called ``tenant_id``, in any spec that has one.
+
+Inside the object a Boolean is a JSON boolean, a Date the text ``yyyy-MM-dd HH:mm:ss`` and a
+List a JSON array; as a flat parameter a Boolean is ``true``/``false``, a Date the same text
+and a List comma-separated text. A missing required field is code 40
+``isv.missing-parameter:<field>``, a value that breaks a rule code 41
 ``isv.invalid-parameter:<field>``.
 
 Parameters come from the query string and the form body, merged (the body wins on a clash).
@@ -134,7 +137,7 @@ class _Stats:
         }
 
 
-class _Gateway:
+class _Platform:
     """The simulator's state and its decisions; the handlers below only do the I/O."""
 
     def __init__(
@@ -363,7 +366,7 @@ def _request_id() -> str:
     return secrets.token_hex(7)
 
 
-_GATEWAY = web.AppKey("gateway", _Gateway)
+_GATEWAY = web.AppKey("gateway", _Platform)
 
 
 async def _params(request: web.Request) -> dict[str, str]:
@@ -476,7 +479,7 @@ def make_app(
     if specs is None:
         specs = builtin_specs()
     app = web.Application()
-    app[_GATEWAY] = _Gateway(settings, specs, clock)
+    app[_GATEWAY] = _Platform(settings, specs, clock)
     app.router.add_post("/router/rest", _router_rest)
     app.router.add_get("/_sim/stats", _stats)
     app.router.add_post("/_sim/reset", _reset)

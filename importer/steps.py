@@ -4,11 +4,11 @@ The dispatcher's loop only acts on the ``Step`` that ``next_step`` returns, so e
 design's answer table lives here and is tested as a table, with no event loop:
 
 =============  ==========================================================================
-answer         step
+answer kind    step
 =============  ==========================================================================
-success        settle ``success`` (a final answer: it feeds the canary, breaker, qps auto)
-business       settle ``failed`` (final answer)
-failed         settle ``failed`` (final answer)
+accepted       settle ``success`` (a final answer: it feeds the canary, breaker, qps auto)
+declined       settle ``failed`` (final answer)
+rejected       settle ``failed`` (final answer)
 fatal          settle ``failed``, stop the run (``StopReason.FATAL``)
 throttled      wait out the ban (every worker), then again; a ban over ``max_ban`` stops the
                run, and a row throttled ``MAX_THROTTLE_RETRIES`` times is failed
@@ -28,7 +28,7 @@ import random
 from dataclasses import dataclass, replace
 from enum import Enum
 
-from importer.protocol import ErrorClass, Reply, advice, describe
+from importer.protocol import AnswerKind, Reply, advice, describe
 from importer.records import Status
 
 MAX_THROTTLE_RETRIES = 100  # a row throttled this often is failed rather than retried forever
@@ -120,15 +120,15 @@ def next_step(reply: Reply, tries: Tries, limits: RetryLimits, rng: random.Rando
 
 
 def _next_step(reply: Reply, tries: Tries, limits: RetryLimits, rng: random.Random) -> Step:
-    kind = reply.error_class
-    if kind is ErrorClass.SUCCESS:
+    kind = reply.kind
+    if kind is AnswerKind.ACCEPTED:
         return Step(Action.SETTLE, Status.SUCCESS, final=True)
-    if kind is ErrorClass.BUSINESS:
+    if kind is AnswerKind.DECLINED:
         error = "" if reply.msg else "the API answered result.success = false"
         return Step(Action.SETTLE, Status.FAILED, error, final=True)
-    if kind is ErrorClass.FAILED:
+    if kind is AnswerKind.REJECTED:
         return Step(Action.SETTLE, Status.FAILED, final=True)
-    if kind is ErrorClass.FATAL:
+    if kind is AnswerKind.FATAL:
         return Step(
             Action.STOP,
             Status.FAILED,
@@ -136,9 +136,9 @@ def _next_step(reply: Reply, tries: Tries, limits: RetryLimits, rng: random.Rand
             reason=StopReason.FATAL,
             message=f"The platform refused the call: {describe(reply)}; {advice(reply)}.",
         )
-    if kind is ErrorClass.THROTTLED:
+    if kind is AnswerKind.THROTTLED:
         return _throttled(reply, tries, limits)
-    if kind is ErrorClass.UNCERTAIN and not limits.resend_uncertain:
+    if kind is AnswerKind.UNCERTAIN and not limits.resend_uncertain:
         return Step(Action.SETTLE, Status.UNKNOWN, f"{reply.error}; {UNKNOWN_ADVICE}")
     # transient, or uncertain with at-least-once chosen
     if tries.retries >= limits.retries:

@@ -33,8 +33,8 @@ from importer.gateway import Gateway
 from importer.pacing import Pacer
 from importer.protocol import (
     FORM_CONTENT_TYPE,
+    AnswerKind,
     Credentials,
-    ErrorClass,
     Reply,
     RequestBuilder,
     SignedRequest,
@@ -75,10 +75,10 @@ def row_of(request: SignedRequest) -> int:
     return int(json.loads(value)["case_id"]) - 396743391396743391 + 2
 
 
-SUCCESS = Reply(ErrorClass.SUCCESS, code="200", request_id="rid-1", system_time="2024-01-01 1:2:3")
-BUSINESS = Reply(ErrorClass.BUSINESS, code="500", msg="case not found", request_id="rid-2")
+SUCCESS = Reply(AnswerKind.ACCEPTED, code="200", request_id="rid-1", system_time="2024-01-01 1:2:3")
+BUSINESS = Reply(AnswerKind.DECLINED, code="500", msg="case not found", request_id="rid-2")
 ISV = Reply(
-    ErrorClass.FAILED,
+    AnswerKind.REJECTED,
     code="50",
     msg="Remote service error",
     sub_code="isv.invalid-parameter",
@@ -86,19 +86,19 @@ ISV = Reply(
     request_id="rid-3",
 )
 ISP = Reply(
-    ErrorClass.TRANSIENT,
+    AnswerKind.TRANSIENT,
     code="15",
     msg="Remote service error",
     sub_code="isp.service-unavailable",
     sub_msg="服务不可用",
 )
 HTTP502 = transport_failure("HTTP 502 from the gateway")
-BAD_SIGN = Reply(ErrorClass.FATAL, code="25", msg="Invalid signature", request_id="rid-4")
+BAD_SIGN = Reply(AnswerKind.FATAL, code="25", msg="Invalid signature", request_id="rid-4")
 
 
 def throttled(seconds: float) -> Reply:
     return Reply(
-        ErrorClass.THROTTLED,
+        AnswerKind.THROTTLED,
         code="7",
         msg="App Call Limited",
         sub_code="accesscontrol.limited-by-app-access-count",
@@ -109,6 +109,8 @@ def throttled(seconds: float) -> Reply:
 
 class FakeGateway:
     """Answers from ``script(row, attempt)`` (a Reply, or a coroutine giving one)."""
+
+    where = "fake gateway"  # how messages name it
 
     def __init__(self, script: Callable, clock: Callable[[], float] | None = None) -> None:
         self.script = script
@@ -261,7 +263,7 @@ async def test_final_answers_are_settled_after_one_call(reply, status, error):
 
 async def test_business_failure_without_a_message_says_why():
     journal = Journal()
-    reply = Reply(ErrorClass.BUSINESS, code="200")
+    reply = Reply(AnswerKind.DECLINED, code="200")
     await dispatcher(FakeGateway(lambda row, n: reply), journal).run(records(1))
     assert journal.outcome(2).error == "the API answered result.success = false"
 
@@ -696,7 +698,7 @@ async def test_gateway_posts_query_and_form_body_and_classifies_the_answer():
     request = signed()
     async with serving(handler) as url, Gateway(url, concurrency=2, timeout=15) as gateway:
         reply = await gateway.post(request, SPEC)
-    assert reply.error_class is ErrorClass.SUCCESS
+    assert reply.kind is AnswerKind.ACCEPTED
     assert (reply.request_id, reply.code) == ("abc", "200")
     ((query, sent, headers),) = seen
     assert query == request.query
@@ -715,19 +717,19 @@ async def test_gateway_reads_gzip_answers():
 
     async with serving(handler) as url, Gateway(url, concurrency=1, timeout=15) as gateway:
         reply = await gateway.post(signed(), SPEC)
-    assert reply.error_class is ErrorClass.SUCCESS
+    assert reply.kind is AnswerKind.ACCEPTED
 
 
 @pytest.mark.parametrize(
     ("status", "text", "kind", "error"),
     [
-        (502, "<html>Bad Gateway</html>", ErrorClass.TRANSIENT, "HTTP 502 from the gateway"),
-        (429, "slow down", ErrorClass.TRANSIENT, "HTTP 429 from the gateway"),
-        (200, "<html>oops</html>", ErrorClass.UNCERTAIN, "unreadable answer ('<html>oops</html>')"),
+        (502, "<html>Bad Gateway</html>", AnswerKind.TRANSIENT, "HTTP 502 from the gateway"),
+        (429, "slow down", AnswerKind.TRANSIENT, "HTTP 429 from the gateway"),
+        (200, "<html>oops</html>", AnswerKind.UNCERTAIN, "unreadable answer ('<html>oops</html>')"),
         (
             504,
             "timeout",
-            ErrorClass.UNCERTAIN,
+            AnswerKind.UNCERTAIN,
             "HTTP 504 from the gateway, after the call was sent",
         ),
     ],
@@ -738,7 +740,7 @@ async def test_gateway_bad_answers_are_transient_or_uncertain(status, text, kind
 
     async with serving(handler) as url, Gateway(url, concurrency=1, timeout=15) as gateway:
         reply = await gateway.post(signed(), SPEC)
-    assert reply.error_class is kind
+    assert reply.kind is kind
     assert reply.error == error
 
 
@@ -748,7 +750,7 @@ async def test_gateway_bad_answers_are_transient_or_uncertain(status, text, kind
         # before anything is written: not sent, retried
         (
             aiohttp.ConnectionTimeoutError("connect"),
-            ErrorClass.TRANSIENT,
+            AnswerKind.TRANSIENT,
             "could not connect within 7.5 s",
         ),
         (
@@ -756,19 +758,19 @@ async def test_gateway_bad_answers_are_transient_or_uncertain(status, text, kind
                 aiohttp.client_reqrep.ConnectionKey("gw.test", 80, False, True, None, None, None),
                 OSError(111, "Connect call failed"),
             ),
-            ErrorClass.TRANSIENT,
+            AnswerKind.TRANSIENT,
             "connection error: ClientConnectorError",
         ),
         # anything else may come after the request was written: uncertain
-        (asyncio.TimeoutError(), ErrorClass.UNCERTAIN, "no answer within --timeout 15 s"),
-        (aiohttp.SocketTimeoutError("read"), ErrorClass.UNCERTAIN, "no answer within"),
+        (asyncio.TimeoutError(), AnswerKind.UNCERTAIN, "no answer within --timeout 15 s"),
+        (aiohttp.SocketTimeoutError("read"), AnswerKind.UNCERTAIN, "no answer within"),
         (
             aiohttp.ServerDisconnectedError(),
-            ErrorClass.UNCERTAIN,
+            AnswerKind.UNCERTAIN,
             "connection lost after the call was sent: ServerDisconnectedError",
         ),
-        (ConnectionResetError(104, "reset"), ErrorClass.UNCERTAIN, "connection lost after"),
-        (aiohttp.ClientPayloadError("truncated"), ErrorClass.UNCERTAIN, "connection lost after"),
+        (ConnectionResetError(104, "reset"), AnswerKind.UNCERTAIN, "connection lost after"),
+        (aiohttp.ClientPayloadError("truncated"), AnswerKind.UNCERTAIN, "connection lost after"),
     ],
     ids=[
         "connect-timeout",
@@ -788,9 +790,9 @@ async def test_gateway_tells_not_sent_from_uncertain_by_aiohttps_exception_types
         mock.post(GW_PATTERN, exception=exception)
         async with Gateway(GW_URL, concurrency=2, timeout=15) as gateway:
             reply = await gateway.post(signed(), SPEC)
-    assert reply.error_class is kind
+    assert reply.kind is kind
     assert reply.error.startswith(error)
-    assert reply.sent is (kind is ErrorClass.UNCERTAIN)
+    assert reply.sent is (kind is AnswerKind.UNCERTAIN)
 
 
 async def test_gateway_error_text_never_carries_the_query_string():
@@ -809,7 +811,7 @@ async def test_gateway_error_text_never_carries_the_query_string():
 async def test_gateway_reports_a_refused_connection():
     async with Gateway("http://127.0.0.1:9/router/rest", concurrency=1, timeout=5) as gateway:
         reply = await gateway.post(signed(), SPEC)
-    assert reply.error_class is ErrorClass.TRANSIENT
+    assert reply.kind is AnswerKind.TRANSIENT
     assert reply.error.startswith("connection error: ClientConnectorError")
     assert_no_secrets(reply.error)
 

@@ -19,7 +19,7 @@ from conftest import cli, read_sheet, statuses, ticket, wait_for, write_csv
 
 from importer.dispatcher import Dispatcher, DispatchSettings
 from importer.gateway import Gateway
-from importer.protocol import MAX_BODY_BYTES, Credentials, ErrorClass, RequestBuilder
+from importer.protocol import MAX_BODY_BYTES, AnswerKind, Credentials, RequestBuilder
 from importer.records import Outcome, RequestRecord, Status
 from importer.specs import load_spec
 
@@ -161,7 +161,7 @@ async def test_a_connection_closed_after_the_write_is_uncertain():
         return web.Response()
 
     reply = await _post_to(hang_up)
-    assert reply.error_class is ErrorClass.UNCERTAIN
+    assert reply.kind is AnswerKind.UNCERTAIN
     assert reply.error.startswith("connection lost after the call was sent")
 
 
@@ -178,7 +178,7 @@ async def test_a_huge_answer_is_uncertain_and_not_read_into_memory():
         return response
 
     reply = await _post_to(huge)
-    assert reply.error_class is ErrorClass.UNCERTAIN
+    assert reply.kind is AnswerKind.UNCERTAIN
     assert f"larger than {MAX_BODY_BYTES:,} bytes" in reply.error
 
 
@@ -187,7 +187,7 @@ async def test_a_refused_connection_is_not_sent():
     request = builder.build('{"a":1}', datetime.now(timezone.utc))
     async with Gateway("http://127.0.0.1:9/router/rest", concurrency=1, timeout=5) as gw:
         reply = await gw.post(request, SPEC)
-    assert reply.error_class is ErrorClass.TRANSIENT
+    assert reply.kind is AnswerKind.TRANSIENT
 
 
 async def test_a_redirect_is_never_followed_and_names_its_target_without_the_query():
@@ -198,7 +198,7 @@ async def test_a_redirect_is_never_followed_and_names_its_target_without_the_que
         raise web.HTTPFound(f"/router/rest?again=1&{request.query_string}")
 
     reply = await _post_to(redirect)
-    assert reply.error_class is ErrorClass.FATAL
+    assert reply.kind is AnswerKind.FATAL
     assert "HTTP 302 redirect to /router/rest (not followed" in reply.error
     assert "sign=" not in reply.error and "s3cr3t" not in reply.error
     assert calls == ["/router/rest"]  # once: the redirect was not followed
@@ -208,6 +208,8 @@ async def test_a_redirect_is_never_followed_and_names_its_target_without_the_que
 
 
 class _CountingGateway:
+    where = "counting gateway"
+
     def __init__(self) -> None:
         self.posts = 0
 

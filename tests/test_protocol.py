@@ -13,8 +13,8 @@ import pytest
 from importer.errors import UsageError
 from importer.protocol import (
     FORM_CONTENT_TYPE,
+    AnswerKind,
     Credentials,
-    ErrorClass,
     Reply,
     RequestBuilder,
     advice,
@@ -230,20 +230,20 @@ BAN = "This ban will last for 7 more seconds"
     ("body", "expected"),
     [
         # the API's own envelope
-        pytest.param(success_body(True), ErrorClass.SUCCESS, id="success-true"),
-        pytest.param(success_body("true"), ErrorClass.SUCCESS, id="success-true-string"),
-        pytest.param(success_body(False), ErrorClass.BUSINESS, id="success-false"),
-        pytest.param(success_body("false"), ErrorClass.BUSINESS, id="success-false-string"),
-        pytest.param(success_body(None), ErrorClass.BUSINESS, id="success-null"),
+        pytest.param(success_body(True), AnswerKind.ACCEPTED, id="success-true"),
+        pytest.param(success_body("true"), AnswerKind.ACCEPTED, id="success-true-string"),
+        pytest.param(success_body(False), AnswerKind.DECLINED, id="success-false"),
+        pytest.param(success_body("false"), AnswerKind.DECLINED, id="success-false-string"),
+        pytest.param(success_body(None), AnswerKind.DECLINED, id="success-null"),
         # throttled: call limits
         *(
-            pytest.param(error_body(code, sub_msg=BAN), ErrorClass.THROTTLED, id=f"code-{code}")
+            pytest.param(error_body(code, sub_msg=BAN), AnswerKind.THROTTLED, id=f"code-{code}")
             for code in (4, 5, 6, 7, 8)
         ),
         *(
             pytest.param(
                 error_body(7, f"accesscontrol.limited-by-{kind}-access-count", BAN),
-                ErrorClass.THROTTLED,
+                AnswerKind.THROTTLED,
                 id=f"accesscontrol-{kind}",
             )
             for kind in ("app", "api", "app-api")
@@ -252,52 +252,52 @@ BAN = "This ban will last for 7 more seconds"
         *(
             pytest.param(
                 error_body(code, "isp.remote-service-error"),
-                ErrorClass.TRANSIENT,
+                AnswerKind.TRANSIENT,
                 id=f"isp-code-{code}",
             )
             for code in (15, 50, 520)
         ),
-        pytest.param(error_body(10), ErrorClass.TRANSIENT, id="code-10"),
-        pytest.param(error_body("10"), ErrorClass.TRANSIENT, id="code-10-as-string"),
+        pytest.param(error_body(10), AnswerKind.TRANSIENT, id="code-10"),
+        pytest.param(error_body("10"), AnswerKind.TRANSIENT, id="code-10-as-string"),
         # fatal for the run
         *(
-            pytest.param(error_body(code), ErrorClass.FATAL, id=f"code-{code}")
+            pytest.param(error_body(code), AnswerKind.FATAL, id=f"code-{code}")
             for code in (9, 11, 12, 13, *range(21, 35))
         ),
         # failed row
         pytest.param(
-            error_body(50, "isv.invalid-parameter", "非法参数"), ErrorClass.FAILED, id="isv-50"
+            error_body(50, "isv.invalid-parameter", "非法参数"), AnswerKind.REJECTED, id="isv-50"
         ),
-        pytest.param(error_body(15), ErrorClass.FAILED, id="code-15-without-isp"),
+        pytest.param(error_body(15), AnswerKind.REJECTED, id="code-15-without-isp"),
         *(
-            pytest.param(error_body(code), ErrorClass.FAILED, id=f"code-{code}")
+            pytest.param(error_body(code), AnswerKind.REJECTED, id=f"code-{code}")
             for code in (3, 40, 41, 42, 43, 100, 999)
         ),
-        pytest.param(error_body(None), ErrorClass.FAILED, id="no-code"),
+        pytest.param(error_body(None), AnswerKind.REJECTED, id="no-code"),
     ],
 )
 def test_classify_by_envelope_code_and_sub_code(body, expected):
-    assert classify(200, body, SPEC).error_class is expected
+    assert classify(200, body, SPEC).kind is expected
 
 
 @pytest.mark.parametrize(
     ("status", "expected"),
     [
         # the gateway says the API was not reached: retried
-        (502, ErrorClass.TRANSIENT),
-        (503, ErrorClass.TRANSIENT),
-        (429, ErrorClass.TRANSIENT),
+        (502, AnswerKind.TRANSIENT),
+        (503, AnswerKind.TRANSIENT),
+        (429, AnswerKind.TRANSIENT),
         # after the call was sent, and maybe acted on: never retried by default
-        (500, ErrorClass.UNCERTAIN),
-        (504, ErrorClass.UNCERTAIN),
-        (404, ErrorClass.FATAL),
-        (403, ErrorClass.FATAL),
-        (301, ErrorClass.FATAL),
+        (500, AnswerKind.UNCERTAIN),
+        (504, AnswerKind.UNCERTAIN),
+        (404, AnswerKind.FATAL),
+        (403, AnswerKind.FATAL),
+        (301, AnswerKind.FATAL),
     ],
 )
 def test_classify_by_http_status_whatever_the_body(status, expected):
     reply = classify(status, success_body(True), SPEC)
-    assert reply.error_class is expected
+    assert reply.kind is expected
     assert str(status) in reply.error
 
 
@@ -324,7 +324,7 @@ def test_unparsable_or_unexpected_200_bodies_are_uncertain(body):
     """An HTTP 200 the client cannot read came after the call was sent: the platform may have
     acted on it, so it is not a transient error to retry."""
     reply = classify(200, body, SPEC)
-    assert reply.error_class is ErrorClass.UNCERTAIN
+    assert reply.kind is AnswerKind.UNCERTAIN
     assert reply.error
 
 
@@ -335,7 +335,7 @@ def test_empty_body_is_described_as_empty():
 def test_success_keeps_code_request_id_and_system_time():
     reply = classify(200, success_body(True), SPEC)
     assert reply == Reply(
-        ErrorClass.SUCCESS,
+        AnswerKind.ACCEPTED,
         code="200",
         request_id="req-ok",
         system_time="2022-09-03 16:12:49",
@@ -344,14 +344,14 @@ def test_success_keeps_code_request_id_and_system_time():
 
 def test_business_failure_keeps_code_and_msg():
     reply = classify(200, success_body(False, code="E001", msg="case not found"), SPEC)
-    assert reply.error_class is ErrorClass.BUSINESS
+    assert reply.kind is AnswerKind.DECLINED
     assert (reply.code, reply.msg, reply.request_id) == ("E001", "case not found", "req-ok")
 
 
 def test_error_response_keeps_every_field():
     body = error_body(50, "isv.invalid-parameter", "非法参数", msg="Remote service error")
     assert classify(200, body, SPEC) == Reply(
-        ErrorClass.FAILED,
+        AnswerKind.REJECTED,
         code="50",
         msg="Remote service error",
         sub_code="isv.invalid-parameter",
@@ -377,7 +377,7 @@ def test_throttle_ban_seconds_are_read_from_the_message(sub_msg, msg, expected):
     reply = classify(
         200, error_body(7, "accesscontrol.limited-by-app-access-count", sub_msg, msg), SPEC
     )
-    assert reply.error_class is ErrorClass.THROTTLED
+    assert reply.kind is AnswerKind.THROTTLED
     assert reply.ban_seconds == expected
 
 
@@ -404,7 +404,7 @@ def test_only_throttled_replies_carry_a_ban():
 )
 def test_advice_for_fatal_codes_says_what_to_check(code, words):
     reply = classify(200, error_body(int(code)), SPEC)
-    assert reply.error_class is ErrorClass.FATAL
+    assert reply.kind is AnswerKind.FATAL
     text = advice(reply)
     for word in words:
         assert word in text
@@ -444,7 +444,7 @@ def test_describe_a_transport_failure_gives_its_error():
 
 
 def test_describe_with_nothing_known_says_no_answer():
-    assert describe(Reply(ErrorClass.TRANSIENT)) == "no answer"
+    assert describe(Reply(AnswerKind.TRANSIENT)) == "no answer"
 
 
 def test_describe_never_includes_the_request_parameters():
@@ -593,23 +593,23 @@ def envelope_body(envelope: str, inner: dict) -> bytes:
 @pytest.mark.parametrize(
     ("inner", "expected"),
     [
-        ({"request_id": "r1"}, ErrorClass.SUCCESS),
-        ({"result": {"success": False}, "request_id": "r1"}, ErrorClass.SUCCESS),
-        ({"is_success": True, "request_id": "r1"}, ErrorClass.SUCCESS),
+        ({"request_id": "r1"}, AnswerKind.ACCEPTED),
+        ({"result": {"success": False}, "request_id": "r1"}, AnswerKind.ACCEPTED),
+        ({"is_success": True, "request_id": "r1"}, AnswerKind.ACCEPTED),
     ],
 )
 def test_no_error_success_rule_takes_any_envelope(inner, expected):
     body = envelope_body("taobao_example_item_flag_response", inner)
     reply = classify(200, body, FLAT_ONLY)
-    assert reply.error_class is expected
+    assert reply.kind is expected
     assert reply.request_id == "r1"
 
 
 def test_no_error_success_rule_still_reads_errors_and_needs_the_envelope():
-    assert classify(200, error_body(7), FLAT_ONLY).error_class is ErrorClass.THROTTLED
-    assert classify(200, error_body(41), FLAT_ONLY).error_class is ErrorClass.FAILED
+    assert classify(200, error_body(7), FLAT_ONLY).kind is AnswerKind.THROTTLED
+    assert classify(200, error_body(41), FLAT_ONLY).kind is AnswerKind.REJECTED
     other = envelope_body("something_else_response", {})
-    assert classify(200, other, FLAT_ONLY).error_class is ErrorClass.UNCERTAIN
+    assert classify(200, other, FLAT_ONLY).kind is AnswerKind.UNCERTAIN
 
 
 def test_a_success_path_elsewhere_reads_code_and_msg_beside_it():
@@ -618,18 +618,18 @@ def test_a_success_path_elsewhere_reads_code_and_msg_beside_it():
         '[[fields]]\nname = "x"\ntype = "String"\n'
     )
     ok = envelope_body("taobao_example_x_response", {"data": {"ok": True, "code": "0"}})
-    assert classify(200, ok, spec) == Reply(ErrorClass.SUCCESS, code="0")
+    assert classify(200, ok, spec) == Reply(AnswerKind.ACCEPTED, code="0")
     bad = envelope_body(
         "taobao_example_x_response", {"data": {"ok": False, "code": "E9", "msg": "no"}}
     )
     reply = classify(200, bad, spec)
-    assert (reply.error_class, reply.code, reply.msg) == (ErrorClass.BUSINESS, "E9", "no")
+    assert (reply.kind, reply.code, reply.msg) == (AnswerKind.DECLINED, "E9", "no")
     top_level = parse_spec(
         'method = "taobao.example.x"\nsuccess_path = "is_success"\n'
         '[[fields]]\nname = "x"\ntype = "String"\n'
     )
     flag = envelope_body("taobao_example_x_response", {"is_success": "true", "request_id": "r"})
-    assert classify(200, flag, top_level).error_class is ErrorClass.SUCCESS
+    assert classify(200, flag, top_level).kind is AnswerKind.ACCEPTED
 
 
 def test_the_robot_tenant_spec_reads_its_own_envelope():
@@ -638,5 +638,5 @@ def test_the_robot_tenant_spec_reads_its_own_envelope():
         "alibaba_lyservice_robot_tenant_sync_response",
         {"result": {"success": True, "code": "200"}, "request_id": "r"},
     )
-    assert classify(200, ok, robot).error_class is ErrorClass.SUCCESS
-    assert classify(200, success_body(True), robot).error_class is ErrorClass.UNCERTAIN
+    assert classify(200, ok, robot).kind is AnswerKind.ACCEPTED
+    assert classify(200, success_body(True), robot).kind is AnswerKind.UNCERTAIN

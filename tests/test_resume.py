@@ -31,8 +31,7 @@ def finish(proc: subprocess.Popen, timeout: float = 120) -> tuple[str, str]:
         proc.kill()
 
 
-@pytest.mark.parametrize("seed", [1, 2])
-@pytest.mark.parametrize("lost_rate", [0.0, 0.1])
+@pytest.mark.parametrize(("seed", "lost_rate"), [(1, 0.0), (2, 0.1)])
 def test_kill_9_then_rerun_finishes_without_repeating_successes(
     tmp_path, simulator, seed, lost_rate
 ):

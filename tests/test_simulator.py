@@ -16,8 +16,8 @@ from yarl import URL
 
 from importer.protocol import (
     FORM_CONTENT_TYPE,
+    AnswerKind,
     Credentials,
-    ErrorClass,
     RequestBuilder,
     classify,
 )
@@ -137,7 +137,7 @@ async def test_a_valid_call_gets_the_success_envelope(start, session, sign_metho
     assert envelope["result"]["success"] is True
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", envelope["result"]["system_time"])
     assert re.fullmatch(r"[0-9a-f]+", envelope["request_id"])
-    assert classify(status, body, SPEC).error_class is ErrorClass.SUCCESS
+    assert classify(status, body, SPEC).kind is AnswerKind.ACCEPTED
     assert sim.stats()["accepted"] == 1
 
 
@@ -146,7 +146,7 @@ async def test_every_builtin_spec_accepts_its_example(start, session, method):
     spec = load_spec(method)
     sim = await start()
     status, body = await call(session, sim, example(spec), spec=spec)
-    assert classify(status, body, spec).error_class is ErrorClass.SUCCESS
+    assert classify(status, body, spec).kind is AnswerKind.ACCEPTED
 
 
 async def test_epoch_millisecond_timestamps_are_accepted(start, session):
@@ -185,7 +185,7 @@ async def test_request_validation_failures(start, session, changes, code):
     assert doc["error_response"]["code"] == code
     assert doc["error_response"]["request_id"]
     reply = classify(200, json.dumps(doc).encode(), SPEC)
-    assert reply.error_class is ErrorClass.FATAL
+    assert reply.kind is AnswerKind.FATAL
     assert sim.stats()["rejected"] == {str(code): 1}
     assert sim.stats()["per_second"] == {}  # failed auth never counts against the quota
 
@@ -251,7 +251,7 @@ async def test_invalid_payloads_are_row_failures(start, session, payload, code, 
     sim = await start()
     status, body = await call(session, sim, payload)
     assert (error(body)["code"], error(body)["sub_code"]) == (code, sub_code)
-    assert classify(status, body, SPEC).error_class is ErrorClass.FAILED
+    assert classify(status, body, SPEC).kind is AnswerKind.REJECTED
     assert sim.stats()["accepted"] == 0
 
 
@@ -271,7 +271,7 @@ PAYLOADS_ACCEPTED = [
 async def test_lenient_payloads_are_accepted(start, session, payload):
     sim = await start()
     status, body = await call(session, sim, payload)
-    assert classify(status, body, SPEC).error_class is ErrorClass.SUCCESS
+    assert classify(status, body, SPEC).kind is AnswerKind.ACCEPTED
 
 
 async def test_a_bad_tenant_gets_a_business_error(start, session):
@@ -284,7 +284,7 @@ async def test_a_bad_tenant_gets_a_business_error(start, session):
         "sub_msg": "非法参数",
         "request_id": "",
     }
-    assert classify(status, body, SPEC).error_class is ErrorClass.FAILED
+    assert classify(status, body, SPEC).kind is AnswerKind.REJECTED
     assert (await call(session, sim))[0] == 200  # other tenants are fine
     assert sim.stats()["accepted"] == 1
     assert sim.stats()["rejected"] == {"50": 1}
@@ -300,9 +300,9 @@ async def test_calls_beyond_qps_in_one_second_are_throttled(start, session):
         classify(*answer, SPEC)
         for answer in await asyncio.gather(*(call(session, sim) for _ in range(10)))
     ]
-    classes = [r.error_class for r in replies]
-    assert classes.count(ErrorClass.SUCCESS) == 3
-    throttled = [r for r in replies if r.error_class is ErrorClass.THROTTLED]
+    classes = [r.kind for r in replies]
+    assert classes.count(AnswerKind.ACCEPTED) == 3
+    throttled = [r for r in replies if r.kind is AnswerKind.THROTTLED]
     assert len(throttled) == 7
     assert {(r.code, r.sub_code, r.sub_msg, r.ban_seconds) for r in throttled} == {
         ("7", "accesscontrol.limited-by-app-access-count", BAN_TEXT.format(1), 1.0)
@@ -313,13 +313,13 @@ async def test_calls_beyond_qps_in_one_second_are_throttled(start, session):
     assert (stats["accepted"], stats["rejected"]) == (3, {"7": 7})
 
     clock.t += 1  # the next clock second has a fresh quota
-    assert classify(*await call(session, sim), SPEC).error_class is ErrorClass.SUCCESS
+    assert classify(*await call(session, sim), SPEC).kind is AnswerKind.ACCEPTED
 
 
 async def test_throttle_on_the_real_clock_matches_the_per_second_counts(start, session):
     sim = await start(qps=3)
     answers = await asyncio.gather(*(call(session, sim) for _ in range(10)))
-    successes = sum(classify(*a, SPEC).error_class is ErrorClass.SUCCESS for a in answers)
+    successes = sum(classify(*a, SPEC).kind is AnswerKind.ACCEPTED for a in answers)
     per_second = sim.stats()["per_second"]
     assert sum(per_second.values()) == 10
     assert successes == sum(min(n, 3) for n in per_second.values())
@@ -328,7 +328,7 @@ async def test_throttle_on_the_real_clock_matches_the_per_second_counts(start, s
 async def test_throttle_all_announces_a_long_ban(start, session):
     sim = await start(throttle_all=True, ban_seconds=2592000)
     reply = classify(*await call(session, sim), SPEC)
-    assert reply.error_class is ErrorClass.THROTTLED
+    assert reply.kind is AnswerKind.THROTTLED
     assert reply.sub_msg == BAN_TEXT.format(2592000)
     assert reply.ban_seconds == 2592000
 
@@ -336,7 +336,7 @@ async def test_throttle_all_announces_a_long_ban(start, session):
 async def test_calls_failing_auth_do_not_spend_the_quota(start, session):
     sim = await start(qps=1, clock=Clock())
     assert error((await call(session, sim, secret="wrong"))[1])["code"] == 25
-    assert classify(*await call(session, sim), SPEC).error_class is ErrorClass.SUCCESS
+    assert classify(*await call(session, sim), SPEC).kind is AnswerKind.ACCEPTED
 
 
 # --- fault injection ----------------------------------------------------------------------------
@@ -346,7 +346,7 @@ async def test_isp_errors_are_transient_and_not_accepted(start, session):
     sim = await start(isp_rate=1.0)
     status, body = await call(session, sim)
     assert (error(body)["code"], error(body)["sub_code"]) == (15, "isp.service-unavailable")
-    assert classify(status, body, SPEC).error_class is ErrorClass.TRANSIENT
+    assert classify(status, body, SPEC).kind is AnswerKind.TRANSIENT
     assert sim.stats()["accepted"] == 0
 
 
@@ -355,7 +355,7 @@ async def test_http_502_is_an_html_page(start, session):
     status, body = await call(session, sim)
     assert status == 502
     assert body.startswith(b"<html>")
-    assert classify(status, body, SPEC).error_class is ErrorClass.TRANSIENT
+    assert classify(status, body, SPEC).kind is AnswerKind.TRANSIENT
     assert (sim.stats()["http_502"], sim.stats()["accepted"]) == (1, 0)
 
 
@@ -559,7 +559,7 @@ async def test_every_builtin_spec_accepts_a_validated_row_of_its_examples(start,
     spec = load_spec(method)
     sim = await start()
     status, body = await send_record(session, sim, spec, record_of(spec))
-    assert classify(status, body, spec).error_class is ErrorClass.SUCCESS
+    assert classify(status, body, spec).kind is AnswerKind.ACCEPTED
     assert json.loads(body)[spec.response_envelope]["result"]["success"] is True
 
 
@@ -576,7 +576,7 @@ async def test_a_spec_with_flat_list_date_and_boolean_fields_is_served(start, se
         url, data=request.body, headers={"Content-Type": FORM_CONTENT_TYPE}
     ) as r:
         status, body = r.status, await r.read()
-    assert classify(status, body, RICH).error_class is ErrorClass.SUCCESS, body
+    assert classify(status, body, RICH).kind is AnswerKind.ACCEPTED, body
     assert sim.stats()["accepted"] == 1
 
 
@@ -590,7 +590,7 @@ async def test_a_spec_needing_a_session_gets_code_26_without_one(start, session)
     sim = await start(specs=[RICH])
     doc = await post_form(session, sim, rich_params(session_key=None))
     assert doc["error_response"]["code"] == 26
-    assert classify(200, json.dumps(doc).encode(), RICH).error_class is ErrorClass.FATAL
+    assert classify(200, json.dumps(doc).encode(), RICH).kind is AnswerKind.FATAL
 
 
 RICH_FAILURES = [
@@ -668,7 +668,7 @@ async def test_every_rule_of_a_spec_is_checked(start, session, business, code, s
     sim = await start(specs=[RICH])
     doc = await post_form(session, sim, rich_params(**business))
     assert (doc["error_response"]["code"], doc["error_response"]["sub_code"]) == (code, sub_code)
-    assert classify(200, json.dumps(doc).encode(), RICH).error_class is ErrorClass.FAILED
+    assert classify(200, json.dumps(doc).encode(), RICH).kind is AnswerKind.REJECTED
     assert sim.stats()["accepted"] == 0
 
 

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from importer.protocol import ErrorClass, Reply
+from importer.protocol import AnswerKind, Reply
 from importer.records import Status
 from importer.steps import (
     MAX_THROTTLE_RETRIES,
@@ -21,36 +21,36 @@ LIMITS = RetryLimits(retries=3, max_ban=300)
 AT_LEAST_ONCE = RetryLimits(retries=3, max_ban=300, resend_uncertain=True)
 
 
-def reply(kind: ErrorClass, **fields: object) -> Reply:
+def reply(kind: AnswerKind, **fields: object) -> Reply:
     return Reply(kind, **fields)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
     ("answer", "tries", "limits", "action", "status"),
     [
-        (reply(ErrorClass.SUCCESS), Tries(1), LIMITS, Action.SETTLE, Status.SUCCESS),
-        (reply(ErrorClass.BUSINESS, msg="no"), Tries(1), LIMITS, Action.SETTLE, Status.FAILED),
-        (reply(ErrorClass.FAILED, code="50"), Tries(1), LIMITS, Action.SETTLE, Status.FAILED),
-        (reply(ErrorClass.FATAL, code="25"), Tries(1), LIMITS, Action.STOP, Status.FAILED),
-        (reply(ErrorClass.THROTTLED, ban_seconds=2), Tries(1), LIMITS, Action.THROTTLE, None),
+        (reply(AnswerKind.ACCEPTED), Tries(1), LIMITS, Action.SETTLE, Status.SUCCESS),
+        (reply(AnswerKind.DECLINED, msg="no"), Tries(1), LIMITS, Action.SETTLE, Status.FAILED),
+        (reply(AnswerKind.REJECTED, code="50"), Tries(1), LIMITS, Action.SETTLE, Status.FAILED),
+        (reply(AnswerKind.FATAL, code="25"), Tries(1), LIMITS, Action.STOP, Status.FAILED),
+        (reply(AnswerKind.THROTTLED, ban_seconds=2), Tries(1), LIMITS, Action.THROTTLE, None),
         (
-            reply(ErrorClass.THROTTLED, ban_seconds=301),
+            reply(AnswerKind.THROTTLED, ban_seconds=301),
             Tries(1),
             LIMITS,
             Action.STOP,
             Status.FAILED,
         ),
         (
-            reply(ErrorClass.THROTTLED, ban_seconds=1),
+            reply(AnswerKind.THROTTLED, ban_seconds=1),
             Tries(101, throttles=MAX_THROTTLE_RETRIES),
             LIMITS,
             Action.SETTLE,
             Status.FAILED,
         ),
         # not sent, or answered with a passing error: retried, then failed
-        (reply(ErrorClass.TRANSIENT, error="refused"), Tries(1), LIMITS, Action.RETRY, None),
+        (reply(AnswerKind.TRANSIENT, error="refused"), Tries(1), LIMITS, Action.RETRY, None),
         (
-            reply(ErrorClass.TRANSIENT, code="15", sub_code="isp.x"),
+            reply(AnswerKind.TRANSIENT, code="15", sub_code="isp.x"),
             Tries(4, sent=4, retries=3),
             LIMITS,
             Action.SETTLE,
@@ -58,21 +58,21 @@ def reply(kind: ErrorClass, **fields: object) -> Reply:
         ),
         # an earlier attempt's answer was lost: whatever comes after, unknown unless a success
         (
-            reply(ErrorClass.TRANSIENT, error="HTTP 502"),
+            reply(AnswerKind.TRANSIENT, error="HTTP 502"),
             Tries(2, sent=2, lost=1, retries=1),
             RetryLimits(retries=1, resend_uncertain=True),
             Action.SETTLE,
             Status.UNKNOWN,
         ),
         (
-            reply(ErrorClass.FAILED, code="50", sub_code="isv.exists"),
+            reply(AnswerKind.REJECTED, code="50", sub_code="isv.exists"),
             Tries(2, sent=2, lost=1, retries=1),
             AT_LEAST_ONCE,
             Action.SETTLE,
             Status.UNKNOWN,
         ),
         (
-            reply(ErrorClass.SUCCESS),
+            reply(AnswerKind.ACCEPTED),
             Tries(2, sent=2, lost=1),
             AT_LEAST_ONCE,
             Action.SETTLE,
@@ -80,7 +80,7 @@ def reply(kind: ErrorClass, **fields: object) -> Reply:
         ),
         # no attempt ever left the machine: truthfully not sent
         (
-            reply(ErrorClass.TRANSIENT, error="refused", sent=False),
+            reply(AnswerKind.TRANSIENT, error="refused", sent=False),
             Tries(4, sent=0, retries=3),
             LIMITS,
             Action.SETTLE,
@@ -88,15 +88,15 @@ def reply(kind: ErrorClass, **fields: object) -> Reply:
         ),
         # sent, no readable answer: unknown at once unless at-least-once was chosen
         (
-            reply(ErrorClass.UNCERTAIN, error="lost"),
+            reply(AnswerKind.UNCERTAIN, error="lost"),
             Tries(1),
             LIMITS,
             Action.SETTLE,
             Status.UNKNOWN,
         ),
-        (reply(ErrorClass.UNCERTAIN, error="lost"), Tries(1), AT_LEAST_ONCE, Action.RETRY, None),
+        (reply(AnswerKind.UNCERTAIN, error="lost"), Tries(1), AT_LEAST_ONCE, Action.RETRY, None),
         (
-            reply(ErrorClass.UNCERTAIN, error="lost"),
+            reply(AnswerKind.UNCERTAIN, error="lost"),
             Tries(4, sent=4, lost=4, retries=3),
             AT_LEAST_ONCE,
             Action.SETTLE,
@@ -104,9 +104,9 @@ def reply(kind: ErrorClass, **fields: object) -> Reply:
         ),
     ],
     ids=[
-        "success",
-        "business",
-        "failed",
+        "accepted",
+        "declined",
+        "rejected",
         "fatal",
         "throttled",
         "ban-too-long",
@@ -130,7 +130,7 @@ def test_next_step(answer, tries, limits, action, status):
 
 def test_an_uncertain_answer_says_what_to_do():
     step = next_step(
-        reply(ErrorClass.UNCERTAIN, error="no answer"), Tries(1), LIMITS, random.Random()
+        reply(AnswerKind.UNCERTAIN, error="no answer"), Tries(1), LIMITS, random.Random()
     )
     assert step.error.startswith("no answer; the platform may have acted on it")
     assert "--resend-unknown" in step.error
@@ -140,16 +140,16 @@ def test_only_final_answers_feed_the_run_policies():
     rng = random.Random(1)
     finals = {
         kind
-        for kind in ErrorClass
+        for kind in AnswerKind
         if next_step(reply(kind, ban_seconds=1), Tries(1), LIMITS, rng).final
     }
-    assert finals == {ErrorClass.SUCCESS, ErrorClass.BUSINESS, ErrorClass.FAILED}
+    assert finals == {AnswerKind.ACCEPTED, AnswerKind.DECLINED, AnswerKind.REJECTED}
 
 
 def test_stops_name_their_reason():
     rng = random.Random(1)
-    fatal = next_step(reply(ErrorClass.FATAL, code="25"), Tries(1), LIMITS, rng)
-    ban = next_step(reply(ErrorClass.THROTTLED, ban_seconds=9999), Tries(1), LIMITS, rng)
+    fatal = next_step(reply(AnswerKind.FATAL, code="25"), Tries(1), LIMITS, rng)
+    ban = next_step(reply(AnswerKind.THROTTLED, ban_seconds=9999), Tries(1), LIMITS, rng)
     assert (fatal.reason, ban.reason) == (StopReason.FATAL, StopReason.BAN_TOO_LONG)
     assert "check TOP_APP_SECRET" in fatal.message
     assert "9999 s" in ban.message
@@ -158,7 +158,7 @@ def test_stops_name_their_reason():
 def test_retry_delays_grow_within_the_cap():
     rng = random.Random(3)
     delays = [
-        next_step(reply(ErrorClass.TRANSIENT), Tries(n + 1, retries=n), LIMITS, rng).delay
+        next_step(reply(AnswerKind.TRANSIENT), Tries(n + 1, retries=n), LIMITS, rng).delay
         for n in range(3)
     ]
     assert all(0 <= d <= 0.5 * 2**n for n, d in enumerate(delays))
