@@ -27,8 +27,8 @@ from bench_send import SimulatorProcess, record
 from importer.dispatcher import Dispatcher, DispatchSettings
 from importer.gateway import Gateway
 from importer.protocol import Credentials, RequestBuilder
-from importer.records import Outcome, RequestRecord
-from importer.specs import load_spec
+from importer.rows import Outcome, RequestRecord
+from importer.spec import load_spec
 
 SPEC = load_spec(None)
 APP_KEY, SECRET = "12345678", "sim-secret-0123456789"

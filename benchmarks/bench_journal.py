@@ -32,7 +32,7 @@ from bench_send import SimulatorProcess, builder, make_records
 from importer.dispatcher import Dispatcher, DispatchSettings
 from importer.gateway import Gateway
 from importer.journal import Journal, RunJournal
-from importer.records import Outcome, RequestRecord, Status
+from importer.rows import Outcome, RequestRecord, Status
 
 APP_KEY = "12345678"
 CONCURRENCY = 64

@@ -24,7 +24,7 @@ import xlsxwriter
 from python_calamine import CalamineWorkbook
 
 from importer.loader import open_input
-from importer.specs import load_spec
+from importer.spec import load_spec
 
 HEADERS = ("corp_id", "user_identify", "case_id", "tenant_id", "open_conversation_id")
 BASE62 = string.ascii_letters + string.digits

@@ -34,8 +34,8 @@ from yarl import URL
 from importer.dispatcher import Dispatcher, DispatchSettings
 from importer.gateway import Gateway
 from importer.protocol import FORM_CONTENT_TYPE, Credentials, RequestBuilder
-from importer.records import Outcome, RequestRecord, Status, payload_hash
-from importer.specs import load_spec
+from importer.rows import Outcome, RequestRecord, Status, payload_hash
+from importer.spec import load_spec
 
 SPEC = load_spec(None)
 APP_KEY, SECRET = "12345678", "sim-secret-0123456789"

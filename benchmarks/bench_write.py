@@ -25,7 +25,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from importer.records import Outcome
+from importer.rows import Outcome
 
 INPUT_HEADERS = ("customer_id", "name", "phone", "group_id", "remark")
 RESULT_TAIL = Outcome.COLUMNS  # the same header the real report writes
@@ -115,8 +115,8 @@ def run_xlsxwriter(path: Path, n: int) -> None:
 
 
 def run_report_writer(path: Path, n: int) -> None:
-    from importer.records import Outcome, Row, Status
     from importer.reporter import ReportWriter
+    from importer.rows import Outcome, Row, Status
 
     writer = ReportWriter(path, INPUT_HEADERS)
     for source_row, cells, values, _ in rows(n):

@@ -22,17 +22,12 @@ from importer.config import Config, config_file_in_use, exposed_secret, load_con
 from importer.errors import ImporterError, UsageError
 from importer.exits import ExitCode
 from importer.inputs import archive_input, check_outputs, expand_inputs, per_input_configs
+from importer.interrupts import Interrupts, handle_signals
 from importer.journal import Journal
 from importer.loader import CSV_SUFFIXES
-from importer.pipeline import (
-    Interrupts,
-    check_file,
-    handle_signals,
-    rebuild_report,
-    run_file,
-)
+from importer.pipeline import check_file, rebuild_report, run_file
 from importer.protocol import Credentials, RequestBuilder
-from importer.specs import ApiSpec, builtin_methods, load_spec
+from importer.spec import ApiSpec, builtin_methods, load_spec
 from importer.summary import FileSummary, Plan, duration_text, plural
 from importer.target import SendTarget
 

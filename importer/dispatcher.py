@@ -37,7 +37,7 @@ from importer.failures import RunGuard, Verdict
 from importer.gateway import Gateway
 from importer.pacing import AdaptiveRate, Pacer, QuotaShare
 from importer.protocol import AnswerKind, Reply, RequestBuilder
-from importer.records import Outcome, RequestRecord, Status
+from importer.rows import Outcome, RequestRecord, Status
 from importer.steps import (
     Action,
     RetryLimits,

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from enum import IntEnum
 
 from importer.errors import AbortedError, ImporterError
-from importer.records import Status
+from importer.rows import Status
 from importer.steps import StopReason
 from importer.summary import FileSummary
 

@@ -39,7 +39,7 @@ from importer.protocol import (
     not_sent,
     uncertain,
 )
-from importer.specs import ApiSpec
+from importer.spec import ApiSpec
 
 _URL_QUERY = re.compile(r"\?[^\s'\"<>)]*")
 # An idle keep-alive connection is closed on our side long before a server, proxy or NAT drops

@@ -44,7 +44,7 @@ from pathlib import Path
 from importer.errors import JournalError, LockedError
 from importer.processes import pid_alive
 from importer.protocol import GMT8
-from importer.records import Outcome, Status
+from importer.rows import Outcome, Status
 
 try:
     import fcntl

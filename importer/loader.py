@@ -2,9 +2,11 @@
 
 ``open_input`` reads only the header: it finds the file's encoding and delimiter (CSV) or its
 sheet (workbooks), maps headers to the spec's fields and fails early, with one sentence, on
-anything unreadable or a missing required column. ``InputTable.rows()`` then streams the data
-rows; each call starts a fresh pass (the pipeline reads the file once to send and once to write
-the report).
+anything unreadable or a missing required column. ``InputTable.rows()`` then yields the data
+rows; each call starts a fresh pass (a run makes three: pre-flight, send, report). A CSV is
+streamed from the file on every pass, with memory bounded by one record; a workbook sheet is
+parsed whole once, on the first pass, and kept for the others (calamine has no streaming
+reader), so its memory grows with the sheet: see the README for the figure per 100k rows.
 
 Row numbers are the ones the user sees: the first row of the sheet or file is 1, blank rows are
 counted but never yielded. CSV is read with the standard library's ``csv`` module: in
@@ -18,6 +20,7 @@ from __future__ import annotations
 import codecs
 import csv
 import datetime as dt
+import functools
 from collections.abc import Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -26,6 +29,7 @@ from types import MappingProxyType
 
 from python_calamine import (
     CalamineError,
+    CalamineSheet,
     CalamineWorkbook,
     PasswordError,
     SheetTypeEnum,
@@ -33,14 +37,13 @@ from python_calamine import (
 )
 
 from importer.errors import InputError
-from importer.records import RESULT_COLUMNS, Row
-from importer.specs import ApiSpec, normalise_header
+from importer.rows import EXACT_FLOAT_LIMIT, RESULT_COLUMNS, Row
+from importer.spec import ApiSpec, normalise_header
 
 CSV_SUFFIXES = (".csv", ".tsv", ".txt")
 WORKBOOK_SUFFIXES = (".xlsx", ".xlsm", ".xls", ".ods")
 SAMPLE_BYTES = 64 * 1024  # enough text to tell UTF-8 from GB18030 and to sniff the delimiter
 DELIMITERS = (",", "\t", ";")
-EXACT_FLOAT_LIMIT = 2**53  # integral floats up to here are exact; beyond, Excel shows 15 digits
 
 _RESULT_HEADERS = frozenset(c.casefold() for c in RESULT_COLUMNS)
 _REPORT_MARKERS = frozenset({"source_row", "status", "request_id"})  # a result CSV's header
@@ -55,8 +58,8 @@ def unquoted(cells: list[str]) -> list[str]:
 _NO_NUMERIC: frozenset[int] = frozenset()
 _WHAT_TO_DO = "use .csv, .tsv, .txt, .xlsx, .xlsm, .xls or .ods"
 
-# A raw record: (row number in the file, cells, indexes of number cells).
-_Record = tuple[int, list[str], frozenset[int]]
+# A raw row: (row number in the file, cells, indexes of number cells).
+_RawRow = tuple[int, list[str], frozenset[int]]
 
 
 @dataclass(frozen=True)
@@ -106,7 +109,7 @@ class InputTable:
         unquote = self._unquote
         origin = self._origin
         new_index = {old: new for new, old in enumerate(keep)} if keep is not None else {}
-        for number, raw, numeric in self._source.records():
+        for number, raw, numeric in self._source.raw_rows():
             if number <= header_row:
                 continue
             if unquote:
@@ -259,14 +262,14 @@ def _read_sample(path: Path) -> bytes:
         ) from None
 
 
-def _first_non_blank(path: Path, records: Generator[_Record, None, None]) -> tuple[int, list[str]]:
+def _first_non_blank(path: Path, raw_rows: Generator[_RawRow, None, None]) -> tuple[int, list[str]]:
     """The header: the first row with a non-blank cell (rows above it are only counted)."""
     try:
-        for number, cells, _ in records:
+        for number, cells, _ in raw_rows:
             if any(c.strip() for c in cells):
                 return number, cells
     finally:
-        records.close()
+        raw_rows.close()
     raise InputError(f"{path} has no header row (it is empty); put the column headers in row 1.")
 
 
@@ -347,9 +350,9 @@ class _CsvSource:
         return cls(path, encoding, "\t" if tab else sniff_delimiter(header_line))
 
     def header(self) -> tuple[int, list[str]]:
-        return _first_non_blank(self.path, self.records())
+        return _first_non_blank(self.path, self.raw_rows())
 
-    def records(self) -> Generator[_Record, None, None]:
+    def raw_rows(self) -> Generator[_RawRow, None, None]:
         # Numbers count RECORDS, not physical lines: a quoted value with line breaks inside
         # stays one row, as it is one row when Excel opens the file. Blank lines are records
         # (csv yields []), so they keep the count right.
@@ -449,14 +452,16 @@ class _SheetSource:
         return cls(path, requested)
 
     def header(self) -> tuple[int, list[str]]:
-        return _first_non_blank(self.path, self.records())
+        return _first_non_blank(self.path, self.raw_rows())
 
-    def records(self) -> Generator[_Record, None, None]:
-        # iter_rows yields the sheet from row 1 (leading empty rows included, which keeps the
-        # numbers right) and from the first used column (leading empty columns are dropped).
+    @functools.cached_property
+    def _loaded(self) -> CalamineSheet:
+        """The whole sheet, parsed once and kept for every pass over it: calamine reads a sheet
+        whole (there is no streaming reader of xlsx cells behind it), so parsing it again per
+        pass would only cost time; the README gives the memory per 100k rows."""
         book = _open_book(self.path)
         try:
-            sheet = book.get_sheet_by_name(self.sheet)
+            return book.get_sheet_by_name(self.sheet)
         except (CalamineError, ValueError) as exc:
             raise InputError(
                 f"{self.path} sheet {self.sheet!r} cannot be read ({exc}); open it in Excel and "
@@ -464,7 +469,11 @@ class _SheetSource:
             ) from None
         finally:
             book.close()
-        for number, cells in enumerate(sheet.iter_rows(), 1):
+
+    def raw_rows(self) -> Generator[_RawRow, None, None]:
+        # iter_rows yields the sheet from row 1 (leading empty rows included, which keeps the
+        # numbers right) and from the first used column (leading empty columns are dropped).
+        for number, cells in enumerate(self._loaded.iter_rows(), 1):
             numeric = _NO_NUMERIC
             found: list[int] | None = None
             for i, value in enumerate(cells):

@@ -2,23 +2,26 @@
 
 ``check_file`` (validate, dry run) makes one pass and writes the workbook as it goes.
 ``run_file`` makes three over a private copy of the input taken at the start (``snapshot``), so
-every pass reads the same bytes whatever happens to the file meanwhile: the pre-flight counts
-what would be sent (validation, duplicates and journal look-ups, nothing recorded) for the
-``Plan`` the caller approves; the send pass streams rows into the dispatcher, which claims each
-payload in the journal before its call and commits every outcome; the report pass reads the copy
-again beside the journal's outcomes (both in source-row order, paired by row number and a digest
-of the cells) and writes the workbook, so memory does not grow with the row count.
+every pass reads the same bytes whatever happens to the file meanwhile:
+
+1. the **pre-flight** (``_preflight``) counts what would be sent (the ``Triage`` of every row:
+   validation, duplicates and journal look-ups; nothing recorded) for the ``Plan`` the caller
+   approves;
+2. the **send** pass (``_send``) streams the rows to send into the dispatcher, which claims each
+   payload in the journal before its call and commits every outcome;
+3. the **report** pass (``_report``) reads the copy again beside the journal's outcomes (both in
+   source-row order, paired by row number and a digest of the cells) and writes the workbook,
+   so memory does not grow with the row count.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -27,26 +30,19 @@ from importer.config import Config
 from importer.dispatcher import Dispatcher, DispatchSettings, StopReason
 from importer.errors import UsageError
 from importer.gateway import Gateway
+from importer.interrupts import Interrupts
 from importer.journal import Journal, RunJournal, quota_day
 from importer.loader import InputTable, check_path, open_input
 from importer.pacing import AUTO_START_QPS, paced_rate
 from importer.progress import Progress
 from importer.protocol import Credentials, RequestBuilder
-from importer.records import (
-    DuplicateFilter,
-    Outcome,
-    RequestRecord,
-    Row,
-    RowError,
-    RowValidator,
-    Status,
-)
 from importer.reporter import ReportWriter
+from importer.rows import Outcome, RequestRecord, Row, Status
 from importer.sharing import shared_quota
-from importer.specs import ApiSpec
+from importer.spec import ApiSpec
 from importer.summary import FileSummary, Plan, plural
+from importer.triage import SEND, Triage
 
-RESENT_NOTE = "an earlier call of this payload got no answer; sent again (--resend-unknown)"
 SNAPSHOT_FOLDER = ".top-import-snapshots"  # beside the journal: the runs' private input copies
 _BATCH = 2000  # rows without a call are committed in batches: a crash loses no call state
 
@@ -81,19 +77,6 @@ def _open(path: Path, config: Config, spec: ApiSpec) -> InputTable:
     return open_input(path, spec, sheet=config.sheet, column_map=config.columns)
 
 
-def check_row(
-    row: Row, validator: RowValidator, duplicates: DuplicateFilter
-) -> RequestRecord | Outcome:
-    """The row's request record, or its outcome when it is invalid or a duplicate."""
-    result = validator.validate(row)
-    if isinstance(result, RowError):
-        return Outcome(Status.INVALID, error=result.message)
-    first = duplicates.first_row(result)
-    if first is not None:
-        return Outcome(Status.DUPLICATE, error=f"same payload as row {first}")
-    return result
-
-
 # -- validate and dry run: one pass, no network --------------------------------------------------
 
 
@@ -105,18 +88,17 @@ def check_file(
     summary = FileSummary(path, "dry-run" if builder else "validate", method=spec.method)
     summary.limits = _limits(config)
     out = report_path(config, path)
-    validator = RowValidator(spec, table.columns)
-    duplicates = DuplicateFilter()
+    triage = Triage(spec, table.columns)
     now = datetime.now(timezone.utc)
     with ReportWriter(out, table.headers, call_columns=False) as writer:
         for row in table.rows():
-            checked = check_row(row, validator, duplicates)
-            if isinstance(checked, Outcome):
-                outcome = checked
+            decided, _ = triage.decide(row)
+            if isinstance(decided, Outcome):
+                outcome = decided
             else:
                 outcome = Outcome(Status.VALID)
                 if builder is not None:
-                    builder.build(checked, now)
+                    builder.build(decided, now)
             summary.rows_read += 1
             summary.count(outcome)
             writer.write(row, outcome)
@@ -125,70 +107,27 @@ def check_file(
     return summary
 
 
-# -- run: send, journal, report -------------------------------------------------------------------
+# -- run: pre-flight, send, report ----------------------------------------------------------------
 
 
-class _Feed:
-    """Rows -> records to send; rows that need no call are settled in the journal.
+@dataclass(frozen=True)
+class _Job:
+    """One input's run, as the caller asked for it: what its three passes share."""
 
-    ``count`` is the pre-flight (what every row would become, nothing recorded); ``records`` is
-    the send pass. Each record yielded leaves its row's digest (and a note, for a row resent
-    after an unknown outcome) in ``pending`` until its outcome is settled.
-    """
+    path: Path  # the input as the user named it (the passes read the private copy)
+    out: Path  # the result workbook
+    config: Config
+    spec: ApiSpec
+    credentials: Credentials
+    builder: RequestBuilder
+    gateway_url: str
+    stop_at: datetime | None  # a cron window's end: no call starts after it
+    approve: Callable[[Plan], None] | None  # sees the pre-flight's Plan before any call
+    interrupts: Interrupts
 
-    def __init__(
-        self,
-        table: InputTable,
-        spec: ApiSpec,
-        run: RunJournal,
-        summary: FileSummary,
-        on_settled: Callable[[Status], None],
-    ) -> None:
-        self._table = table
-        self._validator = RowValidator(spec, table.columns)
-        self._duplicates = DuplicateFilter()
-        self._run = run
-        self._summary = summary
-        self._on_settled = on_settled
-        self.pending: dict[int, tuple[int, str]] = {}  # source_row -> (digest, note)
-
-    def count(self) -> Counter[str]:
-        """The pre-flight: what every row would become (``send`` or a status), nothing recorded."""
-        tally: Counter[str] = Counter()
-        for row in self._table.rows():
-            decided, _ = self._decide(row)
-            tally["send" if isinstance(decided, RequestRecord) else decided.status.value] += 1
-        return tally
-
-    def records(self) -> Iterator[RequestRecord]:
-        pending: list[tuple[int, Outcome, int]] = []
-        for row in self._table.rows():
-            self._summary.rows_read += 1
-            decided, note = self._decide(row)
-            if isinstance(decided, RequestRecord):
-                self.pending[row.source_row] = (row.digest(), note)
-                yield decided
-                continue
-            pending.append((row.source_row, decided, row.digest()))
-            self._on_settled(decided.status)
-            if len(pending) >= _BATCH:
-                self._run.add_rows(pending)
-                pending.clear()
-        if pending:
-            self._run.add_rows(pending)
-
-    def _decide(self, row: Row) -> tuple[RequestRecord | Outcome, str]:
-        """The record to send (and a note for its report row), or the outcome of a row that
-        needs no call: invalid, duplicate, or what the journal holds (``journal.refusal``)."""
-        checked = check_row(row, self._validator, self._duplicates)
-        if isinstance(checked, Outcome):
-            return checked, ""
-        prior = self._run.prior(checked.payload_hash)
-        refused = self._run.judge(prior)
-        if refused is not None:
-            return refused, ""
-        resent = prior is not None and prior.state in ("in_flight", "unknown")
-        return checked, RESENT_NOTE if resent else ""
+    @property
+    def resend_unknown(self) -> bool:
+        return resends_unknown(self.config, self.spec)
 
 
 async def run_file(
@@ -212,28 +151,25 @@ async def run_file(
     CLI's signal handlers); without it nothing but the deadline stops the run.
     """
     check_path(path)
-    out = report_path(config, path)
-    # Before the copy and the lock: a spec that needs a session it lacks stops here.
-    builder = RequestBuilder(
-        spec, credentials, config.sign_method, partner_id=f"top-import-{__version__}"
+    job = _Job(
+        path,
+        report_path(config, path),
+        config,
+        spec,
+        credentials,
+        # Before the copy and the lock: a spec that needs a session it lacks stops here.
+        RequestBuilder(
+            spec, credentials, config.sign_method, partner_id=f"top-import-{__version__}"
+        ),
+        gateway_url,
+        stop_at,
+        approve,
+        interrupts or Interrupts(),
     )
     copy = snapshot.take(path, journal.path.parent / SNAPSHOT_FOLDER)
     try:
         with copy.named_as_original():
-            summary = await _run_copy(
-                path,
-                copy,
-                out,
-                config,
-                spec,
-                journal,
-                credentials,
-                builder,
-                gateway_url,
-                stop_at,
-                approve,
-                interrupts or Interrupts(),
-            )
+            summary = await _run_copy(job, copy, journal)
         if copy.changed():
             summary.input_changed = True
             summary.notes.append(
@@ -246,78 +182,45 @@ async def run_file(
         copy.remove()
 
 
-async def _run_copy(
-    path: Path,
-    copy: snapshot.Snapshot,
-    out: Path,
-    config: Config,
-    spec: ApiSpec,
-    journal: Journal,
-    credentials: Credentials,
-    builder: RequestBuilder,
-    gateway_url: str,
-    stop_at: datetime | None,
-    approve: Callable[[Plan], None] | None,
-    interrupts: Interrupts,
-) -> FileSummary:
+async def _run_copy(job: _Job, copy: snapshot.Snapshot, journal: Journal) -> FileSummary:
     """The three passes over the private copy: pre-flight, send, report."""
-    table = _open(copy.path, config, spec)
+    config = job.config
+    table = _open(copy.path, config, job.spec)
     summary = FileSummary(
-        path,
+        job.path,
         "run",
-        method=spec.method,
-        gateway=gateway_url,
-        app_key=credentials.app_key,
+        method=job.spec.method,
+        gateway=job.gateway_url,
+        app_key=job.credentials.app_key,
         sign_method=config.sign_method,
         limits=_limits(config),
     )
-    resend_unknown = resends_unknown(config, spec)
     run = journal.start_run(
-        input_path=str(path),
+        input_path=str(job.path),
         input_key=copy.key,
-        app_key=credentials.app_key,
-        method=spec.method,
-        resend_unknown=resend_unknown or not config.resume,
+        app_key=job.credentials.app_key,
+        method=job.spec.method,
+        resend_unknown=job.resend_unknown or not config.resume,
         resend_success=not config.resume,
     )
     try:
-        plan = _plan(path, table, spec, run, config)
-        if approve is not None:
-            approve(plan)
-        settings = DispatchSettings(
-            qps=_auto_start(run, config) if config.qps_auto else config.qps,
-            concurrency=config.concurrency,
-            retries=config.retries,
-            max_ban=config.max_ban,
-            canary=config.canary,
-            max_failure_rate=config.max_failure_rate,
-            qps_auto=config.qps_auto,
-            qps_max=config.qps_max,
-            resend_uncertain=resend_unknown,
-        )
-        await _send(
-            table, spec, run, builder, settings, config, gateway_url, stop_at, interrupts, summary
-        )
+        plan = _preflight(job, table, run)
+        if job.approve is not None:
+            job.approve(plan)
+        await _send(job, table, run, summary)
         summary.ended = time.time()
-        try:
-            summary.workbook = _write_report(table, run, out, summary)
-        except UsageError as exc:  # a full disk, a folder gone: the journal keeps the rows
-            _count_from_journal(run, summary)
-            summary.notes.append(
-                f"{exc} This run's results are kept in the journal: once that is fixed, "
-                f"'top-import report {path}' writes the workbook (nothing is sent again)."
-            )
+        _report(job, table, run, summary)
         # A signal that came while the workbook was written (the loop was busy) is handled now:
         # it marks this input's exit code, and the caller starts no further input.
         for _ in range(3):
             await asyncio.sleep(0)
-        summary.interrupt_signal = interrupts.signal
+        summary.interrupt_signal = job.interrupts.signal
     finally:
         run.finish(keep_results=summary.workbook is None)
     unknown = summary.counts.get(Status.UNKNOWN.value, 0)
     if unknown:
         summary.notes.append(
-            f"{path}: {plural(unknown, 'row')} unknown: the call may have "
+            f"{job.path}: {plural(unknown, 'row')} unknown: the call may have "
             "reached the platform but no answer came back. They are the rows with status "
             f"unknown in {summary.workbook}: check them on the platform, then rerun with "
             "--resend-unknown to send them again."
@@ -325,21 +228,65 @@ async def _run_copy(
     return summary
 
 
-async def _send(
-    table: InputTable,
-    spec: ApiSpec,
-    run: RunJournal,
-    builder: RequestBuilder,
-    settings: DispatchSettings,
-    config: Config,
-    gateway_url: str,
-    stop_at: datetime | None,
-    interrupts: Interrupts,
-    summary: FileSummary,
-) -> None:
-    """The send pass: rows into the dispatcher, every claim and outcome into the journal."""
+def _preflight(job: _Job, table: InputTable, run: RunJournal) -> Plan:
+    """Pass one: count what the send pass will send; record nothing."""
+    triage = Triage(job.spec, table.columns, run)
+    tally = Counter(triage.kind(triage.decide(row)[0]) for row in table.rows())
+    config = job.config
+    used = run.calls_on(quota_day(time.time())) if config.daily_quota is not None else 0
+    return Plan(
+        job.path,
+        to_send=tally[SEND],
+        already_sent=tally[Status.SKIPPED.value],
+        duplicate=tally[Status.DUPLICATE.value],
+        invalid=tally[Status.INVALID.value],
+        unknown=tally[Status.UNKNOWN.value],
+        rate=None if config.qps_auto else paced_rate(config.qps),
+        qps_max=config.qps_max,
+        auto_start=_auto_start(run, config),
+        joins=run.peers(time.time()) is not None,
+        daily_quota=config.daily_quota,
+        used_today=used,
+    )
+
+
+class _Feed:
+    """Pass two's rows: the records to send, in file order; a row that needs no call is
+    settled in the journal as it is met (in batches). Each record yielded leaves its row's
+    digest (and a note, for a row resent after an unknown outcome) in ``pending`` until its
+    outcome is settled."""
+
+    def __init__(
+        self, table: InputTable, triage: Triage, run: RunJournal, summary: FileSummary
+    ) -> None:
+        self._table, self._triage, self._run, self._summary = table, triage, run, summary
+        self.pending: dict[int, tuple[int, str]] = {}  # source_row -> (digest, note)
+        self.on_settled: Callable[[Status], None] = lambda status: None
+
+    def records(self) -> Iterator[RequestRecord]:
+        settled: list[tuple[int, Outcome, int]] = []
+        for row in self._table.rows():
+            self._summary.rows_read += 1
+            decided, note = self._triage.decide(row)
+            if isinstance(decided, RequestRecord):
+                self.pending[row.source_row] = (row.digest(), note)
+                yield decided
+                continue
+            settled.append((row.source_row, decided, row.digest()))
+            self.on_settled(decided.status)
+            if len(settled) >= _BATCH:
+                self._run.add_rows(settled)
+                settled.clear()
+        if settled:
+            self._run.add_rows(settled)
+
+
+async def _send(job: _Job, table: InputTable, run: RunJournal, summary: FileSummary) -> None:
+    """Pass two: rows into the dispatcher, every claim and outcome into the journal."""
+    config = job.config
     progress = Progress(config.progress, label=summary.input.name, total=table.estimate_rows())
-    feed = _Feed(table, spec, run, summary, progress.update)
+    feed = _Feed(table, Triage(job.spec, table.columns, run), run, summary)
+    feed.on_settled = progress.update
 
     def on_start(record: RequestRecord) -> asyncio.Future[Outcome | None]:
         return run.in_flight_soon(record.payload_hash)
@@ -351,36 +298,71 @@ async def _send(
         run.settle_soon(record.source_row, record.payload_hash, outcome, digest)
         progress.update(outcome.status)
 
-    async with Gateway(gateway_url, concurrency=config.concurrency, timeout=config.timeout) as gw:
-        dispatcher = Dispatcher(builder, gw, settings, on_start=on_start, on_outcome=on_outcome)
-        interrupts.attach(dispatcher)
-        with _deadline(dispatcher, stop_at):
+    settings = _dispatch_settings(job, run)
+    async with Gateway(
+        job.gateway_url, concurrency=config.concurrency, timeout=config.timeout
+    ) as gateway:
+        dispatcher = Dispatcher(
+            job.builder, gateway, settings, on_start=on_start, on_outcome=on_outcome
+        )
+        job.interrupts.attach(dispatcher)
+        with _deadline(dispatcher, job.stop_at):
             started = time.monotonic()
             try:
                 async with shared_quota(run, dispatcher.quota):
                     result = await dispatcher.run(feed.records())
             finally:
                 summary.send_seconds = time.monotonic() - started
-                interrupts.attach(None)
+                job.interrupts.attach(None)
                 progress.close()
                 run.flush()
-            summary.stop_reason, summary.message = result.stop_reason, result.message
-            if dispatcher.rate_policy is not None:
-                summary.limits["qps auto reached"] = round(dispatcher.rate_policy.rate, 1)
-                summary.limits["qps auto throttles"] = dispatcher.rate_policy.throttles
-            if result.stop_reason is StopReason.DEADLINE and stop_at is not None:
-                if stop_at.timestamp() <= summary.started:
-                    summary.message = (
-                        f"--deadline / --max-runtime had already passed when the run started "
-                        f"(at {stop_at:%Y-%m-%d %H:%M}); nothing was sent. A deadline that "
-                        "passed within the last 12 hours stops a run at once"
-                    )
-                    return
-                summary.message = (
-                    f"stopped starting calls at {stop_at:%Y-%m-%d %H:%M} (--deadline / "
-                    "--max-runtime); the rows not sent are in the workbook, and rerunning "
-                    "the same command resumes with them"
-                )
+    summary.stop_reason, summary.message = result.stop_reason, result.message
+    if dispatcher.rate_policy is not None:
+        summary.limits["qps auto reached"] = round(dispatcher.rate_policy.rate, 1)
+        summary.limits["qps auto throttles"] = dispatcher.rate_policy.throttles
+    if result.stop_reason is StopReason.DEADLINE and job.stop_at is not None:
+        summary.message = _deadline_message(job.stop_at, summary.started)
+
+
+def _dispatch_settings(job: _Job, run: RunJournal) -> DispatchSettings:
+    config = job.config
+    return DispatchSettings(
+        qps=_auto_start(run, config) if config.qps_auto else config.qps,
+        concurrency=config.concurrency,
+        retries=config.retries,
+        max_ban=config.max_ban,
+        canary=config.canary,
+        max_failure_rate=config.max_failure_rate,
+        qps_auto=config.qps_auto,
+        qps_max=config.qps_max,
+        resend_uncertain=job.resend_unknown,
+    )
+
+
+def _deadline_message(stop_at: datetime, started: float) -> str:
+    if stop_at.timestamp() <= started:
+        return (
+            f"--deadline / --max-runtime had already passed when the run started "
+            f"(at {stop_at:%Y-%m-%d %H:%M}); nothing was sent. A deadline that "
+            "passed within the last 12 hours stops a run at once"
+        )
+    return (
+        f"stopped starting calls at {stop_at:%Y-%m-%d %H:%M} (--deadline / "
+        "--max-runtime); the rows not sent are in the workbook, and rerunning "
+        "the same command resumes with them"
+    )
+
+
+def _report(job: _Job, table: InputTable, run: RunJournal, summary: FileSummary) -> None:
+    """Pass three: the workbook; if it cannot be written, the journal keeps the results."""
+    try:
+        summary.workbook = _write_report(table, run, job.out, summary)
+    except UsageError as exc:  # a full disk, a folder gone: the journal keeps the rows
+        _count_from_journal(run, summary)
+        summary.notes.append(
+            f"{exc} This run's results are kept in the journal: once that is fixed, "
+            f"'top-import report {job.path}' writes the workbook (nothing is sent again)."
+        )
 
 
 def _auto_start(run: RunJournal, config: Config) -> float:
@@ -394,79 +376,6 @@ def resends_unknown(config: Config, spec: ApiSpec) -> bool:
     """At-least-once for calls whose answer was lost: ``--resend-unknown``, else the spec's
     ``idempotent``."""
     return spec.idempotent if config.resend_unknown is None else config.resend_unknown
-
-
-def _plan(path: Path, table: InputTable, spec: ApiSpec, run: RunJournal, config: Config) -> Plan:
-    """The pre-flight pass: count what the send pass will send; record nothing."""
-    tally = _Feed(table, spec, run, FileSummary(path, "run"), lambda _: None).count()
-    used = run.calls_on(quota_day(time.time())) if config.daily_quota is not None else 0
-    return Plan(
-        path,
-        to_send=tally["send"],
-        already_sent=tally[Status.SKIPPED.value],
-        duplicate=tally[Status.DUPLICATE.value],
-        invalid=tally[Status.INVALID.value],
-        unknown=tally[Status.UNKNOWN.value],
-        rate=None if config.qps_auto else paced_rate(config.qps),
-        qps_max=config.qps_max,
-        daily_quota=config.daily_quota,
-        used_today=used,
-    )
-
-
-class Interrupts:
-    """A stop asked from outside the run (SIGINT, SIGTERM, SIGHUP), shared by the inputs of one
-    command: the first stops starting calls (calls in flight finish, the workbook is written,
-    no further input starts); a second SIGINT also cancels the calls in flight.
-
-    ``handle_signals`` installs the handlers (the CLI does; a library caller decides).
-    """
-
-    def __init__(self) -> None:
-        self.signal: int | None = None
-        self._dispatcher: Dispatcher | None = None
-
-    def attach(self, dispatcher: Dispatcher | None) -> None:
-        """The dispatcher of the send pass now running (None between send passes)."""
-        self._dispatcher = dispatcher
-        if dispatcher is not None and self.signal is not None:
-            dispatcher.stop(StopReason.INTERRUPTED)  # asked before this input started sending
-
-    def handle(self, signum: int) -> None:
-        if self.signal is None:
-            self.signal = signum
-            print(
-                "top-import: stopping — letting calls in flight finish and writing the "
-                "workbook (Ctrl-C again to stop the calls at once)",
-                file=sys.stderr,
-            )
-            if self._dispatcher is not None:
-                self._dispatcher.stop(StopReason.INTERRUPTED)
-        elif signum == signal.SIGINT and self._dispatcher is not None:
-            self._dispatcher.abort()
-
-
-@contextlib.contextmanager
-def handle_signals(interrupts: Interrupts) -> Iterator[None]:
-    """SIGINT, SIGTERM and SIGHUP (a closed terminal or ssh session) go to ``interrupts`` while
-    the block runs in the event loop; under ``nohup`` (SIGHUP ignored) a hang-up stays
-    ignored and the run goes on."""
-    loop = asyncio.get_running_loop()
-    wanted = [signal.SIGINT, signal.SIGTERM]
-    if hasattr(signal, "SIGHUP") and signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
-        wanted.append(signal.SIGHUP)
-    installed = []
-    for signum in wanted:
-        try:
-            loop.add_signal_handler(signum, interrupts.handle, signum)
-            installed.append(signum)
-        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
-            pass
-    try:
-        yield
-    finally:
-        for signum in installed:
-            loop.remove_signal_handler(signum)
 
 
 @contextlib.contextmanager

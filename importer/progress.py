@@ -8,7 +8,7 @@ from collections import Counter
 
 from tqdm import tqdm
 
-from importer.records import Status
+from importer.rows import Status
 
 LOG_EVERY_S = 5.0
 

@@ -17,9 +17,9 @@ from enum import Enum
 from urllib.parse import quote, urlencode
 
 from importer.errors import UsageError
-from importer.records import RequestRecord
+from importer.rows import RequestRecord
 from importer.signing import sign
-from importer.specs import ApiSpec
+from importer.spec import ApiSpec
 
 # The platform's clock is Beijing time; a fixed offset (China has no DST) needs no tz database.
 GMT8 = timezone(timedelta(hours=8), "GMT+8")

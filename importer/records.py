@@ -3,9 +3,9 @@
 A ``Row`` is what the loader read (cells as text, exactly as in the file); the ``RowValidator``
 turns it into a ``RequestRecord`` (what will be sent: the object parameter as compact JSON and
 the flat parameters as text, and its hash) or a ``RowError`` naming the field, the value and the
-rule that failed.
+rule that failed (the types are in ``importer.rows``).
 
-Cells accepted per type (after trimming; how each is sent is in ``importer.specs``):
+Cells accepted per type (after trimming; how each is sent is in ``importer.spec``):
 
 - String: any text, except what shows Excel's 15-digit rounding (scientific notation, a number
   cell of 16+ digits); ``max_length`` counts characters.
@@ -25,20 +25,24 @@ sorted flat parameters; when the spec names ``identity`` fields, of those fields
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
-import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import Enum
 from functools import partial
 
-from importer.specs import ApiSpec, FieldSpec
+from importer.rows import (
+    EXACT_FLOAT_LIMIT,
+    RequestRecord,
+    Row,
+    RowError,
+    identity_hash,
+    payload_hash,
+)
+from importer.spec import ApiSpec, FieldSpec
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
-EXACT_FLOAT_LIMIT = 2**53  # above this a spreadsheet number cell has lost digits
 EXCEL_DIGITS = 15  # Excel keeps 15 significant digits of a number
 
 _INTEGER = re.compile(r"^[+-]?(\d+)(?:\.0*)?$")
@@ -48,135 +52,6 @@ _TRUE = frozenset({"true", "1", "yes", "y", "是"})
 _FALSE = frozenset({"false", "0", "no", "n", "否"})
 _DATE = re.compile(r"^(\d{4})[-/](\d{1,2})[-/](\d{1,2})(?:[ T]+(\d{1,2}):(\d{2})(?::(\d{2}))?)?$")
 _LIST_SEPARATOR = re.compile("[,，]")
-
-
-class Status(str, Enum):
-    """What happened to a row; the values are the words in the report."""
-
-    SUCCESS = "success"
-    FAILED = "failed"
-    INVALID = "invalid"
-    DUPLICATE = "duplicate"
-    SKIPPED = "skipped"
-    NOT_SENT = "not_sent"
-    UNKNOWN = "unknown"
-    VALID = "valid"
-
-    def __str__(self) -> str:
-        return self.value
-
-
-@dataclass(frozen=True, slots=True)
-class Row:
-    """One non-header line of an input file.
-
-    ``source_row`` is the row number the user sees (header = 1), ``origin_row`` the one of the
-    original file when the input is a report of top-import (its ``source_row`` column);
-    ``cells`` are the cells as read,
-    in column order; ``numeric`` holds the indexes of cells that were number cells in a workbook
-    (their text may already be rounded by Excel); ``problem`` is set when the loader could not
-    line the row up with the header (the row is then invalid, the others still go).
-    """
-
-    source_row: int
-    cells: tuple[str, ...]
-    numeric: frozenset[int] = frozenset()
-    problem: str = ""
-    origin_row: int | None = None  # in a report fed back: the row of the original file
-
-    @property
-    def shown_row(self) -> int:
-        """The row number the report shows: the original file's, through a round trip."""
-        return self.source_row if self.origin_row is None else self.origin_row
-
-    def is_blank(self) -> bool:
-        return all(not c.strip() for c in self.cells)
-
-    def digest(self) -> int:
-        """A cheap fingerprint of the cells, so that an outcome is paired with the row it
-        belongs to, never by row number alone."""
-        return zlib.crc32("\x1f".join(self.cells).encode("utf-8", "surrogatepass"))
-
-
-@dataclass(frozen=True, slots=True)
-class RequestRecord:
-    """A valid row, ready to sign: ``payload_json`` is the object parameter's compact JSON (""
-    when the spec has none), ``flat`` the flat parameters as (name, text) in spec order."""
-
-    source_row: int
-    payload_json: str
-    payload_hash: str
-    flat: tuple[tuple[str, str], ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class RowError:
-    source_row: int
-    field: str
-    value: str
-    message: str
-
-
-@dataclass(slots=True)
-class Outcome:
-    """The result columns of one row in the report."""
-
-    status: Status
-    code: str = ""
-    msg: str = ""
-    sub_code: str = ""
-    sub_msg: str = ""
-    request_id: str = ""
-    system_time: str = ""
-    attempts: int = 0
-    elapsed_ms: int = 0
-    error: str = ""
-    # attempts whose request left the machine (None: all of them); the daily quota counts these
-    sent: int | None = None
-
-    COLUMNS = (
-        "status",
-        "code",
-        "msg",
-        "sub_code",
-        "sub_msg",
-        "request_id",
-        "system_time",
-        "attempts",
-        "elapsed_ms",
-        "error",
-    )
-
-    def values(self) -> tuple:
-        return (
-            self.status.value,
-            self.code,
-            self.msg,
-            self.sub_code,
-            self.sub_msg,
-            self.request_id,
-            self.system_time,
-            self.attempts,
-            self.elapsed_ms,
-            self.error,
-        )
-
-
-RESULT_COLUMNS: tuple[str, ...] = ("source_row", *Outcome.COLUMNS)
-
-
-def payload_hash(payload_json: str, flat: tuple[tuple[str, str], ...] = ()) -> str:
-    """SHA-256 of what is sent: the object JSON alone, or with the sorted flat parameters."""
-    if flat:
-        payload_json = json.dumps([payload_json, sorted(flat)], ensure_ascii=False)
-    return hashlib.sha256(payload_json.encode("utf-8")).hexdigest()
-
-
-def identity_hash(values: list[tuple[str, str]]) -> str:
-    """SHA-256 of the identity fields' (name, sent text) pairs; prefixed so it never equals a
-    payload hash."""
-    text = json.dumps(["identity", values], ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 class _FieldError(ValueError):

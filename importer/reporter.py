@@ -43,7 +43,7 @@ from xlsxwriter.exceptions import XlsxWriterException
 
 from importer.errors import UsageError
 from importer.processes import pid_alive
-from importer.records import Outcome, Row, Status
+from importer.rows import Outcome, Row, Status
 
 EXCEL_MAX_DATA_ROWS = 1_048_575  # 1,048,576 rows per sheet, minus the header
 FAILED_STATUSES = frozenset({Status.FAILED, Status.INVALID, Status.NOT_SENT})
@@ -276,8 +276,10 @@ def _write_row(worksheet: Any, row: int, values: Iterable[object]) -> None:
     """Each value as a literal: text as a string cell, a number as a number, "" as blank."""
     # The public write_* wrap these in an A1-notation argument converter that costs ~9% of
     # the write time; every check (dimensions, string length) lives in the underscored ones.
-    write_string = getattr(worksheet, "_write_string", worksheet.write_string)
-    write_number = getattr(worksheet, "_write_number", worksheet.write_number)
+    # Pinned to xlsxwriter 3.x in pyproject.toml; tests/test_reporter.py fails loudly when a
+    # version renames these internals (and the two in ``discard``) instead of silently slowing.
+    write_string = worksheet._write_string
+    write_number = worksheet._write_number
     for col, value in enumerate(values):
         if type(value) is str:
             if not value:

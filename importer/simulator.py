@@ -51,7 +51,7 @@ from aiohttp import web
 
 from importer.protocol import GMT8, TIMESTAMP_FORMAT
 from importer.signing import SIGN_METHODS, sign
-from importer.specs import ApiSpec, FieldSpec, builtin_methods, load_spec
+from importer.spec import ApiSpec, FieldSpec, builtin_methods, load_spec
 
 DEFAULT_APP_KEY = "12345678"
 DEFAULT_SECRET = "sim-secret-0123456789"  # printed at start: not a real secret

@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 from enum import Enum
 
 from importer.protocol import AnswerKind, Reply, advice, describe
-from importer.records import Status
+from importer.rows import Status
 
 MAX_THROTTLE_RETRIES = 100  # a row throttled this often is failed rather than retried forever
 EARLIER_LOST = (

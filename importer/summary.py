@@ -14,9 +14,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from importer import __version__
-from importer.dispatcher import StopReason
+from importer.steps import StopReason
 from importer.pacing import AUTO_START_QPS
-from importer.records import Outcome
+from importer.rows import Outcome
 
 
 @dataclass
@@ -135,6 +135,8 @@ class Plan:
     unknown: int = 0  # kept back by --no-resend-unknown
     rate: float | None = None
     qps_max: float = 0.0
+    auto_start: float = AUTO_START_QPS  # where --qps auto starts
+    joins: bool = False  # ... at the limit of the runs already sending for the app key
     daily_quota: int | None = None
     used_today: int = 0
 
@@ -165,9 +167,10 @@ class Plan:
         if held:
             text += f" ({', '.join(held)})"
         if self.to_send and self.rate is None:
+            joined = " (the limit of the runs already sending for this app key)"
             text += (
-                f"; --qps auto: from {min(AUTO_START_QPS, self.qps_max):g} calls/s up to the "
-                f"rate the platform allows (at most {self.qps_max:,g})"
+                f"; --qps auto: from {self.auto_start:g} calls/s{joined if self.joins else ''} "
+                f"up to the rate the platform allows (at most {self.qps_max:,g})"
             )
         elif self.to_send and self.rate:
             rate = f"{self.rate:,.0f}" if self.rate >= 100 else f"{self.rate:.3g}"

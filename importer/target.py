@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 from importer.config import Config
 from importer.errors import UsageError
 from importer.protocol import Credentials
-from importer.specs import ApiSpec
+from importer.spec import ApiSpec
 
 
 class SendTarget:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import csv
 import os
+import random
 import subprocess
 import sys
 import threading
@@ -13,9 +15,10 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import pytest
+from cli_forks import CliForks
 
 from importer.simulator import Simulator, SimulatorSettings
-from importer.specs import ApiSpec
+from importer.spec import ApiSpec
 
 HEADERS = ["corp_id", "user_identify", "case_id", "tenant_id", "open_conversation_id"]
 SECRET = "S3cr3t-never-print-me-7f0c"
@@ -40,6 +43,25 @@ def write_csv(path: Path, rows: list[dict[str, str]], headers: list[str] = HEADE
         writer.writeheader()
         writer.writerows(rows)
     return path
+
+
+class FakeClock:
+    """The one fake clock of the tests: monotonic seconds that move only when the test moves
+    them (``t``) or someone sleeps on it (optionally oversleeping, like a real timer)."""
+
+    def __init__(self, start: float = 1_000.0, overshoot: float = 0.0, seed: int = 0) -> None:
+        self.t = start
+        self.overshoot = overshoot
+        self.rng = random.Random(seed)
+        self.sleeps = 0
+
+    def __call__(self) -> float:
+        return self.t
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps += 1
+        self.t += seconds + self.rng.uniform(0, self.overshoot)
+        await asyncio.sleep(0)
 
 
 class SimulatorThread:
@@ -118,19 +140,33 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
+_FORKS = CliForks()
+atexit.register(_FORKS.close)
+
+
 def cli(
-    args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 120
+    args: list[str],
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    timeout: float = 120,
+    fork: bool = True,
 ) -> subprocess.CompletedProcess:
-    """Run the real command in a subprocess, as a user or cron would. Whatever the test, the
-    command never prints a traceback (the promise: one sentence, never a traceback)."""
-    done = subprocess.run(
-        [sys.executable, "-m", "importer", *args],
-        cwd=cwd,
-        env=env if env is not None else clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    """Run the real command in a process of its own, as a user or cron would: forked from a
+    server that has imported everything once (``cli_forks``), or with ``fork=False`` started
+    as ``python -m importer``. Whatever the test, the command never prints a traceback (the
+    promise: one sentence, never a traceback)."""
+    env = env if env is not None else clean_env()
+    if fork:
+        done = _FORKS.run(args, cwd, env, timeout)
+    else:
+        done = subprocess.run(
+            [sys.executable, "-m", "importer", *args],
+            cwd=cwd,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
     assert "Traceback" not in done.stderr, done.stderr
     return done
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import SESSION, clean_env, cli, read_sheet, statuses, write_csv
 
-from importer.specs import parse_spec
+from importer.spec import parse_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 ROBOT = "alibaba.lyservice.robot.tenant.sync"

@@ -9,7 +9,7 @@ import os
 import pytest
 
 from importer.journal import KEPT_UNKNOWN_NOTE, Journal, PriorCall, refusal
-from importer.records import Outcome, Status
+from importer.rows import Outcome, Status
 
 
 def prior(state: str, live: bool = False) -> PriorCall:

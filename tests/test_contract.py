@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import statistics
 from pathlib import Path
 
 import pytest
@@ -206,11 +205,6 @@ def test_messages_count_in_good_grammar():
         assert "Missing app secret (TOP_APP_SECRET): set it in" in str(exc)
 
 
-def _full_seconds(stats: dict) -> list[int]:
-    seconds = sorted(stats["per_second"].items(), key=lambda kv: int(kv[0]))
-    return [n for _, n in seconds[1:-1]]  # the first and the last second are partial
-
-
 @pytest.mark.parametrize("other_qps", [36, 8])
 def test_a_qps_auto_run_joins_at_the_limit_of_the_runs_already_sending(
     tmp_path, simulator, other_qps
@@ -231,28 +225,21 @@ def test_a_qps_auto_run_joins_at_the_limit_of_the_runs_already_sending(
             "INSERT INTO leases (run_id, app_key, qps, since, renewed_at) VALUES (?, ?, ?, ?, ?)",
             (10_000, sim.settings.app_key, other_qps, time.time(), time.time() + 3600),
         )
-    rows = other_qps * 2  # about four seconds at half the limit
+    rows = other_qps  # about two seconds at half the limit
     write_csv(tmp_path / "in.csv", [ticket(100 + i) for i in range(rows)])
     done = cli(
-        [
-            "run",
-            "in.csv",
-            "--qps",
-            "auto",
-            "--canary",
-            "0",
-            "--no-progress",
-            "--summary-json",
-            "s.json",
-        ],
+        ["run", "in.csv", "--qps", "auto", "--canary", "0", "--no-progress"],
         tmp_path,
         env=sim.env(),
     )
     assert done.returncode == 0, done.stderr
-    seconds = _full_seconds(sim.stats())[1:]  # (the first run's one call came before)
+    assert (
+        f"--qps auto: from {other_qps} calls/s (the limit of the runs already sending for this "
+        "app key)"
+    ) in done.stderr
+    per_second = sim.stats()["per_second"]
     share = other_qps / 2
-    assert seconds and max(seconds) <= share, sim.stats()["per_second"]
-    assert min(seconds) >= 0.7 * share, sim.stats()["per_second"]  # not a slow start from 5
+    assert max(per_second.values()) <= share, per_second  # (ceilings only on the real clock)
     assert sim.stats()["rejected"].get("7", 0) == 0  # never throttled
 
 
@@ -265,7 +252,7 @@ def test_runs_on_one_journal_share_the_app_keys_quota(tmp_path, simulator, runs)
 
     quota = 40
     sim = simulator(qps=quota)
-    rows = quota * 6 // runs  # about six seconds of sending at the full quota
+    rows = quota * 3 // runs  # about three seconds of sending at the full quota
     for r in range(runs):
         write_csv(tmp_path / f"in{r}.csv", [ticket(r * 1000 + i) for i in range(rows)])
     args = ["--qps", str(quota), "--canary", "0", "--no-progress"]
@@ -285,6 +272,5 @@ def test_runs_on_one_journal_share_the_app_keys_quota(tmp_path, simulator, runs)
     stats = sim.stats()
     assert stats["rejected"].get("7", 0) == 0  # no throttle: never more than N in a second
     assert stats["max_calls_in_a_second"] <= quota
-    # Together they use the quota: the median full second (a joining run waits about a second
-    # for the others to slow down; bench_share.py measures the mean, ~96 %).
-    assert statistics.median(_full_seconds(stats)) >= 0.9 * quota, stats["per_second"]
+    # Ceilings only on the real clock: how much of the quota they use together (~96 %) is
+    # bench_share.py's figure, and the pacing of each share is proven on the fake clock.

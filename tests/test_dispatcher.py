@@ -18,6 +18,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aioresponses import aioresponses
+from conftest import FakeClock
 
 from importer.dispatcher import (
     CANARY_CONCURRENCY,
@@ -40,8 +41,8 @@ from importer.protocol import (
     SignedRequest,
     transport_failure,
 )
-from importer.records import Outcome, RequestRecord, Status, payload_hash
-from importer.specs import load_spec
+from importer.rows import Outcome, RequestRecord, Status, payload_hash
+from importer.spec import load_spec
 from importer.steps import MAX_THROTTLE_RETRIES
 
 SPEC = load_spec(None)
@@ -177,20 +178,6 @@ class Sleeps:
 
     async def __call__(self, seconds: float) -> None:
         self.delays.append(seconds)
-        await asyncio.sleep(0)
-
-
-class FakeClock:
-    """Monotonic seconds that move only when the pacer sleeps."""
-
-    def __init__(self) -> None:
-        self.t = 100.0
-
-    def __call__(self) -> float:
-        return self.t
-
-    async def sleep(self, seconds: float) -> None:
-        self.t += seconds
         await asyncio.sleep(0)
 
 
@@ -347,7 +334,7 @@ def test_backoff_is_full_jitter_under_an_exponential_bound_with_a_cap():
 
 
 async def test_a_throttle_pauses_every_worker_for_the_ban_and_spends_no_retries():
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     journal = Journal()
     banned_at: list[float] = []
 
@@ -373,7 +360,7 @@ async def test_a_throttle_pauses_every_worker_for_the_ban_and_spends_no_retries(
 
 
 async def test_a_row_throttled_without_end_is_failed_eventually():
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     journal = Journal()
     gateway = FakeGateway(lambda row, n: throttled(1))
     pacer = Pacer(1000, time=clock, sleep=clock.sleep)
@@ -1020,7 +1007,7 @@ class PerSecondLimit:
 
 @pytest.mark.parametrize("limit", [7, 40, 300])
 async def test_qps_auto_uses_most_of_an_unknown_quota_and_is_rarely_throttled(limit):
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     quota = PerSecondLimit(clock, limit)
     settings = DispatchSettings(qps=5, concurrency=8, qps_auto=True, qps_max=1000)
     pacer = Pacer(settings.qps, time=clock, sleep=clock.sleep)
@@ -1035,7 +1022,7 @@ async def test_qps_auto_uses_most_of_an_unknown_quota_and_is_rarely_throttled(li
 
 
 async def test_qps_auto_never_paces_above_qps_max():
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     quota = PerSecondLimit(clock, 10_000)
     settings = DispatchSettings(qps=5, concurrency=8, qps_auto=True, qps_max=30)
     pacer = Pacer(settings.qps, time=clock, sleep=clock.sleep)
@@ -1089,16 +1076,15 @@ async def test_loopback_every_sign_method(sign_method):
 
 
 async def test_loopback_paces_to_the_quota_without_being_throttled():
-    recs = records(120)
+    """Ceilings only on the real clock: the rate itself is proven on the fake clock
+    (test_pacing.py)."""
+    recs = records(50)
     _, journal, stats = await run_against(
         SimulatorSettings(qps=20), recs, DispatchSettings(qps=20, concurrency=8)
     )
-    assert journal.statuses() == {Status.SUCCESS: 120}
-    assert stats["rejected"].get("7", 0) <= 2
+    assert journal.statuses() == {Status.SUCCESS: 50}
+    assert stats["rejected"].get("7", 0) == 0  # (a throttled call would count in its second)
     assert stats["max_calls_in_a_second"] <= 20
-    seconds = sorted(stats["per_second"].items(), key=lambda kv: int(kv[0]))
-    full = [n for _, n in seconds[1:-1]]  # the first and last seconds are partial
-    assert full and min(full) >= 17
 
 
 async def test_loopback_transient_faults_are_retried_to_success_without_duplicates():

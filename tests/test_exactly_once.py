@@ -20,8 +20,8 @@ from conftest import cli, read_sheet, statuses, ticket, wait_for, write_csv
 from importer.dispatcher import Dispatcher, DispatchSettings
 from importer.gateway import Gateway
 from importer.protocol import MAX_BODY_BYTES, AnswerKind, Credentials, RequestBuilder
-from importer.records import Outcome, RequestRecord, Status
-from importer.specs import load_spec
+from importer.rows import Outcome, RequestRecord, Status
+from importer.spec import load_spec
 
 SPEC = load_spec(None)
 ROBOT = "alibaba.lyservice.robot.tenant.sync"
@@ -327,7 +327,7 @@ def test_an_input_rewritten_mid_run_is_reported_as_it_was_sent(tmp_path, simulat
 def test_a_report_pairs_outcomes_with_cells_not_row_numbers(tmp_path):
     """Unit: an outcome recorded for other cells under the same row number is not reused."""
     from importer.pipeline import _paired
-    from importer.records import Row
+    from importer.rows import Row
 
     row = Row(2, ("a", "b"))
     recorded = (2, Row(2, ("a", "c")).digest(), Outcome(Status.SUCCESS, request_id="r"))

@@ -12,7 +12,7 @@ import pytest
 
 from importer.errors import JournalError, LockedError
 from importer.journal import Journal
-from importer.records import Outcome, Status
+from importer.rows import Outcome, Status
 
 
 def open_run(journal: Journal, key: str = "input-1", app_key: str = "app"):

@@ -10,8 +10,8 @@ import pytest
 
 from importer.errors import InputError
 from importer.loader import cell_text, detect_encoding, open_input, sniff_delimiter
-from importer.records import RESULT_COLUMNS, Row
-from importer.specs import load_spec
+from importer.rows import RESULT_COLUMNS, Row
+from importer.spec import load_spec
 
 SPEC = load_spec(None)
 HEADERS = ["corp_id", "user_identify", "case_id", "tenant_id", "open_conversation_id"]
@@ -207,6 +207,28 @@ def test_ods_workbook():
     table = open_input(FIXTURES / "calc.ods", SPEC)
     assert table.sheet == "calc"
     assert list(table.rows()) == [Row(2, tuple(ROW), frozenset({3}))]
+
+
+def test_a_workbook_sheet_is_parsed_once_for_the_header_and_every_pass(tmp_path, monkeypatch):
+    import importer.loader as loader
+
+    opened: list[Path] = []
+    real_open = loader._open_book
+
+    def counting_open(path: Path):
+        opened.append(path)
+        return real_open(path)
+
+    monkeypatch.setattr(loader, "_open_book", counting_open)
+    book = openpyxl.Workbook()
+    book.active.append(HEADERS)
+    for _ in range(3):
+        book.active.append(ROW)
+    book.save(tmp_path / "t.xlsx")
+    table = open_input(tmp_path / "t.xlsx", SPEC)
+    for _ in range(3):  # a run's pre-flight, send and report passes
+        assert [r.source_row for r in table.rows()] == [2, 3, 4]
+    assert len(opened) == 2  # the sheet names, then the sheet once
 
 
 def test_sheet_not_starting_at_a1_keeps_real_row_numbers(tmp_path):

@@ -9,26 +9,9 @@ import random
 from collections import Counter
 
 import pytest
+from conftest import FakeClock
 
 from importer.pacing import AdaptiveRate, Pacer, QuotaShare, paced_rate
-
-
-class FakeClock:
-    """A clock that only moves when someone sleeps on it (optionally oversleeping, like a timer)."""
-
-    def __init__(self, overshoot: float = 0.0, seed: int = 0) -> None:
-        self.t = 1_000.0
-        self.overshoot = overshoot
-        self.rng = random.Random(seed)
-        self.sleeps = 0
-
-    def __call__(self) -> float:
-        return self.t
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps += 1
-        self.t += seconds + self.rng.uniform(0, self.overshoot)
-        await asyncio.sleep(0)
 
 
 async def run_starts(

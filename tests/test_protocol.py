@@ -23,9 +23,10 @@ from importer.protocol import (
     describe,
     format_timestamp,
 )
-from importer.records import Row, RowValidator
+from importer.records import RowValidator
+from importer.rows import Row
 from importer.signing import sign
-from importer.specs import load_spec, parse_spec
+from importer.spec import load_spec, parse_spec
 
 SPEC = load_spec(None)
 ENVELOPE = "alibaba_lyservice_group_ticket_customer_save_response"

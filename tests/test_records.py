@@ -9,18 +9,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from importer.records import (
+from importer.records import DuplicateFilter, RowValidator
+from importer.rows import (
     RESULT_COLUMNS,
-    DuplicateFilter,
     Outcome,
     RequestRecord,
     Row,
     RowError,
-    RowValidator,
     Status,
     payload_hash,
 )
-from importer.specs import load_spec, parse_spec
+from importer.spec import load_spec, parse_spec
 
 SPEC = load_spec(None)
 # The file's columns in an order unlike the spec's, with an unknown column in between.

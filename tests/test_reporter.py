@@ -12,8 +12,8 @@ import pytest
 
 from importer import reporter
 from importer.errors import UsageError
-from importer.records import Outcome, Row, Status
 from importer.reporter import EXCEL_MAX_DATA_ROWS, ReportWriter
+from importer.rows import Outcome, Row, Status
 
 HEADERS = ("customer_id", "name")
 OUTCOME_COLUMNS = (
@@ -415,3 +415,33 @@ def test_without_call_columns_attempts_and_elapsed_are_left_empty(tmp_path: Path
         [3, "1002", "Bob", "invalid", None, None, None, None, None, None, None, None,
          "tenant_id bad"],
     ]  # fmt: skip
+
+
+def test_the_xlsxwriter_internals_the_writer_relies_on_are_still_there(tmp_path: Path) -> None:
+    """reporter.py writes cells with ``Worksheet._write_string`` / ``_write_number`` (the public
+    ``write_*`` wrap them in an A1-notation converter that costs ~9 % of the write time) and,
+    to abandon a workbook, closes each ``Worksheet.row_data_fh`` and sets
+    ``Workbook.fileclosed``. pyproject.toml pins xlsxwriter 3.x; a release that changes any of
+    these must fail here, not slow down or leak a temporary file."""
+    import inspect
+
+    import xlsxwriter
+    from xlsxwriter.worksheet import Worksheet
+
+    assert xlsxwriter.__version__.split(".")[0] == "3"
+    for name, value in (("_write_string", "string"), ("_write_number", "number")):
+        assert list(inspect.signature(getattr(Worksheet, name)).parameters)[:4] == [
+            "self",
+            "row",
+            "col",
+            value,
+        ]
+    book = xlsxwriter.Workbook(str(tmp_path / "x.xlsx"), {"constant_memory": True})
+    sheet = book.add_worksheet()
+    assert sheet._write_string(1, 0, "a") == 0 and sheet._write_number(1, 1, 2.5) == 0
+    assert not sheet.row_data_fh.closed  # the constant_memory row store
+    assert book.fileclosed in (0, False)
+    writer = ReportWriter(tmp_path / "r.xlsx", HEADERS)
+    writer.write(Row(2, ("a",) * len(HEADERS)), Outcome(Status.SUCCESS))
+    writer.abort()  # closes the row stores and tells xlsxwriter there is nothing to store
+    assert list(tmp_path.iterdir()) == []  # no workbook, no temporary file or folder left

@@ -80,7 +80,7 @@ def test_kill_9_then_rerun_finishes_without_repeating_successes(
 def test_rows_in_flight_at_a_crash_are_sent_again_and_say_so(tmp_path, simulator):
     from importer.journal import Journal
     from importer.records import RowValidator
-    from importer.specs import load_spec
+    from importer.spec import load_spec
 
     sim = simulator()
     path = write_csv(tmp_path / "t.csv", [ticket(i) for i in range(3)])
@@ -110,7 +110,7 @@ def test_rows_in_flight_at_a_crash_stay_unknown_by_default(tmp_path, simulator, 
     from importer.journal import Journal
     from importer.loader import open_input
     from importer.records import RowValidator
-    from importer.specs import load_spec
+    from importer.spec import load_spec
 
     sim = simulator()
     path = write_csv(tmp_path / "t.csv", [ticket(i) for i in range(3)])

@@ -8,7 +8,7 @@ from importer.config import Config
 from importer.loader import open_input
 from importer.pipeline import check_file
 from importer.records import RowValidator
-from importer.specs import load_spec
+from importer.spec import load_spec
 
 SPEC = load_spec(None)
 

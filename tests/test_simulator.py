@@ -12,6 +12,7 @@ from datetime import datetime, timedelta, timezone
 
 import aiohttp
 import pytest
+from conftest import FakeClock
 from yarl import URL
 
 from importer.protocol import (
@@ -21,7 +22,8 @@ from importer.protocol import (
     RequestBuilder,
     classify,
 )
-from importer.records import RequestRecord, Row, RowValidator
+from importer.records import RowValidator
+from importer.rows import RequestRecord, Row
 from importer.signing import SIGN_METHODS, sign
 from importer.simulator import (
     DEFAULT_APP_KEY,
@@ -30,7 +32,7 @@ from importer.simulator import (
     SimulatorSettings,
     serve_forever,
 )
-from importer.specs import ApiSpec, builtin_methods, load_spec, parse_spec
+from importer.spec import ApiSpec, builtin_methods, load_spec, parse_spec
 
 SPEC = load_spec(None)
 BAN_TEXT = "This ban will last for {} more seconds"
@@ -49,16 +51,6 @@ def compact(payload: object) -> str:
 
 def now() -> datetime:
     return datetime.now(timezone.utc)
-
-
-class Clock:
-    """A wall clock the test moves by hand (epoch seconds)."""
-
-    def __init__(self) -> None:
-        self.t = float(int(time.time())) + 0.25
-
-    def __call__(self) -> float:
-        return self.t
 
 
 @pytest.fixture
@@ -294,7 +286,7 @@ async def test_a_bad_tenant_gets_a_business_error(start, session):
 
 
 async def test_calls_beyond_qps_in_one_second_are_throttled(start, session):
-    clock = Clock()
+    clock = FakeClock(float(int(time.time())) + 0.25)
     sim = await start(clock=clock, qps=3)
     replies = [
         classify(*answer, SPEC)
@@ -334,7 +326,7 @@ async def test_throttle_all_announces_a_long_ban(start, session):
 
 
 async def test_calls_failing_auth_do_not_spend_the_quota(start, session):
-    sim = await start(qps=1, clock=Clock())
+    sim = await start(qps=1, clock=FakeClock(float(int(time.time())) + 0.25))
     assert error((await call(session, sim, secret="wrong"))[1])["code"] == 25
     assert classify(*await call(session, sim), SPEC).kind is AnswerKind.ACCEPTED
 

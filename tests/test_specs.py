@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from importer.errors import SpecError
-from importer.specs import (
+from importer.spec import (
     ApiSpec,
     FieldSpec,
     builtin_methods,

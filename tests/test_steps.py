@@ -7,7 +7,7 @@ import random
 import pytest
 
 from importer.protocol import AnswerKind, Reply
-from importer.records import Status
+from importer.rows import Status
 from importer.steps import (
     MAX_THROTTLE_RETRIES,
     Action,

@@ -1,5 +1,8 @@
 """API specs as data: one TOML file per TOP method, read into frozen ``ApiSpec`` values.
 
+The built-in spec files are data in ``importer/specs/``; this module reads them and spec files
+given by path.
+
 Nothing about a particular API lives in code; the validator, the request builder, the response
 classifier and the simulator all read the spec. The format, by example::
 
@@ -231,7 +234,8 @@ class ApiSpec:
 
 
 def _builtin_dir():
-    return resources.files(__name__)
+    """The built-in spec files: data in the package's ``specs`` folder."""
+    return resources.files("importer") / "specs"
 
 
 def builtin_methods() -> list[str]:
