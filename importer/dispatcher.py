@@ -44,16 +44,13 @@ from importer.steps import (
     StopReason,
     Tries,
     backoff_delay,
-    last_status,
+    cut_off,
+    interrupted,
     next_step,
-    platform_words,
+    outcome_of,
 )
 
 FEED_YIELD_EVERY = 500  # draining a huge input as not_sent still lets the loop breathe
-IN_FLIGHT_INTERRUPTED = (
-    "interrupted with the call in flight; the platform may have acted on it: check it there, "
-    "then rerun with --resend-unknown to send it again"
-)
 CANARY_CONCURRENCY = 2  # calls in flight while the canary rows go
 
 # on_start(record) claims the row's payload before its first call: None (or an awaitable of
@@ -314,15 +311,7 @@ class Dispatcher:
             reply = await self._call(record, tries)
             if reply is None:
                 tries.sent += 1  # cancelled in flight: it may have left
-                return self._settle(
-                    record,
-                    Outcome(
-                        Status.UNKNOWN,
-                        attempts=tries.attempts,
-                        elapsed_ms=self._elapsed(tries),
-                        error=IN_FLIGHT_INTERRUPTED,
-                    ),
-                )
+                return self._settle(record, interrupted(tries, self._elapsed(tries)))
             tries.last = reply
             tries.sent += reply.sent
             tries.lost += reply.kind is AnswerKind.UNCERTAIN
@@ -339,7 +328,9 @@ class Dispatcher:
                     return self._cut_off(record, tries)
                 continue
             assert step.status is not None
-            self._settle(record, self._outcome(step.status, reply, tries, step.error))
+            self._settle(
+                record, outcome_of(step.status, reply, tries, self._elapsed(tries), step.error)
+            )
             if step.action is Action.STOP:
                 return self.stop(step.reason, step.message)
             if step.final:  # a success or a business failure
@@ -369,31 +360,7 @@ class Dispatcher:
     # -- outcomes ------------------------------------------------------------------------------
 
     def _cut_off(self, record: RequestRecord, tries: Tries) -> None:
-        """The run stopped before this row's next call: not_sent, or its last answer kept
-        (``unknown`` when that was a lost answer, else ``failed``)."""
-        if tries.last is None:
-            return self._settle(record, Outcome(Status.NOT_SENT))
-        error = (
-            f"{platform_words(tries.last)} (after {tries.attempts} attempts; "
-            "the run stopped before a retry)"
-        )
-        status = last_status(tries.last, tries)
-        return self._settle(record, self._outcome(status, tries.last, tries, error))
-
-    def _outcome(self, status: Status, reply: Reply, tries: Tries, error: str = "") -> Outcome:
-        return Outcome(
-            status,
-            code=reply.code,
-            msg=reply.msg,
-            sub_code=reply.sub_code,
-            sub_msg=reply.sub_msg,
-            request_id=reply.request_id,
-            system_time=reply.system_time,
-            attempts=tries.attempts,
-            elapsed_ms=self._elapsed(tries),
-            error=error or reply.error,
-            sent=tries.sent,
-        )
+        self._settle(record, cut_off(tries, self._elapsed(tries)))
 
     @staticmethod
     def _elapsed(tries: Tries) -> int:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 from enum import Enum
 
 from importer.protocol import AnswerKind, Reply, advice, describe
-from importer.rows import Status
+from importer.rows import Outcome, Status
 
 MAX_THROTTLE_RETRIES = 100  # a row throttled this often is failed rather than retried forever
 EARLIER_LOST = (
@@ -163,6 +163,54 @@ def _throttled(reply: Reply, tries: Tries, limits: RetryLimits) -> Step:
         error = f"{describe(reply)} (still throttled after {tries.attempts} attempts)"
         return Step(Action.SETTLE, Status.FAILED, error)
     return Step(Action.THROTTLE, delay=reply.ban_seconds)
+
+
+IN_FLIGHT_INTERRUPTED = (
+    "interrupted with the call in flight; the platform may have acted on it: check it there, "
+    "then rerun with --resend-unknown to send it again"
+)
+
+
+def outcome_of(
+    status: Status, reply: Reply, tries: Tries, elapsed_ms: int, error: str = ""
+) -> Outcome:
+    """The row's outcome: its status, with the last reply's words and the attempts made."""
+    return Outcome(
+        status,
+        code=reply.code,
+        msg=reply.msg,
+        sub_code=reply.sub_code,
+        sub_msg=reply.sub_msg,
+        request_id=reply.request_id,
+        system_time=reply.system_time,
+        attempts=tries.attempts,
+        elapsed_ms=elapsed_ms,
+        error=error or reply.error,
+        sent=tries.sent,
+    )
+
+
+def cut_off(tries: Tries, elapsed_ms: int) -> Outcome:
+    """The run stopped before this row's next call: ``not_sent``, or its last answer kept
+    (``unknown`` when that was a lost answer, else ``failed``)."""
+    if tries.last is None:
+        return Outcome(Status.NOT_SENT)
+    error = (
+        f"{platform_words(tries.last)} (after {tries.attempts} attempts; "
+        "the run stopped before a retry)"
+    )
+    return outcome_of(last_status(tries.last, tries), tries.last, tries, elapsed_ms, error)
+
+
+def interrupted(tries: Tries, elapsed_ms: int) -> Outcome:
+    """The call in flight was cancelled (a second Ctrl-C): it may have left, so ``unknown``."""
+    return Outcome(
+        Status.UNKNOWN,
+        attempts=tries.attempts,
+        elapsed_ms=elapsed_ms,
+        error=IN_FLIGHT_INTERRUPTED,
+        sent=tries.sent,
+    )
 
 
 def last_status(reply: Reply, tries: Tries) -> Status:

@@ -14,9 +14,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from importer import __version__
-from importer.steps import StopReason
 from importer.pacing import AUTO_START_QPS
 from importer.rows import Outcome
+from importer.steps import StopReason
 
 
 @dataclass

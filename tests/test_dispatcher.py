@@ -22,7 +22,6 @@ from conftest import FakeClock
 
 from importer.dispatcher import (
     CANARY_CONCURRENCY,
-    IN_FLIGHT_INTERRUPTED,
     Dispatcher,
     DispatchResult,
     DispatchSettings,
@@ -43,7 +42,7 @@ from importer.protocol import (
 )
 from importer.rows import Outcome, RequestRecord, Status, payload_hash
 from importer.spec import load_spec
-from importer.steps import MAX_THROTTLE_RETRIES
+from importer.steps import IN_FLIGHT_INTERRUPTED, MAX_THROTTLE_RETRIES
 
 SPEC = load_spec(None)
 APP_KEY = "12345678"
