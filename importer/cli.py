@@ -7,10 +7,13 @@ nothing below it prints a traceback or exits.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
+import tempfile
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -18,7 +21,13 @@ from typing import Any
 import click
 
 from importer import __version__, exits
-from importer.config import Config, config_file_in_use, exposed_secret, load_config
+from importer.config import (
+    Config,
+    config_file_in_use,
+    exposed_secret,
+    given,
+    load_config,
+)
 from importer.errors import ImporterError, UsageError
 from importer.exits import ExitCode
 from importer.inputs import archive_input, check_outputs, expand_inputs, per_input_configs
@@ -29,7 +38,7 @@ from importer.pipeline import check_file, rebuild_report, run_file
 from importer.protocol import Credentials, RequestBuilder
 from importer.spec import ApiSpec, builtin_methods, load_spec
 from importer.summary import FileSummary, Plan, duration_text, plural
-from importer.target import SendTarget
+from importer.target import SIMULATED_JOURNAL, SendTarget
 
 RATE_AFTER_CALLS = 10  # fewer calls than this get no calls/s in the end line
 
@@ -165,7 +174,8 @@ def cli() -> None:
     "--simulate",
     is_flag=True,
     default=None,
-    help="Start the built-in simulator on a free loopback port and send there (TOP_APP_* ignored).",
+    help="Start the built-in simulator on a free loopback port and send there (TOP_APP_* "
+    "ignored), with a temporary journal of its own unless --journal is given.",
 )
 @click.option("--app-key", help="The app key (env TOP_APP_KEY). The secret is never a flag.")
 @click.option(
@@ -291,6 +301,21 @@ def run(inputs: tuple[str, ...], config_file: str | None, **flags: Any) -> int:
     spec = load_spec(config.api)
     if config.dry_run and config.archive is not None:
         raise UsageError("--archive moves inputs after a real run; it does nothing with --dry-run.")
+    with contextlib.ExitStack() as stack:
+        if config.simulate and not config.dry_run and not given("journal", flags, config_file):
+            # Simulated successes must never make a real run skip a row: a journal of its own.
+            folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="top-import-"))
+            config = replace(config, journal=Path(folder) / SIMULATED_JOURNAL)
+        return _run_inputs(inputs, flags, config, spec, credentials)
+
+
+def _run_inputs(
+    inputs: tuple[str, ...],
+    flags: dict[str, Any],
+    config: Config,
+    spec: ApiSpec,
+    credentials: Credentials | None,
+) -> int:
     paths = expand_inputs(inputs, config, say)
     if not paths:
         write_summary_json(config.summary_json, [], ExitCode.OK)

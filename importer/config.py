@@ -246,6 +246,14 @@ def config_file_in_use(config_file: Path | None) -> Path | None:
     return config_file
 
 
+def given(key: str, flags: Mapping[str, Any], config_file: Path | None = None) -> bool:
+    """Whether the user set ``key``: as a flag, or in the config file in use."""
+    if flags.get(key) is not None:
+        return True
+    in_use = config_file_in_use(config_file)
+    return in_use is not None and key in read_config_file(in_use)
+
+
 def load_config(
     flags: Mapping[str, Any],
     env: Mapping[str, str],

@@ -1,8 +1,10 @@
 """Where the calls go: the configured gateway, or a simulator started in this process.
 
 ``run --simulate`` needs no credentials: the simulator brings its own app key and secret, and
-serves the built-in APIs plus the spec this run sends to. A spec that needs a session needs
-``TOP_SESSION`` here as on the platform (the simulator checks only that there is one).
+serves the built-in APIs plus the spec this run sends to. Its successes go to a temporary
+journal (unless ``--journal`` names one), so they never make a real run skip a row. A spec
+that needs a session needs ``TOP_SESSION`` here as on the platform (the simulator checks only
+that there is one).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from importer.config import Config
 from importer.errors import UsageError
 from importer.protocol import Credentials
 from importer.spec import ApiSpec
+
+SIMULATED_JOURNAL = "simulated.sqlite"  # the temporary journal of a --simulate run
 
 
 class SendTarget:
@@ -44,7 +48,15 @@ class SendTarget:
         specs = {s.method: s for s in [*builtin_specs(), self._spec]}.values()
         self._simulator = Simulator(settings, specs=specs)
         await self._simulator.__aenter__()
-        self._say(f"simulating the platform at {self._simulator.url} (app key {settings.app_key})")
+        journal = self._config.journal
+        kept = (
+            f"journal {journal}"
+            if journal.name != SIMULATED_JOURNAL
+            else "a journal of its own, removed at the end (--journal PATH keeps one)"
+        )
+        self._say(
+            f"simulating the platform at {self._simulator.url} (app key {settings.app_key}); {kept}"
+        )
         # A spec that needs a session needs TOP_SESSION here too, as on the real gateway: a
         # trial run that passed only because the simulator made one up would fail there.
         credentials = Credentials(settings.app_key, settings.secret, self._config.session)

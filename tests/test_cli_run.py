@@ -32,6 +32,23 @@ def test_simulate_runs_the_main_job_with_no_credentials(tmp_path):
     assert str(workbook.relative_to(tmp_path)) in done.stdout
 
 
+def test_simulate_keeps_its_successes_out_of_the_real_journal(tmp_path):
+    """A newcomer runs the Quick start twice and sees the demo twice; simulated successes
+    never make a real run skip a row. With --journal the simulated run keeps one."""
+    write_csv(tmp_path / "t.csv", [ticket(i) for i in range(5)])
+    for _ in range(2):
+        done = cli(["run", "t.csv", "--simulate", "--no-progress"], tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert done.stderr.splitlines()[0].endswith(
+            "a journal of its own, removed at the end (--journal PATH keeps one)"
+        )
+        assert "5 rows: 5 success" in done.stdout
+    assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == ["t.result.xlsx"]
+    args = ["run", "t.csv", "--simulate", "--no-progress", "--journal", "sim.sqlite"]
+    assert "journal sim.sqlite" in cli(args, tmp_path).stderr.splitlines()[0]
+    assert "5 rows: 5 skipped" in cli(args, tmp_path).stdout
+
+
 @pytest.mark.parametrize("sign_method", ["md5", "hmac", "hmac-sha256"])
 def test_every_sign_method_is_accepted_by_the_gateway(tmp_path, simulator, sign_method):
     sim = simulator()
