@@ -445,3 +445,46 @@ def test_the_xlsxwriter_internals_the_writer_relies_on_are_still_there(tmp_path:
     writer.write(Row(2, ("a",) * len(HEADERS)), Outcome(Status.SUCCESS))
     writer.abort()  # closes the row stores and tells xlsxwriter there is nothing to store
     assert list(tmp_path.iterdir()) == []  # no workbook, no temporary file or folder left
+
+
+def test_the_workbook_is_made_to_be_read(tmp_path: Path) -> None:
+    """Widths that fit the content, a bold frozen header, an autofilter on results and failed,
+    and the status cell coloured by conditional formatting."""
+    out = tmp_path / "r.xlsx"
+    headers = ("case_id", "corp_id", "名称")
+    long_message = "参数错误：" + "x" * 150
+    with ReportWriter(out, headers) as writer:
+        writer.write(
+            Row(2, ("396743391396743391", "ding5df29af51dd68a8d35c2f4657eb6378f", "钉钉")),
+            Outcome(Status.SUCCESS, code="200", attempts=1),
+        )
+        writer.write(
+            Row(3, ("396743391396743392", "d", "x")),
+            Outcome(Status.FAILED, sub_code="isv.invalid-parameter", sub_msg=long_message),
+        )
+        writer.close([("rows read", 2)])
+    book = openpyxl.load_workbook(out)
+    results, failed = book["results"], book["failed"]
+    header = [c.value for c in results[1]]
+    width = {name: results.column_dimensions[chr(65 + i)].width for i, name in enumerate(header)}
+    assert width["case_id"] >= 18 + 2  # the 18-digit ID shows whole
+    assert width["corp_id"] >= 36 + 2
+    assert width["名称"] >= 4  # two wide characters
+    assert 60 <= width["sub_msg"] <= 63  # capped (xlsxwriter adds 0.71 of padding), and wrapped
+    sub_msg = chr(65 + header.index("sub_msg"))
+    assert results.column_dimensions[sub_msg].alignment.wrap_text
+    assert all(c.font.b for c in results[1])
+    assert results.freeze_panes == "A2" and failed.freeze_panes == "A2"
+    assert results.auto_filter.ref == f"A1:{chr(64 + len(header))}3"
+    assert failed.auto_filter.ref is not None and failed.auto_filter.ref.endswith("2")
+    status = chr(65 + header.index("status"))
+    rules = {
+        rule.formula[0]: rule.dxf.fill.bgColor.rgb
+        for cf in results.conditional_formatting
+        if str(cf.sqref) == f"{status}2:{status}3"
+        for rule in cf.rules
+    }
+    assert rules['"success"'].endswith("C6EFCE")  # green
+    assert rules['"failed"'].endswith("FFC7CE") and rules['"invalid"'].endswith("FFC7CE")  # red
+    assert rules['"unknown"'].endswith("FFEB9C")  # amber
+    assert results.cell(2, 2).value == "396743391396743391"  # ids stay text
