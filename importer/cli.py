@@ -20,7 +20,7 @@ from typing import Any
 
 import click
 
-from importer import __version__, exits
+from importer import __version__, exits, notify
 from importer.config import (
     Config,
     config_file_in_use,
@@ -37,7 +37,7 @@ from importer.loader import CSV_SUFFIXES
 from importer.pipeline import check_file, rebuild_report, run_file
 from importer.protocol import Credentials, RequestBuilder
 from importer.spec import ApiSpec, builtin_methods, load_spec
-from importer.summary import FileSummary, Plan, duration_text, plural
+from importer.summary import FileSummary, Plan, duration_text, plural, summary_document
 from importer.target import SIMULATED_JOURNAL, SendTarget
 
 RATE_AFTER_CALLS = 10  # fewer calls than this get no calls/s in the end line
@@ -79,7 +79,8 @@ def guarded(func: Callable[..., int]) -> Callable[..., None]:
 
 def build_config(flags: dict[str, Any], config_file: str | None) -> Config:
     path = Path(config_file) if config_file else None
-    config = load_config({k: v for k, v in flags.items() if v is not None}, os.environ, path)
+    given = {k: v for k, v in flags.items() if v is not None and v != ()}  # () a repeatable unset
+    config = load_config(given, os.environ, path)
     in_use = config_file_in_use(path)
     warning = exposed_secret(in_use) if in_use is not None else None
     if warning:
@@ -100,12 +101,24 @@ def summary_line(summary: FileSummary) -> str:
     return line
 
 
-def write_summary_json(path: Path | None, summaries: list[FileSummary], code: int) -> None:
-    if path is None:
-        return
-    doc = {"exit_code": code, "files": [s.as_json() for s in summaries]}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(doc, ensure_ascii=False, indent=2), encoding="utf-8")
+def finish(config: Config, command: str, summaries: list[FileSummary], code: int) -> int:
+    """A command's end: the ``--summary-json`` document, then the ``--notify`` messages (a
+    receiver that fails is a warning; the exit code stays)."""
+    if config.summary_json is not None:
+        doc = summary_document(summaries, code)
+        config.summary_json.parent.mkdir(parents=True, exist_ok=True)
+        config.summary_json.write_text(
+            json.dumps(doc, ensure_ascii=False, indent=2), encoding="utf-8"
+        )
+    if config.notify and (config.notify_on == "always" or code != ExitCode.OK):
+        warnings = asyncio.run(
+            notify.send(
+                config.notify, config.notify_format, command, summaries, code, config.notify_secret
+            )
+        )
+        for warning in warnings:
+            fail(warning)
+    return code
 
 
 # -- shared options ------------------------------------------------------------------------------
@@ -128,6 +141,24 @@ _FILE_OPTIONS = [
         "config_file",
         type=click.Path(dir_okay=False),
         help="TOML settings file (same names as the options). Default: importer.toml if present.",
+    ),
+    click.option(
+        "--notify",
+        multiple=True,
+        metavar="URL",
+        help="Post a summary when the command ends (repeatable): a DingTalk, Feishu/Lark or "
+        "WeCom group robot by its host, else the --summary-json document. TOP_NOTIFY_SECRET "
+        "signs DingTalk and Feishu messages.",
+    ),
+    click.option(
+        "--notify-format",
+        type=click.Choice(["dingtalk", "feishu", "wecom", "json"]),
+        help="The receivers' format, whatever their host. Default: by the URL's host.",
+    ),
+    click.option(
+        "--notify-on",
+        type=click.Choice(["always", "failure"]),
+        help="failure: only when the exit code is not 0. Default: always.",
     ),
     click.option(
         "--qps",
@@ -154,7 +185,7 @@ def cli() -> None:
 
     \b
     Credentials come from the environment (never from the command line):
-      TOP_APP_KEY, TOP_APP_SECRET, TOP_SESSION, TOP_GATEWAY
+      TOP_APP_KEY, TOP_APP_SECRET, TOP_SESSION, TOP_GATEWAY, TOP_NOTIFY_SECRET
     or from importer.toml (app_key, app_secret, session, gateway, [columns]).
 
     \b
@@ -318,15 +349,17 @@ def _run_inputs(
 ) -> int:
     paths = expand_inputs(inputs, config, say)
     if not paths:
-        write_summary_json(config.summary_json, [], ExitCode.OK)
-        return ExitCode.OK
+        return finish(config, "run", [], ExitCode.OK)
     configs = per_input_configs(paths, config, "dry-run" if config.dry_run else "result")
     check_outputs(config, configs)
     _warn_idle_options(flags, config, paths)
     if config.dry_run:
         builder = RequestBuilder(spec, credentials or Credentials("", ""), config.sign_method)
-        return _per_file(paths, config, lambda p: check_file(p, configs[p], spec, builder))
-    return asyncio.run(_run_all(paths, configs, config, spec, credentials))
+        return _per_file(
+            paths, config, "dry-run", lambda p: check_file(p, configs[p], spec, builder)
+        )
+    summaries, code = asyncio.run(_run_all(paths, configs, config, spec, credentials))
+    return finish(config, "run", summaries, code)
 
 
 async def _run_all(
@@ -335,7 +368,7 @@ async def _run_all(
     config: Config,
     spec: ApiSpec,
     credentials: Credentials | None,
-) -> int:
+) -> tuple[list[FileSummary], int]:
     stop_at = config.stop_at(datetime.now().astimezone())
     approve = _preflight(config)
     interrupts = Interrupts()
@@ -354,7 +387,7 @@ async def _send_inputs(
     stop_at: datetime | None,
     approve: Callable[[Plan], None],
     interrupts: Interrupts,
-) -> int:
+) -> tuple[list[FileSummary], int]:
     summaries: list[FileSummary] = []
     codes: list[int] = []
     async with SendTarget(config, credentials, spec, fail) as (gateway_url, creds):
@@ -405,9 +438,7 @@ async def _send_inputs(
             journal.close()
     if interrupts.signal is not None:
         codes.append(exits.for_signal(interrupts.signal))
-    code = exits.worst(codes)
-    write_summary_json(config.summary_json, summaries, code)
-    return code
+    return summaries, exits.worst(codes)
 
 
 def _warn_idle_options(flags: dict[str, Any], config: Config, paths: list[Path]) -> None:
@@ -441,7 +472,9 @@ def _preflight(config: Config) -> Callable[[Plan], None]:
     return approve
 
 
-def _per_file(paths: list[Path], config: Config, job: Callable[[Path], FileSummary]) -> int:
+def _per_file(
+    paths: list[Path], config: Config, command: str, job: Callable[[Path], FileSummary]
+) -> int:
     codes, summaries = [], []
     for path in paths:
         try:
@@ -464,9 +497,7 @@ def _per_file(paths: list[Path], config: Config, job: Callable[[Path], FileSumma
                 f"  sending {summary.counts['valid']} valid rows at --qps {config.qps:g} would "
                 f"take about {duration_text(seconds)}"
             )
-    code = exits.worst(codes)
-    write_summary_json(config.summary_json, summaries, code)
-    return code
+    return finish(config, command, summaries, exits.worst(codes))
 
 
 @cli.command()
@@ -486,7 +517,7 @@ def validate(inputs: tuple[str, ...], config_file: str | None, **flags: Any) -> 
     configs = per_input_configs(paths, config, "validate")
     check_outputs(config, configs)
     _warn_idle_options(flags, config, paths)
-    return _per_file(paths, config, lambda p: check_file(p, configs[p], spec))
+    return _per_file(paths, config, "validate", lambda p: check_file(p, configs[p], spec))
 
 
 @cli.command()
@@ -514,7 +545,9 @@ def report(inputs: tuple[str, ...], config_file: str | None, **flags: Any) -> in
     check_outputs(config, configs)
     journal = Journal(config.journal)
     try:
-        return _per_file(paths, config, lambda p: rebuild_report(p, configs[p], spec, journal))
+        return _per_file(
+            paths, config, "report", lambda p: rebuild_report(p, configs[p], spec, journal)
+        )
     finally:
         journal.close()
 

@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
+from urllib.parse import urlsplit
 
 from importer.errors import ConfigError, UsageError
 from importer.protocol import Credentials
@@ -34,8 +35,11 @@ ENV_VARS = {
     "app_key": "TOP_APP_KEY",
     "app_secret": "TOP_APP_SECRET",
     "session": "TOP_SESSION",
+    "notify_secret": "TOP_NOTIFY_SECRET",
 }
-SECRET_KEYS = frozenset({"app_secret", "session"})
+SECRET_KEYS = frozenset({"app_secret", "session", "notify_secret"})
+NOTIFY_FORMATS = ("dingtalk", "feishu", "wecom", "json")
+NOTIFY_WHEN = ("always", "failure")
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,10 @@ class Config:
     yes: bool = False  # run although the pre-flight says the daily quota will not suffice
     archive: Path | None = None  # move each input whose run ended with exit 0 here
     columns: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    notify: tuple[str, ...] = field(default=(), repr=False)  # webhook URLs: their tokens
+    notify_format: str | None = None  # None: by each URL's host
+    notify_on: str = "always"  # or "failure": only when the exit code is not 0
+    notify_secret: str | None = field(default=None, repr=False)  # signs DingTalk/Feishu bodies
 
     def credentials(self) -> Credentials:
         """The credentials for signing; a ``UsageError`` naming what is missing otherwise."""
@@ -191,6 +199,11 @@ def _coerce(name: str, value: Any, source: str) -> Any:
         if word in _FALSE_WORDS:
             return False
         raise bad
+    if kind.startswith("tuple"):  # notify: one URL or a list of them
+        values = [value] if isinstance(value, str) else value
+        if not isinstance(values, (list, tuple)) or not all(isinstance(v, str) for v in values):
+            raise bad
+        return tuple(values)
     if kind.startswith("str"):
         if isinstance(value, int):  # app_key = 12345678 written without quotes
             return str(value)
@@ -282,6 +295,27 @@ def load_config(
     return config
 
 
+def _check_notify(config: Config) -> None:
+    if config.notify_format is not None and config.notify_format not in NOTIFY_FORMATS:
+        raise UsageError(
+            f"--notify-format {config.notify_format!r} is unknown; use one of "
+            f"{', '.join(NOTIFY_FORMATS)}."
+        )
+    if config.notify_on not in NOTIFY_WHEN:
+        raise UsageError(f"--notify-on {config.notify_on!r} is unknown; use always or failure.")
+    for url in config.notify:
+        parts = urlsplit(url)
+        shown = f"{parts.scheme}://{parts.hostname}" if parts.hostname else repr(url[:20])
+        loopback = parts.hostname in ("127.0.0.1", "localhost", "::1")
+        if not parts.hostname or not (
+            parts.scheme == "https" or (parts.scheme == "http" and loopback)
+        ):
+            raise UsageError(
+                f"--notify {shown}... is not an https:// webhook URL (plain http is only for "
+                "127.0.0.1): it holds the robot's token, so it never goes over plain HTTP."
+            )
+
+
 # The documented range of every number setting: (lowest, highest, lowest excluded).
 RANGES: dict[str, tuple[float, float, bool]] = {
     "qps": (0, 10_000, True),
@@ -323,5 +357,6 @@ def _check(config: Config) -> None:
             f"--out {str(out)!r} is not a result file name; give one ending with .xlsx or .csv."
         )
     config.stop_at(datetime.now())  # parses --deadline and --max-runtime now, not mid-run
+    _check_notify(config)
     if not config.gateway.startswith(("http://", "https://")):
         raise UsageError(f"--gateway {config.gateway!r} must be an http:// or https:// URL.")

@@ -100,7 +100,7 @@ def check_file(
                 if builder is not None:
                     builder.build(decided, now)
             summary.rows_read += 1
-            summary.count(outcome)
+            summary.count(outcome, row.shown_row)
             writer.write(row, outcome)
         summary.ended = time.time()
         summary.workbook = writer.close(summary.sheet())
@@ -411,13 +411,14 @@ def _paired(row: Row, recorded: tuple[int, int | None, Outcome] | None) -> Outco
 
 def _count_from_journal(run: RunJournal, summary: FileSummary) -> None:
     counted = FileSummary(summary.input, summary.command)
-    for _, outcome in run.results():
-        counted.count(outcome)
+    for source_row, outcome in run.results():
+        counted.count(outcome, source_row)
     summary.counts, summary.sub_codes, summary.calls = (
         counted.counts,
         counted.sub_codes,
         counted.calls,
     )
+    summary.sub_code_rows = counted.sub_code_rows
 
 
 def rebuild_report(path: Path, config: Config, spec: ApiSpec, journal: Journal) -> FileSummary:
@@ -451,9 +452,10 @@ def _write_report(table: InputTable, run: RunJournal, out: Path, summary: FileSu
             while pending is not None and pending[0] < row.source_row:
                 pending = next(outcomes, None)
             outcome = _paired(row, pending)
-            counts_from_journal.count(outcome)
+            counts_from_journal.count(outcome, row.shown_row)
             writer.write(row, outcome)
         summary.counts = counts_from_journal.counts
         summary.sub_codes = counts_from_journal.sub_codes
+        summary.sub_code_rows = counts_from_journal.sub_code_rows
         summary.calls = counts_from_journal.calls
         return writer.close(summary.sheet())

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,6 +29,7 @@ class FileSummary:
     workbook: Path | None = None
     counts: Counter = field(default_factory=Counter)
     sub_codes: Counter = field(default_factory=Counter)
+    sub_code_rows: dict = field(default_factory=dict)  # sub_code -> the first row that met it
     rows_read: int = 0
     calls: int = 0
     started: float = field(default_factory=time.time)
@@ -49,10 +51,13 @@ class FileSummary:
     def calls_per_second(self) -> float:
         return self.calls / self.send_seconds if self.send_seconds > 0 else 0.0
 
-    def count(self, outcome: Outcome) -> None:
+    def count(self, outcome: Outcome, row: int | None = None) -> None:
+        """One row's outcome (``row``: its number, kept as the example of its sub_code)."""
         self.counts[outcome.status.value] += 1
         if outcome.sub_code:
             self.sub_codes[outcome.sub_code] += 1
+            if row is not None:
+                self.sub_code_rows.setdefault(outcome.sub_code, row)
         self.calls += outcome.attempts
 
     def sheet(self) -> list[tuple[str, object]]:
@@ -98,6 +103,11 @@ class FileSummary:
             "notes": list(self.notes),
             "input_changed": self.input_changed,
         }
+
+
+def summary_document(summaries: Sequence[FileSummary], code: int) -> dict:
+    """The ``--summary-json`` document (and the generic ``--notify`` webhook's body)."""
+    return {"exit_code": int(code), "files": [s.as_json() for s in summaries]}
 
 
 def stamp(epoch: float) -> str:

@@ -1,0 +1,169 @@
+"""A message when a command ends (``--notify URL``): group robots and plain JSON webhooks.
+
+The receiver follows the URL's host (``--notify-format`` overrides it): a DingTalk custom robot
+(``oapi.dingtalk.com``), a Feishu/Lark bot (``open.feishu.cn``, ``open.larksuite.com``), a WeCom
+group robot (``qyapi.weixin.qq.com``), else a generic webhook that gets the ``--summary-json``
+document. The robots get a short markdown text: the inputs, their counts per status, the top
+sub_codes with an example row, the exit code and what it means, and where each workbook is. With
+``TOP_NOTIFY_SECRET`` the DingTalk and Feishu bodies are signed as each vendor documents
+(``../shared/reference/notify.md``).
+
+A notification never changes the exit code and never holds the run up for long: one attempt,
+``TIMEOUT_S`` at most, and a receiver that is down or answers an error is one warning line. The
+message holds counts, codes and row numbers, never a secret, a session or a row's data; the
+webhook URL is a credential too (its token), so warnings name only its host.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Sequence
+from urllib.parse import quote, urlsplit
+
+import aiohttp
+
+from importer.exits import ExitCode
+from importer.summary import FileSummary, summary_document
+
+FORMATS = ("dingtalk", "feishu", "wecom", "json")
+WHEN = ("always", "failure")
+TIMEOUT_S = 5.0
+_HOSTS = {
+    "oapi.dingtalk.com": "dingtalk",
+    "open.feishu.cn": "feishu",
+    "open.larksuite.com": "feishu",
+    "qyapi.weixin.qq.com": "wecom",
+}
+_TOP_CODES = 5
+
+
+def receiver(url: str, override: str | None = None) -> str:
+    """The format a URL's receiver reads: ``--notify-format``, else by its host."""
+    return override or _HOSTS.get((urlsplit(url).hostname or "").lower(), "json")
+
+
+def where(url: str) -> str:
+    """The URL as messages may show it: scheme and host only (the path holds the token)."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rsplit('@', 1)[-1]}"
+
+
+def message(command: str, summaries: Sequence[FileSummary], code: int) -> tuple[str, str]:
+    """(title, markdown text) of a command's end, for the robots."""
+    exit_code = ExitCode(code)
+    title = f"top-import {command}: exit {code}"
+    lines = [f"### {title}", f"{exit_code.meaning}", ""]
+    for summary in summaries:
+        counts = ", ".join(f"{n:,} {status}" for status, n in summary.counts.most_common())
+        lines.append(f"- **{summary.input.name}**: {counts or 'no rows'}")
+        for sub_code, n in summary.sub_codes.most_common(_TOP_CODES):
+            example = summary.sub_code_rows.get(sub_code)
+            seen = f" (e.g. row {example})" if example else ""
+            lines.append(f"  - {sub_code} ×{n:,}{seen}")
+        if summary.stop_reason.value and summary.stop_reason.value != "interrupted":
+            lines.append(f"  - stopped: {summary.stop_reason.value}")
+        if summary.workbook is not None:
+            lines.append(f"  - workbook: {summary.workbook}")
+    if not summaries:
+        lines.append("- no input to send")
+    return title, "\n".join(lines)
+
+
+def request(
+    url: str,
+    kind: str,
+    command: str,
+    summaries: Sequence[FileSummary],
+    code: int,
+    secret: str | None = None,
+    now: float | None = None,
+) -> tuple[str, dict]:
+    """(the URL to post to, the JSON body) for one receiver; signed when ``secret`` is set."""
+    if kind == "json":
+        return url, summary_document(summaries, code)
+    title, text = message(command, summaries, code)
+    now = time.time() if now is None else now
+    if kind == "dingtalk":
+        body: dict = {"msgtype": "markdown", "markdown": {"title": title, "text": text}}
+        if secret:
+            stamp = str(int(now * 1000))
+            sign = _hmac(secret.encode(), f"{stamp}\n{secret}".encode())
+            url += f"{'&' if '?' in url else '?'}timestamp={stamp}&sign={quote(sign, safe='')}"
+        return url, body
+    if kind == "feishu":
+        body = {"msg_type": "text", "content": {"text": text}}
+        if secret:
+            stamp = str(int(now))
+            body.update(timestamp=stamp, sign=_hmac(f"{stamp}\n{secret}".encode(), b""))
+        return url, body
+    return url, {"msgtype": "markdown", "markdown": {"content": text}}  # wecom
+
+
+def _hmac(key: bytes, message: bytes) -> str:
+    return base64.b64encode(hmac.new(key, message, hashlib.sha256).digest()).decode()
+
+
+def refusal(kind: str, status: int, answer: bytes) -> str | None:
+    """Why a receiver's answer is a failure (None: it took the message)."""
+    if status >= 300:
+        return f"HTTP {status}"
+    if kind == "json":
+        return None
+    try:
+        data = json.loads(answer)
+    except ValueError:
+        return "an answer that is not JSON"
+    field = "code" if kind == "feishu" else "errcode"
+    if not isinstance(data, dict) or data.get(field, 0) != 0:
+        said = data.get("msg") or data.get("errmsg") if isinstance(data, dict) else None
+        return f"{field} {data.get(field) if isinstance(data, dict) else '?'}: {said or ''}".strip()
+    return None
+
+
+async def send(
+    urls: Sequence[str],
+    override: str | None,
+    command: str,
+    summaries: Sequence[FileSummary],
+    code: int,
+    secret: str | None,
+) -> list[str]:
+    """Post the message to every URL at once; the warnings (one per receiver that failed)."""
+    timeout = aiohttp.ClientTimeout(total=TIMEOUT_S)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        results = await asyncio.gather(
+            *(
+                _post(session, url, receiver(url, override), command, summaries, code, secret)
+                for url in urls
+            )
+        )
+    return [warning for warning in results if warning]
+
+
+async def _post(
+    session: aiohttp.ClientSession,
+    url: str,
+    kind: str,
+    command: str,
+    summaries: Sequence[FileSummary],
+    code: int,
+    secret: str | None,
+) -> str | None:
+    target, body = request(url, kind, command, summaries, code, secret)
+    try:
+        async with session.post(target, json=body, allow_redirects=False) as answer:
+            why = refusal(kind, answer.status, await answer.content.read(65536))
+    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        why = f"{type(exc).__name__}: {exc}".rstrip(": ") if str(exc) else type(exc).__name__
+        why = why.replace(url, where(url)).replace(target, where(url))
+    if why is None:
+        return None
+    return f"warning: the {kind} notification to {where(url)} was not delivered ({why})"
+
+
+__all__ = ["FORMATS", "WHEN", "message", "receiver", "refusal", "request", "send", "where"]
