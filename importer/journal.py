@@ -10,6 +10,8 @@ Tables::
              (``Row.digest``)                                    -- the workbook is built from it
     usage    (app_key, day) -> calls: HTTP calls settled per GMT+8 day -- the daily-quota check
              (added later; CREATE IF NOT EXISTS gives older journals the table as they open)
+    minutes  (run_id, minute) -> calls: HTTP calls settled per minute of a run -- the
+             workbook's calls-per-minute chart (one upsert per commit: cheap)
     leases   one row per sending run: app key, its limit, renewed every half second -- the
              runs sending for one app key share its quota (``RunJournal.share``)
 
@@ -43,7 +45,7 @@ from pathlib import Path
 
 from importer.errors import JournalError, LockedError
 from importer.processes import pid_alive
-from importer.protocol import GMT8
+from importer.protocol import GMT8, platform_stamp
 from importer.rows import Outcome, Status
 
 try:
@@ -80,6 +82,10 @@ CREATE TABLE IF NOT EXISTS usage (
     app_key TEXT NOT NULL, day TEXT NOT NULL, calls INTEGER NOT NULL,
     PRIMARY KEY (app_key, day)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS minutes (
+    run_id INTEGER NOT NULL, minute INTEGER NOT NULL, calls INTEGER NOT NULL,
+    PRIMARY KEY (run_id, minute)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS leases (
     run_id INTEGER PRIMARY KEY, app_key TEXT NOT NULL, qps REAL NOT NULL,
     since REAL NOT NULL, renewed_at REAL NOT NULL
@@ -100,7 +106,7 @@ def quota_day(epoch: float) -> str:
 
 
 def _when(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, GMT8).strftime("%Y-%m-%d %H:%M:%S GMT+8")
+    return platform_stamp(epoch)
 
 
 KEPT_UNKNOWN_NOTE = (
@@ -314,11 +320,12 @@ class Journal:
             db.execute("DELETE FROM leases WHERE renewed_at < ?", (time.time() - 60,))
             # Results kept by earlier runs of this input (killed, or whose workbook could not be
             # written) are superseded by this run's.
-            db.execute(
-                "DELETE FROM results WHERE run_id IN (SELECT run_id FROM runs "
-                "WHERE input_path = ? AND finished_at IS NOT NULL)",
-                (input_path,),
-            )
+            for table in ("results", "minutes"):
+                db.execute(
+                    f"DELETE FROM {table} WHERE run_id IN (SELECT run_id FROM runs "
+                    "WHERE input_path = ? AND finished_at IS NOT NULL)",
+                    (input_path,),
+                )
             cur = db.execute(
                 "INSERT INTO runs (input_key, input_path, app_key, method, pid, host, started_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -501,6 +508,7 @@ class RunJournal:
                 db.executemany(_SETTLE_CALL, states)
             if calls:  # every HTTP call counts against the daily quota
                 db.execute(_ADD_USAGE, (app_key, quota_day(now), calls))
+                db.execute(_ADD_MINUTE, (run_id, int(now // 60), calls))
             if outcomes:
                 db.executemany(
                     _INSERT_RESULT,
@@ -520,6 +528,13 @@ class RunJournal:
         """Record outcomes of rows that made no call (invalid, duplicate, skipped...) in bulk:
         (source_row, outcome) or (source_row, outcome, the row's digest)."""
         self._write([], [(r[0], None, r[1], r[2] if len(r) > 2 else None) for r in rows])
+
+    def calls_per_minute(self) -> list[tuple[float, int]]:
+        """(the minute's start, epoch seconds; HTTP calls settled in it) of this run, in order."""
+        rows = self._db.execute(
+            "SELECT minute, calls FROM minutes WHERE run_id = ? ORDER BY minute", (self.run_id,)
+        )
+        return [(minute * 60.0, calls) for minute, calls in rows]
 
     def results(self) -> Iterator[tuple[int, Outcome]]:
         """Every recorded row of this run, in source-row order."""
@@ -605,6 +620,7 @@ class RunJournal:
         try:
             if not keep_results:
                 db.execute("DELETE FROM results WHERE run_id = ?", (self.run_id,))
+                db.execute("DELETE FROM minutes WHERE run_id = ?", (self.run_id,))
             db.execute(
                 "UPDATE runs SET finished_at = ? WHERE run_id = ?", (time.time(), self.run_id)
             )
@@ -614,6 +630,10 @@ class RunJournal:
             raise
 
 
+_ADD_MINUTE = (
+    "INSERT INTO minutes (run_id, minute, calls) VALUES (?, ?, ?) "
+    "ON CONFLICT DO UPDATE SET calls = calls + excluded.calls"
+)
 _ADD_USAGE = (
     "INSERT INTO usage (app_key, day, calls) VALUES (?, ?, ?) "
     "ON CONFLICT DO UPDATE SET calls = calls + excluded.calls"

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from importer import __version__, snapshot
+from importer import __version__, exits, snapshot
 from importer.config import Config
 from importer.dispatcher import Dispatcher, DispatchSettings, StopReason
 from importer.errors import UsageError
@@ -40,7 +41,7 @@ from importer.reporter import ReportWriter
 from importer.rows import Outcome, RequestRecord, Row, Status
 from importer.sharing import shared_quota
 from importer.spec import ApiSpec
-from importer.summary import FileSummary, Plan, plural
+from importer.summary import Dashboard, FileSummary, Plan, plural
 from importer.triage import SEND, Triage
 
 SNAPSHOT_FOLDER = ".top-import-snapshots"  # beside the journal: the runs' private input copies
@@ -103,7 +104,7 @@ def check_file(
             summary.count(outcome, row.shown_row)
             writer.write(row, outcome)
         summary.ended = time.time()
-        summary.workbook = writer.close(summary.sheet())
+        summary.workbook = writer.close(_dashboard(summary, out))
     return summary
 
 
@@ -457,5 +458,14 @@ def _write_report(table: InputTable, run: RunJournal, out: Path, summary: FileSu
         summary.counts = counts_from_journal.counts
         summary.sub_codes = counts_from_journal.sub_codes
         summary.sub_code_rows = counts_from_journal.sub_code_rows
+        summary.sub_code_msgs = counts_from_journal.sub_code_msgs
         summary.calls = counts_from_journal.calls
-        return writer.close(summary.sheet())
+        summary.per_minute = run.calls_per_minute()
+        return writer.close(_dashboard(summary, out))
+
+
+def _dashboard(summary: FileSummary, out: Path) -> Dashboard:
+    """The summary sheet of ``summary``, with the exit code it ends with once ``out`` is
+    written."""
+    code = exits.for_file(dataclasses.replace(summary, workbook=out))
+    return summary.dashboard(code, code.meaning)

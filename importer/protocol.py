@@ -303,6 +303,25 @@ def advice(reply: Reply) -> str:
     return "check the gateway, the credentials and the app's permissions"
 
 
+_SUB_CODE_ADVICE = (  # (prefix, what to do): the first that matches
+    ("isv.missing-parameter", "fill the column named after the colon, then rerun"),
+    ("isv.invalid-parameter", "fix the value the sub_msg names in those rows, then rerun"),
+    ("isv.", "fix those rows as the sub_msg says, then rerun (the journal sends only them)"),
+    ("isp.", "the platform's side: rerun later, the journal resumes"),
+    ("accesscontrol.", "the app's quota: lower --qps, or rerun after the ban"),
+)
+
+
+def sub_code_advice(sub_code: str) -> str:
+    """What to do about rows that failed with ``sub_code`` ("" when the reference is silent)."""
+    return next((text for prefix, text in _SUB_CODE_ADVICE if sub_code.startswith(prefix)), "")
+
+
+def platform_stamp(epoch: float) -> str:
+    """A moment on the platform's clock, for people: ``2026-11-30 16:05:09 GMT+8``."""
+    return datetime.fromtimestamp(epoch, GMT8).strftime("%Y-%m-%d %H:%M:%S GMT+8")
+
+
 def describe(reply: Reply) -> str:
     """What the platform said, in one line, for messages (never includes credentials)."""
     if not reply.code:

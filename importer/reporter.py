@@ -5,7 +5,9 @@
 - ``results``: ``source_row``, the input columns, then ``Outcome.COLUMNS``, for every row;
 - ``failed``: the failed, invalid and not_sent rows, input columns *first* (then ``source_row`` and
   the outcome columns), so the sheet can be fixed in Excel and fed back as input;
-- ``summary``: ``item`` / ``value`` pairs, written by ``close``.
+- ``summary``: written by ``close``: a dashboard (``summary.Dashboard``: a headline, rows per
+  status, the top sub_codes, the run's details, calls per minute, each table with its native
+  Excel chart), or plain ``item`` / ``value`` pairs.
 
 A sheet holds at most 1,048,575 data rows (Excel's limit minus the header); past that it continues
 in ``results_2``, ``results_3``, ... (``failed_2``, ...), each with the header. A continuation
@@ -53,6 +55,7 @@ from xlsxwriter.exceptions import XlsxWriterException
 from importer.errors import UsageError
 from importer.processes import pid_alive
 from importer.rows import Outcome, Row, Status
+from importer.summary import Dashboard
 
 EXCEL_MAX_DATA_ROWS = 1_048_575  # 1,048,576 rows per sheet, minus the header
 FAILED_STATUSES = frozenset({Status.FAILED, Status.INVALID, Status.NOT_SENT})
@@ -149,8 +152,9 @@ class ReportWriter:
             values = (*values[:_ATTEMPTS], "", "", *values[_ATTEMPTS + 2 :])
         self._sink.write(row.shown_row, cells, values, outcome.status in FAILED_STATUSES)
 
-    def close(self, summary: Sequence[tuple[str, object]]) -> Path:
-        """Write the summary, finish the file and rename it over ``path``; returns ``path``."""
+    def close(self, summary: Dashboard | Sequence[tuple[str, object]]) -> Path:
+        """Write the summary (a ``Dashboard``, or plain item/value pairs), finish the file and
+        rename it over ``path``; returns ``path``. A CSV report has no summary."""
         if self._closed:
             raise RuntimeError("ReportWriter is closed")
         self._closed = True
@@ -243,13 +247,18 @@ class _XlsxSink:
         if failed:
             self._failed.append((*cells, source_row, *values))
 
-    def finish(self, summary: Iterable[tuple[str, object]]) -> None:
+    def finish(self, summary: Dashboard | Iterable[tuple[str, object]]) -> None:
         self._results.finish(table=True)
         self._failed.finish(table=True)
-        sheet = _Sheet(self._workbook, "summary", SUMMARY_HEADER, EXCEL_MAX_DATA_ROWS, self._looks)
-        for item, value in summary:
-            sheet.append((str(item), value))
-        sheet.finish(table=False)
+        if isinstance(summary, Dashboard):
+            _write_dashboard(self._workbook, self._looks, summary)
+        else:
+            sheet = _Sheet(
+                self._workbook, "summary", SUMMARY_HEADER, EXCEL_MAX_DATA_ROWS, self._looks
+            )
+            for item, value in summary:
+                sheet.append((str(item), value))
+            sheet.finish(table=False)
         self._workbook.close()
         self._fh.flush()
         os.fsync(self._fh.fileno())
@@ -275,6 +284,8 @@ class _Looks:
     """The workbook's formats, made once: a bold header, wrapped messages, status colours."""
 
     def __init__(self, workbook: Any) -> None:
+        self.headline = workbook.add_format({"bold": True, "font_size": 14})
+        self.percent = workbook.add_format({"num_format": "0.0%"})
         self.header = workbook.add_format({"bold": True, "bottom": 1})
         self.wrapped = workbook.add_format({"text_wrap": True, "valign": "top"})
         self.status = {
@@ -345,6 +356,101 @@ class _Sheet:
                         status,
                         {"type": "cell", "criteria": "==", "value": f'"{word}"', "format": look},
                     )
+
+
+def _write_dashboard(workbook: Any, looks: _Looks, board: Dashboard) -> None:
+    """The ``summary`` sheet as a dashboard, top to bottom: the headline and what the exit code
+    means; rows per status; the top sub_codes; the run's details and limits; calls per minute.
+    Each table of numbers has its native Excel chart to its right (column G)."""
+    sheet = workbook.add_worksheet("summary")
+    write = sheet._write_string  # see _write_row
+    widths = [28, 12, 40, 12, 50]
+    for col, width in enumerate(widths):
+        sheet.set_column(col, col, width)
+    write(0, 0, board.headline, looks.headline)
+    write(1, 0, board.verdict)
+    row = 3
+    charts: list[tuple[int, Any]] = []
+
+    def table(title: str, header: Sequence[str], rows: Sequence[Sequence[object]]) -> int:
+        """A titled table from ``row``; returns its first data row."""
+        nonlocal row
+        write(row, 0, title, looks.headline)
+        for col, name in enumerate(header):
+            write(row + 1, col, name, looks.header)
+        first = row + 2
+        for offset, values in enumerate(rows):
+            _write_row(sheet, first + offset, values)
+        row = first + max(len(rows), 1) + 1
+        return first
+
+    total = sum(n for _, n in board.statuses) or 1
+    first = table("Rows per status", ("status", "rows", "share"), [])
+    for offset, (status, n) in enumerate(board.statuses):  # rows in order (constant_memory)
+        write(first + offset, 0, status, looks.status.get(status))
+        sheet._write_number(first + offset, 1, n)
+        sheet._write_number(first + offset, 2, n / total, looks.percent)
+    row = first + max(len(board.statuses), 1) + 1
+    if board.statuses:
+        chart = workbook.add_chart({"type": "column"})
+        last = first + len(board.statuses) - 1
+        chart.add_series(
+            {
+                "name": "rows",
+                "categories": ["summary", first, 0, last, 0],
+                "values": ["summary", first, 1, last, 1],
+                "points": [
+                    {"fill": {"color": _STATUS_COLOURS.get(s, ("", "#BFBFBF"))[1]}}
+                    for s, _ in board.statuses
+                ],
+                "data_labels": {"value": True},
+            }
+        )
+        chart.set_title({"name": "Rows per status"})
+        chart.set_legend({"none": True})
+        charts.append((first - 2, chart))
+    if board.codes:
+        first = table(
+            "Top sub_codes",
+            ("sub_code", "rows", "the platform's message", "example row", "what to do"),
+            board.codes,
+        )
+        chart = workbook.add_chart({"type": "bar"})
+        last = first + len(board.codes) - 1
+        chart.add_series(
+            {
+                "name": "rows",
+                "categories": ["summary", first, 0, last, 0],
+                "values": ["summary", first, 1, last, 1],
+                "fill": {"color": "#FFC7CE"},
+                "border": {"color": "#9C0006"},
+            }
+        )
+        chart.set_title({"name": "Top sub_codes"})
+        chart.set_legend({"none": True})
+        chart.set_y_axis({"reverse": True})
+        charts.append((first - 2, chart))
+    table("Run", SUMMARY_HEADER, [(str(item), value) for item, value in board.run])
+    if board.per_minute:
+        first = table("Calls per minute", ("minute", "calls"), board.per_minute)
+        chart = workbook.add_chart({"type": "line"})
+        last = first + len(board.per_minute) - 1
+        chart.add_series(
+            {
+                "name": "calls",
+                "categories": ["summary", first, 0, last, 0],
+                "values": ["summary", first, 1, last, 1],
+                "marker": {"type": "circle"} if len(board.per_minute) < 30 else {"type": "none"},
+            }
+        )
+        chart.set_title({"name": "Calls per minute (local time)"})
+        chart.set_legend({"none": True})
+        charts.append((first - 2, chart))
+    at = 3  # the charts stack down column G, never over each other
+    for table_row, chart in charts:
+        at = max(at, table_row)
+        sheet.insert_chart(at, 6, chart)
+        at += 16
 
 
 def display_width(text: str) -> int:

@@ -16,7 +16,8 @@ from urllib.parse import urlsplit
 
 from importer import __version__
 from importer.pacing import AUTO_START_QPS
-from importer.rows import Outcome
+from importer.protocol import platform_stamp, sub_code_advice
+from importer.rows import Outcome, Status
 from importer.steps import StopReason
 
 
@@ -30,6 +31,8 @@ class FileSummary:
     counts: Counter = field(default_factory=Counter)
     sub_codes: Counter = field(default_factory=Counter)
     sub_code_rows: dict = field(default_factory=dict)  # sub_code -> the first row that met it
+    sub_code_msgs: dict = field(default_factory=dict)  # sub_code -> the platform's first sub_msg
+    per_minute: list = field(default_factory=list)  # (minute start, calls): the journal's
     rows_read: int = 0
     calls: int = 0
     started: float = field(default_factory=time.time)
@@ -58,6 +61,7 @@ class FileSummary:
             self.sub_codes[outcome.sub_code] += 1
             if row is not None:
                 self.sub_code_rows.setdefault(outcome.sub_code, row)
+            self.sub_code_msgs.setdefault(outcome.sub_code, outcome.sub_msg or outcome.msg)
         self.calls += outcome.attempts
 
     def sheet(self) -> list[tuple[str, object]]:
@@ -71,6 +75,7 @@ class FileSummary:
             ("sign method", self.sign_method),
             ("start", stamp(self.started)),
             ("end", stamp(self.ended)),
+            ("start (platform clock)", platform_stamp(self.started)),
             ("duration s", round(self.ended - self.started, 3)),
             ("rows read", self.rows_read),
         ]
@@ -82,6 +87,36 @@ class FileSummary:
             pairs.append(("stopped", self.message))
         pairs.append(("top-import version", __version__))
         return pairs
+
+    def dashboard(self, code: int, meaning: str) -> Dashboard:
+        """The ``summary`` sheet, top to bottom, for the exit code this input ends with."""
+        rows = sum(self.counts.values())
+        done = self.counts.get("success", 0) + self.counts.get("valid", 0)
+        share = f" ({done / rows:.1%})" if rows else ""
+        word = "valid" if self.command in ("validate", "dry-run") else "success"
+        headline = f"{self.input.name}: {plural(rows, 'row')}, {done:,} {word}{share}"
+        headline += f" · {duration_text(self.ended - self.started)}"
+        if self.calls:
+            headline += f" · {plural(self.calls, 'call')}, {self.calls_per_second:.1f} calls/s"
+        codes = [
+            (
+                sub_code,
+                n,
+                self.sub_code_msgs.get(sub_code, ""),
+                self.sub_code_rows.get(sub_code),
+                sub_code_advice(sub_code),
+            )
+            for sub_code, n in self.sub_codes.most_common(10)
+        ]
+        minutes = [(minute_stamp(start), n) for start, n in self.per_minute]
+        return Dashboard(
+            headline=headline,
+            verdict=f"exit {code}: {meaning}",
+            statuses=[(s.value, self.counts[s.value]) for s in Status if self.counts.get(s.value)],
+            codes=codes,
+            per_minute=minutes,
+            run=self.sheet(),
+        )
 
     def as_json(self) -> dict:
         return {
@@ -105,6 +140,20 @@ class FileSummary:
         }
 
 
+@dataclass(frozen=True)
+class Dashboard:
+    """What the ``summary`` sheet shows: a headline and its verdict, rows per status, the top
+    sub_codes (rows, the platform's message, an example row, what to do), calls per minute, and
+    the run's details (``FileSummary.sheet``)."""
+
+    headline: str
+    verdict: str
+    statuses: list[tuple[str, int]]
+    codes: list[tuple[str, int, str, int | None, str]]
+    per_minute: list[tuple[str, int]]
+    run: list[tuple[str, object]]
+
+
 def summary_document(summaries: Sequence[FileSummary], code: int) -> dict:
     """The ``--summary-json`` document (and the generic ``--notify`` webhook's body)."""
     return {"exit_code": int(code), "files": [s.as_json() for s in summaries]}
@@ -113,6 +162,13 @@ def summary_document(summaries: Sequence[FileSummary], code: int) -> dict:
 def stamp(epoch: float) -> str:
     """An epoch time as local ISO 8601 with its offset, to the second."""
     return datetime.fromtimestamp(epoch, timezone.utc).astimezone().isoformat(timespec="seconds")
+
+
+def minute_stamp(epoch: float) -> str:
+    """The local ``HH:MM`` of a minute (with the date when it is not today)."""
+    moment = datetime.fromtimestamp(epoch, timezone.utc).astimezone()
+    today = datetime.now(timezone.utc).astimezone().date()
+    return moment.strftime("%H:%M" if moment.date() == today else "%m-%d %H:%M")
 
 
 def plural(n: int, word: str) -> str:

@@ -248,3 +248,24 @@ def test_a_workbook_with_excel_rounded_ids_sends_the_good_rows_and_reports_the_r
     assert [r["status"] for r in rows] == expected
     assert "format the column as Text" in rows[2]["error"]
     assert sim.stats()["accepted"] == 4
+
+
+def test_the_summary_sheet_of_a_run_shows_what_failed_and_when(tmp_path, simulator):
+    from openpyxl import load_workbook
+
+    sim = simulator(bad_tenants=frozenset({999}))
+    rows = [ticket(i) for i in range(6)] + [ticket(6, tenant=999), ticket(7, tenant=999)]
+    write_csv(tmp_path / "t.csv", rows)
+    args = ["run", "t.csv", "--qps", "1000", "--canary", "0", "--no-progress"]
+    done = cli(args, tmp_path, sim.env())
+    assert done.returncode == 1, done.stderr
+    sheet = load_workbook(tmp_path / "reports" / "t.result.xlsx")["summary"]
+    cells = [[c for c in row if c is not None] for row in sheet.iter_rows(values_only=True)]
+    assert cells[0][0].startswith("t.csv: 8 rows, 6 success (75.0%)")
+    assert cells[1] == ["exit 1: some rows failed, are invalid, duplicate, unknown or not sent"]
+    [code_row] = [row for row in cells if row and row[0] == "isv.invalid-parameter"]
+    assert code_row[1:4] == [2, "非法参数", 8]  # rows, the platform's message, the first row
+    assert "fix the value" in code_row[4]
+    minutes = [row for row in cells if len(row) == 2 and isinstance(row[1], int)]
+    assert sum(n for minute, n in minutes if ":" in str(minute)) == 8  # every call, by minute
+    assert len(sheet._charts) == 3

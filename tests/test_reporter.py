@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import zipfile
@@ -488,3 +489,33 @@ def test_the_workbook_is_made_to_be_read(tmp_path: Path) -> None:
     assert rules['"failed"'].endswith("FFC7CE") and rules['"invalid"'].endswith("FFC7CE")  # red
     assert rules['"unknown"'].endswith("FFEB9C")  # amber
     assert results.cell(2, 2).value == "396743391396743391"  # ids stay text
+
+
+def test_the_summary_sheet_reads_as_a_dashboard_with_native_charts(tmp_path: Path) -> None:
+    from importer.summary import Dashboard
+
+    board = Dashboard(
+        headline="t.xlsx: 10 rows, 7 success (70.0%) · 1m02s · 12 calls, 0.2 calls/s",
+        verdict="exit 1: some rows failed",
+        statuses=[("success", 7), ("failed", 2), ("unknown", 1)],
+        codes=[("isv.invalid-parameter", 2, "非法参数", 5, "fix the value ...")],
+        per_minute=[("08:00", 5), ("08:01", 7)],
+        run=[("command", "run"), ("start (platform clock)", "2026-11-30 16:00:00 GMT+8")],
+    )
+    out = tmp_path / "r.xlsx"
+    with ReportWriter(out, HEADERS) as writer:
+        writer.close(board)
+    sheet = openpyxl.load_workbook(out)["summary"]
+    cells = [[c for c in row if c is not None] for row in sheet.iter_rows(values_only=True)]
+    cells = [row for row in cells if row]
+    assert cells[0] == [board.headline] and cells[1] == [board.verdict]
+    assert sheet["A1"].font.b and sheet["A1"].font.sz == 14
+    assert ["status", "rows", "share"] in cells
+    assert ["success", 7, 0.7] in cells and ["unknown", 1, 0.1] in cells
+    assert ["isv.invalid-parameter", 2, "非法参数", 5, "fix the value ..."] in cells
+    assert ["08:01", 7] in cells
+    assert ["start (platform clock)", "2026-11-30 16:00:00 GMT+8"] in cells
+    kinds = sorted(type(chart).__name__ for chart in sheet._charts)
+    assert kinds == ["BarChart", "BarChart", "LineChart"]  # status columns, code bars, minutes
+    anchors = sorted(chart.anchor._from.row for chart in sheet._charts)
+    assert all(b - a >= 16 for a, b in itertools.pairwise(anchors))  # never over each other
