@@ -143,6 +143,13 @@ _FILE_OPTIONS = [
         help="TOML settings file (same names as the options). Default: importer.toml if present.",
     ),
     click.option(
+        "--progress/--no-progress",
+        default=None,
+        help="A progress bar on stderr for every pass (checking, pre-flight, sending, writing "
+        "the workbook); --no-progress: a log line every few seconds. Default: a bar when "
+        "stderr is a terminal.",
+    ),
+    click.option(
         "--notify",
         multiple=True,
         metavar="URL",
@@ -315,11 +322,6 @@ def cli() -> None:
     "--summary-json",
     type=click.Path(dir_okay=False),
     help="Write a machine-readable summary here.",
-)
-@click.option(
-    "--progress/--no-progress",
-    default=None,
-    help="A progress bar on stderr. Default: on when stderr is a terminal.",
 )
 @guarded
 def run(inputs: tuple[str, ...], config_file: str | None, **flags: Any) -> int:

@@ -74,6 +74,10 @@ def _limits(config: Config) -> dict:
     return limits
 
 
+def _progress(config: Config, path: Path, phase: str, table: InputTable) -> Progress:
+    return Progress(config.progress, f"{path.name}: {phase}", total=table.estimate_rows())
+
+
 def _open(path: Path, config: Config, spec: ApiSpec) -> InputTable:
     return open_input(path, spec, sheet=config.sheet, column_map=config.columns)
 
@@ -91,8 +95,10 @@ def check_file(
     out = report_path(config, path)
     triage = Triage(spec, table.columns)
     now = datetime.now(timezone.utc)
+    progress = _progress(config, path, "checking", table)
     with ReportWriter(out, table.headers, call_columns=False) as writer:
         for row in table.rows():
+            progress.advance()
             decided, _ = triage.decide(row)
             if isinstance(decided, Outcome):
                 outcome = decided
@@ -104,6 +110,7 @@ def check_file(
             summary.count(outcome, row.shown_row)
             writer.write(row, outcome)
         summary.ended = time.time()
+        progress.close()
         summary.workbook = writer.close(_dashboard(summary, out))
     return summary
 
@@ -232,7 +239,12 @@ async def _run_copy(job: _Job, copy: snapshot.Snapshot, journal: Journal) -> Fil
 def _preflight(job: _Job, table: InputTable, run: RunJournal) -> Plan:
     """Pass one: count what the send pass will send; record nothing."""
     triage = Triage(job.spec, table.columns, run)
-    tally = Counter(triage.kind(triage.decide(row)[0]) for row in table.rows())
+    progress = _progress(job.config, job.path, "pre-flight", table)
+    tally: Counter[str] = Counter()
+    for row in table.rows():
+        progress.advance()
+        tally[triage.kind(triage.decide(row)[0])] += 1
+    progress.close()
     config = job.config
     used = run.calls_on(quota_day(time.time())) if config.daily_quota is not None else 0
     return Plan(
@@ -285,7 +297,7 @@ class _Feed:
 async def _send(job: _Job, table: InputTable, run: RunJournal, summary: FileSummary) -> None:
     """Pass two: rows into the dispatcher, every claim and outcome into the journal."""
     config = job.config
-    progress = Progress(config.progress, label=summary.input.name, total=table.estimate_rows())
+    progress = _progress(config, summary.input, "sending", table)
     feed = _Feed(table, Triage(job.spec, table.columns, run), run, summary)
     feed.on_settled = progress.update
 
@@ -357,7 +369,7 @@ def _deadline_message(stop_at: datetime, started: float) -> str:
 def _report(job: _Job, table: InputTable, run: RunJournal, summary: FileSummary) -> None:
     """Pass three: the workbook; if it cannot be written, the journal keeps the results."""
     try:
-        summary.workbook = _write_report(table, run, job.out, summary)
+        summary.workbook = _write_report(table, run, job.out, summary, job.config)
     except UsageError as exc:  # a full disk, a folder gone: the journal keeps the rows
         _count_from_journal(run, summary)
         summary.notes.append(
@@ -436,20 +448,24 @@ def rebuild_report(path: Path, config: Config, spec: ApiSpec, journal: Journal) 
     table = _open(path, config, spec)
     summary = FileSummary(path, "report", method=spec.method, limits=_limits(config))
     summary.ended = time.time()
-    summary.workbook = _write_report(table, run, report_path(config, path), summary)
+    summary.workbook = _write_report(table, run, report_path(config, path), summary, config)
     summary.rows_read = sum(summary.counts.values())
     run.finish()  # the workbook holds the results now
     return summary
 
 
-def _write_report(table: InputTable, run: RunJournal, out: Path, summary: FileSummary) -> Path:
+def _write_report(
+    table: InputTable, run: RunJournal, out: Path, summary: FileSummary, config: Config
+) -> Path:
     """The report pass: the input again beside the journal's outcomes, both in source-row order,
     each outcome paired with its row by row number and the digest of its cells."""
     outcomes = run.paired_results()
     pending = next(outcomes, None)
     counts_from_journal = FileSummary(summary.input, summary.command)
+    progress = _progress(config, summary.input, "writing the workbook", table)
     with ReportWriter(out, table.headers) as writer:
         for row in table.rows():
+            progress.advance()
             while pending is not None and pending[0] < row.source_row:
                 pending = next(outcomes, None)
             outcome = _paired(row, pending)
@@ -461,6 +477,7 @@ def _write_report(table: InputTable, run: RunJournal, out: Path, summary: FileSu
         summary.sub_code_msgs = counts_from_journal.sub_code_msgs
         summary.calls = counts_from_journal.calls
         summary.per_minute = run.calls_per_minute()
+        progress.close()
         return writer.close(_dashboard(summary, out))
 
 

@@ -1,24 +1,43 @@
-"""Progress on stderr: a tqdm bar on a terminal, a log line every few seconds otherwise."""
+"""Progress of one pass on stderr: a tqdm bar on a terminal, a log line every few seconds otherwise.
+
+Every long pass shows it the same way: ``validate`` and ``--dry-run`` (checking), a run's
+pre-flight, its send pass and its workbook write. ``update(status)`` counts a settled row of the
+send pass (the bar shows success and failed as it goes); ``advance()`` a row of the other passes,
+which go at up to a million rows a minute, so it looks at the clock only every ``CHECK_EVERY``
+rows. ``total`` (the row count estimated from the file size) gives the bar its ETA.
+"""
 
 from __future__ import annotations
 
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 
 from tqdm import tqdm
 
 from importer.rows import Status
 
 LOG_EVERY_S = 5.0
+CHECK_EVERY = 1024  # rows of a fast pass between two looks at the clock
 
 
 class Progress:
-    def __init__(self, enabled: bool | None, label: str, total: int | None = None) -> None:
+    def __init__(
+        self,
+        enabled: bool | None,
+        label: str,
+        total: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """``enabled``: True a bar, False log lines, None a bar when stderr is a terminal."""
         self._counts: Counter[str] = Counter()
         self._label = label
-        self._started = time.monotonic()
+        self._clock = clock
+        self._started = clock()
         self._last_log = self._started
+        self._done = 0
+        self._shown = 0  # rows the bar has been told of
         use_bar = sys.stderr.isatty() if enabled is None else enabled
         self._bar = (
             tqdm(total=total, desc=label, unit="row", file=sys.stderr, dynamic_ncols=True)
@@ -26,30 +45,52 @@ class Progress:
             else None
         )
 
+    def __repr__(self) -> str:
+        return f"<Progress {self._label!r} {self._done} rows>"
+
     def update(self, status: Status) -> None:
+        """A row of the send pass settled with ``status``."""
         self._counts[status.value] += 1
-        now = time.monotonic()
+        self._done += 1
+        self._tick(postfix=True)
+
+    def advance(self) -> None:
+        """A row of a pass that settles nothing (checking, pre-flight, writing)."""
+        self._done += 1
+        if self._done % CHECK_EVERY == 0:
+            self._tick(postfix=False)
+
+    def _tick(self, postfix: bool) -> None:
+        now = self._clock()
         if self._bar is not None:
-            self._bar.update(1)
-            if now - self._last_log >= 0.5:
+            if now - self._last_log >= 0.1 or not postfix:
                 self._last_log = now
-                self._bar.set_postfix(
-                    success=self._counts["success"], failed=self._counts["failed"], refresh=False
-                )
+                self._bar.update(self._done - self._shown)
+                self._shown = self._done
+                if postfix:
+                    self._bar.set_postfix(
+                        success=self._counts["success"],
+                        failed=self._counts["failed"],
+                        refresh=False,
+                    )
         elif now - self._last_log >= LOG_EVERY_S:
             self._last_log = now
             print(f"top-import: {self._label}: {self.line()}", file=sys.stderr, flush=True)
 
     def line(self) -> str:
-        done = sum(self._counts.values())
-        rate = done / max(time.monotonic() - self._started, 1e-9)
-        parts = ", ".join(f"{n} {s}" for s, n in sorted(self._counts.items()))
-        rows = f"{done} row" if done == 1 else f"{done} rows"
+        rate = self._done / max(self._clock() - self._started, 1e-9)
+        rows = f"{self._done:,} row" if self._done == 1 else f"{self._done:,} rows"
+        if not self._counts:
+            return f"{rows}, {rate:,.0f} rows/s"
+        parts = ", ".join(f"{n:,} {s}" for s, n in sorted(self._counts.items()))
         return f"{rows} settled ({parts}), {rate:.1f} rows/s"
 
     def close(self) -> None:
         if self._bar is not None:
-            self._bar.set_postfix(
-                success=self._counts["success"], failed=self._counts["failed"], refresh=False
-            )
+            self._bar.update(self._done - self._shown)
+            self._shown = self._done
+            if self._counts:
+                self._bar.set_postfix(
+                    success=self._counts["success"], failed=self._counts["failed"], refresh=False
+                )
             self._bar.close()
