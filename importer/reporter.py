@@ -19,9 +19,12 @@ characters in a cell: longer text is cut there.
 
 Made to be read: a bold, frozen header with an autofilter on ``results`` and ``failed``;
 column widths that fit the header and the first ``WIDTH_SAMPLE`` rows of each sheet (an 18-digit
-ID or a 36-character corp_id shows whole; messages are capped at ``MAX_WIDTH`` characters and
-wrap); the status cell coloured by conditional formatting (success and valid green, failed and
-invalid red, unknown, not_sent and duplicate amber), so the red rows are two clicks away. All of
+ID or a 36-character corp_id shows whole; any column is capped at ``MAX_WIDTH`` characters: a
+longer message shows its start, and whole in the formula bar; it does not wrap, because a
+wrapped cell needs a taller row, which Excel computes on opening but LibreOffice does not, so
+there the lines would run over the rows below); the status cell coloured by conditional
+formatting (success and valid green, failed and invalid red, unknown, not_sent and duplicate
+amber), so the red rows are two clicks away. All of
 it is plain Excel formatting (it opens the same in Excel, WPS and LibreOffice) and costs nothing
 per row beyond measuring the sampled cells.
 
@@ -65,8 +68,7 @@ _CSV_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 # ...and "'" itself, so that the loader can undo it exactly (loader.unquoted)
 _CSV_QUOTED_START = (*_CSV_FORMULA_START, "'")
 WIDTH_SAMPLE = 1000  # rows per sheet measured for the column widths
-MAX_WIDTH = 60  # characters; longer text wraps within the column
-_WRAPPED = frozenset({"msg", "sub_msg", "error"})  # columns of messages: capped and wrapped
+MAX_WIDTH = 60  # characters: the widest a column gets
 _STATUS_COLOURS = {  # (font, fill) per status, Excel's own "good", "bad" and "neutral" styles
     "success": ("#006100", "#C6EFCE"),
     "valid": ("#006100", "#C6EFCE"),
@@ -281,13 +283,12 @@ class _XlsxSink:
 
 
 class _Looks:
-    """The workbook's formats, made once: a bold header, wrapped messages, status colours."""
+    """The workbook's formats, made once: a bold header, status colours, the summary's."""
 
     def __init__(self, workbook: Any) -> None:
         self.headline = workbook.add_format({"bold": True, "font_size": 14})
         self.percent = workbook.add_format({"num_format": "0.0%"})
         self.header = workbook.add_format({"bold": True, "bottom": 1})
-        self.wrapped = workbook.add_format({"text_wrap": True, "valign": "top"})
         self.status = {
             status: workbook.add_format({"font_color": font, "bg_color": fill})
             for status, (font, fill) in _STATUS_COLOURS.items()
@@ -340,10 +341,8 @@ class _Sheet:
         self._done.append((self.worksheet, self._rows, self._widths))
         status = self.header.index("status") if "status" in self.header else None
         for worksheet, rows, widths in self._done:
-            for col, (title, width) in enumerate(zip(self.header, widths, strict=True)):
-                wrapped = title in _WRAPPED and width > MAX_WIDTH
-                look = self._looks.wrapped if wrapped else None
-                worksheet.set_column(col, col, min(max(width, 6), MAX_WIDTH) + 2, look)
+            for col, width in enumerate(widths):
+                worksheet.set_column(col, col, min(max(width, 6), MAX_WIDTH) + 2)
             if not table:
                 continue
             worksheet.autofilter(0, 0, max(rows, 1), len(self.header) - 1)
