@@ -10,12 +10,14 @@ in one place (``importer.exits``) and the CLI prints them without a traceback::
      ├── InputError        unreadable input, missing column          (exit 2)
      ├── JournalError      corrupt or foreign journal                (exit 2)
      │    └── LockedError  the same input is being run already       (exit 2)
-     └── AbortedError      a fatal platform answer stopped the run   (exit 3)
+     └── AbortedError      the platform or a policy stopped the run  (exit 3; the API)
 
 A bad *row* is never an exception: it is an ``Outcome`` in the report.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class ImporterError(Exception):
@@ -54,4 +56,11 @@ class LockedError(JournalError):
 
 
 class AbortedError(ImporterError):
-    """The platform answered with an error that every further call would repeat."""
+    """A run the platform or the failure policies stopped (exit 3): a fatal answer, a ban too
+    long, the canary, the failure-rate breaker, an unreachable gateway. Raised by the Python API
+    (``importer.run``) with the run's ``result`` (its workbook is written); the CLI reports the
+    same run with exit code 3 instead."""
+
+    def __init__(self, message: str, result: Any = None) -> None:
+        super().__init__(message)
+        self.result = result

@@ -1,0 +1,315 @@
+"""Use top-import from Python: ``run`` a file, a pandas DataFrame or rows; ``validate`` them.
+
+    import importer
+
+    result = importer.run("tickets.xlsx", simulate=True, qps=50)
+    result.exit_code, result.counts, result.workbook
+    for row in result.rows(): ...          # the results sheet, one dict per input row
+    result.to_pandas()                     # the same, as a DataFrame ('top-import[pandas]')
+
+Every option of the CLI is a keyword argument of the same name in snake_case (``qps`` — a number
+or ``"auto"`` —, ``concurrency``, ``journal``, ``resend_unknown``, ``api`` — a method or a spec
+path —, ``out``, ``deadline``, ...), with the same defaults, environment variables
+(``TOP_APP_KEY``...) and ``importer.toml``; ``out=False`` keeps no workbook. Credentials may also
+be keyword arguments (``app_key``, ``app_secret``, ``session``): never logged or stored, as on
+the CLI. ``progress`` is off unless asked for.
+
+A DataFrame or rows are an input like any other: written to a private workbook — text as text,
+an int as exact text, a float as a number cell, ``None``/``NaN`` as an empty cell — and then
+read, checked and sent exactly as a file is, so a float column of 16+ digit IDs has lost
+digits exactly as an Excel number cell has, and its rows are invalid, each saying so.
+
+Errors are the ``ImporterError`` tree, never ``SystemExit``: an input that cannot be sent raises
+it (``UsageError``, ``InputError``, ``LockedError``...), and a run the platform or the failure
+policies stopped (exit code 3) raises ``AbortedError``, whose ``result`` holds the workbook and
+whose message quotes the digest. No signal handler is installed unless ``handle_signals=True``;
+nothing global is left behind, so calls may follow each other, and ``run_async`` runs inside a
+caller's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import tempfile
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, fields, replace
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+import xlsxwriter
+from python_calamine import CalamineWorkbook
+
+from importer import exits
+from importer.config import SECRET_KEYS, Config, load_config
+from importer.errors import AbortedError, UsageError
+from importer.exits import ExitCode
+from importer.inputs import check_outputs, per_input_configs
+from importer.interrupts import Interrupts
+from importer.interrupts import handle_signals as install_handlers
+from importer.journal import Journal
+from importer.pipeline import check_file, run_file
+from importer.spec import load_spec
+from importer.summary import FileSummary, Plan
+from importer.target import SIMULATED_JOURNAL, SendTarget
+
+_OPTIONS = frozenset(f.name for f in fields(Config)) - {"qps_auto"}
+
+
+@dataclass
+class Result:
+    """What happened to one input: the CLI's exit code, the counts per status, the workbook."""
+
+    exit_code: int
+    counts: dict[str, int]
+    workbook: Path | None  # None with out=False
+    summary: FileSummary = field(repr=False)
+    _report: Path | None = field(default=None, repr=False)  # where rows() reads
+    _scratch: Any = field(default=None, repr=False)  # keeps an out=False workbook until dropped
+
+    def rows(self) -> Iterator[dict[str, object]]:
+        """One dict per input row, in input order: ``source_row``, the input's cells, then
+        ``status``, ``code``, ``msg``, ``sub_code``, ``sub_msg``, ``request_id``,
+        ``system_time``, ``attempts``, ``elapsed_ms``, ``error``."""
+        if self._report is None:
+            return
+        if self._report.suffix.lower() == ".csv":
+            import csv
+
+            with self._report.open(encoding="utf-8-sig", newline="") as fh:
+                yield from csv.DictReader(fh)
+            return
+        book = CalamineWorkbook.from_path(str(self._report))
+        try:
+            names = [n for n in book.sheet_names if n == "results" or n.startswith("results_")]
+            for name in names:
+                rows = book.get_sheet_by_name(name).iter_rows()
+                header = [str(h) for h in next(rows)]
+                for values in rows:
+                    yield dict(zip(header, map(_cell, values), strict=False))
+        finally:
+            book.close()
+
+    def to_pandas(self) -> Any:
+        """``rows()`` as a pandas DataFrame (pandas is the optional extra ``[pandas]``)."""
+        try:
+            import pandas as pd
+        except ImportError:
+            raise UsageError(
+                "to_pandas() needs pandas: pip install 'top-import[pandas]'; rows() needs nothing."
+            ) from None
+        return pd.DataFrame(list(self.rows()))
+
+
+def _cell(value: object) -> object:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None if value == "" else value
+
+
+def run(source: Any, **options: Any) -> Result:
+    """Send every valid row of ``source`` (a path, a pandas DataFrame or an iterable of dicts);
+    see the module's docstring for the options. Not inside a running event loop: there, await
+    ``run_async``."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:  # no loop running: the usual case
+        return asyncio.run(run_async(source, **options))
+    raise UsageError(
+        "importer.run() was called inside a running event loop; there, await "
+        "importer.run_async(...) instead."
+    )
+
+
+async def run_async(
+    source: Any,
+    *,
+    input_name: str | None = None,
+    config_file: str | os.PathLike | None = None,
+    handle_signals: bool = False,
+    **options: Any,
+) -> Result:
+    """``run`` as a coroutine, for a caller that has an event loop already. ``input_name``
+    names a DataFrame or rows in the report (default ``dataframe`` / ``rows``)."""
+    prepared = _prepared(source, input_name, config_file, options, "result")
+    async with prepared as (path, config, keep):
+        credentials = None if config.simulate else config.credentials()
+        spec = load_spec(config.api)
+        configs = per_input_configs([path], config, "result")
+        check_outputs(config, configs)
+        async with SendTarget(config, credentials, spec, lambda line: None) as (url, creds):
+            journal = Journal(config.journal)
+            interrupts = Interrupts()
+            try:
+                handlers = install_handlers(interrupts) if handle_signals else _nothing()
+                with handlers:
+                    summary = await run_file(
+                        path,
+                        configs[path],
+                        spec,
+                        journal,
+                        creds,
+                        url,
+                        config.stop_at(datetime.now().astimezone()),
+                        _approve(config),
+                        interrupts,
+                    )
+            finally:
+                journal.close()
+        result = _result(summary, keep)
+    if result.exit_code == ExitCode.ABORTED:
+        raise AbortedError(summary.message or ExitCode.ABORTED.meaning, result)
+    return result
+
+
+def validate(
+    source: Any,
+    *,
+    input_name: str | None = None,
+    config_file: str | os.PathLike | None = None,
+    **options: Any,
+) -> Result:
+    """Check every row of ``source`` against the API spec; nothing is signed or sent."""
+
+    async def checked() -> Result:
+        prepared = _prepared(source, input_name, config_file, options, "validate")
+        async with prepared as (path, config, keep):
+            configs = per_input_configs([path], config, "validate")
+            check_outputs(config, configs)
+            summary = check_file(path, configs[path], load_spec(config.api))
+            return _result(summary, keep)
+
+    return asyncio.run(checked())
+
+
+@contextlib.asynccontextmanager
+async def _prepared(
+    source: Any,
+    input_name: str | None,
+    config_file: str | os.PathLike | None,
+    options: dict[str, Any],
+    kind: str,
+) -> AsyncIterator[tuple[Path, Config, bool]]:
+    """The input as a file, the run's ``Config``, and whether its workbook is kept (not with
+    ``out=False``); what they need lives until the block ends."""
+    no_workbook = options.get("out") is False
+    if no_workbook:
+        options = {k: v for k, v in options.items() if k != "out"}
+    config = _config(options, config_file)
+    with tempfile.TemporaryDirectory(prefix="top-import-") as scratch:
+        folder = Path(scratch)
+        if no_workbook:
+            config = replace(config, out=None, out_dir=folder / "reports")
+        if config.simulate and kind == "result" and "journal" not in options:
+            config = replace(config, journal=folder / SIMULATED_JOURNAL)
+        path = _as_file(source, input_name, folder)
+        yield path, replace(config, progress=bool(config.progress)), not no_workbook
+
+
+def _config(options: Mapping[str, Any], config_file: str | os.PathLike | None) -> Config:
+    unknown = sorted(set(options) - _OPTIONS)
+    if unknown:
+        raise UsageError(
+            f"Unknown option {', '.join(unknown)}; the options are the CLI's, in snake_case."
+        )
+    flags = {k: v for k, v in options.items() if v is not None and k not in SECRET_KEYS}
+    flags.setdefault("progress", False)
+    config = load_config(flags, os.environ, Path(config_file) if config_file else None)
+    secrets = {k: options[k] for k in SECRET_KEYS if options.get(k) is not None}
+    return replace(config, **secrets)
+
+
+def _approve(config: Config):
+    """The daily-quota check without a terminal: send only with ``yes=True``."""
+
+    def approve(plan: Plan) -> None:
+        problem = plan.problem()
+        if problem is not None and not config.yes:
+            raise UsageError(f"{problem} (yes=True sends anyway)")
+
+    return approve
+
+
+def _result(summary: FileSummary, keep: bool) -> Result:
+    code = int(exits.for_file(summary))
+    counts = dict(summary.counts)
+    workbook = summary.workbook
+    if keep or workbook is None:
+        return Result(code, counts, workbook, summary, workbook)
+    # out=False: the workbook was written to the scratch folder, which goes at the end of the
+    # call; rows() reads a copy that lives as long as the result.
+    scratch = tempfile.TemporaryDirectory(prefix="top-import-result-")
+    copy = Path(scratch.name) / workbook.name
+    copy.write_bytes(workbook.read_bytes())
+    summary.workbook = None
+    return Result(code, counts, None, summary, copy, scratch)
+
+
+@contextlib.contextmanager
+def _nothing() -> Iterator[None]:
+    yield
+
+
+# -- a DataFrame or rows as an input file -----------------------------------------------------
+
+
+def _as_file(source: Any, input_name: str | None, folder: Path) -> Path:
+    if isinstance(source, (str, os.PathLike)):
+        return Path(source)
+    if hasattr(source, "itertuples") and hasattr(source, "columns"):  # a pandas DataFrame
+        headers = [str(c) for c in source.columns]
+        rows: Iterable[Iterable[object]] = source.itertuples(index=False, name=None)
+        name = input_name or "dataframe"
+    elif isinstance(source, Iterable) and not isinstance(source, (bytes, Mapping)):
+        dicts = list(source)
+        if not all(isinstance(d, Mapping) for d in dicts):
+            raise UsageError("Rows must be dicts of column -> value (or give a path).")
+        headers = list(dict.fromkeys(str(k) for d in dicts for k in d))
+        rows = ([d.get(h) for h in headers] for d in dicts)
+        name = input_name or "rows"
+    else:
+        raise UsageError(
+            f"Cannot read a {type(source).__name__}: give a path, a pandas DataFrame or an "
+            "iterable of dicts."
+        )
+    path = folder / f"{name}.xlsx"
+    options = {"constant_memory": True, "strings_to_formulas": False, "strings_to_urls": False}
+    book = xlsxwriter.Workbook(str(path), options)
+    sheet = book.add_worksheet("rows")
+    for col, header in enumerate(headers):
+        sheet.write_string(0, col, header)
+    for r, values in enumerate(rows, start=1):
+        for col, value in enumerate(values):
+            _write_value(sheet, r, col, value)
+    book.close()
+    return path
+
+
+def _write_value(sheet: Any, row: int, col: int, value: object) -> None:
+    """A Python value as the cell a spreadsheet would hold, so the loader judges it the same."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return
+    if isinstance(value, bool):
+        sheet.write_boolean(row, col, value)
+    elif isinstance(value, float):  # a float has the limits of an Excel number cell
+        sheet.write_number(row, col, value)
+    elif isinstance(value, int) or type(value).__name__.startswith(("int", "uint")):
+        sheet.write_string(row, col, str(int(value)))  # exact, as int64 is
+    elif type(value).__name__.startswith("float"):  # numpy floating
+        number = float(value)  # type: ignore[arg-type]
+        if not math.isnan(number):
+            sheet.write_number(row, col, number)
+    elif isinstance(value, datetime):
+        sheet.write_string(row, col, value.strftime("%Y-%m-%d %H:%M:%S"))
+    elif isinstance(value, date):
+        sheet.write_string(row, col, value.strftime("%Y-%m-%d"))
+    else:
+        text = str(value)
+        if text not in ("nan", "NaT", "<NA>"):
+            sheet.write_string(row, col, text)
+
+
+__all__ = ["Result", "run", "run_async", "validate"]

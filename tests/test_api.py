@@ -1,0 +1,152 @@
+"""The Python API: a file, a DataFrame or rows, against the real simulator, as the CLI would."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+
+import pandas as pd
+import pytest
+from conftest import cli, ticket, write_csv
+
+import importer
+from importer.errors import AbortedError, InputError, UsageError
+
+FAST = {"qps": 1000, "canary": 0}
+VARYING = ("request_id", "system_time", "elapsed_ms")  # differ between two runs by nature
+
+
+@pytest.fixture
+def here(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for name in ("TOP_APP_KEY", "TOP_APP_SECRET", "TOP_SESSION", "TOP_GATEWAY"):
+        monkeypatch.delenv(name, raising=False)
+    return tmp_path
+
+
+def credentials(sim) -> dict[str, str]:
+    return {"gateway": sim.url, "app_key": sim.settings.app_key, "app_secret": sim.settings.secret}
+
+
+def test_a_file_is_sent_and_its_result_read_back(here, simulator):
+    sim = simulator()
+    write_csv(here / "t.csv", [ticket(i) for i in range(5)])
+    result = importer.run("t.csv", **credentials(sim), **FAST)
+    assert (result.exit_code, result.counts) == (0, {"success": 5})
+    assert result.workbook.resolve() == (here / "reports" / "t.result.xlsx").resolve()
+    rows = list(result.rows())
+    assert [r["source_row"] for r in rows] == [2, 3, 4, 5, 6]
+    assert rows[0]["case_id"] == "396743391396743391" and rows[0]["status"] == "success"
+    frame = result.to_pandas()
+    assert list(frame["status"]) == ["success"] * 5
+    assert sim.stats()["accepted"] == 5
+    again = importer.run("t.csv", **credentials(sim), **FAST)  # the journal resumes, as on the CLI
+    assert again.counts == {"skipped": 5} and sim.stats()["accepted"] == 5
+
+
+def test_a_dataframe_is_an_input_like_any_other_with_pandas_own_damage(here, simulator):
+    sim = simulator()
+    rows = [ticket(i) for i in range(3)]
+    frame = pd.DataFrame(rows)
+    frame["tenant_id"] = frame["tenant_id"].astype("int64")  # int64 is exact
+    frame.loc[1, "user_identify"] = None  # an empty cell
+    damaged = pd.DataFrame(rows)
+    damaged["case_id"] = damaged["case_id"].astype("float64")  # 18 digits in a float: lost
+    result = importer.run(frame, **credentials(sim), **FAST, input_name="tickets")
+    assert result.counts == {"success": 2, "invalid": 1}
+    assert result.workbook.name == "tickets.result.xlsx"
+    [empty] = [r for r in result.rows() if r["status"] == "invalid"]
+    assert "user_identify" in empty["error"]
+    checked = importer.validate(damaged)
+    assert checked.counts == {"invalid": 3} and checked.exit_code == 1
+    for row in checked.rows():
+        assert "case_id" in row["error"] and "15" in row["error"]  # each row says so
+
+
+def test_rows_as_dicts_and_no_workbook(here, simulator):
+    sim = simulator()
+    result = importer.run([ticket(0), ticket(1)], **credentials(sim), **FAST, out=False)
+    assert result.workbook is None and result.counts == {"success": 2}
+    assert [r["status"] for r in result.rows()] == ["success", "success"]
+    assert not list(here.glob("reports/*.xlsx"))  # (reports/ holds the journal)
+
+
+def test_the_cli_and_the_api_write_the_same_workbook(here, simulator):
+    from conftest import read_sheet
+
+    sim = simulator(bad_tenants=frozenset({999}))
+    write_csv(here / "t.csv", [ticket(0), ticket(1, tenant=999), ticket(2), ticket(0)])
+    done = cli(["run", "t.csv", "--qps", "1000", "--canary", "0"], here, sim.env())
+    result = importer.run("t.csv", **credentials(sim), **FAST, journal="api.sqlite", out="a.xlsx")
+    assert done.returncode == result.exit_code == 1
+
+    def comparable(path):
+        rows = read_sheet(path)
+        return [{k: v for k, v in row.items() if k not in VARYING} for row in rows]
+
+    by_cli = comparable(here / "reports" / "t.result.xlsx")
+    assert by_cli == comparable(result.workbook)
+    assert [r["status"] for r in by_cli] == ["success", "failed", "success", "duplicate"]
+
+
+def test_an_aborted_run_raises_aborted_error_with_the_digest_and_its_result(here, simulator):
+    sim = simulator(bad_tenants=frozenset({999}))
+    write_csv(here / "t.csv", [ticket(i, tenant=999) for i in range(30)])
+    with pytest.raises(AbortedError) as raised:
+        importer.run("t.csv", **credentials(sim), qps=1000)  # the canary judges the first 20
+    assert "Canary: 20 of 20 rows failed" in str(raised.value)
+    assert "isv.invalid-parameter ×20 (e.g. row 2)" in str(raised.value)
+    result = raised.value.result
+    assert result.exit_code == 3 and result.counts == {"failed": 20, "not_sent": 10}
+    assert result.workbook.exists()
+
+
+def test_errors_are_the_importer_error_tree_never_system_exit(here):
+    with pytest.raises(InputError, match=r"nope\.csv"):
+        importer.validate("nope.csv")
+    with pytest.raises(UsageError, match="Unknown option qsp"):
+        importer.validate("nope.csv", qsp=5)
+    with pytest.raises(UsageError, match="Missing app key"):
+        write_csv(here / "t.csv", [ticket(0)])
+        importer.run("t.csv")
+    with pytest.raises(UsageError, match="iterable of dicts"):
+        importer.run(42, simulate=True)
+
+
+def test_a_secret_given_as_an_argument_is_never_written(here, simulator):
+    sim = simulator()
+    write_csv(here / "t.csv", [ticket(0)])
+    result = importer.run(
+        "t.csv", **credentials(sim), **FAST, session="sess-never-written", summary_json="s.json"
+    )
+    everything = json.dumps(list(result.rows()), default=str)
+    everything += (here / "s.json").read_text() if (here / "s.json").exists() else ""
+    everything += repr(result) + repr(result.summary)
+    from python_calamine import CalamineWorkbook
+
+    book = CalamineWorkbook.from_path(str(result.workbook))
+    for name in book.sheet_names:
+        everything += json.dumps(book.get_sheet_by_name(name).to_python(), default=str)
+    for secret in (sim.settings.secret, "sess-never-written"):
+        assert secret not in everything
+
+
+def test_two_calls_leave_no_handler_or_global_state_behind(here, simulator):
+    sim = simulator()
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    for i in range(2):
+        result = importer.run([ticket(i)], **credentials(sim), **FAST, out=False)
+        assert result.counts == {"success": 1}
+    after = {s: signal.getsignal(s) for s in before}
+    assert after == before
+
+
+async def test_run_async_runs_inside_the_callers_event_loop(here, simulator):
+    sim = simulator()
+    loop = asyncio.get_running_loop()
+    result = await importer.run_async([ticket(0), ticket(1)], **credentials(sim), **FAST)
+    assert result.counts == {"success": 2}
+    assert asyncio.get_running_loop() is loop
+    with pytest.raises(UsageError, match=r"await importer\.run_async"):  # run(): no loop
+        importer.run([ticket(2)], **credentials(sim), **FAST)
