@@ -34,7 +34,7 @@ import contextlib
 import math
 import os
 import tempfile
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from datetime import date, datetime
 from pathlib import Path
@@ -45,13 +45,14 @@ from python_calamine import CalamineWorkbook
 
 from importer import exits
 from importer.config import SECRET_KEYS, Config, load_config
-from importer.errors import AbortedError, UsageError
+from importer.errors import AbortedError, ImporterError, UsageError
 from importer.exits import ExitCode
 from importer.inputs import check_outputs, per_input_configs
 from importer.interrupts import Interrupts
 from importer.interrupts import handle_signals as install_handlers
 from importer.journal import Journal
 from importer.pipeline import check_file, run_file
+from importer.protocol import RequestBuilder
 from importer.spec import load_spec
 from importer.summary import FileSummary, Plan
 from importer.target import SIMULATED_JOURNAL, SendTarget
@@ -136,32 +137,16 @@ async def run_async(
     names a DataFrame or rows in the report (default ``dataframe`` / ``rows``)."""
     prepared = _prepared(source, input_name, config_file, options, "result")
     async with prepared as (path, config, keep):
-        credentials = None if config.simulate else config.credentials()
-        spec = load_spec(config.api)
         configs = per_input_configs([path], config, "result")
         check_outputs(config, configs)
-        async with SendTarget(config, credentials, spec, lambda line: None) as (url, creds):
-            journal = Journal(config.journal)
-            interrupts = Interrupts()
-            try:
-                handlers = install_handlers(interrupts) if handle_signals else _nothing()
-                with handlers:
-                    summary = await run_file(
-                        path,
-                        configs[path],
-                        spec,
-                        journal,
-                        creds,
-                        url,
-                        config.stop_at(datetime.now().astimezone()),
-                        _approve(config),
-                        interrupts,
-                    )
-            finally:
-                journal.close()
-        result = _result(summary, keep)
+        interrupts = Interrupts()
+        with install_handlers(interrupts) if handle_signals else contextlib.nullcontext():
+            [ended] = await send_files([path], config, configs=configs, interrupts=interrupts)
+        if isinstance(ended, ImporterError):
+            raise ended
+        result = _result(ended, keep)
     if result.exit_code == ExitCode.ABORTED:
-        raise AbortedError(summary.message or ExitCode.ABORTED.meaning, result)
+        raise AbortedError(result.summary.message or ExitCode.ABORTED.meaning, result)
     return result
 
 
@@ -183,6 +168,56 @@ def validate(
             return _result(summary, keep)
 
     return asyncio.run(checked())
+
+
+async def send_files(
+    paths: Sequence[Path],
+    config: Config,
+    *,
+    configs: Mapping[Path, Config] | None = None,
+    approve: Callable[[Plan], None] | None = None,
+    interrupts: Interrupts | None = None,
+    on_file: Callable[[Path, FileSummary | ImporterError], None] | None = None,
+    say: Callable[[str], None] = lambda line: None,
+) -> list[FileSummary | ImporterError]:
+    """Send ``paths`` one after another on one journal and one gateway (or simulator): what the
+    CLI's ``run`` and ``run_async`` both do. Each input's summary, or the ``ImporterError`` that
+    stopped it before anything was sent, goes to ``on_file`` as soon as it ends (the CLI prints
+    it and archives the input there) and into the list returned. A stop in ``interrupts``
+    starts no further input. ``configs``: each input's own (its workbook), default ``config``.
+    """
+    credentials = None if config.simulate else config.credentials()
+    spec = load_spec(config.api)
+    interrupts = interrupts or Interrupts()
+    stop_at = config.stop_at(datetime.now().astimezone())
+    ended: list[FileSummary | ImporterError] = []
+    async with SendTarget(config, credentials, spec, say) as (url, creds):
+        RequestBuilder(spec, creds, config.sign_method)  # a session it needs: before the journal
+        journal = Journal(config.journal)
+        try:
+            for path in paths:
+                if interrupts.signal is not None:
+                    break  # a stop asked from outside starts no further input
+                try:
+                    outcome: FileSummary | ImporterError = await run_file(
+                        path,
+                        (configs or {}).get(path, config),
+                        spec,
+                        journal,
+                        creds,
+                        url,
+                        stop_at,
+                        approve or _approve(config),
+                        interrupts,
+                    )
+                except ImporterError as exc:
+                    outcome = exc
+                ended.append(outcome)
+                if on_file is not None:
+                    on_file(path, outcome)
+        finally:
+            journal.close()
+    return ended
 
 
 @contextlib.asynccontextmanager
@@ -248,11 +283,6 @@ def _result(summary: FileSummary, keep: bool) -> Result:
     return Result(code, counts, None, summary, copy, scratch)
 
 
-@contextlib.contextmanager
-def _nothing() -> Iterator[None]:
-    yield
-
-
 # -- a DataFrame or rows as an input file -----------------------------------------------------
 
 
@@ -312,4 +342,4 @@ def _write_value(sheet: Any, row: int, col: int, value: object) -> None:
             sheet.write_string(row, col, text)
 
 
-__all__ = ["Result", "run", "run_async", "validate"]
+__all__ = ["Result", "run", "run_async", "send_files", "validate"]

@@ -14,13 +14,12 @@ import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import click
 
-from importer import __version__, exits, notify
+from importer import __version__, api, exits, notify
 from importer.config import (
     Config,
     config_file_in_use,
@@ -34,11 +33,11 @@ from importer.inputs import archive_input, check_outputs, expand_inputs, per_inp
 from importer.interrupts import Interrupts, handle_signals
 from importer.journal import Journal
 from importer.loader import CSV_SUFFIXES
-from importer.pipeline import check_file, rebuild_report, run_file
+from importer.pipeline import check_file, rebuild_report
 from importer.protocol import Credentials, RequestBuilder
 from importer.spec import ApiSpec, builtin_methods, load_spec
 from importer.summary import FileSummary, Plan, duration_text, plural, summary_document
-from importer.target import SIMULATED_JOURNAL, SendTarget
+from importer.target import SIMULATED_JOURNAL
 
 RATE_AFTER_CALLS = 10  # fewer calls than this get no calls/s in the end line
 
@@ -371,76 +370,58 @@ async def _run_all(
     spec: ApiSpec,
     credentials: Credentials | None,
 ) -> tuple[list[FileSummary], int]:
-    stop_at = config.stop_at(datetime.now().astimezone())
-    approve = _preflight(config)
-    interrupts = Interrupts()
-    with handle_signals(interrupts):
-        return await _send_inputs(
-            paths, configs, config, spec, credentials, stop_at, approve, interrupts
-        )
-
-
-async def _send_inputs(
-    paths: list[Path],
-    configs: dict[Path, Config],
-    config: Config,
-    spec: ApiSpec,
-    credentials: Credentials | None,
-    stop_at: datetime | None,
-    approve: Callable[[Plan], None],
-    interrupts: Interrupts,
-) -> tuple[list[FileSummary], int]:
+    """The API's ``send_files``, with the signals handled and each input printed (and archived)
+    as it ends."""
     summaries: list[FileSummary] = []
     codes: list[int] = []
-    async with SendTarget(config, credentials, spec, fail) as (gateway_url, creds):
-        RequestBuilder(spec, creds, config.sign_method)  # a session it needs: before the journal
-        journal = Journal(config.journal)
-        try:
-            for path in paths:
-                if interrupts.signal is not None:
-                    break  # an interrupt stops the rest of the inputs
-                try:
-                    summary = await run_file(
-                        path,
-                        configs[path],
-                        spec,
-                        journal,
-                        creds,
-                        gateway_url,
-                        stop_at,
-                        approve,
-                        interrupts,
-                    )
-                except ImporterError as exc:
-                    fail(str(exc))
-                    codes.append(exits.for_error(exc))
-                    continue
-                summaries.append(summary)
-                code = exits.for_file(summary)
-                if code == ExitCode.OK and config.archive is not None and summary.input_changed:
-                    fail(f"{path}: not archived: it changed while it was being sent")
-                elif code == ExitCode.OK and config.archive is not None:
-                    try:
-                        summary.archived = archive_input(path, config.archive)
-                    except OSError as exc:
-                        fail(f"{path}: sent, but cannot be moved to {config.archive}: {exc}")
-                        code = ExitCode.USAGE
-                codes.append(code)
-                say(summary_line(summary))
-                if "qps auto reached" in summary.limits:
-                    fail(
-                        f"{path}: --qps auto ended at {summary.limits['qps auto reached']:g} "
-                        f"calls/s after {plural(summary.limits['qps auto throttles'], 'throttle')}"
-                    )
-                if summary.message:
-                    fail(summary.message)
-                for note in summary.notes:
-                    fail(note)
-        finally:
-            journal.close()
+
+    def ended(path: Path, outcome: FileSummary | ImporterError) -> None:
+        if isinstance(outcome, ImporterError):
+            fail(str(outcome))
+            codes.append(exits.for_error(outcome))
+            return
+        summaries.append(outcome)
+        codes.append(_print_and_archive(path, outcome, config))
+
+    interrupts = Interrupts()
+    with handle_signals(interrupts):
+        await api.send_files(
+            paths,
+            config,
+            configs=configs,
+            approve=_preflight(config),
+            interrupts=interrupts,
+            on_file=ended,
+            say=fail,
+        )
     if interrupts.signal is not None:
         codes.append(exits.for_signal(interrupts.signal))
     return summaries, exits.worst(codes)
+
+
+def _print_and_archive(path: Path, summary: FileSummary, config: Config) -> int:
+    """One input's end: archived if it ended with exit 0 and ``--archive``; its lines printed.
+    Returns its exit code."""
+    code = exits.for_file(summary)
+    if code == ExitCode.OK and config.archive is not None and summary.input_changed:
+        fail(f"{path}: not archived: it changed while it was being sent")
+    elif code == ExitCode.OK and config.archive is not None:
+        try:
+            summary.archived = archive_input(path, config.archive)
+        except OSError as exc:
+            fail(f"{path}: sent, but cannot be moved to {config.archive}: {exc}")
+            code = ExitCode.USAGE
+    say(summary_line(summary))
+    if "qps auto reached" in summary.limits:
+        fail(
+            f"{path}: --qps auto ended at {summary.limits['qps auto reached']:g} "
+            f"calls/s after {plural(summary.limits['qps auto throttles'], 'throttle')}"
+        )
+    if summary.message:
+        fail(summary.message)
+    for note in summary.notes:
+        fail(note)
+    return code
 
 
 def _warn_idle_options(flags: dict[str, Any], config: Config, paths: list[Path]) -> None:

@@ -11,7 +11,7 @@ Tables::
     usage    (app_key, day) -> calls: HTTP calls settled per GMT+8 day -- the daily-quota check
              (added later; CREATE IF NOT EXISTS gives older journals the table as they open)
     minutes  (run_id, minute) -> calls: HTTP calls settled per minute of a run -- the
-             workbook's calls-per-minute chart (one upsert per commit: cheap)
+             workbook's calls-per-minute chart (counted in memory, written with the report)
     leases   one row per sending run: app key, its limit, renewed every half second -- the
              runs sending for one app key share its quota (``RunJournal.share``)
 
@@ -38,6 +38,7 @@ import os
 import socket
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -377,6 +378,7 @@ class RunJournal:
         self._outcomes: list[_Settled] = []
         # payload hash -> what the journal held before this run claimed it, until it is settled
         self._claimed: dict[str, PriorCall | None] = {}
+        self._minutes: Counter[int] = Counter()  # calls per minute not yet in the journal
         self._flush_scheduled = False
         self._error: Exception | None = None
 
@@ -508,7 +510,6 @@ class RunJournal:
                 db.executemany(_SETTLE_CALL, states)
             if calls:  # every HTTP call counts against the daily quota
                 db.execute(_ADD_USAGE, (app_key, quota_day(now), calls))
-                db.execute(_ADD_MINUTE, (run_id, int(now // 60), calls))
             if outcomes:
                 db.executemany(
                     _INSERT_RESULT,
@@ -519,6 +520,8 @@ class RunJournal:
             db.execute("ROLLBACK")
             raise
         self._claimed.update(claimed)
+        if calls:  # kept in memory: written with the report (a chart; not worth a statement)
+            self._minutes[int(now // 60)] += calls
         for _, payload_hash, _, _ in outcomes:
             if payload_hash is not None:
                 self._claimed.pop(payload_hash, None)
@@ -531,6 +534,7 @@ class RunJournal:
 
     def calls_per_minute(self) -> list[tuple[float, int]]:
         """(the minute's start, epoch seconds; HTTP calls settled in it) of this run, in order."""
+        self._save_minutes()
         rows = self._db.execute(
             "SELECT minute, calls FROM minutes WHERE run_id = ? ORDER BY minute", (self.run_id,)
         )
@@ -612,9 +616,27 @@ class RunJournal:
         ).fetchone()
         return int(row[0]) if row else 0
 
+    def _save_minutes(self) -> None:
+        if not self._minutes:
+            return
+        db = self._db
+        db.execute("BEGIN")
+        try:
+            db.executemany(
+                _ADD_MINUTE, [(self.run_id, minute, n) for minute, n in self._minutes.items()]
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        self._minutes.clear()
+
     def finish(self, keep_results: bool = False) -> None:
         """Release the lock and drop this run's per-row results (the workbook holds them), or
         keep them for ``top-import report`` when the workbook could not be written."""
+        if keep_results:
+            with contextlib.suppress(sqlite3.Error):
+                self._save_minutes()
         db = self._db
         db.execute("BEGIN")
         try:

@@ -391,22 +391,12 @@ def _write_dashboard(workbook: Any, looks: _Looks, board: Dashboard) -> None:
         sheet._write_number(first + offset, 2, n / total, looks.percent)
     row = first + max(len(board.statuses), 1) + 1
     if board.statuses:
-        chart = workbook.add_chart({"type": "column"})
-        last = first + len(board.statuses) - 1
-        chart.add_series(
-            {
-                "name": "rows",
-                "categories": ["summary", first, 0, last, 0],
-                "values": ["summary", first, 1, last, 1],
-                "points": [
-                    {"fill": {"color": _STATUS_COLOURS.get(s, ("", "#BFBFBF"))[1]}}
-                    for s, _ in board.statuses
-                ],
-                "data_labels": {"value": True},
-            }
-        )
-        chart.set_title({"name": "Rows per status"})
-        chart.set_legend({"none": True})
+        colours = [
+            {"fill": {"color": _STATUS_COLOURS.get(s, ("", "#BFBFBF"))[1]}}
+            for s, _ in board.statuses
+        ]
+        series = {"points": colours, "data_labels": {"value": True}}
+        chart = _chart(workbook, "column", "Rows per status", first, len(board.statuses), series)
         charts.append((first - 2, chart))
     if board.codes:
         first = table(
@@ -414,42 +404,40 @@ def _write_dashboard(workbook: Any, looks: _Looks, board: Dashboard) -> None:
             ("sub_code", "rows", "the platform's message", "example row", "what to do"),
             board.codes,
         )
-        chart = workbook.add_chart({"type": "bar"})
-        last = first + len(board.codes) - 1
-        chart.add_series(
-            {
-                "name": "rows",
-                "categories": ["summary", first, 0, last, 0],
-                "values": ["summary", first, 1, last, 1],
-                "fill": {"color": "#FFC7CE"},
-                "border": {"color": "#9C0006"},
-            }
-        )
-        chart.set_title({"name": "Top sub_codes"})
-        chart.set_legend({"none": True})
+        series = {"fill": {"color": "#FFC7CE"}, "border": {"color": "#9C0006"}}
+        chart = _chart(workbook, "bar", "Top sub_codes", first, len(board.codes), series)
         chart.set_y_axis({"reverse": True})
         charts.append((first - 2, chart))
     table("Run", SUMMARY_HEADER, [(str(item), value) for item, value in board.run])
     if board.per_minute:
         first = table("Calls per minute", ("minute", "calls"), board.per_minute)
-        chart = workbook.add_chart({"type": "line"})
-        last = first + len(board.per_minute) - 1
-        chart.add_series(
-            {
-                "name": "calls",
-                "categories": ["summary", first, 0, last, 0],
-                "values": ["summary", first, 1, last, 1],
-                "marker": {"type": "circle"} if len(board.per_minute) < 30 else {"type": "none"},
-            }
-        )
-        chart.set_title({"name": "Calls per minute (local time)"})
-        chart.set_legend({"none": True})
+        marker = {"type": "circle" if len(board.per_minute) < 30 else "none"}
+        title = "Calls per minute (local time)"
+        chart = _chart(workbook, "line", title, first, len(board.per_minute), {"marker": marker})
         charts.append((first - 2, chart))
     at = 3  # the charts stack down column G, never over each other
     for table_row, chart in charts:
         at = max(at, table_row)
         sheet.insert_chart(at, 6, chart)
         at += 16
+
+
+def _chart(workbook: Any, kind: str, title: str, first: int, rows: int, series: dict) -> Any:
+    """A native chart of the summary table whose ``rows`` start at row ``first``: labels in
+    column A, values in column B."""
+    chart = workbook.add_chart({"type": kind})
+    last = first + rows - 1
+    chart.add_series(
+        {
+            "name": title,
+            "categories": ["summary", first, 0, last, 0],
+            "values": ["summary", first, 1, last, 1],
+            **series,
+        }
+    )
+    chart.set_title({"name": title})
+    chart.set_legend({"none": True})
+    return chart
 
 
 def display_width(text: str) -> int:

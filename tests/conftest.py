@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import csv
 import os
 import random
@@ -198,3 +199,19 @@ def statuses(path: Path) -> dict[str, int]:
     for row in read_sheet(path):
         counts[str(row["status"])] = counts.get(str(row["status"]), 0) + 1
     return counts
+
+
+@contextlib.contextmanager
+def serving(handler: type, path: str = "/router/rest") -> Iterator[str]:
+    """A tiny HTTP server on 127.0.0.1 with ``handler`` (a ``BaseHTTPRequestHandler``), in a
+    thread, for a test that plays a gateway or a webhook; yields its URL."""
+    from http.server import HTTPServer
+
+    server = HTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}{path}"
+    finally:
+        server.shutdown()
+        server.server_close()

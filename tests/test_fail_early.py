@@ -6,18 +6,16 @@ leaves a workbook and the journal; an unreachable or redirecting gateway stops t
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import ClassVar
 
 import pytest
-from conftest import cli, statuses, ticket, wait_for, write_csv
+from conftest import cli, serving, statuses, ticket, wait_for, write_csv
 
 FAST = ["--qps", "1000", "--canary", "0", "--no-progress"]
 
@@ -294,18 +292,6 @@ class _Redirect(BaseHTTPRequestHandler):
 
     def log_message(self, *args: object) -> None:
         pass
-
-
-@contextlib.contextmanager
-def serving(handler):
-    server = HTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/router/rest"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_a_redirecting_gateway_stops_the_run_and_is_not_followed(tmp_path, simulator):

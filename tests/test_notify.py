@@ -8,15 +8,14 @@ import hashlib
 import hmac
 import json
 import socket
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import ClassVar
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from conftest import cli, ticket, write_csv
+from conftest import cli, serving, ticket, write_csv
 
 from importer import notify
 from importer.rows import Outcome, Status
@@ -147,14 +146,8 @@ class _Robot(BaseHTTPRequestHandler):
 @contextlib.contextmanager
 def robot(answer: bytes = b'{"errcode": 0, "errmsg": "ok"}'):
     _Robot.answer, _Robot.received = answer, []
-    server = HTTPServer(("127.0.0.1", 0), _Robot)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/robot/send?access_token={TOKEN}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(_Robot, f"/robot/send?access_token={TOKEN}") as url:
+        yield url
 
 
 def test_a_run_posts_one_signed_message_when_it_ends(tmp_path, simulator):
