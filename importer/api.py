@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import csv
 import math
 import os
 import tempfile
@@ -51,6 +52,7 @@ from importer.inputs import check_outputs, per_input_configs
 from importer.interrupts import Interrupts
 from importer.interrupts import handle_signals as install_handlers
 from importer.journal import Journal
+from importer.loader import unquoted
 from importer.pipeline import check_file, run_file
 from importer.protocol import RequestBuilder
 from importer.spec import load_spec
@@ -77,11 +79,13 @@ class Result:
         ``system_time``, ``attempts``, ``elapsed_ms``, ``error``."""
         if self._report is None:
             return
-        if self._report.suffix.lower() == ".csv":
-            import csv
-
+        if self._report.suffix.lower() == ".csv":  # the cells as they were before writing
             with self._report.open(encoding="utf-8-sig", newline="") as fh:
-                yield from csv.DictReader(fh)
+                reader = csv.reader(fh)
+                header = unquoted(next(reader, []))
+                for values in reader:
+                    row = dict(zip(header, unquoted(values), strict=False))
+                    yield {name: _csv_cell(name, text) for name, text in row.items()}
             return
         book = CalamineWorkbook.from_path(str(self._report))
         try:
@@ -103,6 +107,17 @@ class Result:
                 "to_pandas() needs pandas: pip install 'top-import[pandas]'; rows() needs nothing."
             ) from None
         return pd.DataFrame(list(self.rows()))
+
+
+_INTEGER_COLUMNS = frozenset({"source_row", "attempts", "elapsed_ms"})  # number cells
+
+
+def _csv_cell(name: str, text: str) -> object:
+    """A result CSV's cell as ``rows()`` gives a workbook's: the integer columns as int (an ID
+    stays text), empty as None."""
+    if not text:
+        return None
+    return int(text) if name in _INTEGER_COLUMNS and text.isdigit() else text
 
 
 def _cell(value: object) -> object:

@@ -150,3 +150,12 @@ async def test_run_async_runs_inside_the_callers_event_loop(here, simulator):
     assert asyncio.get_running_loop() is loop
     with pytest.raises(UsageError, match=r"await importer\.run_async"):  # run(): no loop
         importer.run([ticket(2)], **credentials(sim), **FAST)
+
+
+def test_rows_of_a_csv_result_are_the_cells_as_sent(here, simulator):
+    sim = simulator()
+    row = {**ticket(0), "corp_id": "=1+1"}  # written to the CSV with a protective '
+    result = importer.run([row], **credentials(sim), **FAST, out="r.csv")
+    [read] = result.rows()
+    assert read["corp_id"] == "=1+1" and read["case_id"] == "396743391396743391"  # text
+    assert (read["source_row"], read["attempts"], read["status"]) == (2, 1, "success")
