@@ -36,6 +36,7 @@ from datetime import datetime, timezone
 from importer.failures import RunGuard, Verdict
 from importer.gateway import Gateway
 from importer.pacing import AdaptiveRate, Pacer, QuotaShare
+from importer.phases import CALL, WAIT, Phases
 from importer.protocol import AnswerKind, Reply, RequestBuilder
 from importer.rows import Outcome, RequestRecord, Status
 from importer.steps import (
@@ -134,12 +135,11 @@ class Dispatcher:
         self.guard = RunGuard(settings.max_failure_rate, settings.failure_window, gateway.where)
         self._stop_reason = StopReason.NONE
         self._message = ""
-        self._phase: dict[asyncio.Task, str] = {}  # worker -> "wait" | "call" while in one
-        self._interrupted: set[asyncio.Task] = set()  # workers we cancelled on purpose
+        self._phases = Phases()  # which worker waits and which calls: what a stop cancels
         self.settled = 0
 
     def __repr__(self) -> str:
-        calls = sum(1 for p in self._phase.values() if p == "call")
+        calls = self._phases.count(CALL)
         return (
             f"<Dispatcher settled={self.settled} in_flight={calls} "
             f"stop={self._stop_reason.value or 'no'} {self.pacer!r}>"
@@ -155,29 +155,12 @@ class Dispatcher:
         """Start no new calls; calls in flight finish. The first reason given is reported."""
         if not self.stopping:
             self._stop_reason, self._message = reason, message
-        self._interrupt("wait")
+        self._phases.interrupt(WAIT)
 
     def abort(self) -> None:
         """``stop()``, and cancel the calls in flight too (their rows become ``unknown``)."""
         self.stop()
-        self._interrupt("call")
-
-    def _interrupt(self, phase: str) -> None:
-        for task, current in self._phase.items():
-            if current == phase and task not in self._interrupted:
-                self._interrupted.add(task)
-                task.cancel()
-
-    def _was_interrupted(self) -> bool:
-        """After a CancelledError: True when stop()/abort() sent it (then it is consumed)."""
-        task = asyncio.current_task()
-        if task not in self._interrupted:
-            return False
-        self._interrupted.discard(task)
-        uncancel = getattr(task, "uncancel", None)  # Python 3.11+
-        if uncancel is not None:
-            uncancel()
-        return True
+        self._phases.interrupt(CALL)
 
     # -- the run -------------------------------------------------------------------------------
 
@@ -259,17 +242,8 @@ class Dispatcher:
 
     async def _wait(self, awaitable: Awaitable[object]) -> bool:
         """Await the pacer or a backoff; False when stop() cut the wait short."""
-        task = asyncio.current_task()
-        self._phase[task] = "wait"
-        try:
-            await awaitable
-        except asyncio.CancelledError:
-            if not self._was_interrupted():
-                raise
-            return False
-        finally:
-            del self._phase[task]
-        return not self.stopping
+        waited, _ = await self._phases.during(WAIT, awaitable)
+        return waited and not self.stopping
 
     async def _claim(self, record: RequestRecord) -> Outcome | None:
         """Claim the row's payload (the journal's in-flight mark, committed before the call):
@@ -285,16 +259,8 @@ class Dispatcher:
         """One HTTP call; None when abort() cancelled it in flight."""
         tries.attempts += 1
         request = self._builder.build(record, self._clock())
-        task = asyncio.current_task()
-        self._phase[task] = "call"
-        try:
-            return await self._gateway.post(request, self._spec)
-        except asyncio.CancelledError:
-            if not self._was_interrupted():
-                raise
-            return None
-        finally:
-            del self._phase[task]
+        _, reply = await self._phases.during(CALL, self._gateway.post(request, self._spec))
+        return reply
 
     async def _process(self, record: RequestRecord) -> None:
         tries = Tries()
