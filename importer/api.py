@@ -32,9 +32,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
+import json
 import math
 import os
 import tempfile
+import warnings
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from datetime import date, datetime
@@ -44,22 +46,25 @@ from typing import Any
 import xlsxwriter
 from python_calamine import CalamineWorkbook
 
-from importer import exits
-from importer.config import SECRET_KEYS, Config, load_config
+from importer import exits, notify
+from importer.config import SECRET_KEYS, Config, given, load_config
 from importer.errors import AbortedError, ImporterError, UsageError
 from importer.exits import ExitCode
 from importer.inputs import check_outputs, per_input_configs
 from importer.interrupts import Interrupts
 from importer.interrupts import handle_signals as install_handlers
 from importer.journal import Journal
-from importer.loader import unquoted
+from importer.loader import EXCEL_CELL_LIMIT, unquoted
 from importer.pipeline import check_file, run_file
 from importer.protocol import RequestBuilder
+from importer.reporter import EXCEL_MAX_DATA_ROWS
 from importer.spec import load_spec
-from importer.summary import FileSummary, Plan
-from importer.target import SIMULATED_JOURNAL, SendTarget
+from importer.summary import FileSummary, Plan, summary_document
+from importer.target import SIMULATED_FOLDER, SIMULATED_JOURNAL, SendTarget
 
 _OPTIONS = frozenset(f.name for f in fields(Config)) - {"qps_auto"}
+_CUT = -2  # xlsxwriter's status for a string longer than a cell holds
+EXCEL_COLUMNS = 16_384
 
 
 @dataclass
@@ -130,13 +135,18 @@ def run(source: Any, **options: Any) -> Result:
     """Send every valid row of ``source`` (a path, a pandas DataFrame or an iterable of dicts);
     see the module's docstring for the options. Not inside a running event loop: there, await
     ``run_async``."""
+    _no_running_loop("run")
+    return asyncio.run(run_async(source, **options))
+
+
+def _no_running_loop(name: str) -> None:
     try:
         asyncio.get_running_loop()
     except RuntimeError:  # no loop running: the usual case
-        return asyncio.run(run_async(source, **options))
+        return
     raise UsageError(
-        "importer.run() was called inside a running event loop; there, await "
-        "importer.run_async(...) instead."
+        f"importer.{name}() was called inside a running event loop; there, await "
+        "importer.run_async(...) instead (validate: run it in a thread)."
     )
 
 
@@ -157,6 +167,11 @@ async def run_async(
         interrupts = Interrupts()
         with install_handlers(interrupts) if handle_signals else contextlib.nullcontext():
             [ended] = await send_files([path], config, configs=configs, interrupts=interrupts)
+        summaries = [ended] if isinstance(ended, FileSummary) else []
+        code = exits.for_error(ended) if isinstance(ended, ImporterError) else None
+        code = exits.for_file(ended) if code is None else code
+        for warning in await command_ended(config, "run", summaries, code):
+            warnings.warn(warning, RuntimeWarning, stacklevel=2)
         if isinstance(ended, ImporterError):
             raise ended
         result = _result(ended, keep)
@@ -180,8 +195,12 @@ def validate(
             configs = per_input_configs([path], config, "validate")
             check_outputs(config, configs)
             summary = check_file(path, configs[path], load_spec(config.api))
+            code = exits.for_file(summary)
+            for warning in await command_ended(config, "validate", [summary], code):
+                warnings.warn(warning, RuntimeWarning, stacklevel=2)
             return _result(summary, keep)
 
+    _no_running_loop("validate")
     return asyncio.run(checked())
 
 
@@ -235,6 +254,24 @@ async def send_files(
     return ended
 
 
+async def command_ended(
+    config: Config, command: str, summaries: Sequence[FileSummary], code: int
+) -> list[str]:
+    """What every command does as it ends: the ``summary_json`` document, then the ``notify``
+    messages. Returns the warnings of receivers that failed (the exit code stays)."""
+    if config.summary_json is not None:
+        doc = summary_document(summaries, code)
+        config.summary_json.parent.mkdir(parents=True, exist_ok=True)
+        config.summary_json.write_text(
+            json.dumps(doc, ensure_ascii=False, indent=2), encoding="utf-8"
+        )
+    if not config.notify or (config.notify_on == "failure" and code == ExitCode.OK):
+        return []
+    return await notify.send(
+        config.notify, config.notify_format, command, summaries, code, config.notify_secret
+    )
+
+
 @contextlib.asynccontextmanager
 async def _prepared(
     source: Any,
@@ -249,11 +286,12 @@ async def _prepared(
     if no_workbook:
         options = {k: v for k, v in options.items() if k != "out"}
     config = _config(options, config_file)
-    with tempfile.TemporaryDirectory(prefix="top-import-") as scratch:
+    with tempfile.TemporaryDirectory(prefix=SIMULATED_FOLDER) as scratch:
         folder = Path(scratch)
         if no_workbook:
             config = replace(config, out=None, out_dir=folder / "reports")
-        if config.simulate and kind == "result" and "journal" not in options:
+        settings = Path(config_file) if config_file else None
+        if config.simulate and kind == "result" and not given("journal", options, settings):
             config = replace(config, journal=folder / SIMULATED_JOURNAL)
         path = _as_file(source, input_name, folder)
         yield path, replace(config, progress=bool(config.progress)), not no_workbook
@@ -265,10 +303,15 @@ def _config(options: Mapping[str, Any], config_file: str | os.PathLike | None) -
         raise UsageError(
             f"Unknown option {', '.join(unknown)}; the options are the CLI's, in snake_case."
         )
+    if options.get("archive") is not None:
+        raise UsageError("archive is the CLI's inbox; move the file yourself after the result.")
+    secrets = {k: options[k] for k in SECRET_KEYS if options.get(k) is not None}
+    for key, value in secrets.items():
+        if not isinstance(value, str):
+            raise UsageError(f"{key} must be text (a str), not a {type(value).__name__}.")
     flags = {k: v for k, v in options.items() if v is not None and k not in SECRET_KEYS}
     flags.setdefault("progress", False)
     config = load_config(flags, os.environ, Path(config_file) if config_file else None)
-    secrets = {k: options[k] for k in SECRET_KEYS if options.get(k) is not None}
     return replace(config, **secrets)
 
 
@@ -324,37 +367,51 @@ def _as_file(source: Any, input_name: str | None, folder: Path) -> Path:
     options = {"constant_memory": True, "strings_to_formulas": False, "strings_to_urls": False}
     book = xlsxwriter.Workbook(str(path), options)
     sheet = book.add_worksheet("rows")
-    for col, header in enumerate(headers):
-        sheet.write_string(0, col, header)
-    for r, values in enumerate(rows, start=1):
-        for col, value in enumerate(values):
-            _write_value(sheet, r, col, value)
-    book.close()
+    if len(headers) > EXCEL_COLUMNS:
+        raise UsageError(
+            f"{len(headers):,} columns are more than a workbook sheet holds ({EXCEL_COLUMNS:,}); "
+            "keep the columns the API needs, or write a CSV file and give its path."
+        )
+    try:
+        for col, header in enumerate(headers):
+            sheet.write_string(0, col, header)
+        for r, values in enumerate(rows, start=1):
+            if r > EXCEL_MAX_DATA_ROWS:
+                raise UsageError(
+                    f"The {name} has more than {EXCEL_MAX_DATA_ROWS:,} rows, the most a workbook "
+                    "sheet holds; nothing was sent. Write it to a CSV file (df.to_csv) and give "
+                    "its path, or send it in parts."
+                )
+            for col, value in enumerate(values):
+                if _write_value(sheet, r, col, value) == _CUT:
+                    raise UsageError(
+                        f"The {name}'s row {r + 1}, column {headers[col]!r}, holds more than "
+                        f"{EXCEL_CELL_LIMIT:,} characters, more than a workbook cell holds; "
+                        "nothing was sent. Write it to a CSV file and give its path."
+                    )
+    finally:
+        book.close()
     return path
 
 
-def _write_value(sheet: Any, row: int, col: int, value: object) -> None:
-    """A Python value as the cell a spreadsheet would hold, so the loader judges it the same."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return
+def _write_value(sheet: Any, row: int, col: int, value: object) -> int:
+    """A Python value as the cell a spreadsheet would hold, so the loader judges it the same;
+    xlsxwriter's status (``_CUT``: the text was longer than a cell holds)."""
+    kind = type(value).__name__
+    if value is None or kind in ("NAType", "NaTType"):  # None, pandas' NA and NaT: empty
+        return 0
     if isinstance(value, bool):
-        sheet.write_boolean(row, col, value)
-    elif isinstance(value, float):  # a float has the limits of an Excel number cell
-        sheet.write_number(row, col, value)
-    elif isinstance(value, int) or type(value).__name__.startswith(("int", "uint")):
-        sheet.write_string(row, col, str(int(value)))  # exact, as int64 is
-    elif type(value).__name__.startswith("float"):  # numpy floating
+        return sheet.write_boolean(row, col, value)
+    if isinstance(value, float) or kind.startswith("float"):  # as an Excel number cell
         number = float(value)  # type: ignore[arg-type]
-        if not math.isnan(number):
-            sheet.write_number(row, col, number)
-    elif isinstance(value, datetime):
-        sheet.write_string(row, col, value.strftime("%Y-%m-%d %H:%M:%S"))
-    elif isinstance(value, date):
-        sheet.write_string(row, col, value.strftime("%Y-%m-%d"))
-    else:
-        text = str(value)
-        if text not in ("nan", "NaT", "<NA>"):
-            sheet.write_string(row, col, text)
+        return 0 if math.isnan(number) else sheet.write_number(row, col, number)
+    if isinstance(value, int) or kind.startswith(("int", "uint")):
+        return sheet.write_string(row, col, str(int(value)))  # type: ignore[call-overload]
+    if isinstance(value, datetime):
+        return sheet.write_string(row, col, value.strftime("%Y-%m-%d %H:%M:%S"))
+    if isinstance(value, date):
+        return sheet.write_string(row, col, value.strftime("%Y-%m-%d"))
+    return sheet.write_string(row, col, str(value))  # text stays text, "nan" included
 
 
 __all__ = ["Result", "run", "run_async", "send_files", "validate"]

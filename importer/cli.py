@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import sys
 import tempfile
@@ -19,7 +18,7 @@ from typing import Any
 
 import click
 
-from importer import __version__, api, exits, notify
+from importer import __version__, api, exits
 from importer.config import (
     Config,
     config_file_in_use,
@@ -36,14 +35,21 @@ from importer.loader import CSV_SUFFIXES
 from importer.pipeline import check_file, rebuild_report
 from importer.protocol import Credentials, RequestBuilder
 from importer.spec import ApiSpec, builtin_methods, load_spec
-from importer.summary import FileSummary, Plan, duration_text, plural, summary_document
-from importer.target import SIMULATED_JOURNAL
+from importer.summary import FileSummary, Plan, duration_text, plural
+from importer.target import SIMULATED_FOLDER, SIMULATED_JOURNAL
 
 RATE_AFTER_CALLS = 10  # fewer calls than this get no calls/s in the end line
 
 
 def fail(message: str) -> None:
-    click.echo(f"top-import: {message}", err=True)
+    """A line on stderr; once its reader has gone, the rest is dropped and the command goes
+    on (its exit code is the import's, not the pipe's)."""
+    try:
+        click.echo(f"top-import: {message}", err=True)
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stderr.fileno())
+        os.close(devnull)
 
 
 def say(line: str) -> None:
@@ -103,20 +109,8 @@ def summary_line(summary: FileSummary) -> str:
 def finish(config: Config, command: str, summaries: list[FileSummary], code: int) -> int:
     """A command's end: the ``--summary-json`` document, then the ``--notify`` messages (a
     receiver that fails is a warning; the exit code stays)."""
-    if config.summary_json is not None:
-        doc = summary_document(summaries, code)
-        config.summary_json.parent.mkdir(parents=True, exist_ok=True)
-        config.summary_json.write_text(
-            json.dumps(doc, ensure_ascii=False, indent=2), encoding="utf-8"
-        )
-    if config.notify and (config.notify_on == "always" or code != ExitCode.OK):
-        warnings = asyncio.run(
-            notify.send(
-                config.notify, config.notify_format, command, summaries, code, config.notify_secret
-            )
-        )
-        for warning in warnings:
-            fail(warning)
+    for warning in asyncio.run(api.command_ended(config, command, summaries, code)):
+        fail(warning)
     return code
 
 
@@ -336,7 +330,7 @@ def run(inputs: tuple[str, ...], config_file: str | None, **flags: Any) -> int:
     with contextlib.ExitStack() as stack:
         if config.simulate and not config.dry_run and not given("journal", flags, config_file):
             # Simulated successes must never make a real run skip a row: a journal of its own.
-            folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="top-import-"))
+            folder = stack.enter_context(tempfile.TemporaryDirectory(prefix=SIMULATED_FOLDER))
             config = replace(config, journal=Path(folder) / SIMULATED_JOURNAL)
         return _run_inputs(inputs, flags, config, spec, credentials)
 

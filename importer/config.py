@@ -199,6 +199,12 @@ def _coerce(name: str, value: Any, source: str) -> Any:
         if word in _FALSE_WORDS:
             return False
         raise bad
+    if kind.startswith("Mapping"):  # columns: header -> field
+        if not isinstance(value, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+        ):
+            raise bad
+        return MappingProxyType(dict(value))
     if kind.startswith("tuple"):  # notify: one URL or a list of them
         values = [value] if isinstance(value, str) else value
         if not isinstance(values, (list, tuple)) or not all(isinstance(v, str) for v in values):
@@ -304,12 +310,19 @@ def _check_notify(config: Config) -> None:
     if config.notify_on not in NOTIFY_WHEN:
         raise UsageError(f"--notify-on {config.notify_on!r} is unknown; use always or failure.")
     for url in config.notify:
-        parts = urlsplit(url)
-        shown = f"{parts.scheme}://{parts.hostname}" if parts.hostname else repr(url[:20])
-        loopback = parts.hostname in ("127.0.0.1", "localhost", "::1")
-        if not parts.hostname or not (
-            parts.scheme == "https" or (parts.scheme == "http" and loopback)
-        ):
+        try:
+            parts = urlsplit(url)
+            hostname = parts.hostname
+            parts.port  # noqa: B018 - raises on a port that is not a number
+            hostname.encode("idna") if hostname else None
+        except (ValueError, UnicodeError):
+            raise UsageError(
+                f"--notify {url[:20]!r}... is not a URL that can be sent to; give the robot's "
+                "https:// webhook URL."
+            ) from None
+        shown = f"{parts.scheme}://{hostname}" if hostname else repr(url[:20])
+        loopback = hostname in ("127.0.0.1", "localhost", "::1")
+        if not hostname or not (parts.scheme == "https" or (parts.scheme == "http" and loopback)):
             raise UsageError(
                 f"--notify {shown}... is not an https:// webhook URL (plain http is only for "
                 "127.0.0.1): it holds the robot's token, so it never goes over plain HTTP."

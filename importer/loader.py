@@ -109,6 +109,7 @@ class InputTable:
         unquote = self._unquote
         origin = self._origin
         new_index = {old: new for new, old in enumerate(keep)} if keep is not None else {}
+        workbook = isinstance(self._source, _SheetSource)
         for number, raw, numeric in self._source.raw_rows():
             if number <= header_row:
                 continue
@@ -124,9 +125,27 @@ class InputTable:
                     numeric = frozenset(new_index[i] for i in numeric if i in new_index)
             if not (cells and cells[0].strip()) and not "".join(cells).strip():
                 continue  # blank: counted, not yielded
+            if workbook and not problem:
+                problem = _cut_cell(cells, self.headers)
             shown = raw[origin].strip() if origin is not None and origin < len(raw) else ""
             first = int(shown) if shown.isascii() and shown.isdigit() else None
             yield Row(number, tuple(cells), numeric, problem, first)
+
+
+EXCEL_CELL_LIMIT = 32_767  # characters a workbook cell holds; Excel and xlsxwriter cut longer text
+
+
+def _cut_cell(cells: list[str], headers: tuple[str, ...]) -> str:
+    """A cell as long as a workbook cell can be may have been cut (a result workbook cuts longer
+    text, and so does Excel): the row must not send it as if it were whole."""
+    for i, cell in enumerate(cells):
+        if len(cell) >= EXCEL_CELL_LIMIT:
+            name = headers[i] if i < len(headers) else f"column {i + 1}"
+            return (
+                f"{name} holds {len(cell):,} characters, the most a workbook cell can: it may "
+                "have been cut; take the whole value from the original file (or use CSV)"
+            )
+    return ""
 
 
 def _fit(cells: list[str], width: int) -> tuple[list[str], str]:

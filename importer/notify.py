@@ -104,6 +104,17 @@ def request(
     return url, {"msgtype": "markdown", "markdown": {"content": text}}  # wecom
 
 
+async def _read(answer: aiohttp.ClientResponse, limit: int = 65536) -> bytes:
+    """The answer's body, up to ``limit`` bytes, however it is chunked."""
+    body = b""
+    while len(body) < limit:
+        chunk = await answer.content.read(limit - len(body))
+        if not chunk:
+            break
+        body += chunk
+    return body
+
+
 def _hmac(key: bytes, message: bytes) -> str:
     return base64.b64encode(hmac.new(key, message, hashlib.sha256).digest()).decode()
 
@@ -119,10 +130,32 @@ def refusal(kind: str, status: int, answer: bytes) -> str | None:
     except ValueError:
         return "an answer that is not JSON"
     field = "code" if kind == "feishu" else "errcode"
-    if not isinstance(data, dict) or data.get(field, 0) != 0:
-        said = data.get("msg") or data.get("errmsg") if isinstance(data, dict) else None
-        return f"{field} {data.get(field) if isinstance(data, dict) else '?'}: {said or ''}".strip()
-    return None
+    if not isinstance(data, dict):
+        return "an answer that is not a JSON object"
+    code = data.get(field, 0)
+    if code in (0, "0"):
+        return None
+    said = data.get("msg") or data.get("errmsg") or ""
+    return f"{field} {_printable(str(code))}: {_printable(str(said))}".rstrip(": ")
+
+
+def _printable(text: str, limit: int = 120) -> str:
+    """A receiver's words on one short line: no control character, no escape sequence."""
+    text = "".join(ch if ch.isprintable() else " " for ch in text)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _failure(exc: BaseException) -> str:
+    """What went wrong, without the exception's own text: aiohttp's messages quote the URL
+    (the token, a signature) in forms no redaction can follow, so only the kind is said."""
+    if isinstance(exc, asyncio.TimeoutError):
+        return f"no answer within {TIMEOUT_S:g} s"
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return f"an answer that is not valid HTTP ({type(exc).__name__})"
+    if isinstance(exc, (aiohttp.ClientConnectionError, OSError)):
+        return f"cannot connect ({type(exc).__name__})"
+    return f"the URL or the request failed ({type(exc).__name__})"
 
 
 async def send(
@@ -154,13 +187,12 @@ async def _post(
     code: int,
     secret: str | None,
 ) -> str | None:
-    target, body = request(url, kind, command, summaries, code, secret)
     try:
+        target, body = request(url, kind, command, summaries, code, secret)
         async with session.post(target, json=body, allow_redirects=False) as answer:
-            why = refusal(kind, answer.status, await answer.content.read(65536))
-    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-        why = f"{type(exc).__name__}: {exc}".rstrip(": ") if str(exc) else type(exc).__name__
-        why = why.replace(url, where(url)).replace(target, where(url))
+            why = refusal(kind, answer.status, await _read(answer))
+    except Exception as exc:  # a notification never changes how the command ends
+        why = _failure(exc)
     if why is None:
         return None
     return f"warning: the {kind} notification to {where(url)} was not delivered ({why})"

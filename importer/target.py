@@ -17,7 +17,8 @@ from importer.errors import UsageError
 from importer.protocol import Credentials
 from importer.spec import ApiSpec
 
-SIMULATED_JOURNAL = "simulated.sqlite"  # the temporary journal of a --simulate run
+SIMULATED_JOURNAL = "simulated.sqlite"  # the temporary journal of a --simulate run ...
+SIMULATED_FOLDER = "top-import-simulated-"  # ... in a temporary folder named so
 
 
 class SendTarget:
@@ -51,7 +52,7 @@ class SendTarget:
         journal = self._config.journal
         kept = (
             f"journal {journal}"
-            if journal.name != SIMULATED_JOURNAL
+            if not journal.parent.name.startswith(SIMULATED_FOLDER)
             else "a journal of its own, removed at the end (--journal PATH keeps one)"
         )
         self._say(

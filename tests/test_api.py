@@ -159,3 +159,67 @@ def test_rows_of_a_csv_result_are_the_cells_as_sent(here, simulator):
     [read] = result.rows()
     assert read["corp_id"] == "=1+1" and read["case_id"] == "396743391396743391"  # text
     assert (read["source_row"], read["attempts"], read["status"]) == (2, 1, "success")
+
+
+def test_more_rows_than_a_workbook_sheet_holds_are_refused_not_dropped(
+    here, simulator, monkeypatch
+):
+    import importer.api as api
+
+    sim = simulator()
+    monkeypatch.setattr(api, "EXCEL_MAX_DATA_ROWS", 3)  # the real limit is 1,048,575 rows
+    with pytest.raises(UsageError, match="more than 3 rows, the most a workbook sheet holds"):
+        importer.run([ticket(i) for i in range(4)], **credentials(sim), **FAST)
+    assert sim.stats()["calls"] == 0
+
+
+def test_a_cell_longer_than_a_workbook_cell_is_refused_not_cut(here, simulator):
+    sim = simulator()
+    rows = [ticket(0), {**ticket(1), "user_identify": "U" * 40_000}]
+    with pytest.raises(UsageError, match=r"row 3, column 'user_identify', holds more than 32,767"):
+        importer.run(pd.DataFrame(rows), **credentials(sim), **FAST)
+    assert sim.stats()["calls"] == 0
+
+
+def test_text_that_reads_nan_stays_text(here):
+    rows = [{**ticket(0), "user_identify": "nan"}, {**ticket(1), "user_identify": float("nan")}]
+    checked = importer.validate(rows)
+    assert [r["status"] for r in checked.rows()] == ["valid", "invalid"]
+
+
+def test_the_api_writes_the_summary_json_and_notifies_as_the_cli_does(here, simulator):
+    from conftest import serving
+    from test_notify import _Robot
+
+    sim = simulator()
+    _Robot.received = []
+    with serving(_Robot, "/hook") as url:
+        importer.run(
+            [ticket(0)],
+            **credentials(sim),
+            **FAST,
+            summary_json="s.json",
+            notify=[url],
+            notify_format="json",
+        )
+    assert json.loads((here / "s.json").read_text())["files"][0]["counts"] == {"success": 1}
+    [(_, body)] = _Robot.received
+    assert body["exit_code"] == 0
+
+
+@pytest.mark.parametrize(
+    ("options", "said"),
+    [
+        ({"app_secret": 12345}, "app_secret must be text"),
+        ({"columns": 5}, "columns = 5 is not a valid"),
+        ({"archive": "done"}, "archive is the CLI's inbox"),
+    ],
+)
+def test_bad_options_are_importer_errors(here, options, said):
+    with pytest.raises(importer.ImporterError, match=said):
+        importer.run([ticket(0)], simulate=True, **options)
+
+
+async def test_validate_inside_a_running_loop_says_what_to_do(here):
+    with pytest.raises(UsageError, match="inside a running event loop"):
+        importer.validate([ticket(0)])

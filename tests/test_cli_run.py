@@ -44,8 +44,8 @@ def test_simulate_keeps_its_successes_out_of_the_real_journal(tmp_path):
         )
         assert "5 rows: 5 success" in done.stdout
     assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == ["t.result.xlsx"]
-    args = ["run", "t.csv", "--simulate", "--no-progress", "--journal", "sim.sqlite"]
-    assert "journal sim.sqlite" in cli(args, tmp_path).stderr.splitlines()[0]
+    args = ["run", "t.csv", "--simulate", "--no-progress", "--journal", "simulated.sqlite"]
+    assert "journal simulated.sqlite" in cli(args, tmp_path).stderr.splitlines()[0]  # kept
     assert "5 rows: 5 skipped" in cli(args, tmp_path).stdout
 
 

@@ -511,3 +511,16 @@ def test_csv_row_estimate_counts_lines_below_the_header(tmp_path):
 def test_workbook_row_estimate_is_not_computed(tmp_path):
     path = write_xlsx(tmp_path / "n.xlsx", [HEADERS, ROW])
     assert open_input(path, SPEC).estimate_rows() is None
+
+
+def test_a_workbook_cell_as_long_as_a_cell_can_be_makes_its_row_invalid(tmp_path):
+    """A result workbook cuts text at 32,767 characters (so does Excel): fed back, such a cell
+    must not be sent as if it were whole."""
+    book = openpyxl.Workbook()
+    book.active.append(HEADERS)
+    book.active.append(ROW)
+    book.active.append([*ROW[:1], "U" * 32_767, *ROW[2:]])
+    book.save(tmp_path / "t.xlsx")
+    rows = list(open_input(tmp_path / "t.xlsx", SPEC).rows())
+    assert rows[0].problem == ""
+    assert rows[1].problem.startswith("user_identify holds 32,767 characters")

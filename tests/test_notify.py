@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import json
 import socket
+import threading
 import time
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import ClassVar
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from conftest import cli, serving, ticket, write_csv
+from conftest import clean_env, cli, serving, ticket, write_csv
 
 from importer import notify
 from importer.rows import Outcome, Status
@@ -227,5 +228,65 @@ def test_a_receiver_that_never_answers_holds_the_command_up_a_few_seconds_at_mos
         done = cli(["run", "t.csv", *FAST], tmp_path, sim.env())
         took = time.monotonic() - started
     assert done.returncode == 0, done.stderr
-    assert "json notification to http://127.0.0.1" in done.stderr and "TimeoutError" in done.stderr
+    assert "json notification to http://127.0.0.1" in done.stderr
+    assert "no answer within 5 s" in done.stderr
     assert took < 15  # the 5 s limit, and the run itself (a ceiling)
+
+
+def _http(body: bytes) -> bytes:
+    head = f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(body)}"
+    return head.encode() + b"\r\n\r\n" + body
+
+
+@contextlib.contextmanager
+def raw_receiver(answer: bytes):
+    """A receiver that reads the request and answers ``answer`` as raw bytes, then closes."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = listener.accept()
+                with conn:
+                    conn.recv(65536)
+                    conn.sendall(answer)
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/robot/send?access_token={TOKEN}"
+    finally:
+        listener.close()
+
+
+@pytest.mark.parametrize(
+    ("answer", "said"),
+    [
+        (b"NOT HTTP AT ALL\r\n\r\n", "an answer that is not valid HTTP"),
+        (_http(b'{"errcode": 1, "errmsg": "bad\\n\\u001b[31mred secret"}'), "errcode 1: bad [31m"),
+    ],
+)
+def test_a_broken_receiver_never_shows_the_token_the_signature_or_its_control_characters(
+    tmp_path, answer, said
+):
+    write_csv(tmp_path / "t.csv", [ticket(0)])
+    with raw_receiver(answer) as url:
+        args = ["validate", "t.csv", "--notify", url, "--notify-format", "dingtalk"]
+        done = cli(args, tmp_path, {**clean_env(), "TOP_NOTIFY_SECRET": SECRET})
+    assert done.returncode == 0, done.stderr
+    [warning] = [line for line in done.stderr.splitlines() if "notification" in line]
+    assert said in warning
+    for secret in (TOKEN, SECRET, "sign=", "timestamp=", "\x1b"):
+        assert secret not in done.stderr
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["https://a..b/robot/send?access_token=x", "https://[bad/robot/send", "https://h:port/x"],
+)
+def test_a_webhook_url_that_cannot_be_sent_to_is_a_usage_error(tmp_path, url):
+    write_csv(tmp_path / "t.csv", [ticket(0)])
+    done = cli(["validate", "t.csv", "--notify", url], tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert "top-import: --notify" in done.stderr
