@@ -255,10 +255,11 @@ async def send_files(
 
 
 async def command_ended(
-    config: Config, command: str, summaries: Sequence[FileSummary], code: int
+    config: Config, command: str, summaries: Sequence[FileSummary], code: int, error: str = ""
 ) -> list[str]:
     """What every command does as it ends: the ``summary_json`` document, then the ``notify``
-    messages. Returns the warnings of receivers that failed (the exit code stays)."""
+    messages (``error``: what stopped it before any input). Returns the warnings of receivers
+    that failed (the exit code stays)."""
     if config.summary_json is not None:
         doc = summary_document(summaries, code)
         config.summary_json.parent.mkdir(parents=True, exist_ok=True)
@@ -268,7 +269,7 @@ async def command_ended(
     if not config.notify or (config.notify_on == "failure" and code == ExitCode.OK):
         return []
     return await notify.send(
-        config.notify, config.notify_format, command, summaries, code, config.notify_secret
+        config.notify, config.notify_format, command, summaries, code, config.notify_secret, error
     )
 
 
@@ -310,7 +311,8 @@ def _config(options: Mapping[str, Any], config_file: str | os.PathLike | None) -
         if not isinstance(value, str):
             raise UsageError(f"{key} must be text (a str), not a {type(value).__name__}.")
     flags = {k: v for k, v in options.items() if v is not None and k not in SECRET_KEYS}
-    flags.setdefault("progress", False)
+    if not flags.get("progress"):
+        flags.setdefault("quiet", True)  # no bar and no log line unless progress=True
     config = load_config(flags, os.environ, Path(config_file) if config_file else None)
     return replace(config, **secrets)
 

@@ -67,11 +67,13 @@ def guarded(func: Callable[..., int]) -> Callable[..., None]:
     """Run a command body; an ImporterError becomes one line on stderr and its exit code."""
 
     def wrapper(*args: Any, **kwargs: Any) -> None:
+        _settings.clear()  # (a command run in-process after another must not tell its robots)
         try:
             code = func(*args, **kwargs)
         except ImporterError as exc:
             fail(str(exc))
             code = exits.for_error(exc)
+            _tell(func.__name__, code, str(exc))
         except KeyboardInterrupt:
             fail("interrupted.")
             code = ExitCode.SIGINT
@@ -82,6 +84,17 @@ def guarded(func: Callable[..., int]) -> Callable[..., None]:
     return wrapper
 
 
+_settings: list[Config] = []  # the command's config once built: who to tell if it fails
+
+
+def _tell(command: str, code: int, error: str) -> None:
+    """A command an error stopped before any input ended still tells its --notify receivers
+    (in cron, a missing credential is the likeliest failure of all)."""
+    if _settings and _settings[-1].notify:
+        for warning in asyncio.run(api.command_ended(_settings[-1], command, [], code, error)):
+            fail(warning)
+
+
 def build_config(flags: dict[str, Any], config_file: str | None) -> Config:
     path = Path(config_file) if config_file else None
     given = {k: v for k, v in flags.items() if v is not None and v != ()}  # () a repeatable unset
@@ -90,6 +103,7 @@ def build_config(flags: dict[str, Any], config_file: str | None) -> Config:
     warning = exposed_secret(in_use) if in_use is not None else None
     if warning:
         fail(f"warning: {warning}")
+    _settings.append(config)
     return config
 
 

@@ -67,6 +67,7 @@ class Config:
     dry_run: bool = False
     summary_json: Path | None = None
     progress: bool | None = None  # None: on when stderr is a TTY
+    quiet: bool = False  # no progress at all, not even log lines (the Python API's default)
     deadline: str | None = None  # "HH:MM", local time: stop starting calls then
     max_runtime: str | None = None  # "90m", "2h30m", "45s", "3600": stop starting calls after
     canary: int = 20  # the first N rows to send go first, at low concurrency, and are judged

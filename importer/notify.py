@@ -53,8 +53,11 @@ def where(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc.rsplit('@', 1)[-1]}"
 
 
-def message(command: str, summaries: Sequence[FileSummary], code: int) -> tuple[str, str]:
-    """(title, markdown text) of a command's end, for the robots."""
+def message(
+    command: str, summaries: Sequence[FileSummary], code: int, error: str = ""
+) -> tuple[str, str]:
+    """(title, markdown text) of a command's end, for the robots; ``error``: the sentence of
+    the error that stopped it before any input (a missing credential, an unreadable spec)."""
     exit_code = ExitCode(code)
     title = f"top-import {command}: exit {code}"
     lines = [f"### {title}", f"{exit_code.meaning}", ""]
@@ -69,7 +72,9 @@ def message(command: str, summaries: Sequence[FileSummary], code: int) -> tuple[
             lines.append(f"  - stopped: {summary.stop_reason.value}")
         if summary.workbook is not None:
             lines.append(f"  - workbook: {summary.workbook}")
-    if not summaries:
+    if error:
+        lines.append(f"- stopped: {_printable(error, 300)}")
+    elif not summaries:
         lines.append("- no input to send")
     return title, "\n".join(lines)
 
@@ -82,11 +87,12 @@ def request(
     code: int,
     secret: str | None = None,
     now: float | None = None,
+    error: str = "",
 ) -> tuple[str, dict]:
     """(the URL to post to, the JSON body) for one receiver; signed when ``secret`` is set."""
     if kind == "json":
-        return url, summary_document(summaries, code)
-    title, text = message(command, summaries, code)
+        return url, {**summary_document(summaries, code), **({"error": error} if error else {})}
+    title, text = message(command, summaries, code, error)
     now = time.time() if now is None else now
     if kind == "dingtalk":
         body: dict = {"msgtype": "markdown", "markdown": {"title": title, "text": text}}
@@ -165,13 +171,16 @@ async def send(
     summaries: Sequence[FileSummary],
     code: int,
     secret: str | None,
+    error: str = "",
 ) -> list[str]:
     """Post the message to every URL at once; the warnings (one per receiver that failed)."""
     timeout = aiohttp.ClientTimeout(total=TIMEOUT_S)
     async with aiohttp.ClientSession(timeout=timeout) as session:
         results = await asyncio.gather(
             *(
-                _post(session, url, receiver(url, override), command, summaries, code, secret)
+                _post(
+                    session, url, receiver(url, override), command, summaries, code, secret, error
+                )
                 for url in urls
             )
         )
@@ -186,9 +195,10 @@ async def _post(
     summaries: Sequence[FileSummary],
     code: int,
     secret: str | None,
+    error: str,
 ) -> str | None:
     try:
-        target, body = request(url, kind, command, summaries, code, secret)
+        target, body = request(url, kind, command, summaries, code, secret, error=error)
         async with session.post(target, json=body, allow_redirects=False) as answer:
             why = refusal(kind, answer.status, await _read(answer))
     except Exception as exc:  # a notification never changes how the command ends

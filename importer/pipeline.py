@@ -75,7 +75,8 @@ def _limits(config: Config) -> dict:
 
 
 def _progress(config: Config, path: Path, phase: str, table: InputTable) -> Progress:
-    return Progress(config.progress, f"{path.name}: {phase}", total=table.estimate_rows())
+    label = f"{path.name}: {phase}"
+    return Progress(config.progress, label, total=table.estimate_rows(), quiet=config.quiet)
 
 
 def _open(path: Path, config: Config, spec: ApiSpec) -> InputTable:

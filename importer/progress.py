@@ -29,8 +29,10 @@ class Progress:
         label: str,
         total: int | None = None,
         clock: Callable[[], float] = time.monotonic,
+        quiet: bool = False,
     ) -> None:
-        """``enabled``: True a bar, False log lines, None a bar when stderr is a terminal."""
+        """``enabled``: True a bar, False log lines, None a bar when stderr is a terminal;
+        ``quiet``: neither."""
         self._counts: Counter[str] = Counter()
         self._label = label
         self._clock = clock
@@ -38,6 +40,7 @@ class Progress:
         self._last_log = self._started
         self._done = 0
         self._shown = 0  # rows the bar has been told of
+        self._quiet = quiet and not enabled
         use_bar = sys.stderr.isatty() if enabled is None else enabled
         self._bar = (
             tqdm(total=total, desc=label, unit="row", file=sys.stderr, dynamic_ncols=True)
@@ -61,6 +64,8 @@ class Progress:
             self._tick(postfix=False)
 
     def _tick(self, postfix: bool) -> None:
+        if self._quiet:
+            return
         now = self._clock()
         if self._bar is not None:
             if now - self._last_log >= 0.1 or not postfix:

@@ -290,3 +290,15 @@ def test_a_webhook_url_that_cannot_be_sent_to_is_a_usage_error(tmp_path, url):
     done = cli(["validate", "t.csv", "--notify", url], tmp_path)
     assert done.returncode == 2, done.stderr
     assert "top-import: --notify" in done.stderr
+
+
+def test_a_run_stopped_before_any_input_still_notifies(tmp_path):
+    """In cron the likeliest failure is a missing credential: the robot hears of it."""
+    write_csv(tmp_path / "t.csv", [ticket(0)])
+    with robot() as url:
+        args = ["run", "t.csv", "--notify", url, "--notify-format", "dingtalk"]
+        done = cli(args, tmp_path, clean_env())  # no TOP_APP_KEY / TOP_APP_SECRET
+    assert done.returncode == 2, done.stderr
+    [(_, body)] = _Robot.received
+    assert "top-import run: exit 2" in body["markdown"]["title"]
+    assert "stopped: Missing app key (TOP_APP_KEY) and app secret" in body["markdown"]["text"]

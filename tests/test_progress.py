@@ -42,3 +42,26 @@ def test_every_command_that_reads_rows_shows_progress_on_every_pass(tmp_path, si
         assert f"t.csv: {phase}: 100%" in ran.stderr
     quiet = cli(["validate", "t.csv", "--no-progress"], tmp_path, sim.env())
     assert "%|" not in quiet.stderr
+
+
+def test_quiet_says_nothing_at_all(capsys):
+    clock = FakeClock()
+    progress = Progress(False, "t.csv: checking", clock=clock, quiet=True)
+    for _ in range(3 * CHECK_EVERY):
+        progress.advance()
+        clock.t += 1
+    progress.update(Status.SUCCESS)
+    progress.close()
+    assert capsys.readouterr().err == ""
+
+
+def test_the_python_api_prints_nothing_unless_progress_is_asked_for(tmp_path, monkeypatch, capfd):
+    import importer
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("importer.progress.LOG_EVERY_S", 0.0)  # a log line at every look
+    rows = [ticket(i) for i in range(2 * CHECK_EVERY)]
+    importer.validate(rows, out=False)
+    assert capfd.readouterr().err == ""
+    importer.validate(rows, out=False, progress=True)
+    assert "rows.xlsx: checking: 2048row" in capfd.readouterr().err
