@@ -332,7 +332,9 @@ async def _send(job: _Job, table: InputTable, run: RunJournal, summary: FileSumm
                 run.flush()
     summary.stop_reason, summary.message = result.stop_reason, result.message
     if dispatcher.rate_policy is not None:
-        summary.limits["qps auto reached"] = round(dispatcher.rate_policy.rate, 1)
+        # the limit it paced to: its own, or a lower one of the runs it shared the key with
+        reached = min(dispatcher.rate_policy.rate, dispatcher.quota.others)
+        summary.limits["qps auto reached"] = round(reached, 1)
         summary.limits["qps auto throttles"] = dispatcher.rate_policy.throttles
     if result.stop_reason is StopReason.DEADLINE and job.stop_at is not None:
         summary.message = _deadline_message(job.stop_at, summary.started)
