@@ -60,7 +60,7 @@ from importer.protocol import RequestBuilder
 from importer.reporter import EXCEL_MAX_DATA_ROWS
 from importer.spec import load_spec
 from importer.summary import FileSummary, Plan, summary_document
-from importer.target import SIMULATED_FOLDER, SIMULATED_JOURNAL, SendTarget
+from importer.target import SIMULATED_JOURNAL, SendTarget, scratch_folder
 
 _OPTIONS = frozenset(f.name for f in fields(Config)) - {"qps_auto"}
 _CUT = -2  # xlsxwriter's status for a string longer than a cell holds
@@ -287,7 +287,7 @@ async def _prepared(
     if no_workbook:
         options = {k: v for k, v in options.items() if k != "out"}
     config = _config(options, config_file)
-    with tempfile.TemporaryDirectory(prefix=SIMULATED_FOLDER) as scratch:
+    with scratch_folder() as scratch:
         folder = Path(scratch)
         if no_workbook:
             config = replace(config, out=None, out_dir=folder / "reports")

@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import os
 import sys
-import tempfile
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -36,7 +35,7 @@ from importer.pipeline import check_file, rebuild_report
 from importer.protocol import Credentials, RequestBuilder
 from importer.spec import ApiSpec, builtin_methods, load_spec
 from importer.summary import FileSummary, Plan, duration_text, plural
-from importer.target import SIMULATED_FOLDER, SIMULATED_JOURNAL
+from importer.target import SIMULATED_JOURNAL, scratch_folder
 
 RATE_AFTER_CALLS = 10  # fewer calls than this get no calls/s in the end line
 
@@ -344,7 +343,7 @@ def run(inputs: tuple[str, ...], config_file: str | None, **flags: Any) -> int:
     with contextlib.ExitStack() as stack:
         if config.simulate and not config.dry_run and not given("journal", flags, config_file):
             # Simulated successes must never make a real run skip a row: a journal of its own.
-            folder = stack.enter_context(tempfile.TemporaryDirectory(prefix=SIMULATED_FOLDER))
+            folder = stack.enter_context(scratch_folder())
             config = replace(config, journal=Path(folder) / SIMULATED_JOURNAL)
         return _run_inputs(inputs, flags, config, spec, credentials)
 

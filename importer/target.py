@@ -9,16 +9,31 @@ that there is one).
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from importer.config import Config
 from importer.errors import UsageError
+from importer.processes import pid_alive
 from importer.protocol import Credentials
 from importer.spec import ApiSpec
 
 SIMULATED_JOURNAL = "simulated.sqlite"  # the temporary journal of a --simulate run ...
-SIMULATED_FOLDER = "top-import-simulated-"  # ... in a temporary folder named so
+SIMULATED_FOLDER = "top-import-simulated-"  # ... in a temporary folder named so (+ pid)
+
+
+def scratch_folder() -> tempfile.TemporaryDirectory:
+    """A private temporary folder (a ``--simulate`` run's journal, the API's inputs), removed at
+    the end; those of processes that were killed before they could remove theirs go now."""
+    for stale in Path(tempfile.gettempdir()).glob(f"{SIMULATED_FOLDER}*"):
+        pid = stale.name[len(SIMULATED_FOLDER) :].split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    return tempfile.TemporaryDirectory(prefix=f"{SIMULATED_FOLDER}{os.getpid()}-")
 
 
 class SendTarget:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
 import zipfile
+from pathlib import Path
 
 import pytest
 from conftest import (
@@ -269,3 +271,26 @@ def test_the_summary_sheet_of_a_run_shows_what_failed_and_when(tmp_path, simulat
     minutes = [row for row in cells if len(row) == 2 and isinstance(row[1], int)]
     assert sum(n for minute, n in minutes if ":" in str(minute)) == 8  # every call, by minute
     assert len(sheet._charts) == 3
+
+
+def test_a_killed_simulate_runs_temporary_journal_is_removed_by_the_next(tmp_path):
+    import os
+    import subprocess
+    import tempfile
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a pid that no longer runs
+    scratch = Path(tempfile.gettempdir())
+    stale = scratch / f"top-import-simulated-{gone.pid}-x1"
+    live = scratch / f"top-import-simulated-{os.getpid()}-x2"  # this test's: alive
+    for folder in (stale, live):
+        folder.mkdir(exist_ok=True)
+        (folder / "simulated.sqlite").write_bytes(b"left by a killed run")
+    try:
+        write_csv(tmp_path / "t.csv", [ticket(0)])
+        done = cli(["run", "t.csv", "--simulate", "--no-progress"], tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert not stale.exists() and live.exists()
+    finally:
+        for folder in (stale, live):
+            shutil.rmtree(folder, ignore_errors=True)
