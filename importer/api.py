@@ -167,9 +167,10 @@ async def run_async(
         interrupts = Interrupts()
         with install_handlers(interrupts) if handle_signals else contextlib.nullcontext():
             [ended] = await send_files([path], config, configs=configs, interrupts=interrupts)
-        summaries = [ended] if isinstance(ended, FileSummary) else []
-        code = exits.for_error(ended) if isinstance(ended, ImporterError) else None
-        code = exits.for_file(ended) if code is None else code
+        if isinstance(ended, ImporterError):
+            summaries, code = [], exits.for_error(ended)
+        else:
+            summaries, code = [ended], exits.for_file(ended)
         for warning in await command_ended(config, "run", summaries, code):
             warnings.warn(warning, RuntimeWarning, stacklevel=2)
         if isinstance(ended, ImporterError):
@@ -295,7 +296,7 @@ async def _prepared(
         if config.simulate and kind == "result" and not given("journal", options, settings):
             config = replace(config, journal=folder / SIMULATED_JOURNAL)
         path = _as_file(source, input_name, folder)
-        yield path, replace(config, progress=bool(config.progress)), not no_workbook
+        yield path, config, not no_workbook
 
 
 def _config(options: Mapping[str, Any], config_file: str | os.PathLike | None) -> Config:
@@ -365,15 +366,15 @@ def _as_file(source: Any, input_name: str | None, folder: Path) -> Path:
             f"Cannot read a {type(source).__name__}: give a path, a pandas DataFrame or an "
             "iterable of dicts."
         )
-    path = folder / f"{name}.xlsx"
-    options = {"constant_memory": True, "strings_to_formulas": False, "strings_to_urls": False}
-    book = xlsxwriter.Workbook(str(path), options)
-    sheet = book.add_worksheet("rows")
     if len(headers) > EXCEL_COLUMNS:
         raise UsageError(
             f"{len(headers):,} columns are more than a workbook sheet holds ({EXCEL_COLUMNS:,}); "
             "keep the columns the API needs, or write a CSV file and give its path."
         )
+    path = folder / f"{name}.xlsx"
+    options = {"constant_memory": True, "strings_to_formulas": False, "strings_to_urls": False}
+    book = xlsxwriter.Workbook(str(path), options)
+    sheet = book.add_worksheet("rows")
     try:
         for col, header in enumerate(headers):
             sheet.write_string(0, col, header)

@@ -106,10 +106,6 @@ def quota_day(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, GMT8).strftime("%Y-%m-%d")
 
 
-def _when(epoch: float) -> str:
-    return platform_stamp(epoch)
-
-
 KEPT_UNKNOWN_NOTE = (
     "an earlier call of this payload got no answer (its outcome is unknown), so it was not sent "
     "again: check it on the platform, then rerun with --resend-unknown to send it"
@@ -154,7 +150,7 @@ def refusal(
         before = prior.run_ended is not None and prior.run_ended < started
         if resend_success and before and not prior.live:
             return None
-        when = _when(prior.finished_at) if prior.finished_at else "an earlier run"
+        when = platform_stamp(prior.finished_at) if prior.finished_at else "an earlier run"
         return Outcome(
             Status.SKIPPED,
             request_id=prior.request_id,
@@ -315,8 +311,8 @@ class Journal:
                 same = input_path if other_input == input_path else f"{other_input} (same content)"
                 raise LockedError(
                     f"{input_path}: {same} is already being imported with journal {self.path} by "
-                    f"process {pid} on {other_host}, started {_when(started)}; wait for it to "
-                    "finish (a second run would send the same rows twice)."
+                    f"process {pid} on {other_host}, started {platform_stamp(started)}; wait for "
+                    "it to finish (a second run would send the same rows twice)."
                 )
             db.execute("DELETE FROM leases WHERE renewed_at < ?", (time.time() - 60,))
             # Results kept by earlier runs of this input (killed, or whose workbook could not be

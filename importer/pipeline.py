@@ -248,6 +248,7 @@ def _preflight(job: _Job, table: InputTable, run: RunJournal) -> Plan:
     progress.close()
     config = job.config
     used = run.calls_on(quota_day(time.time())) if config.daily_quota is not None else 0
+    others = run.peers(time.time()) if config.qps_auto else None
     return Plan(
         job.path,
         to_send=tally[SEND],
@@ -257,8 +258,8 @@ def _preflight(job: _Job, table: InputTable, run: RunJournal) -> Plan:
         unknown=tally[Status.UNKNOWN.value],
         rate=None if config.qps_auto else paced_rate(config.qps),
         qps_max=config.qps_max,
-        auto_start=_auto_start(run, config),
-        joins=run.peers(time.time()) is not None,
+        auto_start=_auto_start(others, config),
+        joins=others is not None,
         daily_quota=config.daily_quota,
         used_today=used,
     )
@@ -343,7 +344,7 @@ async def _send(job: _Job, table: InputTable, run: RunJournal, summary: FileSumm
 def _dispatch_settings(job: _Job, run: RunJournal) -> DispatchSettings:
     config = job.config
     return DispatchSettings(
-        qps=_auto_start(run, config) if config.qps_auto else config.qps,
+        qps=_auto_start(run.peers(time.time()), config) if config.qps_auto else config.qps,
         concurrency=config.concurrency,
         retries=config.retries,
         max_ban=config.max_ban,
@@ -381,10 +382,9 @@ def _report(job: _Job, table: InputTable, run: RunJournal, summary: FileSummary)
         )
 
 
-def _auto_start(run: RunJournal, config: Config) -> float:
-    """Where ``--qps auto`` starts: at the limit of the runs already sending for the app key,
-    else low enough for almost any app's quota."""
-    others = run.peers(time.time())
+def _auto_start(others: float | None, config: Config) -> float:
+    """Where ``--qps auto`` starts: at ``others``, the limit of the runs already sending for the
+    app key, else low enough for almost any app's quota."""
     return min(AUTO_START_QPS if others is None else others, config.qps_max)
 
 
@@ -429,12 +429,7 @@ def _count_from_journal(run: RunJournal, summary: FileSummary) -> None:
     counted = FileSummary(summary.input, summary.command)
     for source_row, outcome in run.results():
         counted.count(outcome, source_row)
-    summary.counts, summary.sub_codes, summary.calls = (
-        counted.counts,
-        counted.sub_codes,
-        counted.calls,
-    )
-    summary.sub_code_rows = counted.sub_code_rows
+    summary.take_counts(counted)
 
 
 def rebuild_report(path: Path, config: Config, spec: ApiSpec, journal: Journal) -> FileSummary:
@@ -474,11 +469,7 @@ def _write_report(
             outcome = _paired(row, pending)
             counts_from_journal.count(outcome, row.shown_row)
             writer.write(row, outcome)
-        summary.counts = counts_from_journal.counts
-        summary.sub_codes = counts_from_journal.sub_codes
-        summary.sub_code_rows = counts_from_journal.sub_code_rows
-        summary.sub_code_msgs = counts_from_journal.sub_code_msgs
-        summary.calls = counts_from_journal.calls
+        summary.take_counts(counts_from_journal)
         summary.per_minute = run.calls_per_minute()
         progress.close()
         return writer.close(_dashboard(summary, out))

@@ -41,7 +41,7 @@ class Progress:
         self._done = 0
         self._shown = 0  # rows the bar has been told of
         self._quiet = quiet and not enabled
-        use_bar = sys.stderr.isatty() if enabled is None else enabled
+        use_bar = not self._quiet and (sys.stderr.isatty() if enabled is None else enabled)
         self._bar = (
             tqdm(total=total, desc=label, unit="row", file=sys.stderr, dynamic_ncols=True)
             if use_bar

@@ -88,6 +88,11 @@ class FileSummary:
         pairs.append(("top-import version", __version__))
         return pairs
 
+    def take_counts(self, other: FileSummary) -> None:
+        """Counts per status and sub_code (with their examples) and calls, from ``other``."""
+        self.counts, self.sub_codes, self.calls = other.counts, other.sub_codes, other.calls
+        self.sub_code_rows, self.sub_code_msgs = other.sub_code_rows, other.sub_code_msgs
+
     def dashboard(self, code: int, meaning: str) -> Dashboard:
         """The ``summary`` sheet, top to bottom, for the exit code this input ends with."""
         rows = sum(self.counts.values())
