@@ -294,3 +294,26 @@ def test_a_killed_simulate_runs_temporary_journal_is_removed_by_the_next(tmp_pat
     finally:
         for folder in (stale, live):
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_a_cell_cut_at_the_workbook_limit_is_never_sent(tmp_path, simulator):
+    """A result workbook cuts text at 32,767 characters: fed back, such a row is invalid and
+    the gateway sees nothing of it (the promise: never a silently changed value)."""
+    from openpyxl import Workbook
+
+    sim = simulator()
+    book = Workbook()
+    cut = {**ticket(1), "user_identify": "U" * 32_767}
+    book.active.append(list(ticket(0)))
+    book.active.append(list(ticket(0).values()))
+    book.active.append(list(cut.values()))
+    book.save(tmp_path / "t.xlsx")
+    done = cli(
+        ["run", "t.xlsx", "--qps", "1000", "--canary", "0", "--no-progress"], tmp_path, sim.env()
+    )
+    assert done.returncode == 1, done.stderr
+    assert [r["status"] for r in read_sheet(tmp_path / "reports" / "t.result.xlsx")] == [
+        "success",
+        "invalid",
+    ]
+    assert sim.stats()["calls"] == 1  # only the whole row reached the gateway
