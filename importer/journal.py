@@ -48,6 +48,7 @@ from importer.errors import JournalError, LockedError
 from importer.processes import pid_alive
 from importer.protocol import GMT8, platform_stamp
 from importer.rows import Outcome, Status
+from importer.steps import CHECK_ADVICE
 
 try:
     import fcntl
@@ -108,7 +109,7 @@ def quota_day(epoch: float) -> str:
 
 KEPT_UNKNOWN_NOTE = (
     "an earlier call of this payload got no answer (its outcome is unknown), so it was not sent "
-    "again: check it on the platform, then rerun with --resend-unknown to send it"
+    f"again: {CHECK_ADVICE}"
 )
 
 
@@ -375,6 +376,7 @@ class RunJournal:
         # payload hash -> what the journal held before this run claimed it, until it is settled
         self._claimed: dict[str, PriorCall | None] = {}
         self._minutes: Counter[int] = Counter()  # calls per minute not yet in the journal
+        self._resend: set[str] = set()  # payloads a person decided to resend (the check sheet)
         self._flush_scheduled = False
         self._error: Exception | None = None
 
@@ -399,10 +401,34 @@ class RunJournal:
             run_ended=row[9] if row[9] is not None else (None if unfinished else 0.0),
         )
 
-    def judge(self, prior: PriorCall | None) -> Outcome | None:
-        """``refusal`` with this run's policy: None when it may send a payload held as
-        ``prior`` (a look-up, not a claim)."""
-        return refusal(prior, **self._policy)
+    def judge(self, prior: PriorCall | None, resend_unknown: bool | None = None) -> Outcome | None:
+        """``refusal`` with this run's policy (``resend_unknown`` overriding its own): None when
+        it may send a payload held as ``prior`` (a look-up, not a claim)."""
+        policy = self._policy
+        if resend_unknown is not None:
+            policy = {**policy, "resend_unknown": resend_unknown}
+        return refusal(prior, **policy)
+
+    def allow_resend(self, payload_hash: str) -> None:
+        """Let this run claim a payload the journal holds as unknown (a person checked the
+        platform and decided ``resend``), whatever its ``--resend-unknown``."""
+        self._resend.add(payload_hash)
+
+    def mark_done(
+        self, source_row: int, payload_hash: str, outcome: Outcome, digest: int | None = None
+    ) -> None:
+        """Record a payload as a success without a call (a person found it on the platform and
+        decided ``done``): later runs skip it. A success already recorded is kept as it is."""
+        db = self._db
+        app_key, method = self._key
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute(_MARK_DONE, (app_key, method, payload_hash, time.time(), self.run_id))
+            db.execute(_INSERT_RESULT, (self.run_id, source_row, *outcome.values(), digest))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
 
     def in_flight(self, payload_hash: str) -> Outcome | None:
         """Claim a payload before its first call (own commit): None when claimed, else the
@@ -478,7 +504,7 @@ class RunJournal:
         try:
             for payload_hash in claims:
                 prior = self.prior(payload_hash)
-                verdict = refusal(prior, **self._policy)
+                verdict = self.judge(prior, True if payload_hash in self._resend else None)
                 if verdict is None:
                     db.execute(_CLAIM, (app_key, method, payload_hash, run_id))
                     claimed[payload_hash] = prior
@@ -662,6 +688,12 @@ _PRIOR = (
     "r.finished_at "
     "FROM calls c LEFT JOIN runs r ON r.run_id = c.run_id "
     "WHERE c.app_key = ? AND c.method = ? AND c.payload_hash = ?"
+)
+_MARK_DONE = (
+    "INSERT INTO calls (app_key, method, payload_hash, state, finished_at, run_id) "
+    "VALUES (?, ?, ?, 'success', ?, ?) "
+    "ON CONFLICT DO UPDATE SET state = 'success', finished_at = excluded.finished_at, "
+    "run_id = excluded.run_id WHERE state != 'success'"
 )
 _CLAIM = (
     "INSERT INTO calls (app_key, method, payload_hash, state, run_id) "

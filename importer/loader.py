@@ -37,7 +37,7 @@ from python_calamine import (
 )
 
 from importer.errors import InputError
-from importer.rows import EXACT_FLOAT_LIMIT, RESULT_COLUMNS, Row
+from importer.rows import DECISION_COLUMN, EXACT_FLOAT_LIMIT, RESULT_COLUMNS, Row
 from importer.spec import ApiSpec, normalise_header
 
 CSV_SUFFIXES = (".csv", ".tsv", ".txt")
@@ -45,7 +45,7 @@ WORKBOOK_SUFFIXES = (".xlsx", ".xlsm", ".xls", ".ods")
 SAMPLE_BYTES = 64 * 1024  # enough text to tell UTF-8 from GB18030 and to sniff the delimiter
 DELIMITERS = (",", "\t", ";")
 
-_RESULT_HEADERS = frozenset(c.casefold() for c in RESULT_COLUMNS)
+_RESULT_HEADERS = frozenset(c.casefold() for c in (*RESULT_COLUMNS, DECISION_COLUMN))
 _REPORT_MARKERS = frozenset({"source_row", "status", "request_id"})  # a result CSV's header
 
 
@@ -80,6 +80,18 @@ class InputTable:
     _width: int | None = field(default=None, repr=False, compare=False)  # header cells as read
     _unquote: bool = field(default=False, repr=False, compare=False)  # a top-import result CSV
     _origin: int | None = field(default=None, repr=False, compare=False)  # source_row column
+    _decision: int | None = field(default=None, repr=False, compare=False)  # a check sheet's
+
+    @property
+    def fed_back(self) -> bool:
+        """The input is a result workbook (or CSV) of top-import: it has a ``source_row``."""
+        return self._origin is not None
+
+    @property
+    def has_decisions(self) -> bool:
+        """The input is a ``check`` sheet: its ``decision`` column says what to do with each
+        ``unknown`` row."""
+        return self._decision is not None
 
     def estimate_rows(self) -> int | None:
         """About how many data rows there are (for a progress bar's ETA), when that is cheap.
@@ -108,6 +120,7 @@ class InputTable:
         keep = self._keep
         unquote = self._unquote
         origin = self._origin
+        decision = self._decision
         new_index = {old: new for new, old in enumerate(keep)} if keep is not None else {}
         workbook = isinstance(self._source, _SheetSource)
         for number, raw, numeric in self._source.raw_rows():
@@ -129,7 +142,10 @@ class InputTable:
                 problem = _cut_cell(cells, self.headers)
             shown = raw[origin].strip() if origin is not None and origin < len(raw) else ""
             first = int(shown) if shown.isascii() and shown.isdigit() else None
-            yield Row(number, tuple(cells), numeric, problem, first)
+            decided = None
+            if decision is not None:
+                decided = raw[decision].strip() if decision < len(raw) else ""
+            yield Row(number, tuple(cells), numeric, problem, first, decided)
 
 
 EXCEL_CELL_LIMIT = 32_767  # characters a workbook cell holds; Excel and xlsxwriter cut longer text
@@ -220,14 +236,16 @@ def open_input(
         _keep=None if len(keep) == len(raw_headers) else keep,
         _width=len(raw_headers),
         _unquote=unquote,
-        _origin=next(
-            (
-                i
-                for i, h in enumerate(raw_headers)
-                if h.strip().casefold() == "source_row" and fields_of[i] is None
-            ),
-            None,
-        ),
+        _origin=_result_column(raw_headers, fields_of, "source_row"),
+        _decision=_result_column(raw_headers, fields_of, DECISION_COLUMN),
+    )
+
+
+def _result_column(headers: list[str], fields_of: list[str | None], name: str) -> int | None:
+    """The index of a result column of an earlier report (one that names no field), or None."""
+    return next(
+        (i for i, h in enumerate(headers) if h.strip().casefold() == name and fields_of[i] is None),
+        None,
     )
 
 

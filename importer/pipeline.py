@@ -37,12 +37,14 @@ from importer.loader import InputTable, check_path, open_input
 from importer.pacing import AUTO_START_QPS, paced_rate
 from importer.progress import Progress
 from importer.protocol import Credentials, RequestBuilder
+from importer.reasons import explain
 from importer.reporter import ReportWriter
 from importer.rows import Outcome, RequestRecord, Row, Status
 from importer.sharing import shared_quota
 from importer.spec import ApiSpec
+from importer.steps import CHECK_ADVICE
 from importer.summary import Dashboard, FileSummary, Plan, plural
-from importer.triage import SEND, Triage
+from importer.triage import DONE, SEND, Done, Triage
 
 SNAPSHOT_FOLDER = ".top-import-snapshots"  # beside the journal: the runs' private input copies
 _BATCH = 2000  # rows without a call are committed in batches: a crash loses no call state
@@ -83,6 +85,20 @@ def _open(path: Path, config: Config, spec: ApiSpec) -> InputTable:
     return open_input(path, spec, sheet=config.sheet, column_map=config.columns)
 
 
+def _triage(spec: ApiSpec, table: InputTable, run: RunJournal | None = None) -> Triage:
+    return Triage(spec, table.columns, run, fed_back=table.fed_back)
+
+
+def _writer(out: Path, table: InputTable, spec: ApiSpec, call_columns: bool = True) -> ReportWriter:
+    """The report of ``table``: its ID columns (every String field's) formatted as Text."""
+    text = [
+        table.columns[f.name]
+        for f in spec.fields
+        if f.item_type == "String" and f.name in table.columns
+    ]
+    return ReportWriter(out, table.headers, call_columns=call_columns, text_columns=text)
+
+
 # -- validate and dry run: one pass, no network --------------------------------------------------
 
 
@@ -94,10 +110,10 @@ def check_file(
     summary = FileSummary(path, "dry-run" if builder else "validate", method=spec.method)
     summary.limits = _limits(config)
     out = report_path(config, path)
-    triage = Triage(spec, table.columns)
+    triage = _triage(spec, table)
     now = datetime.now(timezone.utc)
     progress = _progress(config, path, "checking", table)
-    with ReportWriter(out, table.headers, call_columns=False) as writer:
+    with _writer(out, table, spec, call_columns=False) as writer:
         for row in table.rows():
             progress.advance()
             decided, _ = triage.decide(row)
@@ -105,11 +121,11 @@ def check_file(
                 outcome = decided
             else:
                 outcome = Outcome(Status.VALID)
-                if builder is not None:
+                if builder is not None and isinstance(decided, RequestRecord):
                     builder.build(decided, now)
             summary.rows_read += 1
             summary.count(outcome, row.shown_row)
-            writer.write(row, outcome)
+            writer.write(row, explain(outcome))
         summary.ended = time.time()
         progress.close()
         summary.workbook = writer.close(_dashboard(summary, out))
@@ -228,18 +244,18 @@ async def _run_copy(job: _Job, copy: snapshot.Snapshot, journal: Journal) -> Fil
         run.finish(keep_results=summary.workbook is None)
     unknown = summary.counts.get(Status.UNKNOWN.value, 0)
     if unknown:
+        where = f"the check sheet of {summary.workbook}" if summary.workbook else "the journal"
         summary.notes.append(
             f"{job.path}: {plural(unknown, 'row')} unknown: the call may have "
-            "reached the platform but no answer came back. They are the rows with status "
-            f"unknown in {summary.workbook}: check them on the platform, then rerun with "
-            "--resend-unknown to send them again."
+            f"reached the platform but no answer came back. They are listed in {where}: "
+            f"{CHECK_ADVICE.replace(' it ', ' each ', 1)}."
         )
     return summary
 
 
 def _preflight(job: _Job, table: InputTable, run: RunJournal) -> Plan:
     """Pass one: count what the send pass will send; record nothing."""
-    triage = Triage(job.spec, table.columns, run)
+    triage = _triage(job.spec, table, run)
     progress = _progress(job.config, job.path, "pre-flight", table)
     tally: Counter[str] = Counter()
     for row in table.rows():
@@ -256,6 +272,7 @@ def _preflight(job: _Job, table: InputTable, run: RunJournal) -> Plan:
         duplicate=tally[Status.DUPLICATE.value],
         invalid=tally[Status.INVALID.value],
         unknown=tally[Status.UNKNOWN.value],
+        done=tally[DONE],
         rate=None if config.qps_auto else paced_rate(config.qps),
         qps_max=config.qps_max,
         auto_start=_auto_start(others, config),
@@ -287,6 +304,12 @@ class _Feed:
                 self.pending[row.source_row] = (row.digest(), note)
                 yield decided
                 continue
+            if isinstance(decided, Done):
+                self._run.mark_done(
+                    row.source_row, decided.record.payload_hash, decided.outcome, row.digest()
+                )
+                self.on_settled(Status.SUCCESS)
+                continue
             settled.append((row.source_row, decided, row.digest()))
             self.on_settled(decided.status)
             if len(settled) >= _BATCH:
@@ -300,7 +323,7 @@ async def _send(job: _Job, table: InputTable, run: RunJournal, summary: FileSumm
     """Pass two: rows into the dispatcher, every claim and outcome into the journal."""
     config = job.config
     progress = _progress(config, summary.input, "sending", table)
-    feed = _Feed(table, Triage(job.spec, table.columns, run), run, summary)
+    feed = _Feed(table, _triage(job.spec, table, run), run, summary)
     feed.on_settled = progress.update
 
     def on_start(record: RequestRecord) -> asyncio.Future[Outcome | None]:
@@ -373,7 +396,7 @@ def _deadline_message(stop_at: datetime, started: float) -> str:
 def _report(job: _Job, table: InputTable, run: RunJournal, summary: FileSummary) -> None:
     """Pass three: the workbook; if it cannot be written, the journal keeps the results."""
     try:
-        summary.workbook = _write_report(table, run, job.out, summary, job.config)
+        summary.workbook = _write_report(table, run, job.out, summary, job.config, job.spec)
     except UsageError as exc:  # a full disk, a folder gone: the journal keeps the rows
         _count_from_journal(run, summary)
         summary.notes.append(
@@ -446,14 +469,20 @@ def rebuild_report(path: Path, config: Config, spec: ApiSpec, journal: Journal) 
     table = _open(path, config, spec)
     summary = FileSummary(path, "report", method=spec.method, limits=_limits(config))
     summary.ended = time.time()
-    summary.workbook = _write_report(table, run, report_path(config, path), summary, config)
+    out = report_path(config, path)
+    summary.workbook = _write_report(table, run, out, summary, config, spec)
     summary.rows_read = sum(summary.counts.values())
     run.finish()  # the workbook holds the results now
     return summary
 
 
 def _write_report(
-    table: InputTable, run: RunJournal, out: Path, summary: FileSummary, config: Config
+    table: InputTable,
+    run: RunJournal,
+    out: Path,
+    summary: FileSummary,
+    config: Config,
+    spec: ApiSpec,
 ) -> Path:
     """The report pass: the input again beside the journal's outcomes, both in source-row order,
     each outcome paired with its row by row number and the digest of its cells."""
@@ -461,14 +490,14 @@ def _write_report(
     pending = next(outcomes, None)
     counts_from_journal = FileSummary(summary.input, summary.command)
     progress = _progress(config, summary.input, "writing the workbook", table)
-    with ReportWriter(out, table.headers) as writer:
+    with _writer(out, table, spec) as writer:
         for row in table.rows():
             progress.advance()
             while pending is not None and pending[0] < row.source_row:
                 pending = next(outcomes, None)
             outcome = _paired(row, pending)
             counts_from_journal.count(outcome, row.shown_row)
-            writer.write(row, outcome)
+            writer.write(row, explain(outcome, summary.stop_reason))
         summary.take_counts(counts_from_journal)
         summary.per_minute = run.calls_per_minute()
         progress.close()

@@ -34,20 +34,28 @@ from functools import partial
 
 from importer.rows import (
     EXACT_FLOAT_LIMIT,
+    EXCEL_DIGITS,
     RequestRecord,
     Row,
     RowError,
     identity_hash,
     payload_hash,
+    rounded_by_excel,
 )
 from importer.spec import ApiSpec, FieldSpec
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
-EXCEL_DIGITS = 15  # Excel keeps 15 significant digits of a number
 
 _INTEGER = re.compile(r"^[+-]?(\d+)(?:\.0*)?$")
 _SCIENTIFIC = re.compile(r"^[+-]?\d+(?:[.,]\d*)?[eE][+-]?\d+$")
-_FIX_EXCEL = "format the column as Text in Excel, re-enter the full values and export again"
+# What to do about a rounded ID: in the user's own file, and in a result workbook of top-import
+# fed back (whose ID columns are formatted as Text, so a full ID typed there stays whole).
+FIX_EXCEL = "format the column as Text in Excel, re-enter the full values and export again"
+FIX_IN_RESULT = (
+    "type the full value into this cell (the column is formatted as Text, so it stays whole) "
+    "and run the sheet again"
+)
+ROUNDED = "rounded by Excel"  # the rule of every way a rounded number shows
 _TRUE = frozenset({"true", "1", "yes", "y", "是"})
 _FALSE = frozenset({"false", "0", "no", "n", "否"})
 _DATE = re.compile(r"^(\d{4})[-/](\d{1,2})[-/](\d{1,2})(?:[ T]+(\d{1,2}):(\d{2})(?::(\d{2}))?)?$")
@@ -55,45 +63,52 @@ _LIST_SEPARATOR = re.compile("[,，]")
 
 
 class _FieldError(ValueError):
-    pass
+    """A cell breaking a rule: the message (after the field and the value), the rule alone (by
+    which invalid rows are counted), and whether it is a number Excel rounded (what to do about
+    it depends on the file: ``RowValidator``)."""
+
+    def __init__(self, message: str, rule: str, rounded: bool = False) -> None:
+        super().__init__(message)
+        self.rule = rule
+        self.rounded = rounded
+
+
+def _rounded(how: str) -> _FieldError:
+    return _FieldError(
+        f"{how}, so Excel has rounded it to {EXCEL_DIGITS} significant digits and its last "
+        "digits are lost",
+        ROUNDED,
+        rounded=True,
+    )
 
 
 def parse_number(text: str, from_number_cell: bool) -> int:
     """An integer in int64 written as digits (``200110004`` or ``200110004.0``)."""
     if _SCIENTIFIC.match(text):
-        raise _FieldError(
-            "is in scientific notation, so Excel has rounded it to 15 digits or it is not a "
-            f"whole number written out; {_FIX_EXCEL}"
-        )
+        raise _rounded("is in scientific notation (or is not a whole number written out)")
     match = _INTEGER.match(text)
     if not match:
-        raise _FieldError("must be a whole number (Number: an integer, e.g. 200110004)")
+        raise _FieldError(
+            "must be a whole number (Number: an integer, e.g. 200110004)", "is not a whole number"
+        )
     # int() refuses more than 4300 digits (a ValueError, not our row error): check length first.
     if len(match.group(1).lstrip("0")) > len(str(INT64_MAX)):
-        raise _FieldError("is outside the int64 range of a Number")
+        raise _FieldError("is outside the int64 range of a Number", "is outside int64")
     value = int(text.split(".", 1)[0])
     if not INT64_MIN <= value <= INT64_MAX:
-        raise _FieldError("is outside the int64 range of a Number")
+        raise _FieldError("is outside the int64 range of a Number", "is outside int64")
     if from_number_cell and abs(value) > EXACT_FLOAT_LIMIT:
-        raise _FieldError(
-            f"came from a number cell beyond 2^53, so its last digits are lost; {_FIX_EXCEL}"
-        )
+        raise _rounded("came from a number cell beyond 2^53")
     return value
 
 
 def check_string(text: str, from_number_cell: bool) -> str:
     """A String value, refused where it shows Excel's 15-digit rounding."""
     if _SCIENTIFIC.match(text):
-        raise _FieldError(
-            f"is in scientific notation: Excel has rounded this ID to 15 digits; {_FIX_EXCEL}"
-        )
-    if from_number_cell:
+        raise _rounded("is in scientific notation")
+    if from_number_cell and rounded_by_excel(text):
         digits = sum(ch.isdigit() for ch in text)
-        if digits > EXCEL_DIGITS:
-            raise _FieldError(
-                f"came from a number cell of {digits} digits, and Excel keeps only "
-                f"{EXCEL_DIGITS}, so its last digits are lost; {_FIX_EXCEL}"
-            )
+        raise _rounded(f"came from a number cell of {digits} digits")
     return text
 
 
@@ -103,7 +118,9 @@ def parse_boolean(text: str) -> bool:
         return True
     if folded in _FALSE:
         return False
-    raise _FieldError("must be true or false (Boolean: true/false, 1/0, yes/no, 是/否)")
+    raise _FieldError(
+        "must be true or false (Boolean: true/false, 1/0, yes/no, 是/否)", "is not true or false"
+    )
 
 
 def parse_date(text: str) -> str:
@@ -111,12 +128,12 @@ def parse_date(text: str) -> str:
     match = _DATE.match(text)
     rule = "must be a date written yyyy-MM-dd HH:mm:ss (or yyyy-MM-dd)"
     if not match:
-        raise _FieldError(rule)
+        raise _FieldError(rule, "is not a date")
     year, month, day, hour, minute, second = (int(g) if g else 0 for g in match.groups())
     try:
         value = datetime(year, month, day, hour, minute, second)
     except ValueError as exc:
-        raise _FieldError(f"is not a real date or time ({exc}); {rule}") from None
+        raise _FieldError(f"is not a real date or time ({exc}); {rule}", "is not a date") from None
     return value.strftime("%Y-%m-%d %H:%M:%S")
 
 
@@ -124,10 +141,14 @@ def _check_rules(fspec: FieldSpec, value: str) -> None:
     """``max_length`` and ``allowed`` for one value (a list's item, or the field's value)."""
     if fspec.max_length is not None and len(value) > fspec.max_length:
         raise _FieldError(
-            f"is {len(value)} characters long; at most {fspec.max_length} are allowed"
+            f"is {len(value)} characters long; at most {fspec.max_length} are allowed",
+            f"is longer than {fspec.max_length} characters",
         )
     if fspec.allowed and value not in fspec.allowed:
-        raise _FieldError(f"is not one of the allowed values: {', '.join(fspec.allowed)}")
+        raise _FieldError(
+            f"is not one of the allowed values: {', '.join(fspec.allowed)}",
+            "is not an allowed value",
+        )
 
 
 def _scalar(fspec: FieldSpec, item_type: str, text: str, numeric: bool) -> object:
@@ -151,15 +172,22 @@ def convert(fspec: FieldSpec, text: str, numeric: bool) -> object:
         return _scalar(fspec, fspec.type, text, numeric)
     items = [item.strip() for item in _LIST_SEPARATOR.split(text)]
     if not all(items):
-        raise _FieldError("has an empty item; separate the items of a list with single commas")
+        raise _FieldError(
+            "has an empty item; separate the items of a list with single commas",
+            "has an empty item",
+        )
     if fspec.max_items is not None and len(items) > fspec.max_items:
-        raise _FieldError(f"has {len(items)} items; at most {fspec.max_items} are allowed")
+        raise _FieldError(
+            f"has {len(items)} items; at most {fspec.max_items} are allowed",
+            f"has more than {fspec.max_items} items",
+        )
     values = []
     for item in items:
         try:
             values.append(_scalar(fspec, fspec.item_type, item, numeric))
         except _FieldError as exc:
-            raise _FieldError(f"has an item {item!r} that {exc}") from None
+            rule = exc.rule if exc.rounded else f"has an item that {exc.rule}"
+            raise _FieldError(f"has an item {item!r} that {exc}", rule, exc.rounded) from None
     return values
 
 
@@ -187,17 +215,22 @@ def _converter(fspec: FieldSpec) -> Callable[[str, bool], object]:
 
 
 class RowValidator:
-    """Validates rows against one spec, given which column holds each field."""
+    """Validates rows against one spec, given which column holds each field.
 
-    def __init__(self, spec: ApiSpec, columns: Mapping[str, int]) -> None:
+    ``fed_back``: the rows come from a result workbook of top-import, whose ID columns are
+    formatted as Text: the advice for a rounded ID is then to type it there, not to export again.
+    """
+
+    def __init__(self, spec: ApiSpec, columns: Mapping[str, int], fed_back: bool = False) -> None:
         self.spec = spec
         self._plan = tuple((f, columns.get(f.name), _converter(f)) for f in spec.fields)
         self._has_object = spec.object_param is not None
         self._identity = spec.identity
+        self._fix_rounded = FIX_IN_RESULT if fed_back else FIX_EXCEL
 
     def validate(self, row: Row) -> RequestRecord | RowError:
         if row.problem:
-            return RowError(row.source_row, "", "", row.problem)
+            return RowError(row.source_row, "", "", row.problem, row.problem)
         payload: dict[str, object] = {}
         flat: list[tuple[str, str]] = []
         sent: dict[str, str] = {}
@@ -207,15 +240,18 @@ class RowValidator:
             text = raw.strip()
             if not text:
                 if fspec.required:
-                    return RowError(
-                        row.source_row, fspec.name, raw, f"{fspec.name} is required but empty"
-                    )
+                    message = f"{fspec.name} is required but empty"
+                    return RowError(row.source_row, fspec.name, raw, message, message)
                 continue
             numeric = index in row.numeric
             try:
                 value = converter(text, numeric)
             except _FieldError as exc:
-                return RowError(row.source_row, fspec.name, raw, f"{fspec.name} {text!r} {exc}")
+                message = f"{fspec.name} {text!r} {exc}"
+                if exc.rounded:
+                    message += f"; {self._fix_rounded}"
+                rule = f"{fspec.name} {exc.rule}"
+                return RowError(row.source_row, fspec.name, raw, message, rule)
             if fspec.is_flat:
                 flat.append((fspec.name, as_text(value)))
             else:

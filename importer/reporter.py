@@ -43,6 +43,7 @@ target is either the previous file or the complete new one.
 from __future__ import annotations
 
 import csv
+import functools
 import math
 import os
 import shutil
@@ -56,14 +57,25 @@ import xlsxwriter
 from xlsxwriter.exceptions import XlsxWriterException
 
 from importer.errors import UsageError
+from importer.loader import cell_text
 from importer.processes import pid_alive
-from importer.rows import Outcome, Row, Status
+from importer.rows import (
+    DECISION_COLUMN,
+    DECISIONS_SHOWN,
+    Outcome,
+    Row,
+    Status,
+    rounded_by_excel,
+)
 from importer.summary import Dashboard
 
 EXCEL_MAX_DATA_ROWS = 1_048_575  # 1,048,576 rows per sheet, minus the header
 FAILED_STATUSES = frozenset({Status.FAILED, Status.INVALID, Status.NOT_SENT})
+CHECK_STATUSES = frozenset({Status.UNKNOWN})
 SUMMARY_HEADER = ("item", "value")
 _ATTEMPTS = Outcome.COLUMNS.index("attempts")  # followed by elapsed_ms
+_ERROR = Outcome.COLUMNS.index("error")  # the last one
+_TEXT_FORMAT = "@"  # Excel's Text: a value typed into such a cell stays text (a whole ID)
 _CSV_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 # ...and "'" itself, so that the loader can undo it exactly (loader.unquoted)
 _CSV_QUOTED_START = (*_CSV_FORMULA_START, "'")
@@ -92,7 +104,21 @@ def results_header(input_headers: Sequence[str]) -> tuple[str, ...]:
 
 
 def failed_header(input_headers: Sequence[str]) -> tuple[str, ...]:
-    return (*input_headers, "source_row", *Outcome.COLUMNS)
+    """The user's columns, then the reason (``error``) beside them, then the rest."""
+    return (*input_headers, "error", "source_row", *Outcome.COLUMNS[:_ERROR])
+
+
+def check_header(input_headers: Sequence[str]) -> tuple[str, ...]:
+    """The user's columns, the ``decision`` a person fills in, the reason, then the rest."""
+    return (*input_headers, DECISION_COLUMN, "error", "source_row", *Outcome.COLUMNS[:_ERROR])
+
+
+def scientific(text: str) -> str:
+    """A number's text as Excel shows a rounded one, ``3.96743391396743E+17``: how a number
+    cell that Excel rounded is written to a CSV, so that it is refused again when fed back."""
+    mantissa, exponent = f"{float(text):.14E}".split("E")
+    mantissa = mantissa.rstrip("0").rstrip(".")
+    return f"{mantissa}E{exponent[0]}{int(exponent[1:]):02d}"
 
 
 class ReportWriter:
@@ -109,9 +135,13 @@ class ReportWriter:
         *,
         max_rows_per_sheet: int = EXCEL_MAX_DATA_ROWS,
         call_columns: bool = True,
+        text_columns: Iterable[int] = (),
     ) -> None:
         """``call_columns=False`` (validate, dry run: no call is ever made) leaves ``attempts``
-        and ``elapsed_ms`` empty instead of writing zeros; it also saves ~20% of the write time.
+        and ``elapsed_ms`` empty instead of writing zeros (it also saves ~20% of the write time)
+        and the workbook has no ``check`` sheet. ``text_columns`` are the indexes of the input
+        columns formatted as Text (the ID columns: a value retyped there stays whole); a column
+        that holds a value of 16+ digits is formatted as Text too.
         """
         if not 1 <= max_rows_per_sheet <= EXCEL_MAX_DATA_ROWS:
             raise ValueError(f"max_rows_per_sheet must be 1..{EXCEL_MAX_DATA_ROWS}")
@@ -131,7 +161,13 @@ class ReportWriter:
         sink: _XlsxSink | _CsvSink
         try:
             if suffix == ".xlsx":
-                sink = _XlsxSink(self._tmp, self.input_headers, max_rows_per_sheet)
+                sink = _XlsxSink(
+                    self._tmp,
+                    self.input_headers,
+                    max_rows_per_sheet,
+                    frozenset(text_columns),
+                    checks=call_columns,
+                )
             else:
                 sink = _CsvSink(self._tmp, self.input_headers)
         except OSError as exc:
@@ -146,13 +182,19 @@ class ReportWriter:
         """
         if self._closed:
             raise RuntimeError("ReportWriter is closed")
-        cells = row.cells
+        cells: Sequence[object] = row.cells
         if len(cells) != self._width:  # keep the outcome columns under their headers
             cells = (*cells, *([""] * self._width))[: self._width]
+        if row.numeric:
+            cells = self._sink.rounded_kept(cells, row.numeric)
         values = outcome.values()
         if not self._call_columns:
             values = (*values[:_ATTEMPTS], "", "", *values[_ATTEMPTS + 2 :])
-        self._sink.write(row.shown_row, cells, values, outcome.status in FAILED_STATUSES)
+        status = outcome.status
+        sheet = "failed" if status in FAILED_STATUSES else ""
+        if status in CHECK_STATUSES:
+            sheet = "check"
+        self._sink.write(row.shown_row, cells, values, sheet)
 
     def close(self, summary: Dashboard | Sequence[tuple[str, object]]) -> Path:
         """Write the summary (a ``Dashboard``, or plain item/value pairs), finish the file and
@@ -225,7 +267,17 @@ class ReportWriter:
 
 
 class _XlsxSink:
-    def __init__(self, tmp: Path, input_headers: Sequence[str], limit: int) -> None:
+    """``results``, ``failed`` and ``check`` (the unknown rows; not in a validate workbook),
+    then ``summary``. A number cell Excel rounded stays a number cell; the ID columns are Text."""
+
+    def __init__(
+        self,
+        tmp: Path,
+        input_headers: Sequence[str],
+        limit: int,
+        text_columns: frozenset[int],
+        checks: bool,
+    ) -> None:
         self._tmp = tmp
         self._tmpdir = tmp.with_name(tmp.name + ".d")
         self._tmpdir.mkdir(exist_ok=True)
@@ -234,24 +286,54 @@ class _XlsxSink:
             options = {**_WORKBOOK_OPTIONS, "tmpdir": str(self._tmpdir)}
             self._workbook = xlsxwriter.Workbook(self._fh, options)
             self._looks = _Looks(self._workbook)
-            self._results = _Sheet(
-                self._workbook, "results", results_header(input_headers), limit, self._looks
+            width = len(input_headers)
+            sheet = functools.partial(_Sheet, self._workbook, limit=limit, looks=self._looks)
+            self._results = sheet(
+                "results",
+                results_header(input_headers),
+                text=frozenset(i + 1 for i in text_columns),
+                freeze=min(2, width + 1),  # source_row and the user's first column
             )
-            self._failed = _Sheet(
-                self._workbook, "failed", failed_header(input_headers), limit, self._looks
+            self._failed = sheet(
+                "failed", failed_header(input_headers), text=text_columns, freeze=min(1, width)
             )
+            self._check = None
+            if checks:
+                self._check = sheet(
+                    "check",
+                    check_header(input_headers),
+                    text=text_columns | {width},
+                    freeze=min(1, width),
+                    choices=(width, DECISIONS_SHOWN),
+                )
         except BaseException:
             self.discard()
             raise
 
-    def write(self, source_row: int, cells: Sequence[str], values: tuple, failed: bool) -> None:
+    @staticmethod
+    def rounded_kept(cells: Sequence[object], numeric: frozenset[int]) -> list[object]:
+        """Number cells Excel rounded, as number cells again (a rounded ID typed over with
+        the full text is then the only way the row passes)."""
+        out = list(cells)
+        for i in numeric:
+            text = out[i] if i < len(out) else None
+            if isinstance(text, str) and rounded_by_excel(text):
+                value = float(text)
+                out[i] = value if cell_text(value)[0] == text else scientific(text)
+        return out
+
+    def write(self, source_row: int, cells: Sequence[object], values: tuple, sheet: str) -> None:
         self._results.append((source_row, *cells, *values))
-        if failed:
-            self._failed.append((*cells, source_row, *values))
+        if sheet == "failed":
+            self._failed.append((*cells, values[_ERROR], source_row, *values[:_ERROR]))
+        elif sheet == "check" and self._check is not None:
+            self._check.append((*cells, "", values[_ERROR], source_row, *values[:_ERROR]))
 
     def finish(self, summary: Dashboard | Iterable[tuple[str, object]]) -> None:
         self._results.finish(table=True)
         self._failed.finish(table=True)
+        if self._check is not None:
+            self._check.finish(table=True)
         if isinstance(summary, Dashboard):
             _write_dashboard(self._workbook, self._looks, summary)
         else:
@@ -289,6 +371,7 @@ class _Looks:
         self.headline = workbook.add_format({"bold": True, "font_size": 14})
         self.percent = workbook.add_format({"num_format": "0.0%"})
         self.header = workbook.add_format({"bold": True, "bottom": 1})
+        self.text = workbook.add_format({"num_format": _TEXT_FORMAT})
         self.status = {
             status: workbook.add_format({"font_color": font, "bg_color": fill})
             for status, (font, fill) in _STATUS_COLOURS.items()
@@ -296,10 +379,25 @@ class _Looks:
 
 
 class _Sheet:
-    """One logical sheet, continued as ``name_2``, ``name_3``, ... past ``limit`` data rows."""
+    """One logical sheet, continued as ``name_2``, ``name_3``, ... past ``limit`` data rows.
+
+    ``text`` are the columns formatted as Text (each cell written there, and the column for
+    cells typed later); a column where a 16+ digit value turns up joins them. ``freeze`` columns
+    stay in view with the header; ``choices`` is (column, words): a drop-down list there.
+    Every part prints landscape, one page wide, with the header on every page.
+    """
 
     def __init__(
-        self, workbook: Any, name: str, header: Sequence[str], limit: int, looks: _Looks
+        self,
+        workbook: Any,
+        name: str,
+        header: Sequence[str],
+        limit: int,
+        looks: _Looks,
+        *,
+        text: frozenset[int] = frozenset(),
+        freeze: int = 0,
+        choices: tuple[int, Sequence[str]] | None = None,
     ) -> None:
         self._workbook = workbook
         self._looks = looks
@@ -307,6 +405,9 @@ class _Sheet:
         self.header = tuple(header)
         self.limit = limit
         self.parts = 0
+        self._text = set(text)
+        self._freeze = freeze
+        self._choices = choices
         self._rows = 0
         self._done: list[tuple[Any, int, list[int]]] = []  # (worksheet, rows, widths) per part
         self._new_part()
@@ -317,7 +418,8 @@ class _Sheet:
         self.parts += 1
         title = self.name if self.parts == 1 else f"{self.name}_{self.parts}"
         self.worksheet = self._workbook.add_worksheet(title)
-        self.worksheet.freeze_panes(1, 0)
+        self.worksheet.freeze_panes(1, self._freeze)
+        print_setup(self.worksheet, header=True)
         self._rows = 0
         self._widths = [display_width(h) for h in self.header]
         write_string = self.worksheet._write_string  # see _write_row
@@ -328,7 +430,7 @@ class _Sheet:
         if self._rows == self.limit:
             self._new_part()
         self._rows += 1
-        _write_row(self.worksheet, self._rows, values)
+        _write_row(self.worksheet, self._rows, values, self._text, self._looks.text)
         if self._rows <= WIDTH_SAMPLE:
             widths = self._widths
             for col, value in enumerate(values):
@@ -337,12 +439,23 @@ class _Sheet:
                     widths[col] = width
 
     def finish(self, table: bool) -> None:
-        """Column widths on every part; with ``table``, the autofilter and the status colours."""
+        """Column widths on every part (the Text columns formatted so); with ``table``, the
+        autofilter and the status colours."""
         self._done.append((self.worksheet, self._rows, self._widths))
         status = self.header.index("status") if "status" in self.header else None
         for worksheet, rows, widths in self._done:
             for col, width in enumerate(widths):
-                worksheet.set_column(col, col, min(max(width, 6), MAX_WIDTH) + 2)
+                look = self._looks.text if col in self._text else None
+                worksheet.set_column(col, col, min(max(width, 6), MAX_WIDTH) + 2, look)
+            if self._choices is not None:
+                col, words = self._choices
+                worksheet.data_validation(
+                    1,
+                    col,
+                    max(rows, 1) + 1000,  # room for rows pasted below
+                    col,
+                    {"validate": "list", "source": list(words), "error_type": "warning"},
+                )
             if not table:
                 continue
             worksheet.autofilter(0, 0, max(rows, 1), len(self.header) - 1)
@@ -357,11 +470,21 @@ class _Sheet:
                     )
 
 
+def print_setup(worksheet: Any, header: bool) -> None:
+    """Landscape, one page wide (as many pages down as it takes), the header on every page."""
+    worksheet.set_landscape()
+    worksheet.set_paper(9)  # A4
+    worksheet.fit_to_pages(1, 0)
+    if header:
+        worksheet.repeat_rows(0)
+
+
 def _write_dashboard(workbook: Any, looks: _Looks, board: Dashboard) -> None:
     """The ``summary`` sheet as a dashboard, top to bottom: the headline and what the exit code
     means; rows per status; the top sub_codes; the run's details and limits; calls per minute.
     Each table of numbers has its native Excel chart to its right (column G)."""
     sheet = workbook.add_worksheet("summary")
+    print_setup(sheet, header=False)
     write = sheet._write_string  # see _write_row
     widths = [28, 12, 40, 12, 50]
     for col, width in enumerate(widths):
@@ -447,8 +570,18 @@ def display_width(text: str) -> int:
     return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
 
 
-def _write_row(worksheet: Any, row: int, values: Iterable[object]) -> None:
-    """Each value as a literal: text as a string cell, a number as a number, "" as blank."""
+def _write_row(
+    worksheet: Any,
+    row: int,
+    values: Iterable[object],
+    text: set[int] | None = None,
+    text_look: Any = None,
+) -> None:
+    """Each value as a literal: text as a string cell, a number as a number, "" as blank.
+
+    A value in a column of ``text`` gets the Text format; so does a text of 16+ digits anywhere
+    (an ID), whose column then joins ``text``.
+    """
     # The public write_* wrap these in an A1-notation argument converter that costs ~9% of
     # the write time; every check (dimensions, string length) lives in the underscored ones.
     # Pinned to xlsxwriter 3.x in pyproject.toml; tests/test_reporter.py fails loudly when a
@@ -456,27 +589,37 @@ def _write_row(worksheet: Any, row: int, values: Iterable[object]) -> None:
     write_string = worksheet._write_string
     write_number = worksheet._write_number
     for col, value in enumerate(values):
+        look = None
+        if text is not None:
+            if col in text:
+                look = text_look
+            elif type(value) is str and len(value) > 15 and value.isascii() and value.isdigit():
+                text.add(col)
+                look = text_look
         if type(value) is str:
             if not value:
                 continue
             if value.startswith("<r>") and value.endswith("</r>"):
-                _write_rich_literal(worksheet, row, col, value)
+                _write_rich_literal(worksheet, row, col, value, look)
             else:
-                write_string(row, col, value)
+                write_string(row, col, value, look)
         elif type(value) is int or (type(value) is float and math.isfinite(value)):
-            write_number(row, col, value)
+            write_number(row, col, value, look)
         elif isinstance(value, bool):
             worksheet.write_boolean(row, col, value)
         elif value is not None:
-            text = value.value if isinstance(value, Status) else str(value)
-            if text:
-                write_string(row, col, text)
+            text_value = value.value if isinstance(value, Status) else str(value)
+            if text_value:
+                write_string(row, col, text_value, look)
 
 
-def _write_rich_literal(worksheet: Any, row: int, col: int, text: str) -> None:
+def _write_rich_literal(worksheet: Any, row: int, col: int, text: str, look: Any = None) -> None:
     """Write text that looks like ``<r>...</r>``, which xlsxwriter's constant_memory mode would
     take for rich-string XML and write unescaped, as three plain runs: same text, escaped."""
-    worksheet.write_rich_string(row, col, text[:1], text[1:2], text[2:])
+    if look is None:
+        worksheet.write_rich_string(row, col, text[:1], text[1:2], text[2:])
+    else:
+        worksheet.write_rich_string(row, col, text[:1], text[1:2], text[2:], look)
 
 
 class _CsvSink:
@@ -486,9 +629,20 @@ class _CsvSink:
         self._writer = csv.writer(self._fh)
         self._writer.writerow([_csv_text(h) for h in results_header(input_headers)])
 
-    def write(self, source_row: int, cells: Sequence[str], values: tuple, failed: bool) -> None:
+    @staticmethod
+    def rounded_kept(cells: Sequence[object], numeric: frozenset[int]) -> list[object]:
+        """Number cells Excel rounded, in Excel's scientific form (a CSV has no cell types:
+        the form is what makes the row refused again when the CSV is fed back)."""
+        out = list(cells)
+        for i in numeric:
+            text = out[i] if i < len(out) else None
+            if isinstance(text, str) and rounded_by_excel(text):
+                out[i] = scientific(text)
+        return out
+
+    def write(self, source_row: int, cells: Sequence[object], values: tuple, sheet: str) -> None:
         self._writer.writerow(
-            [source_row, *map(_csv_text, cells), *(_csv_value(v) for v in values)]
+            [source_row, *map(_csv_value, cells), *(_csv_value(v) for v in values)]
         )
 
     def finish(self, summary: Iterable[tuple[str, object]]) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 
 EXACT_FLOAT_LIMIT = 2**53  # a number cell's value is exact up to here; beyond, digits are lost
@@ -39,7 +39,9 @@ class Row:
     ``cells`` are the cells as read,
     in column order; ``numeric`` holds the indexes of cells that were number cells in a workbook
     (their text may already be rounded by Excel); ``problem`` is set when the loader could not
-    line the row up with the header (the row is then invalid, the others still go).
+    line the row up with the header (the row is then invalid, the others still go);
+    ``decision`` is the ``decision`` cell of a ``check`` sheet fed back (None for any other
+    input), what a person found on the platform about an ``unknown`` row.
     """
 
     source_row: int
@@ -47,6 +49,7 @@ class Row:
     numeric: frozenset[int] = frozenset()
     problem: str = ""
     origin_row: int | None = None  # in a report fed back: the row of the original file
+    decision: str | None = None
 
     @property
     def shown_row(self) -> int:
@@ -75,10 +78,14 @@ class RequestRecord:
 
 @dataclass(frozen=True, slots=True)
 class RowError:
+    """Why a row is invalid: ``message`` names the field, the value, the rule and what to do;
+    ``rule`` is the rule alone (no value), so that rows can be counted by reason."""
+
     source_row: int
     field: str
     value: str
     message: str
+    rule: str = field(default="", compare=False)
 
 
 @dataclass(slots=True)
@@ -97,6 +104,9 @@ class Outcome:
     error: str = ""
     # attempts whose request left the machine (None: all of them); the daily quota counts these
     sent: int | None = None
+    # an invalid row's reason without its value ("case_id came from a number cell ..."), to
+    # count rows by reason; not a report column, not kept in the journal
+    reason: str = ""
 
     COLUMNS = (
         "status",
@@ -127,6 +137,49 @@ class Outcome:
 
 
 RESULT_COLUMNS: tuple[str, ...] = ("source_row", *Outcome.COLUMNS)
+DECISION_COLUMN = "decision"  # the check sheet's: what a person found about an unknown row
+
+
+class Decision(str, Enum):
+    """What a person wrote in the check sheet about an ``unknown`` row, having looked on the
+    platform: it is there (``done``: recorded as a success, never sent) or it is not
+    (``resend``: sent once more)."""
+
+    DONE = "done"
+    RESEND = "resend"
+
+    @classmethod
+    def read(cls, text: str) -> Decision | None:
+        """The decision a cell holds (English or Chinese, any case); None when blank. A
+        ``ValueError`` for any other word."""
+        word = text.strip().casefold()
+        if not word:
+            return None
+        try:
+            return _DECISION_WORDS[word]
+        except KeyError:
+            raise ValueError(
+                f"decision {text.strip()!r} is not a decision: write done (已完成) when the "
+                "platform has the row, resend (重发) when it does not, or leave it blank"
+            ) from None
+
+
+_DECISION_WORDS = {
+    "done": Decision.DONE,
+    "已完成": Decision.DONE,
+    "resend": Decision.RESEND,
+    "重发": Decision.RESEND,
+}
+DECISIONS_SHOWN = ("done", "resend", "已完成", "重发")  # the check sheet's drop-down
+EXCEL_DIGITS = 15  # Excel keeps 15 significant digits of a number
+
+
+def rounded_by_excel(text: str) -> bool:
+    """Whether a number cell's text shows Excel's rounding: more than 15 digits (beyond 2^53
+    always has), so its last digits are lost. Such a cell stays a number cell in every workbook
+    the tool writes (and in Excel's scientific form in a CSV), so it is refused again when fed
+    back."""
+    return sum(ch.isdigit() for ch in text) > EXCEL_DIGITS
 
 
 def payload_hash(payload_json: str, flat: tuple[tuple[str, str], ...] = ()) -> str:

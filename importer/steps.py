@@ -32,14 +32,16 @@ from importer.protocol import AnswerKind, Reply, advice, describe
 from importer.rows import Outcome, Status
 
 MAX_THROTTLE_RETRIES = 100  # a row throttled this often is failed rather than retried forever
+# What to do about an unknown row: decide in the check sheet (or resend all with a flag).
+CHECK_ADVICE = (
+    "check it on the platform, then write done (it is there) or resend (it is not) in the "
+    "decision column of the check sheet and run that sheet with --sheet check "
+    "(or rerun with --resend-unknown)"
+)
 EARLIER_LOST = (
-    "an earlier attempt's answer was lost, so the platform may have acted on it: check it "
-    "there before sending it again (--resend-unknown)"
+    f"an earlier attempt's answer was lost, so the platform may have acted on it: {CHECK_ADVICE}"
 )
-UNKNOWN_ADVICE = (
-    "the platform may have acted on it: check it there, then rerun with --resend-unknown "
-    "to send it again"
-)
+UNKNOWN_ADVICE = f"the platform may have acted on it: {CHECK_ADVICE}"
 
 
 class StopReason(str, Enum):
@@ -165,10 +167,7 @@ def _throttled(reply: Reply, tries: Tries, limits: RetryLimits) -> Step:
     return Step(Action.THROTTLE, delay=reply.ban_seconds)
 
 
-IN_FLIGHT_INTERRUPTED = (
-    "interrupted with the call in flight; the platform may have acted on it: check it there, "
-    "then rerun with --resend-unknown to send it again"
-)
+IN_FLIGHT_INTERRUPTED = f"interrupted with the call in flight; {UNKNOWN_ADVICE}"
 
 
 def outcome_of(

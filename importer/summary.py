@@ -204,6 +204,7 @@ class Plan:
     duplicate: int = 0
     invalid: int = 0
     unknown: int = 0  # kept back by --no-resend-unknown
+    done: int = 0  # marked done in a check sheet: recorded as successes, not sent
     rate: float | None = None
     qps_max: float = 0.0
     auto_start: float = AUTO_START_QPS  # where --qps auto starts
@@ -231,6 +232,7 @@ class Plan:
                 (self.duplicate, "duplicate"),
                 (self.invalid, "invalid"),
                 (self.unknown, "unknown, not resent"),
+                (self.done, "marked done, not sent"),
             )
             if n
         ]

@@ -7,19 +7,40 @@ another live run, ``unknown``: ``journal.refusal``), or **to send** — with a n
 again after an unknown outcome (``--resend-unknown``). Without a journal (``validate``,
 ``--dry-run``) only the first two apply. The journal is only read here: claiming a payload is
 the dispatcher's, at its first call.
+
+A row of a ``check`` sheet fed back carries a person's ``decision`` about an ``unknown`` row:
+``done`` makes it ``Done`` (recorded as a success, never sent), ``resend`` sends it once more
+(this run may claim it although the journal holds it unknown), and a blank decision keeps it
+``unknown`` (unless the run resends unknown rows anyway); any other word makes it invalid.
+Without a journal (``validate``) only the word is checked.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
-from importer.journal import RunJournal
+from importer.journal import PriorCall, RunJournal
 from importer.records import DuplicateFilter, RowValidator
-from importer.rows import Outcome, RequestRecord, Row, RowError, Status
+from importer.rows import Decision, Outcome, RequestRecord, Row, RowError, Status
 from importer.spec import ApiSpec
+from importer.steps import CHECK_ADVICE
 
 RESENT_NOTE = "an earlier call of this payload got no answer; sent again (--resend-unknown)"
+RESENT_BY_DECISION = "sent again: the check sheet's decision was resend"
+DONE_NOTE = "recorded as done (the check sheet's decision): the platform has it; not sent"
+UNDECIDED_NOTE = f"no decision yet: {CHECK_ADVICE}"
 SEND = "send"  # how the pre-flight counts the rows to send, beside the statuses
+DONE = "done"  # ... and the rows a person marked done
+
+
+@dataclass(frozen=True)
+class Done:
+    """A row a person marked ``done`` in the check sheet: its payload is recorded as a success
+    in the journal (later runs skip it) and it is never sent."""
+
+    record: RequestRecord
+    outcome: Outcome
 
 
 class Triage:
@@ -27,37 +48,71 @@ class Triage:
     pass: duplicates are judged against the rows before, in that pass)."""
 
     def __init__(
-        self, spec: ApiSpec, columns: Mapping[str, int], journal: RunJournal | None = None
+        self,
+        spec: ApiSpec,
+        columns: Mapping[str, int],
+        journal: RunJournal | None = None,
+        *,
+        fed_back: bool = False,
     ) -> None:
-        self._validator = RowValidator(spec, columns)
+        self._validator = RowValidator(spec, columns, fed_back=fed_back)
         self._duplicates = DuplicateFilter()
         self._journal = journal
 
     def __repr__(self) -> str:
         return f"<Triage journal={'yes' if self._journal is not None else 'no'}>"
 
-    def decide(self, row: Row) -> tuple[RequestRecord | Outcome, str]:
+    def decide(self, row: Row) -> tuple[RequestRecord | Outcome | Done, str]:
         """The record to send and a note for its report row, or the outcome of a row that needs
-        no call (with an empty note)."""
+        no call (with an empty note), or ``Done``."""
         result = self._validator.validate(row)
         if isinstance(result, RowError):
-            return Outcome(Status.INVALID, error=result.message), ""
+            return Outcome(Status.INVALID, error=result.message, reason=result.rule), ""
+        decision = None
+        if row.decision is not None:
+            try:
+                decision = Decision.read(row.decision)
+            except ValueError as exc:
+                rule = "decision is not done or resend"
+                return Outcome(Status.INVALID, error=str(exc), reason=rule), ""
         first = self._duplicates.first_row(result)
         if first is not None:
             return Outcome(Status.DUPLICATE, error=f"same payload as row {first}"), ""
-        if self._journal is None:
+        journal = self._journal
+        if journal is None:
             return result, ""
-        prior = self._journal.prior(result.payload_hash)
-        refused = self._journal.judge(prior)
+        prior = journal.prior(result.payload_hash)
+        if row.decision is None:
+            refused = journal.judge(prior)
+            if refused is not None:
+                return refused, ""
+            resent = prior is not None and prior.state in ("in_flight", "unknown")
+            return result, RESENT_NOTE if resent else ""
+        # a check sheet's row: never a success twice, never beside a live run's call
+        refused = journal.judge(prior, resend_unknown=True)
         if refused is not None:
             return refused, ""
-        resent = prior is not None and prior.state in ("in_flight", "unknown")
-        return result, RESENT_NOTE if resent else ""
+        if decision is Decision.DONE:
+            return Done(result, Outcome(Status.SUCCESS, error=DONE_NOTE)), ""
+        if decision is Decision.RESEND:
+            journal.allow_resend(result.payload_hash)
+            return result, RESENT_BY_DECISION
+        refused = journal.judge(prior if prior is not None else _UNDECIDED)
+        if refused is not None:
+            return Outcome(Status.UNKNOWN, error=UNDECIDED_NOTE), ""
+        return result, RESENT_NOTE
 
     @staticmethod
-    def kind(decided: RequestRecord | Outcome) -> str:
-        """``send``, or the status of a row that needs no call."""
-        return SEND if isinstance(decided, RequestRecord) else decided.status.value
+    def kind(decided: RequestRecord | Outcome | Done) -> str:
+        """``send``, ``done``, or the status of a row that needs no call."""
+        if isinstance(decided, RequestRecord):
+            return SEND
+        if isinstance(decided, Done):
+            return DONE
+        return decided.status.value
 
 
-__all__ = ["RESENT_NOTE", "SEND", "Triage"]
+# How a check sheet's undecided row is judged when the journal holds nothing of it: as unknown.
+_UNDECIDED = PriorCall("unknown", "", "", None, 0)
+
+__all__ = ["DONE", "DONE_NOTE", "RESENT_NOTE", "SEND", "Done", "Triage"]

@@ -30,7 +30,8 @@ OUTCOME_COLUMNS = (
     "error",
 )
 RESULTS_HEADER = ["source_row", *HEADERS, *OUTCOME_COLUMNS]
-FAILED_HEADER = [*HEADERS, "source_row", *OUTCOME_COLUMNS]
+FAILED_HEADER = [*HEADERS, "error", "source_row", *OUTCOME_COLUMNS[:-1]]
+CHECK_HEADER = [*HEADERS, "decision", *FAILED_HEADER[len(HEADERS) :]]
 
 
 def read_sheets(path: Path) -> dict[str, list[list[tuple[object, str]]]]:
@@ -64,7 +65,7 @@ def test_results_sheet_has_source_row_inputs_then_outcome_with_types(tmp_path: P
         assert writer.close([("rows read", 2)]) == out
 
     sheets = read_sheets(out)
-    assert list(sheets) == ["results", "failed", "summary"]
+    assert list(sheets) == ["results", "failed", "check", "summary"]
     results = sheets["results"]
     assert values(results) == [
         RESULTS_HEADER,
@@ -101,8 +102,12 @@ def test_failed_sheet_holds_failed_invalid_and_not_sent_rows(
     sheets = read_sheets(out)
     expected = [FAILED_HEADER]
     if on_failed_sheet:
-        expected.append(["1", "a", 2, status.value, *[None] * 6, 2, 7, "why"])
+        expected.append(["1", "a", "why", 2, status.value, *[None] * 6, 2, 7])
     assert values(sheets["failed"]) == expected
+    checks = [CHECK_HEADER]
+    if status is Status.UNKNOWN:  # brought to a decision in the check sheet instead
+        checks.append(["1", "a", None, "why", 2, status.value, *[None] * 6, 2, 7])
+    assert values(sheets["check"]) == checks
     assert len(sheets["results"]) == 2
 
 
@@ -116,11 +121,11 @@ def test_failed_sheet_puts_input_columns_first_and_interleaves_with_results(
             writer.write(Row(i + 2, (f"id{i}", f"n{i}")), Outcome(status, error=f"e{i}"))
         writer.close([])
     sheets = read_sheets(out)
-    assert [row[:3] for row in values(sheets["failed"])] == [
-        ["customer_id", "name", "source_row"],
-        ["id1", "n1", 3],
-        ["id3", "n3", 5],
-        ["id4", "n4", 6],
+    assert [row[:4] for row in values(sheets["failed"])] == [
+        ["customer_id", "name", "error", "source_row"],
+        ["id1", "n1", "e1", 3],
+        ["id3", "n3", "e3", 5],
+        ["id4", "n4", "e4", 6],
     ]
     assert [row[0] for row in values(sheets["results"])[1:]] == [2, 3, 4, 5, 6]
 
@@ -216,15 +221,23 @@ def test_sheets_continue_past_the_row_limit_each_with_a_header(tmp_path: Path) -
             writer.write(Row(i + 2, (str(i), "x")), Outcome(status))
         writer.close([("rows read", 5)])
     sheets = read_sheets(out)
-    assert list(sheets) == ["results", "failed", "results_2", "failed_2", "results_3", "summary"]
+    assert list(sheets) == [
+        "results",
+        "failed",
+        "check",
+        "results_2",
+        "failed_2",
+        "results_3",
+        "summary",
+    ]
     source_rows = {name: [row[0] for row in values(rows)] for name, rows in sheets.items()}
     assert source_rows["results"] == ["source_row", 2, 3]
     assert source_rows["results_2"] == ["source_row", 4, 5]
     assert source_rows["results_3"] == ["source_row", 6]
     assert values(sheets["failed"])[0] == FAILED_HEADER
-    assert [row[2] for row in values(sheets["failed"])[1:]] == [2, 4]
+    assert [row[3] for row in values(sheets["failed"])[1:]] == [2, 4]
     assert values(sheets["failed_2"])[0] == FAILED_HEADER
-    assert [row[2] for row in values(sheets["failed_2"])[1:]] == [5, 6]
+    assert [row[3] for row in values(sheets["failed_2"])[1:]] == [5, 6]
 
 
 @pytest.mark.parametrize("limit", [0, EXCEL_MAX_DATA_ROWS + 1])
@@ -247,7 +260,7 @@ def test_real_excel_limit_splits_after_1048575_data_rows(tmp_path: Path) -> None
 
     wb = openpyxl.load_workbook(out, read_only=True)
     try:
-        assert wb.sheetnames == ["results", "failed", "results_2", "summary"]
+        assert wb.sheetnames == ["results", "failed", "check", "results_2", "summary"]
         assert wb["results"].max_row == 1_048_576  # the <dimension> xlsxwriter wrote
         assert [[c.value for c in r] for r in wb["results_2"].iter_rows()] == [
             ["source_row", "id", *OUTCOME_COLUMNS],
@@ -473,7 +486,8 @@ def test_the_workbook_is_made_to_be_read(tmp_path: Path) -> None:
     assert width["名称"] >= 4  # two wide characters
     assert 60 <= width["sub_msg"] <= 63  # capped (xlsxwriter adds 0.71 of padding)
     assert all(c.font.b for c in results[1])
-    assert results.freeze_panes == "A2" and failed.freeze_panes == "A2"
+    # the header, and source_row with the user's first column (failed: the first column)
+    assert results.freeze_panes == "C2" and failed.freeze_panes == "B2"
     assert results.auto_filter.ref == f"A1:{chr(64 + len(header))}3"
     assert failed.auto_filter.ref is not None and failed.auto_filter.ref.endswith("2")
     status = chr(65 + header.index("status"))

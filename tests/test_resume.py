@@ -128,7 +128,8 @@ def test_rows_in_flight_at_a_crash_stay_unknown_by_default(tmp_path, simulator, 
     assert statuses(tmp_path / "reports" / "t.result.xlsx") == {"unknown": 1, "success": 2}
     assert sim.stats()["calls"] == 2
     assert "1 row unknown" in done.stderr
-    assert "check them on the platform, then rerun with --resend-unknown" in done.stderr
+    assert "decision column of the check sheet" in done.stderr
+    assert "--sheet check (or rerun with --resend-unknown)" in done.stderr
     rows = read_sheet(tmp_path / "reports" / "t.result.xlsx")
     assert "rerun with --resend-unknown" in rows[0]["error"]
 
