@@ -99,7 +99,10 @@ class Result:
                 rows = book.get_sheet_by_name(name).iter_rows()
                 header = [str(h) for h in next(rows)]
                 for values in rows:
-                    yield dict(zip(header, map(_cell, values), strict=False))
+                    yield {
+                        name: _cell(name, value)
+                        for name, value in zip(header, values, strict=False)
+                    }
         finally:
             book.close()
 
@@ -125,8 +128,10 @@ def _csv_cell(name: str, text: str) -> object:
     return int(text) if name in _INTEGER_COLUMNS and text.isdigit() else text
 
 
-def _cell(value: object) -> object:
-    if isinstance(value, float) and value.is_integer():
+def _cell(name: str, value: object) -> object:
+    """A workbook's cell: the integer columns as int. An input column's number cell is one that
+    Excel had rounded (the report keeps it a number cell) and stays a float, visibly not an ID."""
+    if name in _INTEGER_COLUMNS and isinstance(value, float) and value.is_integer():
         return int(value)
     return None if value == "" else value
 

@@ -531,7 +531,7 @@ def report(inputs: tuple[str, ...], config_file: str | None, **flags: Any) -> in
     if not config.journal.is_file():
         raise UsageError(f"There is no journal at {config.journal}; give the run's --journal.")
     paths = expand_inputs(inputs, config, say)
-    configs = per_input_configs(paths, config)
+    configs = per_input_configs(paths, config, rebuild=True)
     check_outputs(config, configs)
     journal = Journal(config.journal)
     try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import shutil
 import tempfile
 from collections import Counter
@@ -44,7 +45,7 @@ def expand_inputs(inputs: Sequence[str], config: Config, say: Callable[[str], No
 
 
 def per_input_configs(
-    paths: list[Path], config: Config, kind: str = "result"
+    paths: list[Path], config: Config, kind: str = "result", *, rebuild: bool = False
 ) -> dict[Path, Config]:
     """Each input's config, with ``out`` set so that no two inputs write the same workbook.
 
@@ -52,23 +53,36 @@ def per_input_configs(
     ``validate``, ``dry-run`` — has its own, so it never overwrites a run's workbook, with the
     fixes typed into its failed sheet); inputs sharing a stem (``t.csv`` and
     ``t.xlsx``, or ``a/t.csv`` and ``b/t.csv``) get ``<stem>-<ext>`` and then a number.
+
+    A workbook of the loop fed back (``t.result.xlsx``, ``t-2.result.xlsx``) is the next round,
+    ``t-2``, ``t-3``, ..., and never a workbook that exists: it may be the one being edited.
+    ``rebuild`` (``report``: the run's workbook written again) takes the round's name as is.
     """
     if config.out is not None:
         return dict.fromkeys(paths, config)
-    stems = Counter(_stem(p) for p in paths)
+    stems = Counter(_round(p)[0] for p in paths)
     taken: set[Path] = set()
     configs = {}
     for path in paths:
-        name = _stem(path)
+        name, number = _round(path)
         if stems[name] > 1 and path.suffix:
             name = f"{name}-{path.suffix.lstrip('.').lower()}"
-        out, n = config.out_dir / f"{name}.{kind}.xlsx", 1
-        while out in taken or out.resolve() == path.resolve():
+        n = number + 1 if number else 1
+        out = _named(config.out_dir, name, n, kind)
+        while (
+            out in taken
+            or out.resolve() == path.resolve()
+            or (number and not rebuild and out.exists())
+        ):
             n += 1
-            out = config.out_dir / f"{name}-{n}.{kind}.xlsx"
+            out = _named(config.out_dir, name, n, kind)
         taken.add(out)
         configs[path] = replace(config, out=out)
     return configs
+
+
+def _named(folder: Path, name: str, n: int, kind: str) -> Path:
+    return folder / (f"{name}.{kind}.xlsx" if n == 1 else f"{name}-{n}.{kind}.xlsx")
 
 
 def check_outputs(config: Config, configs: dict[Path, Config]) -> None:
@@ -104,14 +118,23 @@ def _check_folder(folder: Path, option: str, what: str = "") -> None:
         ) from None
 
 
-def _stem(path: Path) -> str:
-    """The name a workbook is named after: a report fed back (``t.result.xlsx``, its failed
-    sheet fixed) keeps its original input's name, ``t``."""
+_KINDS = (".result", ".validate", ".dry-run")
+_ROUND = re.compile(r"(.+)-([0-9]{1,3})")  # t-2: a round of the loop (t-2024 is a name)
+
+
+def _round(path: Path) -> tuple[str, int]:
+    """The name a workbook is named after and the loop's round the input is: a report fed back
+    (``t.result.xlsx``, its failed sheet fixed) keeps its original input's name, ``t``, round 1;
+    ``t-3.result.xlsx`` is round 3; any other input is round 0."""
     stem = path.stem
-    for kind in (".result", ".validate", ".dry-run"):
+    for kind in _KINDS:
         if stem.endswith(kind) and len(stem) > len(kind):
-            return stem[: -len(kind)]
-    return stem
+            name = stem[: -len(kind)]
+            numbered = _ROUND.fullmatch(name)
+            if numbered is not None and int(numbered[2]) >= 2:
+                return numbered[1], int(numbered[2])
+            return name, 1
+    return stem, 0
 
 
 def archive_input(path: Path, folder: Path) -> Path:

@@ -56,6 +56,7 @@ except ImportError:  # pragma: no cover - not POSIX: SQLite's busy timeout alone
     fcntl = None  # type: ignore[assignment]
 
 LEASE_STALE_S = 3.0  # a quota lease not renewed for this long belongs to a run that died
+KILLED = 0  # runs.finished_at of a run whose process died: found so by a later run or report
 BUSY_TIMEOUT_S = 30.0  # how long a run waits for another one's write before giving up
 SCHEMA_NAME = "top-import-journal"
 SCHEMA_VERSION = "1"
@@ -265,17 +266,42 @@ class Journal:
         self._db.close()
 
     def last_results(self, input_path: Path) -> RunJournal | None:
-        """The latest finished run of ``input_path`` whose per-row results the journal still
-        holds (its workbook could not be written, or it was killed), for ``top-import report``."""
+        """The latest run of ``input_path``, when the journal still holds what it did: its
+        workbook could not be written, or it was killed (a run of this host whose process is
+        gone is closed here first, as the next run would). None when the workbook holds it."""
         target = Path(input_path).resolve()
+        self._close_dead_runs()
         rows = self._db.execute(
-            "SELECT run_id, input_path, app_key, method FROM runs r WHERE finished_at IS NOT NULL "
-            "AND EXISTS (SELECT 1 FROM results WHERE run_id = r.run_id) ORDER BY run_id DESC"
+            "SELECT run_id, input_path, app_key, method, finished_at, pid, host, "
+            "EXISTS (SELECT 1 FROM results WHERE run_id = r.run_id) FROM runs r "
+            "ORDER BY run_id DESC"
         ).fetchall()
-        for run_id, path, app_key, method in rows:
-            if Path(path).resolve() == target:
-                return RunJournal(self._db, run_id, app_key, method, host=self.host, path=self.path)
+        for run_id, path, app_key, method, finished_at, pid, host, kept in rows:
+            if Path(path).resolve() != target:
+                continue
+            if finished_at is None:
+                raise LockedError(
+                    f"{input_path} is being imported right now by process {pid} on {host} "
+                    f"(journal {self.path}); its workbook is written when it ends: report it then."
+                )
+            if not kept and finished_at != KILLED:
+                return None  # it ended well: its workbook holds its results
+            return RunJournal(self._db, run_id, app_key, method, host=self.host, path=self.path)
         return None
+
+    def _close_dead_runs(self) -> None:
+        """Mark the runs of this host whose process is gone as ended (``KILLED``)."""
+        db = self._db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise _busy(self.path, exc) from None
+        try:
+            _close_dead_runs(db, self.host)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
 
     def start_run(
         self,
@@ -299,11 +325,7 @@ class Journal:
         except sqlite3.OperationalError as exc:
             raise _busy(self.path, exc) from None
         try:
-            for run_id, pid in db.execute(
-                "SELECT run_id, pid FROM runs WHERE finished_at IS NULL AND host = ?", (host,)
-            ).fetchall():
-                if not pid_alive(pid):
-                    db.execute("UPDATE runs SET finished_at = ? WHERE run_id = ?", (0, run_id))
+            _close_dead_runs(db, host)
             for pid, other_host, started, other_input in db.execute(
                 "SELECT pid, host, started_at, input_path FROM runs "
                 "WHERE input_key = ? AND finished_at IS NULL",
@@ -672,6 +694,16 @@ class RunJournal:
         except BaseException:
             db.execute("ROLLBACK")  # one failure must not leave the shared connection mid-way
             raise
+
+
+def _close_dead_runs(db: sqlite3.Connection, host: str) -> None:
+    """Inside a write transaction: the unfinished runs of ``host`` whose process is gone end,
+    as ``KILLED``; their locks no longer block and what they held in flight is unknown."""
+    for run_id, pid in db.execute(
+        "SELECT run_id, pid FROM runs WHERE finished_at IS NULL AND host = ?", (host,)
+    ).fetchall():
+        if not pid_alive(pid):
+            db.execute("UPDATE runs SET finished_at = ? WHERE run_id = ?", (KILLED, run_id))
 
 
 _ADD_MINUTE = (

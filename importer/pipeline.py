@@ -29,7 +29,7 @@ from pathlib import Path
 from importer import __version__, exits, snapshot
 from importer.config import Config
 from importer.dispatcher import Dispatcher, DispatchSettings, StopReason
-from importer.errors import UsageError
+from importer.errors import ImporterError, UsageError
 from importer.gateway import Gateway
 from importer.interrupts import Interrupts
 from importer.journal import Journal, RunJournal, quota_day
@@ -42,7 +42,7 @@ from importer.reporter import ReportWriter
 from importer.rows import Outcome, RequestRecord, Row, Status
 from importer.sharing import shared_quota
 from importer.spec import ApiSpec
-from importer.steps import CHECK_ADVICE
+from importer.steps import CHECK_ADVICE, IN_FLIGHT_AT_THE_END, NEVER_TRIED
 from importer.summary import Dashboard, FileSummary, Plan, plural
 from importer.triage import DONE, SEND, Done, Triage
 
@@ -99,6 +99,35 @@ def _writer(out: Path, table: InputTable, spec: ApiSpec, call_columns: bool = Tr
     return ReportWriter(out, table.headers, call_columns=call_columns, text_columns=text)
 
 
+def _sheet_note(shown: Path, table: InputTable, config: Config, spec: ApiSpec) -> str | None:
+    """A whole result workbook fed back is read from its first sheet, ``results``; when its
+    ``failed`` sheet holds edits (a row's cells differ from the same row in ``results``), say
+    which sheet was read and how to send the edited one."""
+    if config.sheet is not None or not table.fed_back or table.sheet != "results":
+        return None
+    try:
+        failed = open_input(table.path, spec, sheet="failed", column_map=config.columns)
+    except ImporterError:
+        return None
+    if failed.headers != table.headers or not failed.fed_back:
+        return None
+    edited = {row.shown_row: row.cells for row in failed.rows()}
+    if not edited:
+        return None
+    changed = sum(
+        1
+        for row in table.rows()
+        if row.shown_row in edited and edited.pop(row.shown_row) != row.cells
+    )
+    if not changed:
+        return None
+    return (
+        f"{shown}: read its results sheet (the first), not the failed sheet, where "
+        f"{plural(changed, 'row')} differ from results; to send the edited rows, run "
+        f"{shown} --sheet failed."
+    )
+
+
 # -- validate and dry run: one pass, no network --------------------------------------------------
 
 
@@ -108,6 +137,9 @@ def check_file(
     """``validate`` (builder None) or ``--dry-run`` (every valid request built and signed)."""
     table = _open(path, config, spec)
     summary = FileSummary(path, "dry-run" if builder else "validate", method=spec.method)
+    note = _sheet_note(path, table, config, spec)
+    if note:
+        summary.notes.append(note)
     summary.limits = _limits(config)
     out = report_path(config, path)
     triage = _triage(spec, table)
@@ -220,6 +252,9 @@ async def _run_copy(job: _Job, copy: snapshot.Snapshot, journal: Journal) -> Fil
         sign_method=config.sign_method,
         limits=_limits(config),
     )
+    note = _sheet_note(job.path, table, config, job.spec)
+    if note:
+        summary.notes.append(note)
     run = journal.start_run(
         input_path=str(job.path),
         input_key=copy.key,
@@ -434,9 +469,16 @@ def _deadline(dispatcher: Dispatcher, stop_at: datetime | None):
         handle.cancel()
 
 
-def _paired(row: Row, recorded: tuple[int, int | None, Outcome] | None) -> Outcome:
-    """The outcome recorded for this row, if it was recorded for these very cells."""
+def _paired(
+    row: Row,
+    recorded: tuple[int, int | None, Outcome] | None,
+    unrecorded: Callable[[Row], Outcome] | None = None,
+) -> Outcome:
+    """The outcome recorded for this row, if it was recorded for these very cells; a row with
+    none is ``unrecorded``'s (the report of a killed run), else ``not_sent``."""
     if recorded is None or recorded[0] != row.source_row:
+        if unrecorded is not None:
+            return unrecorded(row)
         return Outcome(Status.NOT_SENT, error="no outcome recorded for this row")
     source_row, digest, outcome = recorded
     if digest is not None and digest != row.digest():
@@ -446,6 +488,42 @@ def _paired(row: Row, recorded: tuple[int, int | None, Outcome] | None) -> Outco
             "check this row on the platform",
         )
     return outcome
+
+
+class _Unrecorded:
+    """What a row the journal holds no outcome of became in a run that died (killed, or its
+    machine stopped): the journal's outcomes are committed as they come in batches, the claims
+    before each call. An invalid or duplicate row is judged again from the file; a row whose
+    payload this run claimed is ``unknown`` (its call was in flight: the platform may have it),
+    or ``success`` if that was committed; a row another run settled is as it would have been
+    judged; any other row was never tried: ``not_sent``. Call it for every row, in order."""
+
+    def __init__(self, triage: Triage, run: RunJournal) -> None:
+        self._triage, self._run = triage, run
+        self._decided: RequestRecord | Outcome | Done | None = None
+
+    def see(self, row: Row) -> None:
+        self._decided = self._triage.decide(row)[0]
+
+    def __call__(self, row: Row) -> Outcome:
+        decided = self._decided
+        if isinstance(decided, Outcome):
+            return decided
+        run = self._run
+        record = decided.record if isinstance(decided, Done) else decided
+        prior = run.prior(record.payload_hash) if record is not None else None
+        if prior is not None and prior.run_id == run.run_id:
+            if prior.state == "success":
+                return Outcome(
+                    Status.SUCCESS, request_id=prior.request_id, system_time=prior.system_time
+                )
+            if prior.state in ("in_flight", "unknown"):
+                return Outcome(Status.UNKNOWN, error=IN_FLIGHT_AT_THE_END)
+        elif prior is not None:
+            refused = run.judge(prior)
+            if refused is not None:
+                return refused
+        return Outcome(Status.NOT_SENT, error=NEVER_TRIED)
 
 
 def _count_from_journal(run: RunJournal, summary: FileSummary) -> None:
@@ -470,7 +548,8 @@ def rebuild_report(path: Path, config: Config, spec: ApiSpec, journal: Journal) 
     summary = FileSummary(path, "report", method=spec.method, limits=_limits(config))
     summary.ended = time.time()
     out = report_path(config, path)
-    summary.workbook = _write_report(table, run, out, summary, config, spec)
+    unrecorded = _Unrecorded(_triage(spec, table), run)
+    summary.workbook = _write_report(table, run, out, summary, config, spec, unrecorded)
     summary.rows_read = sum(summary.counts.values())
     run.finish()  # the workbook holds the results now
     return summary
@@ -483,6 +562,7 @@ def _write_report(
     summary: FileSummary,
     config: Config,
     spec: ApiSpec,
+    unrecorded: _Unrecorded | None = None,
 ) -> Path:
     """The report pass: the input again beside the journal's outcomes, both in source-row order,
     each outcome paired with its row by row number and the digest of its cells."""
@@ -495,7 +575,9 @@ def _write_report(
             progress.advance()
             while pending is not None and pending[0] < row.source_row:
                 pending = next(outcomes, None)
-            outcome = _paired(row, pending)
+            if unrecorded is not None:
+                unrecorded.see(row)
+            outcome = _paired(row, pending, unrecorded)
             counts_from_journal.count(outcome, row.shown_row)
             writer.write(row, explain(outcome, summary.stop_reason))
         summary.take_counts(counts_from_journal)

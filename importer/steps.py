@@ -168,6 +168,12 @@ def _throttled(reply: Reply, tries: Tries, limits: RetryLimits) -> Step:
 
 
 IN_FLIGHT_INTERRUPTED = f"interrupted with the call in flight; {UNKNOWN_ADVICE}"
+# the report of a run that died (kill -9, the machine stopped): the rows it had started, and
+# the rows it never reached
+IN_FLIGHT_AT_THE_END = (
+    f"the run was killed (or its machine stopped) with this call in flight; {UNKNOWN_ADVICE}"
+)
+NEVER_TRIED = "the run was killed (or its machine stopped) before this row's call"
 
 
 def outcome_of(
