@@ -419,6 +419,8 @@ def _print_and_archive(path: Path, summary: FileSummary, config: Config) -> int:
             fail(f"{path}: sent, but cannot be moved to {config.archive}: {exc}")
             code = ExitCode.USAGE
     say(summary_line(summary))
+    for line in summary.reason_lines():
+        say(line)
     if "qps auto reached" in summary.limits:
         fail(
             f"{path}: --qps auto ended at {summary.limits['qps auto reached']:g} "
@@ -476,6 +478,10 @@ def _per_file(
         summaries.append(summary)
         codes.append(exits.for_file(summary))
         say(summary_line(summary))
+        for line in summary.reason_lines():
+            say(line)
+        for note in summary.notes:
+            fail(note)
         if summary.counts.get("valid") and config.qps_auto:
             say(
                 f"  sending {summary.counts['valid']} valid rows with --qps auto takes as long "

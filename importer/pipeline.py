@@ -122,9 +122,8 @@ def _sheet_note(shown: Path, table: InputTable, config: Config, spec: ApiSpec) -
     if not changed:
         return None
     return (
-        f"{shown}: read its results sheet (the first), not the failed sheet, where "
-        f"{plural(changed, 'row')} differ from results; to send the edited rows, run "
-        f"{shown} --sheet failed."
+        f"{shown}: read its results sheet (the first), not its failed sheet, which has edits "
+        f"in {plural(changed, 'row')}; to send the edited rows, run {shown} --sheet failed."
     )
 
 
@@ -346,6 +345,7 @@ class _Feed:
                 self.on_settled(Status.SUCCESS)
                 continue
             settled.append((row.source_row, decided, row.digest()))
+            self._summary.count_reason(decided, row.shown_row)
             self.on_settled(decided.status)
             if len(settled) >= _BATCH:
                 self._run.add_rows(settled)

@@ -73,11 +73,11 @@ class _FieldError(ValueError):
         self.rounded = rounded
 
 
-def _rounded(how: str) -> _FieldError:
+def _rounded(how: str, rule: str = ROUNDED) -> _FieldError:
     return _FieldError(
         f"{how}, so Excel has rounded it to {EXCEL_DIGITS} significant digits and its last "
         "digits are lost",
-        ROUNDED,
+        rule,
         rounded=True,
     )
 
@@ -85,7 +85,10 @@ def _rounded(how: str) -> _FieldError:
 def parse_number(text: str, from_number_cell: bool) -> int:
     """An integer in int64 written as digits (``200110004`` or ``200110004.0``)."""
     if _SCIENTIFIC.match(text):
-        raise _rounded("is in scientific notation (or is not a whole number written out)")
+        raise _rounded(
+            "is in scientific notation (or is not a whole number written out)",
+            "is in scientific notation",
+        )
     match = _INTEGER.match(text)
     if not match:
         raise _FieldError(

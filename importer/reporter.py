@@ -481,7 +481,8 @@ def print_setup(worksheet: Any, header: bool) -> None:
 
 def _write_dashboard(workbook: Any, looks: _Looks, board: Dashboard) -> None:
     """The ``summary`` sheet as a dashboard, top to bottom: the headline and what the exit code
-    means; rows per status; the top sub_codes; the run's details and limits; calls per minute.
+    means; rows per status; the invalid rows by reason; the top sub_codes; the run's details
+    and limits; calls per minute.
     Each table of numbers has its native Excel chart to its right (column G)."""
     sheet = workbook.add_worksheet("summary")
     print_setup(sheet, header=False)
@@ -521,6 +522,12 @@ def _write_dashboard(workbook: Any, looks: _Looks, board: Dashboard) -> None:
         series = {"points": colours, "data_labels": {"value": True}}
         chart = _chart(workbook, "column", "Rows per status", first, len(board.statuses), series)
         charts.append((first - 2, chart))
+    if board.reasons:  # the reason last: long text, it runs on over the empty cells right
+        table(
+            "Invalid rows by reason",
+            ("rows", "example row", "reason (field and rule)"),
+            [(n, example if example is not None else "", why) for why, n, example in board.reasons],
+        )
     if board.codes:
         first = table(
             "Top sub_codes",

@@ -32,6 +32,8 @@ class FileSummary:
     sub_codes: Counter = field(default_factory=Counter)
     sub_code_rows: dict = field(default_factory=dict)  # sub_code -> the first row that met it
     sub_code_msgs: dict = field(default_factory=dict)  # sub_code -> the platform's first sub_msg
+    reasons: Counter = field(default_factory=Counter)  # invalid rows per reason (field and rule)
+    reason_rows: dict = field(default_factory=dict)  # reason -> the first row that had it
     per_minute: list = field(default_factory=list)  # (minute start, calls): the journal's
     rows_read: int = 0
     calls: int = 0
@@ -63,6 +65,33 @@ class FileSummary:
                 self.sub_code_rows.setdefault(outcome.sub_code, row)
             self.sub_code_msgs.setdefault(outcome.sub_code, outcome.sub_msg or outcome.msg)
         self.calls += outcome.attempts
+        self.count_reason(outcome, row)
+
+    def count_reason(self, outcome: Outcome, row: int | None = None) -> None:
+        """An invalid row's reason (its field and rule, not its value), with the first row
+        as the example; the reasons stay when the counts are taken from the journal (which
+        does not keep them)."""
+        if outcome.status is Status.INVALID and outcome.reason:
+            self.reasons[outcome.reason] += 1
+            if row is not None:
+                self.reason_rows.setdefault(outcome.reason, row)
+
+    def top_reasons(self, limit: int = 10) -> list[tuple[str, int, int | None]]:
+        """(reason, rows, example row) of the invalid rows, the commonest first."""
+        return [(r, n, self.reason_rows.get(r)) for r, n in self.reasons.most_common(limit)]
+
+    def reason_lines(self, limit: int = 5) -> list[str]:
+        """What a person reads under the summary line, before opening the workbook: ``412
+        rows invalid: case_id rounded by Excel (e.g. row 8)``, the commonest reasons first."""
+        lines = [
+            f"  {plural(n, 'row')} invalid: {reason}"
+            + (f" (e.g. row {row})" if row is not None else "")
+            for reason, n, row in self.top_reasons(limit)
+        ]
+        others = len(self.reasons) - limit
+        if others > 0:
+            lines.append(f"  and {plural(others, 'other reason')}: see the failed sheet")
+        return lines
 
     def sheet(self) -> list[tuple[str, object]]:
         """The ``summary`` sheet: never the secret or the session."""
@@ -92,6 +121,8 @@ class FileSummary:
         """Counts per status and sub_code (with their examples) and calls, from ``other``."""
         self.counts, self.sub_codes, self.calls = other.counts, other.sub_codes, other.calls
         self.sub_code_rows, self.sub_code_msgs = other.sub_code_rows, other.sub_code_msgs
+        if other.reasons:
+            self.reasons, self.reason_rows = other.reasons, other.reason_rows
 
     def dashboard(self, code: int, meaning: str) -> Dashboard:
         """The ``summary`` sheet, top to bottom, for the exit code this input ends with."""
@@ -121,6 +152,7 @@ class FileSummary:
             codes=codes,
             per_minute=minutes,
             run=self.sheet(),
+            reasons=self.top_reasons(),
         )
 
     def as_json(self) -> dict:
@@ -131,6 +163,7 @@ class FileSummary:
             "rows_read": self.rows_read,
             "counts": dict(self.counts),
             "sub_codes": dict(self.sub_codes),
+            "invalid_reasons": dict(self.reasons.most_common()),
             "calls": self.calls,
             "calls_per_second": round(self.calls_per_second, 2),
             "started": stamp(self.started),
@@ -157,6 +190,7 @@ class Dashboard:
     codes: list[tuple[str, int, str, int | None, str]]
     per_minute: list[tuple[str, int]]
     run: list[tuple[str, object]]
+    reasons: list[tuple[str, int, int | None]] = field(default_factory=list)
 
 
 def summary_document(summaries: Sequence[FileSummary], code: int) -> dict:
