@@ -131,7 +131,12 @@ def finish(config: Config, command: str, summaries: list[FileSummary], code: int
 
 _FILE_OPTIONS = [
     click.option("--api", help="Built-in API method, or a SPEC.toml file. Default: the built-in."),
-    click.option("--sheet", help="Sheet of a workbook to read. Default: the first visible sheet."),
+    click.option(
+        "--sheet",
+        help="Sheet of a workbook to read. Default: the first visible sheet. Of a result "
+        "workbook fed back: 'failed' (the rows you fixed) or 'check' (your done/resend "
+        "decisions on the unknown rows).",
+    ),
     click.option(
         "--out",
         type=click.Path(dir_okay=False),
@@ -334,6 +339,12 @@ def run(inputs: tuple[str, ...], config_file: str | None, **flags: Any) -> int:
     """Send every valid row of INPUT... and write a result workbook per input.
 
     INPUT may be a quoted glob ('inbox/*.xlsx'): files go one after another, in sorted order.
+
+    \b
+    The fix-and-refeed loop, on the result workbook:
+      run reports/t.result.xlsx --sheet failed   the rows you fixed in its failed sheet
+      run reports/t.result.xlsx --sheet check    your done/resend (已完成/重发) decisions
+    Each round writes the next workbook (t-2, t-3, ...), never over one that exists.
     """
     config = build_config(flags, config_file)
     credentials = None if config.simulate else config.credentials()
@@ -529,8 +540,9 @@ def report(inputs: tuple[str, ...], config_file: str | None, **flags: Any) -> in
     """Write the result workbook of the last run of INPUT... again, from the journal.
 
     For a run whose workbook could not be written (a full disk) or that was killed: the
-    journal keeps its per-row results until the next run of that input. No network; nothing
-    is sent. Exit codes as for `run`.
+    journal keeps its per-row results until the next run of that input. Right after kill -9
+    the report finds the run's process gone: rows in flight then are unknown (see the check
+    sheet), rows never tried not_sent. No network; nothing is sent. Exit codes as for `run`.
     """
     config = build_config(flags, config_file)
     spec = load_spec(config.api)

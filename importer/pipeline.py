@@ -99,32 +99,45 @@ def _writer(out: Path, table: InputTable, spec: ApiSpec, call_columns: bool = Tr
     return ReportWriter(out, table.headers, call_columns=call_columns, text_columns=text)
 
 
-def _sheet_note(shown: Path, table: InputTable, config: Config, spec: ApiSpec) -> str | None:
+def _sheet_notes(shown: Path, table: InputTable, config: Config, spec: ApiSpec) -> list[str]:
     """A whole result workbook fed back is read from its first sheet, ``results``; when its
-    ``failed`` sheet holds edits (a row's cells differ from the same row in ``results``), say
-    which sheet was read and how to send the edited one."""
+    ``failed`` sheet holds edits (a row's cells differ from the same row in ``results``) or its
+    ``check`` sheet holds decisions, say which sheet was read and how to send the other."""
     if config.sheet is not None or not table.fed_back or table.sheet != "results":
-        return None
+        return []
+    notes = []
+    failed = _sheet_of(table, "failed", config, spec)
+    if failed is not None:
+        edited = {row.shown_row: row.cells for row in failed.rows()}
+        changed = 0
+        if edited:
+            for row in table.rows():
+                if row.shown_row in edited and edited.pop(row.shown_row) != row.cells:
+                    changed += 1
+        if changed:
+            notes.append(
+                f"{shown}: read its results sheet (the first), not its failed sheet, which has "
+                f"edits in {plural(changed, 'row')}; to send the edited rows, run {shown} "
+                "--sheet failed."
+            )
+    check = _sheet_of(table, "check", config, spec)
+    if check is not None:
+        decided = sum(1 for row in check.rows() if (row.decision or "").strip())
+        if decided:
+            notes.append(
+                f"{shown}: read its results sheet (the first), not its check sheet, which has "
+                f"{plural(decided, 'decision')}; to apply them, run {shown} --sheet check."
+            )
+    return notes
+
+
+def _sheet_of(table: InputTable, name: str, config: Config, spec: ApiSpec) -> InputTable | None:
+    """Another sheet of a result workbook, with the same columns, or None."""
     try:
-        failed = open_input(table.path, spec, sheet="failed", column_map=config.columns)
+        other = open_input(table.path, spec, sheet=name, column_map=config.columns)
     except ImporterError:
         return None
-    if failed.headers != table.headers or not failed.fed_back:
-        return None
-    edited = {row.shown_row: row.cells for row in failed.rows()}
-    if not edited:
-        return None
-    changed = sum(
-        1
-        for row in table.rows()
-        if row.shown_row in edited and edited.pop(row.shown_row) != row.cells
-    )
-    if not changed:
-        return None
-    return (
-        f"{shown}: read its results sheet (the first), not its failed sheet, which has edits "
-        f"in {plural(changed, 'row')}; to send the edited rows, run {shown} --sheet failed."
-    )
+    return other if other.headers == table.headers and other.fed_back else None
 
 
 # -- validate and dry run: one pass, no network --------------------------------------------------
@@ -136,9 +149,7 @@ def check_file(
     """``validate`` (builder None) or ``--dry-run`` (every valid request built and signed)."""
     table = _open(path, config, spec)
     summary = FileSummary(path, "dry-run" if builder else "validate", method=spec.method)
-    note = _sheet_note(path, table, config, spec)
-    if note:
-        summary.notes.append(note)
+    summary.notes += _sheet_notes(path, table, config, spec)
     summary.limits = _limits(config)
     out = report_path(config, path)
     triage = _triage(spec, table)
@@ -251,9 +262,7 @@ async def _run_copy(job: _Job, copy: snapshot.Snapshot, journal: Journal) -> Fil
         sign_method=config.sign_method,
         limits=_limits(config),
     )
-    note = _sheet_note(job.path, table, config, job.spec)
-    if note:
-        summary.notes.append(note)
+    summary.notes += _sheet_notes(job.path, table, config, job.spec)
     run = journal.start_run(
         input_path=str(job.path),
         input_key=copy.key,

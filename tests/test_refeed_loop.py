@@ -285,3 +285,19 @@ def test_a_whole_workbook_fed_back_with_an_edited_failed_sheet_says_which_it_rea
     assert "read its results sheet (the first), not its failed sheet" in done.stderr
     assert "--sheet failed" in done.stderr
     assert gateway_saw(sim, FULL_ID) == 0
+
+
+def test_a_whole_workbook_fed_back_with_decisions_in_its_check_sheet_says_so(tmp_path, simulator):
+    lossy = simulator(lost_response_rate=1.0)
+    write_csv(tmp_path / "t.csv", [ticket(i) for i in range(2)])
+    assert cli(["run", "t.csv", *FAST, "--retries", "0"], tmp_path, lossy.env()).returncode == 1
+    result = tmp_path / "reports" / "t.result.xlsx"
+    book = openpyxl.load_workbook(result)
+    book["check"].cell(2, len(HEADERS) + 1).value = "resend"
+    book.save(result)
+    good = simulator()
+    done = cli(["run", "reports/t.result.xlsx", *FAST], tmp_path, good.env())
+    assert done.returncode == 1
+    assert "not its check sheet, which has 1 decision; to apply them, run" in done.stderr
+    assert "--sheet check" in done.stderr
+    assert good.stats()["calls"] == 0  # the results sheet's rows stay unknown: nothing resent
