@@ -6,9 +6,9 @@
 Runs ``top-import run samples/with_errors.xlsx --simulate`` in a scratch folder, then renders
 the ``summary`` and the ``failed`` sheet of its workbook to ``docs/summary.png`` and
 ``docs/failed.png``: LibreOffice headless prints a copy of the workbook in which only that
-sheet is visible, landscape and one page wide, to PDF, and ``pdftoppm`` makes the first page a
-PNG. The copy differs only in its print settings and which sheets are hidden, edited in the
-zip; the cells, formats and charts are the run's.
+sheet is visible to PDF (with the print setup the workbook has: landscape, one page wide), and
+``pdftoppm`` makes the first page a PNG. The copy differs only in which sheets are hidden,
+edited in the zip; the cells, formats, charts and print setup are the run's.
 """
 
 from __future__ import annotations
@@ -25,12 +25,13 @@ HERE = Path(__file__).resolve().parent
 SAMPLE = HERE.parent / "samples" / "with_errors.xlsx"
 # sheet -> (its index in the workbook, the part of the page shown: width and height in
 # inches from the top left corner)
-SHEETS = {"summary": (2, 11.0, 6.2), "failed": (1, 11.0, 1.6)}
+SHEETS = {"summary": (3, 11.0, 6.2), "failed": (1, 11.0, 1.6)}
 DPI = 150
 
 
 def printable(workbook: Path, index: int, out: Path) -> None:
-    """A copy of ``workbook`` that prints only its ``index``-th sheet, landscape, one page wide."""
+    """A copy of ``workbook`` that prints only its ``index``-th sheet (the workbook's own print
+    setup: landscape, one page wide)."""
     with zipfile.ZipFile(workbook) as src, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
         for item in src.infolist():
             data = src.read(item.filename)
@@ -40,17 +41,6 @@ def printable(workbook: Path, index: int, out: Path) -> None:
                     if i != index:
                         data = data.replace(sheet, sheet[:-2] + b' state="hidden"/>')
                 data = data.replace(b"<workbookView ", b'<workbookView activeTab="%d" ' % index)
-            elif item.filename == f"xl/worksheets/sheet{index + 1}.xml":
-                data = re.sub(
-                    rb"(<worksheet [^>]*>)",
-                    rb'\1<sheetPr><pageSetUpPr fitToPage="1"/></sheetPr>',
-                    data,
-                )
-                data = re.sub(
-                    rb"(<pageMargins [^>]*/>)",
-                    rb'\1<pageSetup orientation="landscape" fitToWidth="1" fitToHeight="0"/>',
-                    data,
-                )
             elif item.filename.startswith("xl/worksheets/sheet"):
                 data = data.replace(b' tabSelected="1"', b"")
             dst.writestr(item, data)

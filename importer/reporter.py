@@ -526,7 +526,7 @@ def _write_dashboard(workbook: Any, looks: _Looks, board: Dashboard) -> None:
         table(
             "Invalid rows by reason",
             ("rows", "example row", "reason (field and rule)"),
-            [(n, example if example is not None else "", why) for why, n, example in board.reasons],
+            [(n, f"row {row}" if row is not None else "", why) for why, n, row in board.reasons],
         )
     if board.codes:
         first = table(
