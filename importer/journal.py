@@ -203,6 +203,7 @@ class Journal:
         fresh = not self.path.exists() or self.path.stat().st_size == 0
         if not fresh:
             self._check_foreign()
+        _private(self.path, create=fresh)
         try:
             if not fresh:
                 self._check_schema()  # read-only: a foreign file must not be touched
@@ -694,6 +695,20 @@ class RunJournal:
         except BaseException:
             db.execute("ROLLBACK")  # one failure must not leave the shared connection mid-way
             raise
+
+
+def _private(path: Path, create: bool) -> None:
+    """The journal holds every payload sent: 0600, made so before SQLite opens it (SQLite gives
+    its ``-wal`` and ``-shm`` files the database's mode); a journal left 0644 by an earlier
+    version is made 0600 too, where this user owns it."""
+    try:
+        if create:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+        for side in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+            if side.exists() and side.stat().st_mode & 0o077:
+                side.chmod(0o600)
+    except OSError:  # another user's journal, or a read-only folder: SQLite says what it can
+        pass
 
 
 def _close_dead_runs(db: sqlite3.Connection, host: str) -> None:

@@ -89,14 +89,17 @@ def _triage(spec: ApiSpec, table: InputTable, run: RunJournal | None = None) -> 
     return Triage(spec, table.columns, run, fed_back=table.fed_back)
 
 
-def _writer(out: Path, table: InputTable, spec: ApiSpec, call_columns: bool = True) -> ReportWriter:
-    """The report of ``table``: its ID columns (every String field's) formatted as Text."""
+def _writer(
+    out: Path, table: InputTable, spec: ApiSpec, like: Path, call_columns: bool = True
+) -> ReportWriter:
+    """The report of ``table``: its ID columns (every String field's) formatted as Text; no
+    more open than the input ``like`` (the user's file; ``table`` may be the private copy)."""
     text = [
         table.columns[f.name]
         for f in spec.fields
         if f.item_type == "String" and f.name in table.columns
     ]
-    return ReportWriter(out, table.headers, call_columns=call_columns, text_columns=text)
+    return ReportWriter(out, table.headers, call_columns=call_columns, text_columns=text, like=like)
 
 
 def _sheet_notes(shown: Path, table: InputTable, config: Config, spec: ApiSpec) -> list[str]:
@@ -155,7 +158,7 @@ def check_file(
     triage = _triage(spec, table)
     now = datetime.now(timezone.utc)
     progress = _progress(config, path, "checking", table)
-    with _writer(out, table, spec, call_columns=False) as writer:
+    with _writer(out, table, spec, path, call_columns=False) as writer:
         for row in table.rows():
             progress.advance()
             decided, _ = triage.decide(row)
@@ -579,7 +582,7 @@ def _write_report(
     pending = next(outcomes, None)
     counts_from_journal = FileSummary(summary.input, summary.command)
     progress = _progress(config, summary.input, "writing the workbook", table)
-    with _writer(out, table, spec) as writer:
+    with _writer(out, table, spec, summary.input) as writer:
         for row in table.rows():
             progress.advance()
             while pending is not None and pending[0] < row.source_row:

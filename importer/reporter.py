@@ -47,6 +47,7 @@ import functools
 import math
 import os
 import shutil
+import stat
 import unicodedata
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -136,12 +137,15 @@ class ReportWriter:
         max_rows_per_sheet: int = EXCEL_MAX_DATA_ROWS,
         call_columns: bool = True,
         text_columns: Iterable[int] = (),
+        like: Path | None = None,
     ) -> None:
         """``call_columns=False`` (validate, dry run: no call is ever made) leaves ``attempts``
         and ``elapsed_ms`` empty instead of writing zeros (it also saves ~20% of the write time)
         and the workbook has no ``check`` sheet. ``text_columns`` are the indexes of the input
         columns formatted as Text (the ID columns: a value retyped there stays whole); a column
-        that holds a value of 16+ digits is formatted as Text too.
+        that holds a value of 16+ digits is formatted as Text too. ``like`` is the input: the
+        report, which echoes every cell of it, is made no more open than it (a ``chmod 600``
+        input gives a ``600`` workbook).
         """
         if not 1 <= max_rows_per_sheet <= EXCEL_MAX_DATA_ROWS:
             raise ValueError(f"max_rows_per_sheet must be 1..{EXCEL_MAX_DATA_ROWS}")
@@ -149,6 +153,7 @@ class ReportWriter:
         self.input_headers = tuple(input_headers)
         self._width = len(self.input_headers)
         self._call_columns = call_columns
+        self._like = like
         self._tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
         self._closed = False
         suffix = self.path.suffix.lower()
@@ -204,6 +209,8 @@ class ReportWriter:
         self._closed = True
         try:
             self._sink.finish(summary)
+            if self._like is not None:
+                no_more_open_than(self._tmp, self._like)
             os.replace(self._tmp, self.path)
         except BaseException as exc:  # a second Ctrl-C too: never leave the temp file behind
             self._sink.discard()
@@ -280,7 +287,7 @@ class _XlsxSink:
     ) -> None:
         self._tmp = tmp
         self._tmpdir = tmp.with_name(tmp.name + ".d")
-        self._tmpdir.mkdir(exist_ok=True)
+        self._tmpdir.mkdir(mode=0o700, exist_ok=True)  # xlsxwriter's row stores: private
         try:
             self._fh: IO[bytes] = open(tmp, "wb")  # noqa: SIM115 - closed in finish/discard
             options = {**_WORKBOOK_OPTIONS, "tmpdir": str(self._tmpdir)}
@@ -468,6 +475,18 @@ class _Sheet:
                         status,
                         {"type": "cell", "criteria": "==", "value": f'"{word}"', "format": look},
                     )
+
+
+def no_more_open_than(path: Path, like: Path) -> None:
+    """Take from ``path`` every permission ``like`` does not have (its owner keeps read and
+    write): a file that holds a copy of someone's rows is no more readable than they are."""
+    try:
+        allowed = stat.S_IMODE(like.stat().st_mode) | stat.S_IRUSR | stat.S_IWUSR
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & ~allowed:
+            os.chmod(path, mode & allowed)
+    except OSError:  # the input gone (a temporary one): the file keeps the umask's mode
+        pass
 
 
 def print_setup(worksheet: Any, header: bool) -> None:

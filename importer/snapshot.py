@@ -4,7 +4,8 @@ A run reads its input three times (pre-flight, send, report). A file saved while
 sending (open in Excel, a cron file still being copied in) would otherwise give the report other
 rows than the ones sent. So a run copies the input once, hashing it on the way (the hash is the
 input's lock key), reads only the copy, and removes it at the end. Copies of runs that were
-killed are removed by the next run that uses the same folder.
+killed are removed by the next run that uses the same folder. The folder is 0700 and each copy
+0600: they hold the user's rows.
 
 The copy keeps the input's suffix (the loader reads by suffix); messages about it name the input.
 """
@@ -15,6 +16,7 @@ import contextlib
 import hashlib
 import os
 import secrets
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,7 +69,10 @@ def take(original: Path, folder: Path) -> Snapshot:
     """Copy ``original`` into ``folder`` (created), hashing it; an ``InputError`` if it cannot be
     read or keeps changing while it is copied (check it with ``loader.check_path`` first)."""
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with contextlib.suppress(PermissionError):  # another user's folder: as it is
+            if stat.S_IMODE(folder.stat().st_mode) & 0o077:
+                folder.chmod(0o700)  # made by an earlier version, 0755
     except OSError as exc:
         raise InputError(
             f"Cannot create {folder} for the private copy of {original}: {exc.strerror or exc}."
@@ -102,7 +107,9 @@ def sha256_of(path: Path) -> str:
 
 def _copy(source: Path, target: Path) -> str:
     digest = hashlib.sha256()
-    with source.open("rb") as src, target.open("wb") as dst:
+    # 0600 from the start: the copy holds the user's rows, whatever the input's mode
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with source.open("rb") as src, open(fd, "wb") as dst:
         for block in iter(lambda: src.read(BLOCK), b""):
             digest.update(block)
             dst.write(block)
