@@ -19,6 +19,7 @@ from pathlib import Path
 
 from importer.config import Config
 from importer.errors import UsageError
+from importer.summary import plural
 
 _GLOB_CHARS = frozenset("*?[")
 
@@ -32,7 +33,16 @@ def expand_inputs(inputs: Sequence[str], config: Config, say: Callable[[str], No
     paths: list[Path] = []
     for text in inputs:
         if _GLOB_CHARS & set(text) and not Path(text).exists():
-            matches = [Path(m) for m in sorted(glob.glob(text)) if Path(m).is_file()]
+            found = [Path(m) for m in sorted(glob.glob(text))]
+            matches = [m for m in found if m.is_file()]
+            odd = [m for m in found if not m.is_file() and not m.is_dir()]
+            if odd:
+                say(
+                    f"{text}: skipped {plural(len(odd), 'entry', 'entries')} that "
+                    f"{'is' if len(odd) == 1 else 'are'} not a regular file (a pipe, a device, a "
+                    f"broken link): {', '.join(str(m) for m in odd[:3])}"
+                    + (", ..." if len(odd) > 3 else "")
+                )
             if not matches:
                 say(f"{text}: no file matches; nothing to do")
             paths += matches

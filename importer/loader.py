@@ -270,11 +270,17 @@ def _map_headers(
 
 
 def check_path(path: Path) -> None:
-    """An ``InputError`` unless ``path`` is an existing file of a kind the loader reads."""
+    """An ``InputError`` unless ``path`` is an existing regular file (or a link to one) of a
+    kind the loader reads; checked before anything opens it."""
     if not path.exists():
         raise InputError(f"{path} does not exist; check the path and the current directory.")
     if path.is_dir():
         raise InputError(f"{path} is a directory; give the path of an input file ({_WHAT_TO_DO}).")
+    if not path.is_file():  # a FIFO would block the open for ever, /dev/zero never end
+        raise InputError(
+            f"{path} is not a regular file (a pipe, a device or a socket); save the rows to a "
+            "file and give its path."
+        )
     if path.suffix.lower() not in (*WORKBOOK_SUFFIXES, *CSV_SUFFIXES):
         raise InputError(
             f"{path} has an unsupported extension {path.suffix or '(none)'!r}; {_WHAT_TO_DO}."

@@ -210,9 +210,9 @@ def minute_stamp(epoch: float) -> str:
     return moment.strftime("%H:%M" if moment.date() == today else "%m-%d %H:%M")
 
 
-def plural(n: int, word: str) -> str:
-    """``1 row``, ``2 rows``, ``1,234 rows``."""
-    return f"{n:,} {word}" if n == 1 else f"{n:,} {word}s"
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """``1 row``, ``2 rows``, ``1,234 rows``; ``many`` where adding an s is wrong (entries)."""
+    return f"{n:,} {word}" if n == 1 else f"{n:,} {many or word + 's'}"
 
 
 def duration_text(seconds: float) -> str:

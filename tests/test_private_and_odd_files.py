@@ -1,5 +1,6 @@
 """Files that hold users' rows are not left readable by others: the private copy, the journal,
-the result workbook (no more open than the input)."""
+the result workbook (no more open than the input); an input that is not a regular file is
+refused before anything opens it."""
 
 from __future__ import annotations
 
@@ -77,3 +78,17 @@ def test_a_killed_runs_private_copy_is_0600_and_removed_by_the_next_run(tmp_path
     write_csv(tmp_path / "other.csv", [ticket(9)])  # another input on the same journal folder
     assert cli(["run", "other.csv"], tmp_path, sim.env()).returncode == 0
     assert list(folder.iterdir()) == []
+
+
+def test_a_fifo_or_a_link_to_a_device_is_refused_before_it_is_opened(tmp_path):
+    os.mkfifo(tmp_path / "pipe.csv")
+    (tmp_path / "zero.csv").symlink_to("/dev/zero")
+    for name in ("pipe.csv", "zero.csv"):
+        done = cli(["validate", name], tmp_path, timeout=30)
+        assert done.returncode == 2, done.stderr
+        assert f"{name} is not a regular file (a pipe, a device or a socket)" in done.stderr
+    write_csv(tmp_path / "good.csv", [ticket(0)])
+    done = cli(["validate", "*.csv"], tmp_path, timeout=30)  # a cron glob: the rest still go
+    assert done.returncode == 0, done.stderr
+    assert "*.csv: skipped 2 entries that are not a regular file" in done.stdout
+    assert "good.csv: 1 row: 1 valid" in done.stdout
