@@ -261,22 +261,44 @@ async def send_files(
 
 
 async def command_ended(
-    config: Config, command: str, summaries: Sequence[FileSummary], code: int, error: str = ""
+    config: Config,
+    command: str,
+    summaries: Sequence[FileSummary],
+    code: int,
+    error: str = "",
+    refused: Sequence[tuple[Path, str, int]] = (),
 ) -> list[str]:
     """What every command does as it ends: the ``summary_json`` document, then the ``notify``
-    messages (``error``: what stopped it before any input). Returns the warnings of receivers
-    that failed (the exit code stays)."""
+    messages (``error``: what stopped it before any input; ``refused``: the inputs stopped
+    before they were sent). Returns the warnings (a receiver that failed, a summary that could
+    not be written); the exit code stays."""
+    problems = []
     if config.summary_json is not None:
-        doc = summary_document(summaries, code)
-        config.summary_json.parent.mkdir(parents=True, exist_ok=True)
-        config.summary_json.write_text(
-            json.dumps(doc, ensure_ascii=False, indent=2), encoding="utf-8"
+        problem = write_summary_json(
+            config.summary_json, summary_document(summaries, code, error, refused)
         )
+        problems += [problem] if problem else []
     if not config.notify or (config.notify_on == "failure" and code == ExitCode.OK):
         return []
-    return await notify.send(
+    return problems + await notify.send(
         config.notify, config.notify_format, command, summaries, code, config.notify_secret, error
     )
+
+
+def write_summary_json(path: Path, document: dict) -> str:
+    """Write the ``--summary-json`` document whole (a temporary file renamed over it, so a
+    scheduler never reads half of one, nor last night's after a failure); returns the warning
+    when it cannot be written, else ""."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(document, ensure_ascii=False, indent=2), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        return f"warning: cannot write the summary {path}: {exc.strerror or exc}"
+    return ""
 
 
 @contextlib.asynccontextmanager

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,7 @@ from importer.loader import CSV_SUFFIXES
 from importer.pipeline import check_file, rebuild_report
 from importer.protocol import Credentials, RequestBuilder
 from importer.spec import ApiSpec, builtin_methods, load_spec
-from importer.summary import FileSummary, Plan, duration_text, plural
+from importer.summary import FileSummary, Plan, duration_text, plural, summary_document
 from importer.target import SIMULATED_JOURNAL, scratch_folder
 
 RATE_AFTER_CALLS = 10  # fewer calls than this get no calls/s in the end line
@@ -72,7 +72,7 @@ def guarded(func: Callable[..., int]) -> Callable[..., None]:
         except ImporterError as exc:
             fail(str(exc))
             code = exits.for_error(exc)
-            _tell(func.__name__, code, str(exc))
+            _tell(func.__name__, code, str(exc), kwargs.get("summary_json"))
         except KeyboardInterrupt:
             fail("interrupted.")
             code = ExitCode.SIGINT
@@ -86,12 +86,21 @@ def guarded(func: Callable[..., int]) -> Callable[..., None]:
 _settings: list[Config] = []  # the command's config once built: who to tell if it fails
 
 
-def _tell(command: str, code: int, error: str) -> None:
-    """A command an error stopped before any input ended still tells its --notify receivers
-    (in cron, a missing credential is the likeliest failure of all)."""
-    if _settings and _settings[-1].notify:
-        for warning in asyncio.run(api.command_ended(_settings[-1], command, [], code, error)):
-            fail(warning)
+def _tell(command: str, code: int, error: str, summary_json: str | None) -> None:
+    """A command an error stopped before any input ended still writes its --summary-json (with
+    the exit code and the error: last night's must not stay in place) and tells its --notify
+    receivers (in cron, a missing credential is the likeliest failure of all). An error in the
+    options themselves leaves no config: the --summary-json given is written all the same."""
+    if _settings:
+        config = _settings[-1]
+        if config.notify or config.summary_json is not None:
+            for warning in asyncio.run(api.command_ended(config, command, [], code, error)):
+                fail(warning)
+    elif summary_json:
+        document = summary_document([], code, error)
+        problem = api.write_summary_json(Path(summary_json), document)
+        if problem:
+            fail(problem)
 
 
 def build_config(flags: dict[str, Any], config_file: str | None) -> Config:
@@ -119,10 +128,18 @@ def summary_line(summary: FileSummary) -> str:
     return line
 
 
-def finish(config: Config, command: str, summaries: list[FileSummary], code: int) -> int:
+def finish(
+    config: Config,
+    command: str,
+    summaries: list[FileSummary],
+    code: int,
+    refused: Sequence[tuple[Path, str, int]] = (),
+) -> int:
     """A command's end: the ``--summary-json`` document, then the ``--notify`` messages (a
-    receiver that fails is a warning; the exit code stays)."""
-    for warning in asyncio.run(api.command_ended(config, command, summaries, code)):
+    receiver that fails is a warning; the exit code stays); ``refused`` are the inputs an
+    error stopped before they were sent."""
+    problems = asyncio.run(api.command_ended(config, command, summaries, code, refused=refused))
+    for warning in problems:
         fail(warning)
     return code
 
@@ -377,8 +394,8 @@ def _run_inputs(
         return _per_file(
             paths, config, "dry-run", lambda p: check_file(p, configs[p], spec, builder)
         )
-    summaries, code = asyncio.run(_run_all(paths, configs, config, spec, credentials))
-    return finish(config, "run", summaries, code)
+    summaries, code, refused = asyncio.run(_run_all(paths, configs, config, spec, credentials))
+    return finish(config, "run", summaries, code, refused)
 
 
 async def _run_all(
@@ -387,16 +404,18 @@ async def _run_all(
     config: Config,
     spec: ApiSpec,
     credentials: Credentials | None,
-) -> tuple[list[FileSummary], int]:
+) -> tuple[list[FileSummary], int, list[tuple[Path, str, int]]]:
     """The API's ``send_files``, with the signals handled and each input printed (and archived)
-    as it ends."""
+    as it ends; also the inputs an error stopped before they were sent."""
     summaries: list[FileSummary] = []
     codes: list[int] = []
+    refused: list[tuple[Path, str, int]] = []
 
     def ended(path: Path, outcome: FileSummary | ImporterError) -> None:
         if isinstance(outcome, ImporterError):
             fail(str(outcome))
             codes.append(exits.for_error(outcome))
+            refused.append((path, str(outcome), codes[-1]))
             return
         summaries.append(outcome)
         codes.append(_print_and_archive(path, outcome, config))
@@ -414,7 +433,7 @@ async def _run_all(
         )
     if interrupts.signal is not None:
         codes.append(exits.for_signal(interrupts.signal))
-    return summaries, exits.worst(codes)
+    return summaries, exits.worst(codes), refused
 
 
 def _print_and_archive(path: Path, summary: FileSummary, config: Config) -> int:
@@ -478,13 +497,14 @@ def _preflight(config: Config) -> Callable[[Plan], None]:
 def _per_file(
     paths: list[Path], config: Config, command: str, job: Callable[[Path], FileSummary]
 ) -> int:
-    codes, summaries = [], []
+    codes, summaries, refused = [], [], []
     for path in paths:
         try:
             summary = job(path)
         except ImporterError as exc:
             fail(str(exc))
             codes.append(exits.for_error(exc))
+            refused.append((path, str(exc), codes[-1]))
             continue
         summaries.append(summary)
         codes.append(exits.for_file(summary))
@@ -504,7 +524,7 @@ def _per_file(
                 f"  sending {summary.counts['valid']} valid rows at --qps {config.qps:g} would "
                 f"take about {duration_text(seconds)}"
             )
-    return finish(config, command, summaries, exits.worst(codes))
+    return finish(config, command, summaries, exits.worst(codes), refused)
 
 
 @cli.command()

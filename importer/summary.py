@@ -193,9 +193,24 @@ class Dashboard:
     reasons: list[tuple[str, int, int | None]] = field(default_factory=list)
 
 
-def summary_document(summaries: Sequence[FileSummary], code: int) -> dict:
-    """The ``--summary-json`` document (and the generic ``--notify`` webhook's body)."""
-    return {"exit_code": int(code), "files": [s.as_json() for s in summaries]}
+def summary_document(
+    summaries: Sequence[FileSummary],
+    code: int,
+    error: str = "",
+    refused: Sequence[tuple[Path, str, int]] = (),
+) -> dict:
+    """The ``--summary-json`` document (and the generic ``--notify`` webhook's body): ``error``
+    is what stopped the command before any input; ``refused`` the inputs stopped before they
+    were sent (path, the error sentence, its exit code), listed among the files."""
+    files = [s.as_json() for s in summaries]
+    files += [
+        {"input": str(path), "exit_code": int(exit_code), "error": why, "workbook": None}
+        for path, why, exit_code in refused
+    ]
+    document: dict = {"exit_code": int(code), "files": files}
+    if error:
+        document["error"] = error
+    return document
 
 
 def stamp(epoch: float) -> str:

@@ -6,6 +6,7 @@ leaves a workbook and the journal; an unreachable or redirecting gateway stops t
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -15,7 +16,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import ClassVar
 
 import pytest
-from conftest import cli, serving, statuses, ticket, wait_for, write_csv
+from conftest import clean_env, cli, serving, statuses, ticket, wait_for, write_csv
 
 FAST = ["--qps", "1000", "--canary", "0", "--no-progress"]
 
@@ -346,3 +347,36 @@ def test_the_proxy_from_the_environment_is_named_without_its_password(monkeypatc
     assert bypassed.where == "gw.internal.corp"
     local = Gateway("http://127.0.0.1:8787/router/rest", concurrency=1, timeout=5)
     assert not local.trust_env and local.where == "127.0.0.1:8787"
+
+
+@pytest.mark.parametrize(
+    ("args", "env_extra", "said"),
+    [
+        (["run", "t.csv"], {}, "Missing app key (TOP_APP_KEY)"),  # the likeliest cron failure
+        (["run", "t.csv", "--qps", "abc"], {}, "--qps"),
+        (["run", "t.csv", "--deadline", "25:99"], {}, "--deadline '25:99'"),
+        (["run", "t.csv", "--api", "nope.toml", "--simulate"], {}, "nope.toml"),
+    ],
+    ids=["credential", "qps", "deadline", "spec"],
+)
+def test_summary_json_is_written_whatever_stops_the_command_first(tmp_path, args, env_extra, said):
+    """Last night's ``"exit_code": 0`` must never stay in place."""
+    write_csv(tmp_path / "t.csv", [ticket(0)])
+    (tmp_path / "s.json").write_text('{"exit_code": 0, "files": []}')
+    done = cli([*args, "--summary-json", "s.json"], tmp_path, clean_env(**env_extra))
+    assert done.returncode == 2, done.stderr
+    document = json.loads((tmp_path / "s.json").read_text())
+    assert document["exit_code"] == 2 and document["files"] == []
+    assert said in document["error"] and said in done.stderr
+
+
+def test_summary_json_lists_an_input_that_failed_before_sending(tmp_path, simulator):
+    sim = simulator()
+    write_csv(tmp_path / "t.csv", [ticket(0)])
+    done = cli(["run", "t.csv", "missing.csv", "--summary-json", "s.json"], tmp_path, sim.env())
+    assert done.returncode == 2
+    files = json.loads((tmp_path / "s.json").read_text())["files"]
+    assert [f["input"] for f in files] == ["t.csv", "missing.csv"]
+    assert files[0]["counts"] == {"success": 1}
+    assert files[1]["exit_code"] == 2 and "missing.csv does not exist" in files[1]["error"]
+    assert sim.stats()["accepted"] == 1
