@@ -697,6 +697,24 @@ class RunJournal:
             raise
 
 
+@contextlib.contextmanager
+def sqlite_errors(path: Path) -> Iterator[None]:
+    """Any SQLite error inside (a damaged page met mid-run, a full disk) as one ``JournalError``
+    sentence naming the journal and what to do, never a traceback."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        if isinstance(exc, sqlite3.OperationalError) and "full" in str(exc):
+            raise JournalError(
+                f"Journal {path}: the disk is full ({exc}); free some space and run the same "
+                "command again: what was recorded is kept, rows in flight are unknown."
+            ) from None
+        raise JournalError(
+            f"Journal {path} is damaged ({exc}); the run stopped there: move the file away "
+            "(keep it, it records what was sent) and run with another --journal or a backup."
+        ) from None
+
+
 def _private(path: Path, create: bool) -> None:
     """The journal holds every payload sent: 0600, made so before SQLite opens it (SQLite gives
     its ``-wal`` and ``-shm`` files the database's mode); a journal left 0644 by an earlier

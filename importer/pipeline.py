@@ -32,7 +32,7 @@ from importer.dispatcher import Dispatcher, DispatchSettings, StopReason
 from importer.errors import ImporterError, UsageError
 from importer.gateway import Gateway
 from importer.interrupts import Interrupts
-from importer.journal import Journal, RunJournal, quota_day
+from importer.journal import Journal, RunJournal, quota_day, sqlite_errors
 from importer.loader import InputTable, check_path, open_input
 from importer.pacing import AUTO_START_QPS, paced_rate
 from importer.progress import Progress
@@ -238,7 +238,7 @@ async def run_file(
     )
     copy = snapshot.take(path, journal.path.parent / SNAPSHOT_FOLDER)
     try:
-        with copy.named_as_original():
+        with copy.named_as_original(), sqlite_errors(journal.path):
             summary = await _run_copy(job, copy, journal)
         if copy.changed():
             summary.input_changed = True
@@ -550,6 +550,11 @@ def rebuild_report(path: Path, config: Config, spec: ApiSpec, journal: Journal) 
     kept (its workbook could not be written, or it was killed), from the file as it is now; no
     network. A row whose cells changed since is not paired with the old outcome."""
     check_path(path)
+    with sqlite_errors(journal.path):
+        return _rebuild_report(path, config, spec, journal)
+
+
+def _rebuild_report(path: Path, config: Config, spec: ApiSpec, journal: Journal) -> FileSummary:
     run = journal.last_results(path)
     if run is None:
         raise UsageError(

@@ -215,3 +215,28 @@ async def test_a_commit_that_fails_fails_the_waiting_call_and_the_flush(tmp_path
     await asyncio.sleep(0)
     with pytest.raises(JournalError, match="cannot be written"):
         run.flush()
+
+
+def test_a_journal_with_a_damaged_page_is_one_sentence_and_exit_2(tmp_path, simulator):
+    """The header is whole (the journal opens), pages further on are not: met mid-run."""
+    import json
+
+    from conftest import cli, ticket, write_csv
+
+    sim = simulator()
+    write_csv(tmp_path / "t.csv", [ticket(i) for i in range(2000)])
+    assert cli(["run", "t.csv", "--qps", "5000"], tmp_path, sim.env()).returncode == 0
+    journal = tmp_path / "reports" / "journal.sqlite"
+    size = journal.stat().st_size
+    with journal.open("r+b") as fh:
+        for offset in range(4096 * 3, size, 4096 * 2):
+            fh.seek(offset + 100)
+            fh.write(bytes(range(200)))
+    done = cli(["run", "t.csv", "--summary-json", "s.json"], tmp_path, sim.env())
+    assert done.returncode == 2, done.stderr
+    assert "Journal reports/journal.sqlite is damaged" in done.stderr
+    assert "move the file away" in done.stderr
+    document = json.loads((tmp_path / "s.json").read_text())
+    assert document["exit_code"] == 2 and "is damaged" in document["files"][0]["error"]
+    assert sim.stats()["accepted"] == 2000  # nothing sent again
+    assert journal.stat().st_size >= size  # never removed or rebuilt by the tool
