@@ -122,7 +122,10 @@ def summary_line(summary: FileSummary) -> str:
         line += f"; {plural(summary.calls, 'call')}"
         if summary.calls >= RATE_AFTER_CALLS:  # over a handful, the rate is the first latency
             line += f", {summary.calls_per_second:.1f} calls/s"
-    line += f"; workbook {summary.workbook}"
+    if summary.workbook is not None:
+        line += f"; workbook {summary.workbook}"
+    else:  # it could not be written: the line below says why and what to do
+        line += "; no workbook"
     if summary.archived is not None:
         line += f"; archived to {summary.archived}"
     return line

@@ -301,7 +301,7 @@ class Journal:
             _close_dead_runs(db, self.host)
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            _rollback(db)
             raise
 
     def start_run(
@@ -355,7 +355,7 @@ class Journal:
             run_id = cur.lastrowid
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            _rollback(db)
             raise
         return RunJournal(
             db,
@@ -450,7 +450,7 @@ class RunJournal:
             db.execute(_INSERT_RESULT, (self.run_id, source_row, *outcome.values(), digest))
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            _rollback(db)
             raise
 
     def in_flight(self, payload_hash: str) -> Outcome | None:
@@ -562,7 +562,7 @@ class RunJournal:
                 )
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            _rollback(db)
             raise
         self._claimed.update(claimed)
         if calls:  # kept in memory: written with the report (a chart; not worth a statement)
@@ -634,7 +634,7 @@ class RunJournal:
             ).fetchall()
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            _rollback(db)
             raise
         seen = all(renewed >= since for _, renewed in others)
         return min((q for q, _ in others), default=math.inf), len(others) + 1, seen
@@ -672,7 +672,7 @@ class RunJournal:
             )
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            _rollback(db)
             raise
         self._minutes.clear()
 
@@ -693,8 +693,15 @@ class RunJournal:
             )
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")  # one failure must not leave the shared connection mid-way
+            _rollback(db)  # one failure must not leave the shared connection mid-way
             raise
+
+
+def _rollback(db: sqlite3.Connection) -> None:
+    """Roll back, where SQLite has not already (it does itself on a full disk): the error
+    that made the caller roll back is the one to report, never "no transaction is active"."""
+    with contextlib.suppress(sqlite3.Error):
+        db.execute("ROLLBACK")
 
 
 @contextlib.contextmanager

@@ -42,6 +42,7 @@ target is either the previous file or the complete new one.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import math
@@ -199,7 +200,11 @@ class ReportWriter:
         sheet = "failed" if status in FAILED_STATUSES else ""
         if status in CHECK_STATUSES:
             sheet = "check"
-        self._sink.write(row.shown_row, cells, values, sheet)
+        try:
+            self._sink.write(row.shown_row, cells, values, sheet)
+        except OSError as exc:  # a full disk mid-write: one sentence, no temporary file left
+            self.abort()
+            raise self._unwritable(exc) from None
 
     def close(self, summary: Dashboard | Sequence[tuple[str, object]]) -> Path:
         """Write the summary (a ``Dashboard``, or plain item/value pairs), finish the file and
@@ -357,17 +362,22 @@ class _XlsxSink:
         shutil.rmtree(self._tmpdir, ignore_errors=True)
 
     def discard(self) -> None:
+        """Close and remove everything; a close that fails (its buffer cannot be flushed on a
+        full disk) is ignored: the file is removed anyway."""
         workbook = getattr(self, "_workbook", None)
         if workbook is not None:
             for worksheet in workbook.worksheets():
                 fh = getattr(worksheet, "row_data_fh", None)  # constant_memory row store
                 if fh is not None and not fh.closed:
-                    fh.close()
+                    with contextlib.suppress(OSError):
+                        fh.close()
             workbook.fileclosed = True  # nothing to store
         fh = getattr(self, "_fh", None)
         if fh is not None:
-            fh.close()
-        self._tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                fh.close()
+        with contextlib.suppress(OSError):
+            self._tmp.unlink(missing_ok=True)
         shutil.rmtree(self._tmpdir, ignore_errors=True)
 
 
@@ -677,8 +687,10 @@ class _CsvSink:
         self._fh.close()
 
     def discard(self) -> None:
-        self._fh.close()
-        self._tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # a full disk: the buffer cannot be flushed
+            self._fh.close()
+        with contextlib.suppress(OSError):
+            self._tmp.unlink(missing_ok=True)
 
 
 def _csv_text(text: str) -> str:

@@ -13,6 +13,7 @@ The copy keeps the input's suffix (the loader reads by suffix); messages about i
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import secrets
@@ -27,6 +28,7 @@ from importer.processes import pid_alive
 BLOCK = 1 << 20
 ATTEMPTS = 3  # a file that changes under three copies in a row is still being written
 _PREFIX = "snapshot-"
+_NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})  # the copy's side
 
 
 def _identity(stat: os.stat_result) -> tuple[int, int, int]:
@@ -88,6 +90,12 @@ def take(original: Path, folder: Path) -> Snapshot:
     except OSError as exc:
         with contextlib.suppress(OSError):
             copy.unlink()
+        if exc.errno in _NO_ROOM:
+            raise InputError(
+                f"Cannot make the private copy of {original} in {folder} "
+                f"({exc.strerror or exc}); free some space there (it is beside the journal) or "
+                "give a --journal on a disk with room. Nothing was sent."
+            ) from None
         raise InputError(f"{original} cannot be read ({exc.strerror or exc}).") from None
     copy.unlink()
     raise InputError(
