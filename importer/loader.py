@@ -343,23 +343,61 @@ def detect_encoding(sample: bytes, complete: bool) -> str | None:
 def _confirm_encoding(path: Path, encoding: str) -> str | None:
     """The sample's guess checked against the whole file, before any row is sent.
 
-    A file that is UTF-8 for 64 KiB and GB18030 later would otherwise fail mid-run, after some
-    rows went out. Decoding runs at hundreds of MB/s, a small price once per input.
+    A file that is UTF-8 for 64 KiB and GB18030 later (two exports joined) must not be read
+    whole as GB18030, which decodes almost any bytes: its UTF-8 rows would go out as mojibake.
+    So GB18030 is tried only when no non-ASCII text came before the first byte that is not
+    UTF-8; otherwise the file is refused, naming that line. Decoding runs at hundreds of MB/s,
+    a small price once per input.
     """
-    candidates = [encoding] + (["gb18030"] if encoding == "utf-8" else [])
-    for candidate in candidates:
-        decoder = codecs.getincrementaldecoder(candidate)()
-        try:
-            with path.open("rb") as fh:
-                for block in iter(lambda: fh.read(1 << 20), b""):
+    if encoding != "utf-8":
+        return encoding if _decodes(path, encoding) else None
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    unicode_before, lines = False, 1
+    try:
+        with path.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                try:
                     decoder.decode(block)
-                decoder.decode(b"", final=True)
-        except UnicodeDecodeError:
-            continue
-        except OSError as exc:
-            raise InputError(f"{path} cannot be read ({exc.strerror}).") from None
-        return candidate
-    return None
+                except UnicodeDecodeError as exc:
+                    start = max(exc.start, 0)
+                    if unicode_before or not block[:start].isascii():
+                        line = lines + block[:start].count(b"\n")
+                        raise InputError(
+                            f"{path} is not one encoding throughout: it starts as UTF-8 but line "
+                            f"{line} is not UTF-8 (GBK? two exports joined?); save the whole "
+                            "file again as CSV UTF-8. Nothing was sent."
+                        ) from None
+                    break  # the first text beyond ASCII is not UTF-8: GB18030, checked below
+                unicode_before = unicode_before or not block.isascii()
+                lines += block.count(b"\n")
+            else:
+                try:
+                    decoder.decode(b"", final=True)
+                except UnicodeDecodeError:  # cut in the middle of a character at the very end
+                    if unicode_before:
+                        raise InputError(
+                            f"{path} ends in the middle of a UTF-8 character (cut short?); "
+                            "save the whole file again as CSV UTF-8. Nothing was sent."
+                        ) from None
+                else:
+                    return "utf-8"
+    except OSError as exc:
+        raise InputError(f"{path} cannot be read ({exc.strerror}).") from None
+    return "gb18030" if _decodes(path, "gb18030") else None
+
+
+def _decodes(path: Path, encoding: str) -> bool:
+    decoder = codecs.getincrementaldecoder(encoding)()
+    try:
+        with path.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                decoder.decode(block)
+            decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return False
+    except OSError as exc:
+        raise InputError(f"{path} cannot be read ({exc.strerror}).") from None
+    return True
 
 
 def sniff_delimiter(header_line: str) -> str:

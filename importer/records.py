@@ -60,6 +60,8 @@ _TRUE = frozenset({"true", "1", "yes", "y", "是"})
 _FALSE = frozenset({"false", "0", "no", "n", "否"})
 _DATE = re.compile(r"^(\d{4})[-/](\d{1,2})[-/](\d{1,2})(?:[ T]+(\d{1,2}):(\d{2})(?::(\d{2}))?)?$")
 _LIST_SEPARATOR = re.compile("[,，]")
+# C0 controls but tab, line feed and carriage return (text in a cell may hold those), and DEL
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 class _FieldError(ValueError):
@@ -230,14 +232,17 @@ class RowValidator:
         self._has_object = spec.object_param is not None
         self._identity = spec.identity
         self._fix_rounded = FIX_IN_RESULT if fed_back else FIX_EXCEL
+        self._names = {index: name for name, index in columns.items()}
 
     def validate(self, row: Row) -> RequestRecord | RowError:
         if row.problem:
             return RowError(row.source_row, "", "", row.problem, row.problem)
+        cells = row.cells
+        if _CONTROL.search("".join(cells)):
+            return self._control(row)
         payload: dict[str, object] = {}
         flat: list[tuple[str, str]] = []
         sent: dict[str, str] = {}
-        cells = row.cells
         for fspec, index, converter in self._plan:
             raw = cells[index] if index is not None and index < len(cells) else ""
             text = raw.strip()
@@ -268,6 +273,25 @@ class RowValidator:
         else:
             key = payload_hash(payload_json, flat_params)
         return RequestRecord(row.source_row, payload_json, key, flat_params)
+
+    def _control(self, row: Row) -> RowError:
+        """A cell holding a control character (a NUL, an escape: invisible in Excel, never
+        meant to be sent) makes the row invalid, whichever column it is in."""
+        for index, cell in enumerate(row.cells):
+            found = _CONTROL.search(cell)
+            if found is None:
+                continue
+            name = self._names.get(index, f"column {index + 1}")
+            char = found.group()
+            message = (
+                f"{name} holds the control character U+{ord(char):04X} at character "
+                f"{found.start() + 1}; it is invisible in Excel and is never sent: delete it "
+                "(retype the cell) and run again"
+            )
+            return RowError(
+                row.source_row, name, cell, message, f"{name} holds a control character"
+            )
+        raise AssertionError("no control character")  # pragma: no cover - searched before
 
 
 @dataclass
