@@ -13,7 +13,7 @@ import stat
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -96,20 +96,41 @@ class Config:
             )
         return Credentials(self.app_key or "", self.app_secret or "", self.session or None)
 
-    def stop_at(self, now: datetime) -> datetime | None:
-        """When to stop starting calls: the earlier of --deadline and now + --max-runtime."""
+    def stop_at(self, now: datetime, zone: tzinfo | None = None) -> datetime | None:
+        """When to stop starting calls: the earlier of --deadline and now + --max-runtime.
+
+        ``--deadline HH:MM`` is that time on the clock of ``zone`` (default: this machine's
+        local time), daylight saving included: on the night the clocks change, 06:30 is 06:30
+        on the wall, not the offset in force when the run started plus the hours between.
+        """
         candidates = []
         if self.deadline:
             hour, minute = parse_clock(self.deadline)
-            at = now.replace(hour=hour, minute=minute, second=0, microsecond=0)
-            if at > now + timedelta(hours=12):  # passed less than 12 h ago: yesterday's window
-                at -= timedelta(days=1)
-            elif at <= now - timedelta(hours=12):  # a nightly window past midnight: tomorrow's
-                at += timedelta(days=1)
-            candidates.append(at)
+            candidates.append(_wall_clock(now, hour, minute, zone))
         if self.max_runtime:
             candidates.append(now + timedelta(seconds=parse_duration(self.max_runtime)))
         return min(candidates, default=None)
+
+
+def _wall_clock(now: datetime, hour: int, minute: int, zone: tzinfo | None) -> datetime:
+    """The next (or, passed less than 12 h ago, the last) ``hour:minute`` on the wall clock
+    of ``zone`` (None: the local time of this machine); naive in (a table test), naive out."""
+    aware = now.tzinfo is not None or zone is not None
+    if not aware:
+        wall_now = now
+    elif zone is not None:
+        wall_now = now.astimezone(zone).replace(tzinfo=None)
+    else:
+        wall_now = now.astimezone().replace(tzinfo=None)
+    at = wall_now.replace(hour=hour, minute=minute, second=0, microsecond=0)
+    if at > wall_now + timedelta(hours=12):  # passed less than 12 h ago: yesterday's window
+        at -= timedelta(days=1)
+    elif at <= wall_now - timedelta(hours=12):  # a nightly window past midnight: tomorrow's
+        at += timedelta(days=1)
+    if not aware:
+        return at
+    # the wall time with the offset in force then: zoneinfo's rules, or the C library's (mktime)
+    return at.replace(tzinfo=zone) if zone is not None else at.astimezone()
 
 
 _DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$", re.ASCII)

@@ -274,3 +274,31 @@ def test_runs_on_one_journal_share_the_app_keys_quota(tmp_path, simulator, runs)
     assert stats["max_calls_in_a_second"] <= quota
     # Ceilings only on the real clock: how much of the quota they use together (~96 %) is
     # bench_share.py's figure, and the pacing of each share is proven on the fake clock.
+
+
+def test_deadline_is_wall_clock_time_across_a_daylight_saving_change(monkeypatch):
+    """The night Berlin's clocks go from 02:00 to 03:00 (2026-03-29): a run started at 00:30
+    (+01:00) with --deadline 06:30 stops at 06:30 on the clock, +02:00, not an hour later."""
+    import time
+    from datetime import datetime, timezone
+    from zoneinfo import ZoneInfo
+
+    from importer.config import Config
+
+    berlin = ZoneInfo("Europe/Berlin")
+    start = datetime(2026, 3, 29, 0, 30, tzinfo=berlin)
+    at = Config(deadline="06:30").stop_at(start, berlin)
+    assert at.astimezone(timezone.utc) == datetime(2026, 3, 29, 4, 30, tzinfo=timezone.utc)
+    autumn = datetime(2026, 10, 24, 23, 0, tzinfo=berlin)  # clocks go back on the 25th
+    at = Config(deadline="06:30").stop_at(autumn, berlin)
+    assert at.astimezone(timezone.utc) == datetime(2026, 10, 25, 5, 30, tzinfo=timezone.utc)
+    # this machine's own local time, as the CLI uses it (the C library's rules)
+    monkeypatch.setenv("TZ", "Europe/Berlin")
+    time.tzset()
+    try:
+        local = start.astimezone()  # what datetime.now().astimezone() gives: a fixed offset
+        at = Config(deadline="06:30").stop_at(local)
+        assert at.astimezone(timezone.utc) == datetime(2026, 3, 29, 4, 30, tzinfo=timezone.utc)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
