@@ -21,6 +21,9 @@ import codecs
 import csv
 import datetime as dt
 import functools
+import html
+import re
+import zipfile
 from collections.abc import Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -506,6 +509,69 @@ def cell_text(value: object) -> tuple[str, bool]:
     return str(value), False
 
 
+MAX_SHEET_CELLS = 50_000_000  # a used range calamine may lay out (~32 bytes a cell: 1.6 GB)
+_DIMENSION = re.compile(rb'<dimension\s+ref="\$?([A-Z]{1,3})\$?(\d+)(?::\$?([A-Z]{1,3})\$?(\d+))?"')
+_SHEET_ENTRY = re.compile(rb"<sheet\b[^>]*>")
+_ATTRIBUTE = re.compile(rb'([\w:]+)="([^"]*)"')
+
+
+def _check_used_range(path: Path, sheet: str) -> None:
+    """Refuse, before calamine parses it, an .xlsx/.xlsm sheet whose used range (its
+    ``<dimension>``) is beyond ``MAX_SHEET_CELLS``: calamine lays the range out whole, so one
+    stray cell at XFD100000 of a 2 KB file asks for 52 GB and aborts the process (no exception:
+    the rest of a cron glob would never run). Other formats are left to calamine."""
+    if path.suffix.lower() not in (".xlsx", ".xlsm"):
+        return
+    try:
+        with zipfile.ZipFile(path) as book:
+            part = _sheet_part(book, sheet)
+            if part is None:
+                return
+            with book.open(part) as fh:
+                head = fh.read(1 << 16)
+    except (OSError, zipfile.BadZipFile, KeyError):
+        return  # not a zip calamine can read either: it says so
+    found = _DIMENSION.search(head)
+    if found is None:
+        return
+    first_col, first_row, last_col, last_row = found.groups()
+    rows = int(last_row or first_row) - int(first_row) + 1
+    cols = _column_number(last_col or first_col) - _column_number(first_col) + 1
+    ref = (first_col + first_row + (b":" + last_col + last_row if last_col else b"")).decode()
+    if rows * cols > MAX_SHEET_CELLS:
+        raise InputError(
+            f"{path} sheet {sheet!r} has a used range of {ref} ({rows * cols:,} cells, more than "
+            f"the {MAX_SHEET_CELLS:,} a run reads): a stray cell far from the data? In Excel, "
+            "Ctrl+End goes to it; delete the rows and columns after your data, save, and run "
+            "again."
+        )
+
+
+def _sheet_part(book: zipfile.ZipFile, sheet: str) -> str | None:
+    """The zip member of the sheet named ``sheet``, through workbook.xml and its rels."""
+    rel_id = None
+    for entry in _SHEET_ENTRY.findall(book.read("xl/workbook.xml")):
+        attributes = dict(_ATTRIBUTE.findall(entry))
+        if html.unescape(attributes.get(b"name", b"").decode("utf-8", "replace")) == sheet:
+            rel_id = next((v for k, v in attributes.items() if k.endswith(b":id")), None)
+            break
+    if rel_id is None:
+        return None
+    for entry in re.findall(rb"<Relationship\b[^>]*>", book.read("xl/_rels/workbook.xml.rels")):
+        attributes = dict(_ATTRIBUTE.findall(entry))
+        if attributes.get(b"Id") == rel_id:
+            target = attributes.get(b"Target", b"").decode()
+            return target.lstrip("/") if target.startswith("/") else f"xl/{target}"
+    return None
+
+
+def _column_number(letters: bytes) -> int:
+    number = 0
+    for letter in letters:
+        number = number * 26 + letter - 64
+    return number
+
+
 @dataclass(frozen=True)
 class _SheetSource:
     path: Path
@@ -540,6 +606,7 @@ class _SheetSource:
         """The whole sheet, parsed once and kept for every pass over it: calamine reads a sheet
         whole (there is no streaming reader of xlsx cells behind it), so parsing it again per
         pass would only cost time; the README gives the memory per 100k rows."""
+        _check_used_range(self.path, self.sheet)
         book = _open_book(self.path)
         try:
             return book.get_sheet_by_name(self.sheet)

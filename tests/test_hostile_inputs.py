@@ -62,3 +62,26 @@ def test_a_control_character_far_down_the_file_is_an_invalid_row_never_sent(tmp_
     assert "1 row invalid: user_identify holds a control character (e.g. row 992)" in done.stdout
     assert sim.stats()["accepted"] == 998
     assert not any("\x00" in p or "\x1b" in p for p in sim.accepted())
+
+
+def test_a_stray_cell_far_away_is_refused_before_calamine_lays_it_out(tmp_path):
+    """One cell at XFD100000 of a 5 KB workbook: calamine would ask for 52 GB and abort the
+    process (SIGABRT, exit 134); it is an input error instead, and the next input still runs."""
+    import openpyxl
+    from conftest import write_csv
+
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.title = "工单 & <1>"  # a name that is escaped in workbook.xml
+    sheet.append(HEADERS)
+    sheet.append(list(ticket(0).values()))
+    sheet["XFD100000"] = "x"
+    book.save(tmp_path / "a.xlsx")
+    write_csv(tmp_path / "b.csv", [ticket(1)])
+    done = cli(["validate", "a.xlsx", "b.csv"], tmp_path, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert "a.xlsx sheet '工单 & <1>' has a used range of A1:XFD100000 (1,638,400,000 cells" in (
+        done.stderr
+    )
+    assert "Ctrl+End" in done.stderr
+    assert "b.csv: 1 row: 1 valid" in done.stdout
