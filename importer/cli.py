@@ -253,6 +253,9 @@ def cli() -> None:
     help="Refused: a session key on the command line is readable by other users; "
     "set TOP_SESSION (or session in importer.toml).",
 )
+# Never taken either; declared so that they get the same explanation, not "No such option".
+@click.option("--app-secret", metavar="SECRET", hidden=True)
+@click.option("--notify-secret", metavar="SECRET", hidden=True)
 @click.option(
     "--sign-method",
     type=click.Choice(["md5", "hmac", "hmac-sha256"]),
@@ -590,7 +593,21 @@ def report(inputs: tuple[str, ...], config_file: str | None, **flags: Any) -> in
 @click.option("--ban-seconds", type=int, default=1, show_default=True, help="Ban announced.")
 @click.option("--latency-ms", type=float, default=0.0, show_default=True, help="Fixed latency.")
 @click.option("--jitter-ms", type=float, default=0.0, show_default=True, help="+ random latency.")
-@click.option("--fail-rate", type=float, default=0.0, show_default=True, help="isp.* errors.")
+@click.option(
+    "--fail-rate",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="isp.* errors: transient, so the client retries them (a row fails only when its "
+    "--retries run out); for failed rows use --decline-rate.",
+)
+@click.option(
+    "--decline-rate",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Calls declined as a business error (isv.invalid-parameter): failed rows, not retried.",
+)
 @click.option("--http502-rate", type=float, default=0.0, show_default=True, help="HTTP 502s.")
 @click.option("--drop-rate", type=float, default=0.0, show_default=True, help="Dropped calls.")
 @click.option(
@@ -633,11 +650,18 @@ def simulate(host: str, port: int, **knobs: Any) -> int:
         garbled_rate=knobs["garbled_rate"],
         huge_rate=knobs["huge_rate"],
         bad_tenants=frozenset(knobs["bad_tenant"]),
+        decline_rate=knobs["decline_rate"],
         seed=knobs["seed"],
     )
 
     def ready(url: str) -> None:
         click.echo(f"{url} app_key={settings.app_key} secret={settings.secret}")
+        # to paste into the shell that runs top-import: without TOP_GATEWAY it would send to
+        # the production gateway
+        click.echo(
+            f"export TOP_GATEWAY={url} TOP_APP_KEY={settings.app_key} "
+            f"TOP_APP_SECRET={settings.secret}"
+        )
 
     try:
         asyncio.run(serve_forever(settings, host=host, port=port, on_ready=ready))

@@ -83,6 +83,7 @@ class SimulatorSettings:
     huge_rate: float = 0.0  # share accepted, then answered with a body of huge_body_bytes
     huge_body_bytes: int = 8 << 20
     bad_tenants: frozenset[int] = frozenset()  # tenant_id values answered code 50 (not accepted)
+    decline_rate: float = 0.0  # share declined as a business error, isv.* (not accepted, final)
     max_skew_s: float = 600.0
     seed: int | None = None  # seeds the fault injection
 
@@ -262,6 +263,8 @@ class _Platform:
             None,
         )
         if tenant is not None and int(tenant) in self.settings.bad_tenants:
+            raise _Reject(50, "Remote service error", "isv.invalid-parameter", "非法参数")
+        if self.chance(self.settings.decline_rate):
             raise _Reject(50, "Remote service error", "isv.invalid-parameter", "非法参数")
         accepted: object = {"object": obj, "flat": flat} if spec.flat_fields else obj
         return json.dumps(accepted, sort_keys=True, ensure_ascii=False, separators=(",", ":"))

@@ -380,3 +380,16 @@ def test_summary_json_lists_an_input_that_failed_before_sending(tmp_path, simula
     assert files[0]["counts"] == {"success": 1}
     assert files[1]["exit_code"] == 2 and "missing.csv does not exist" in files[1]["error"]
     assert sim.stats()["accepted"] == 1
+
+
+@pytest.mark.parametrize(
+    ("flag", "variable"),
+    [("--app-secret", "TOP_APP_SECRET"), ("--notify-secret", "TOP_NOTIFY_SECRET")],
+)
+def test_a_secret_given_as_a_flag_is_explained_not_unknown(tmp_path, flag, variable):
+    write_csv(tmp_path / "t.csv", [ticket(0)])
+    done = cli(["run", "t.csv", flag, "hunter2-secret"], tmp_path)
+    assert done.returncode == 2
+    assert "is never taken from the command line" in done.stderr
+    assert variable in done.stderr and "No such option" not in done.stderr
+    assert "hunter2-secret" not in done.stderr + done.stdout

@@ -689,3 +689,40 @@ async def test_flat_parameters_count_in_duplicate_accepts(start, session):
     await post_form(session, sim, rich_params(tier="silver"))
     stats = sim.stats()
     assert (stats["accepted"], stats["accepted_payloads"], stats["duplicate_accepts"]) == (3, 2, 1)
+
+
+def test_simulate_prints_lines_to_paste_and_declines_rows_on_demand(tmp_path):
+    """The foreground simulator: its export line is all a shell needs (no TOP_GATEWAY would
+    send to production), and --decline-rate gives failed rows (--fail-rate's are retried)."""
+    import os
+    import shlex
+    import subprocess
+    import sys
+
+    from conftest import clean_env, cli, read_sheet, ticket, write_csv
+
+    server = subprocess.Popen(
+        [sys.executable, "-m", "importer", "simulate", "--port", "0", "--decline-rate", "1"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert server.stdout is not None
+        first, export = server.stdout.readline(), server.stdout.readline()
+        assert "app_key=" in first
+        words = shlex.split(export)
+        assert words[0] == "export"
+        env = clean_env(**dict(word.split("=", 1) for word in words[1:]))
+        assert env["TOP_GATEWAY"].startswith("http://127.0.0.1:")
+        write_csv(tmp_path / "t.csv", [ticket(0), ticket(1)])
+        done = cli(["run", "t.csv", "--max-failure-rate", "1", "--canary", "0"], tmp_path, env)
+        assert done.returncode == 1, done.stderr
+        rows = read_sheet(tmp_path / "reports" / "t.result.xlsx")
+        assert [(r["status"], r["sub_code"], r["attempts"]) for r in rows] == [
+            ("failed", "isv.invalid-parameter", 1),
+            ("failed", "isv.invalid-parameter", 1),
+        ]
+    finally:
+        server.terminate()
+        server.wait(10)
