@@ -519,16 +519,16 @@ def _per_file(
             say(line)
         for note in summary.notes:
             fail(note)
-        if summary.counts.get("valid") and config.qps_auto:
+        valid = summary.counts.get("valid", 0)
+        if valid and config.qps_auto:
             say(
-                f"  sending {summary.counts['valid']} valid rows with --qps auto takes as long "
-                "as the app's limit says"
+                f"  sending {plural(valid, 'valid row')} with --qps auto takes as long as the "
+                "app's limit says"
             )
-        elif summary.counts.get("valid"):
-            seconds = summary.counts["valid"] / config.qps
+        elif valid:
             say(
-                f"  sending {summary.counts['valid']} valid rows at --qps {config.qps:g} would "
-                f"take about {duration_text(seconds)}"
+                f"  sending {plural(valid, 'valid row')} at --qps {config.qps:g} would take "
+                f"about {duration_text(valid / config.qps)}"
             )
     return finish(config, command, summaries, exits.worst(codes), refused)
 

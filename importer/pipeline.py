@@ -408,7 +408,7 @@ async def _send(job: _Job, table: InputTable, run: RunJournal, summary: FileSumm
         summary.limits["qps auto reached"] = round(reached, 1)
         summary.limits["qps auto throttles"] = dispatcher.rate_policy.throttles
     if result.stop_reason is StopReason.DEADLINE and job.stop_at is not None:
-        summary.message = _deadline_message(job.stop_at, summary.started)
+        summary.message = _deadline_message(job.stop_at, summary.started, config)
 
 
 def _dispatch_settings(job: _Job, run: RunJournal) -> DispatchSettings:
@@ -426,17 +426,26 @@ def _dispatch_settings(job: _Job, run: RunJournal) -> DispatchSettings:
     )
 
 
-def _deadline_message(stop_at: datetime, started: float) -> str:
+def _deadline_message(stop_at: datetime, started: float, config: Config) -> str:
+    """What the run says when its window closed: named by the option that set it."""
+    start = datetime.fromtimestamp(started).astimezone()
+    by_deadline = bool(config.deadline) and (
+        dataclasses.replace(config, max_runtime=None).stop_at(start) == stop_at
+    )
+    option = (
+        f"--deadline {config.deadline}" if by_deadline else f"--max-runtime {config.max_runtime}"
+    )
     if stop_at.timestamp() <= started:
+        if not by_deadline:
+            return f"{option} left no time to send, so nothing was sent; give it more time."
         return (
-            f"--deadline / --max-runtime had already passed when the run started "
-            f"(at {stop_at:%Y-%m-%d %H:%M}); nothing was sent. A deadline that "
-            "passed within the last 12 hours stops a run at once"
+            f"{option} had already passed when the run started (at {stop_at:%Y-%m-%d %H:%M}), "
+            "so nothing was sent: a deadline that passed within the last 12 hours stops a run "
+            "at once; run it again inside the window."
         )
     return (
-        f"stopped starting calls at {stop_at:%Y-%m-%d %H:%M} (--deadline / "
-        "--max-runtime); the rows not sent are in the workbook, and rerunning "
-        "the same command resumes with them"
+        f"stopped starting calls at {stop_at:%Y-%m-%d %H:%M} ({option}); the rows not sent "
+        "are in the workbook, and rerunning the same command resumes with them."
     )
 
 

@@ -302,3 +302,18 @@ def test_deadline_is_wall_clock_time_across_a_daylight_saving_change(monkeypatch
     finally:
         monkeypatch.undo()
         time.tzset()
+
+
+def test_max_runtime_0_says_so_in_one_finished_sentence(tmp_path, simulator):
+    from conftest import write_csv
+
+    sim = simulator()
+    write_csv(tmp_path / "t.csv", [ticket(0)])
+    done = cli(["run", "t.csv", *FAST, "--max-runtime", "0"], tmp_path, sim.env())
+    assert done.returncode == 1
+    assert "--max-runtime 0 left no time to send, so nothing was sent; give it more time." in (
+        done.stderr
+    )
+    assert "--deadline" not in done.stderr
+    one = cli(["validate", "t.csv"], tmp_path)
+    assert "  sending 1 valid row at --qps" in one.stdout
