@@ -102,12 +102,27 @@ def request(
             url += f"{'&' if '?' in url else '?'}timestamp={stamp}&sign={quote(sign, safe='')}"
         return url, body
     if kind == "feishu":
-        body = {"msg_type": "text", "content": {"text": text}}
+        body = {"msg_type": "interactive", "card": _feishu_card(title, text, code)}
         if secret:
             stamp = str(int(now))
             body.update(timestamp=stamp, sign=_hmac(f"{stamp}\n{secret}".encode(), b""))
         return url, body
     return url, {"msgtype": "markdown", "markdown": {"content": text}}  # wecom
+
+
+def _feishu_card(title: str, text: str, code: int) -> dict:
+    """Feishu/Lark renders markdown only inside a message card (a ``text`` message shows ``###``
+    and ``**`` raw): the title in the card's header, green for exit 0 and red otherwise, the
+    rest as ``lark_md``, which has no headings (the first line, the title, goes)."""
+    body = text.split("\n", 1)[1] if text.startswith("### ") else text
+    return {
+        "config": {"wide_screen_mode": True},
+        "header": {
+            "title": {"tag": "plain_text", "content": title},
+            "template": "green" if code == ExitCode.OK else "red",
+        },
+        "elements": [{"tag": "div", "text": {"tag": "lark_md", "content": body.strip()}}],
+    }
 
 
 async def _read(answer: aiohttp.ClientResponse, limit: int = 65536) -> bytes:

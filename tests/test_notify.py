@@ -94,7 +94,14 @@ def test_a_feishu_message_is_signed_in_its_body():
     assert body["timestamp"] == "1700000000"  # seconds
     key = f"1700000000\n{SECRET}".encode()
     expected = base64.b64encode(hmac.new(key, b"", hashlib.sha256).digest()).decode()
-    assert body["sign"] == expected and body["msg_type"] == "text"
+    assert body["sign"] == expected and body["msg_type"] == "interactive"
+    # markdown shows only inside a card: the title in its header, no "###" left in the text
+    card = body["card"]
+    assert card["header"]["title"] == {"tag": "plain_text", "content": "top-import run: exit 0"}
+    assert card["header"]["template"] == "green"
+    (element,) = card["elements"]
+    assert element["tag"] == "div" and element["text"]["tag"] == "lark_md"
+    assert "###" not in element["text"]["content"] and "**" in element["text"]["content"]
 
 
 def test_wecom_gets_markdown_and_any_other_host_the_summary_json_document():
