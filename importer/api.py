@@ -36,6 +36,7 @@ import json
 import math
 import os
 import tempfile
+import threading
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
@@ -56,7 +57,7 @@ from importer.interrupts import handle_signals as install_handlers
 from importer.journal import Journal
 from importer.loader import EXCEL_CELL_LIMIT, unquoted
 from importer.pipeline import check_file, run_file
-from importer.protocol import RequestBuilder
+from importer.protocol import GMT8, RequestBuilder
 from importer.reporter import EXCEL_MAX_DATA_ROWS
 from importer.spec import load_spec
 from importer.summary import FileSummary, Plan, summary_document
@@ -170,6 +171,12 @@ async def run_async(
         configs = per_input_configs([path], config, "result")
         check_outputs(config, configs)
         interrupts = Interrupts()
+        if handle_signals and threading.current_thread() is not threading.main_thread():
+            raise UsageError(
+                "handle_signals=True works only in the main thread (Python delivers signals "
+                "there); in another thread, pass handle_signals=False and stop the run from your "
+                "code, or run it in the main thread."
+            )
         with install_handlers(interrupts) if handle_signals else contextlib.nullcontext():
             [ended] = await send_files([path], config, configs=configs, interrupts=interrupts)
         if isinstance(ended, ImporterError):
@@ -434,10 +441,16 @@ def _write_value(sheet: Any, row: int, col: int, value: object) -> int:
         return sheet.write_boolean(row, col, value)
     if isinstance(value, float) or kind.startswith("float"):  # as an Excel number cell
         number = float(value)  # type: ignore[arg-type]
-        return 0 if math.isnan(number) else sheet.write_number(row, col, number)
+        if math.isnan(number):
+            return 0
+        if math.isinf(number):  # no number cell holds it: the text, which a Number field refuses
+            return sheet.write_string(row, col, "inf" if number > 0 else "-inf")
+        return sheet.write_number(row, col, number)
     if isinstance(value, int) or kind.startswith(("int", "uint")):
         return sheet.write_string(row, col, str(int(value)))  # type: ignore[call-overload]
     if isinstance(value, datetime):
+        if value.tzinfo is not None:  # the platform's times are GMT+8 wall time
+            value = value.astimezone(GMT8)
         return sheet.write_string(row, col, value.strftime("%Y-%m-%d %H:%M:%S"))
     if isinstance(value, date):
         return sheet.write_string(row, col, value.strftime("%Y-%m-%d"))

@@ -223,3 +223,44 @@ def test_bad_options_are_importer_errors(here, options, said):
 async def test_validate_inside_a_running_loop_says_what_to_do(here):
     with pytest.raises(UsageError, match="inside a running event loop"):
         importer.validate([ticket(0)])
+
+
+def test_inf_in_any_float_column_is_a_value_not_a_crash(here):
+    frame = pd.DataFrame([ticket(0), ticket(1)])
+    frame["score"] = [float("inf"), 1.5]  # not sent: an echoed column
+    frame["tenant_id"] = [200110004.0, float("-inf")]
+    checked = importer.validate(frame)
+    rows = list(checked.rows())
+    assert [r["status"] for r in rows] == ["valid", "invalid"]
+    assert rows[0]["score"] == "inf" and "tenant_id '-inf'" in rows[1]["error"]
+
+
+def test_a_timezone_aware_datetime_is_written_as_gmt8_wall_time(here):
+    """The platform's times are GMT+8: 00:30 UTC is 08:30 there, never 00:30 with the zone
+    dropped (a Date field would be sent 8 h off); a naive one is taken as it is."""
+    from importer.api import _as_file
+    from importer.loader import open_input
+    from importer.spec import load_spec
+
+    frame = pd.DataFrame([ticket(0), ticket(1)])
+    frame["visited_at"] = [
+        pd.Timestamp("2026-11-30 00:30:00", tz="UTC"),
+        pd.Timestamp("2026-11-30 00:30:00", tz="Europe/Berlin"),
+    ]
+    frame["naive"] = [pd.Timestamp("2026-11-30 00:30:00")] * 2
+    path = _as_file(frame, "frame", here)
+    table = open_input(path, load_spec(None))
+    rows = list(table.rows())
+    at, naive = table.headers.index("visited_at"), table.headers.index("naive")
+    assert [r.cells[at] for r in rows] == ["2026-11-30 08:30:00", "2026-11-30 07:30:00"]
+    assert rows[0].cells[naive] == "2026-11-30 00:30:00"
+
+
+def test_handle_signals_outside_the_main_thread_is_an_error_not_ignored(here):
+    import concurrent.futures
+
+    frame = pd.DataFrame([ticket(0)])
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        future = pool.submit(importer.run, frame, simulate=True, handle_signals=True)
+        with pytest.raises(UsageError, match="only in the main thread"):
+            future.result(60)
