@@ -78,6 +78,8 @@ class Result:
     summary: FileSummary = field(repr=False)
     _report: Path | None = field(default=None, repr=False)  # where rows() reads
     _scratch: Any = field(default=None, repr=False)  # keeps an out=False workbook until dropped
+    _numbers: frozenset[str] = field(default=frozenset(), repr=False)  # the spec's Number fields
+    _index: Any = field(default=None, repr=False)  # a DataFrame input's index, by position
 
     def rows(self) -> Iterator[dict[str, object]]:
         """One dict per input row, in input order: ``source_row``, the input's cells, then
@@ -115,7 +117,26 @@ class Result:
             raise UsageError(
                 "to_pandas() needs pandas: pip install 'top-import[pandas]'; rows() needs nothing."
             ) from None
-        return pd.DataFrame(list(self.rows()))
+        frame = pd.DataFrame(list(self.rows()))
+        for column in frame.columns:
+            frame[column] = _typed(pd, frame[column], column in self._numbers)
+        if self._index is not None and "source_row" in frame.columns and len(frame):
+            # source_row is the DataFrame's position + 2 (as if its header were row 1)
+            frame.index = self._index.take(frame["source_row"].astype("int64").to_numpy() - 2)
+        return frame
+
+
+def _typed(pd: Any, column: Any, number_field: bool) -> Any:
+    """A column of ``to_pandas()`` with its proper dtype: the integer result columns (and a
+    Number field, where every value is an integer) as nullable ``Int64``, the rest as
+    ``string`` (an ID stays text; a rounded number cell shows as the float it was); missing
+    values are ``pd.NA`` throughout."""
+    if column.name in _INTEGER_COLUMNS or number_field:
+        try:
+            return pd.array([None if v is None else int(v) for v in column], dtype="Int64")
+        except (TypeError, ValueError):  # an invalid row's "abc": the column stays text
+            pass
+    return column.astype("string")
 
 
 _INTEGER_COLUMNS = frozenset({"source_row", "attempts", "elapsed_ms"})  # number cells
@@ -187,7 +208,7 @@ async def run_async(
             warnings.warn(warning, RuntimeWarning, stacklevel=2)
         if isinstance(ended, ImporterError):
             raise ended
-        result = _result(ended, keep)
+        result = _result(ended, keep, source, config.api)
     if result.exit_code == ExitCode.ABORTED:
         raise AbortedError(result.summary.message or ExitCode.ABORTED.meaning, result)
     return result
@@ -211,7 +232,7 @@ def validate(
             code = exits.for_file(summary)
             for warning in await command_ended(config, "validate", [summary], code):
                 warnings.warn(warning, RuntimeWarning, stacklevel=2)
-            return _result(summary, keep)
+            return _result(summary, keep, source, config.api)
 
     _no_running_loop("validate")
     return asyncio.run(checked())
@@ -363,19 +384,22 @@ def _approve(config: Config):
     return approve
 
 
-def _result(summary: FileSummary, keep: bool) -> Result:
+def _result(summary: FileSummary, keep: bool, source: Any = None, api: str | None = None) -> Result:
     code = int(exits.for_file(summary))
     counts = dict(summary.counts)
     workbook = summary.workbook
+    numbers = frozenset(f.name for f in load_spec(api).fields if f.item_type == "Number")
+    index = source.index if hasattr(source, "itertuples") and hasattr(source, "index") else None
+    extra = {"_numbers": numbers, "_index": index}
     if keep or workbook is None:
-        return Result(code, counts, workbook, summary, workbook)
+        return Result(code, counts, workbook, summary, workbook, **extra)
     # out=False: the workbook was written to the scratch folder, which goes at the end of the
     # call; rows() reads a copy that lives as long as the result.
     scratch = tempfile.TemporaryDirectory(prefix="top-import-result-")
     copy = Path(scratch.name) / workbook.name
     copy.write_bytes(workbook.read_bytes())
     summary.workbook = None
-    return Result(code, counts, None, summary, copy, scratch)
+    return Result(code, counts, None, summary, copy, scratch, **extra)
 
 
 # -- a DataFrame or rows as an input file -----------------------------------------------------

@@ -264,3 +264,19 @@ def test_handle_signals_outside_the_main_thread_is_an_error_not_ignored(here):
         future = pool.submit(importer.run, frame, simulate=True, handle_signals=True)
         with pytest.raises(UsageError, match="only in the main thread"):
             future.result(60)
+
+
+def test_to_pandas_keeps_the_dataframes_index_and_gives_proper_dtypes(here, simulator):
+    sim = simulator()
+    rows = [ticket(i) for i in range(3)]
+    rows[1]["user_identify"] = ""  # invalid: its call columns are missing values
+    frame = pd.DataFrame(rows, index=pd.Index(["a", "b", "c"], name="key"))
+    result = importer.run(frame, **credentials(sim), **FAST)
+    back = result.to_pandas()
+    assert list(back.index) == ["a", "b", "c"] and back.index.name == "key"
+    assert list(back["source_row"]) == [2, 3, 4]  # the position + 2, as if a header were row 1
+    assert str(back["source_row"].dtype) == "Int64" and str(back["attempts"].dtype) == "Int64"
+    assert str(back["tenant_id"].dtype) == "Int64"  # a Number field
+    assert back["case_id"].dtype == "string" and back.loc["a", "case_id"] == "396743391396743391"
+    assert back["code"].dtype == "string"
+    assert back.loc["b", "request_id"] is pd.NA and back.loc["b", "attempts"] == 0
