@@ -7,7 +7,8 @@ From Python::
     result = importer.run("tickets.xlsx", simulate=True, qps=50)  # a path, DataFrame or rows
     result.exit_code, result.counts, result.workbook, result.rows(), result.to_pandas()
     importer.validate(df)                                         # no network
-    await importer.run_async(df, gateway=..., app_key=..., app_secret=...)
+    await importer.run_async(df, gateway=..., app_key=..., app_secret=...)  # in Jupyter
+    await importer.validate_async(df)
 
 See ``importer.api`` for the options (the CLI's, in snake_case) and the errors
 (``importer.errors``: ``ImporterError`` and its tree, ``AbortedError`` for a stopped run).
@@ -29,16 +30,17 @@ __all__ = [
     "run",
     "run_async",
     "validate",
+    "validate_async",
 ]
 
 if TYPE_CHECKING:
-    from importer.api import Result, run, run_async, validate
+    from importer.api import Result, run, run_async, validate, validate_async
     from importer.errors import AbortedError, ImporterError
 
 
 def __getattr__(name: str) -> Any:
     """The API is imported when first used, so the CLI's start-up does not pay for it."""
-    if name in ("Result", "run", "run_async", "validate"):
+    if name in ("Result", "run", "run_async", "validate", "validate_async"):
         from importer import api
 
         return getattr(api, name)

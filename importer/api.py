@@ -172,8 +172,8 @@ def _no_running_loop(name: str) -> None:
     except RuntimeError:  # no loop running: the usual case
         return
     raise UsageError(
-        f"importer.{name}() was called inside a running event loop; there, await "
-        "importer.run_async(...) instead (validate: run it in a thread)."
+        f"importer.{name}() was called inside a running event loop (a Jupyter notebook?); "
+        f"there, await importer.{name}_async(...) instead."
     )
 
 
@@ -221,21 +221,33 @@ def validate(
     config_file: str | os.PathLike | None = None,
     **options: Any,
 ) -> Result:
-    """Check every row of ``source`` against the API spec; nothing is signed or sent."""
-
-    async def checked() -> Result:
-        prepared = _prepared(source, input_name, config_file, options, "validate")
-        async with prepared as (path, config, keep):
-            configs = per_input_configs([path], config, "validate")
-            check_outputs(config, configs)
-            summary = check_file(path, configs[path], load_spec(config.api))
-            code = exits.for_file(summary)
-            for warning in await command_ended(config, "validate", [summary], code):
-                warnings.warn(warning, RuntimeWarning, stacklevel=2)
-            return _result(summary, keep, source, config.api)
-
+    """Check every row of ``source`` against the API spec; nothing is signed or sent. Inside
+    a running event loop (a Jupyter notebook), await ``validate_async`` instead."""
     _no_running_loop("validate")
-    return asyncio.run(checked())
+    return asyncio.run(
+        validate_async(source, input_name=input_name, config_file=config_file, **options)
+    )
+
+
+async def validate_async(
+    source: Any,
+    *,
+    input_name: str | None = None,
+    config_file: str | os.PathLike | None = None,
+    **options: Any,
+) -> Result:
+    """``validate`` as a coroutine, for a caller with an event loop already (Jupyter). The
+    check itself is CPU work: it runs in a thread, so the loop stays responsive."""
+    prepared = _prepared(source, input_name, config_file, options, "validate")
+    async with prepared as (path, config, keep):
+        configs = per_input_configs([path], config, "validate")
+        check_outputs(config, configs)
+        spec = load_spec(config.api)
+        summary = await asyncio.to_thread(check_file, path, configs[path], spec)
+        code = exits.for_file(summary)
+        for warning in await command_ended(config, "validate", [summary], code):
+            warnings.warn(warning, RuntimeWarning, stacklevel=2)
+        return _result(summary, keep, source, config.api)
 
 
 async def send_files(
@@ -481,4 +493,4 @@ def _write_value(sheet: Any, row: int, col: int, value: object) -> int:
     return sheet.write_string(row, col, str(value))  # text stays text, "nan" included
 
 
-__all__ = ["Result", "run", "run_async", "send_files", "validate"]
+__all__ = ["Result", "run", "run_async", "send_files", "validate", "validate_async"]

@@ -221,8 +221,10 @@ def test_bad_options_are_importer_errors(here, options, said):
 
 
 async def test_validate_inside_a_running_loop_says_what_to_do(here):
-    with pytest.raises(UsageError, match="inside a running event loop"):
+    with pytest.raises(UsageError, match=r"await importer\.validate_async"):
         importer.validate([ticket(0)])
+    checked = await importer.validate_async([ticket(0), {**ticket(1), "tenant_id": "x"}])
+    assert checked.counts == {"valid": 1, "invalid": 1} and checked.exit_code == 1
 
 
 def test_inf_in_any_float_column_is_a_value_not_a_crash(here):
