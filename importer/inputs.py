@@ -19,6 +19,7 @@ from pathlib import Path
 
 from importer.config import Config
 from importer.errors import UsageError
+from importer.loader import summary_item
 from importer.summary import plural
 
 _GLOB_CHARS = frozenset("*?[")
@@ -82,13 +83,23 @@ def per_input_configs(
         while (
             out in taken
             or out.resolve() == path.resolve()
-            or (number and not rebuild and out.exists())
+            or (not rebuild and out.exists() and (number or _of_another_input(out, path)))
         ):
             n += 1
             out = _named(config.out_dir, name, n, kind)
         taken.add(out)
         configs[path] = replace(config, out=out)
     return configs
+
+
+def _of_another_input(workbook: Path, path: Path) -> bool:
+    """``workbook`` was written for another input than ``path`` (by its summary's ``input``):
+    ``t-2.xlsx`` must not write over ``t-2.result.xlsx`` of ``t.xlsx``'s loop. A rerun of the
+    same input writes over its own workbook, as a nightly import does."""
+    if workbook.suffix.lower() != ".xlsx":
+        return False
+    recorded = summary_item(workbook, "input")
+    return isinstance(recorded, str) and Path(recorded).name != path.name
 
 
 def _named(folder: Path, name: str, n: int, kind: str) -> Path:

@@ -127,6 +127,7 @@ class PriorCall:
     input_path: str = ""  # that run's input
     pid: int = 0
     run_ended: float | None = None  # when that run finished (None: still going)
+    run_started: float | None = None  # when that run started (None: its row is gone)
 
 
 def refusal(
@@ -422,6 +423,7 @@ class RunJournal:
             path or "",
             pid,
             run_ended=row[9] if row[9] is not None else (None if unfinished else 0.0),
+            run_started=row[10],
         )
 
     def judge(self, prior: PriorCall | None, resend_unknown: bool | None = None) -> Outcome | None:
@@ -757,7 +759,7 @@ _ADD_USAGE = (
 _PRIOR = (
     "SELECT c.state, c.request_id, c.system_time, c.finished_at, c.run_id, "
     "r.run_id IS NOT NULL AND r.finished_at IS NULL, r.input_path, r.pid, r.host, "
-    "r.finished_at "
+    "r.finished_at, r.started_at "
     "FROM calls c LEFT JOIN runs r ON r.run_id = c.run_id "
     "WHERE c.app_key = ? AND c.method = ? AND c.payload_hash = ?"
 )

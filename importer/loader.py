@@ -90,6 +90,14 @@ class InputTable:
         """The input is a result workbook (or CSV) of top-import: it has a ``source_row``."""
         return self._origin is not None
 
+    @functools.cached_property
+    def reported_run(self) -> int | None:
+        """The journal run that wrote this result workbook (its summary sheet's ``journal
+        run``), or None: a check sheet's decisions are about the journal as it was then."""
+        if not isinstance(self._source, _SheetSource) or not self.fed_back:
+            return None
+        return _reported_run(self.path)
+
     @property
     def has_decisions(self) -> bool:
         """The input is a ``check`` sheet: its ``decision`` column says what to do with each
@@ -222,6 +230,17 @@ def open_input(
             )
         columns[name] = new
 
+    for name in ("source_row", DECISION_COLUMN):
+        twice = [
+            i
+            for i, h in enumerate(raw_headers)
+            if h.strip().casefold() == name and fields_of[i] is None
+        ]
+        if len(twice) > 1:
+            raise InputError(
+                f"{where} has {len(twice)} {name} columns; keep one (which one is meant cannot be "
+                "guessed) and run again."
+            )
     missing = [f.name for f in spec.required_fields if f.name not in columns]
     if missing:
         found = ", ".join(headers) if headers else "(none)"
@@ -242,6 +261,32 @@ def open_input(
         _origin=_result_column(raw_headers, fields_of, "source_row"),
         _decision=_result_column(raw_headers, fields_of, DECISION_COLUMN),
     )
+
+
+def _reported_run(path: Path) -> int | None:
+    """The ``journal run`` of a result workbook's summary sheet (the run's details)."""
+    value = summary_item(path, "journal run")
+    return int(value) if isinstance(value, (int, float)) else None
+
+
+def summary_item(path: Path, item: str) -> object:
+    """The value of ``item`` in a result workbook's ``summary`` sheet (its run's details), or
+    None (no such workbook, sheet or item). Only that small sheet is parsed."""
+    try:
+        book = _open_book(path)
+    except InputError:
+        return None
+    try:
+        if "summary" not in book.sheet_names:
+            return None
+        for cells in book.get_sheet_by_name("summary").iter_rows():
+            if len(cells) > 1 and cells[0] == item:
+                return cells[1]
+    except (CalamineError, ValueError):
+        return None
+    finally:
+        book.close()
+    return None
 
 
 def _result_column(headers: list[str], fields_of: list[str | None], name: str) -> int | None:

@@ -39,7 +39,7 @@ from importer.progress import Progress
 from importer.protocol import Credentials, RequestBuilder
 from importer.reasons import explain
 from importer.reporter import ReportWriter
-from importer.rows import Outcome, RequestRecord, Row, Status
+from importer.rows import Decision, Outcome, RequestRecord, Row, Status
 from importer.sharing import shared_quota
 from importer.spec import ApiSpec
 from importer.steps import CHECK_ADVICE, IN_FLIGHT_AT_THE_END, NEVER_TRIED
@@ -86,7 +86,8 @@ def _open(path: Path, config: Config, spec: ApiSpec) -> InputTable:
 
 
 def _triage(spec: ApiSpec, table: InputTable, run: RunJournal | None = None) -> Triage:
-    return Triage(spec, table.columns, run, fed_back=table.fed_back)
+    reported_run = table.reported_run if table.has_decisions else None
+    return Triage(spec, table.columns, run, fed_back=table.fed_back, reported_run=reported_run)
 
 
 def _writer(
@@ -99,7 +100,17 @@ def _writer(
         for f in spec.fields
         if f.item_type == "String" and f.name in table.columns
     ]
-    return ReportWriter(out, table.headers, call_columns=call_columns, text_columns=text, like=like)
+    numbers = [
+        table.columns[f.name] for f in spec.fields if f.type == "Number" and f.name in table.columns
+    ]
+    return ReportWriter(
+        out,
+        table.headers,
+        call_columns=call_columns,
+        text_columns=text,
+        number_columns=numbers,
+        like=like,
+    )
 
 
 def _sheet_notes(shown: Path, table: InputTable, config: Config, spec: ApiSpec) -> list[str]:
@@ -274,6 +285,7 @@ async def _run_copy(job: _Job, copy: snapshot.Snapshot, journal: Journal) -> Fil
         resend_unknown=job.resend_unknown or not config.resume,
         resend_success=not config.resume,
     )
+    summary.run_id = run.run_id
     try:
         plan = _preflight(job, table, run)
         if job.approve is not None:
@@ -511,6 +523,13 @@ def _paired(
     return outcome
 
 
+def _decided_resend(row: Row) -> bool:
+    try:
+        return row.decision is not None and Decision.read(row.decision) is Decision.RESEND
+    except ValueError:
+        return False
+
+
 class _Unrecorded:
     """What a row the journal holds no outcome of became in a run that died (killed, or its
     machine stopped): the journal's outcomes are committed as they come in batches, the claims
@@ -541,6 +560,8 @@ class _Unrecorded:
             if prior.state in ("in_flight", "unknown"):
                 return Outcome(Status.UNKNOWN, error=IN_FLIGHT_AT_THE_END)
         elif prior is not None:
+            if prior.state in ("in_flight", "unknown") and _decided_resend(row):
+                return Outcome(Status.NOT_SENT, error=NEVER_TRIED)  # the decision still stands
             refused = run.judge(prior)
             if refused is not None:
                 return refused
@@ -572,12 +593,13 @@ def _rebuild_report(path: Path, config: Config, spec: ApiSpec, journal: Journal)
         )
     table = _open(path, config, spec)
     summary = FileSummary(path, "report", method=spec.method, limits=_limits(config))
+    summary.run_id = run.run_id
     summary.ended = time.time()
     out = report_path(config, path)
     unrecorded = _Unrecorded(_triage(spec, table), run)
     summary.workbook = _write_report(table, run, out, summary, config, spec, unrecorded)
     summary.rows_read = sum(summary.counts.values())
-    run.finish()  # the workbook holds the results now
+    # The journal keeps the results (``report`` may be asked again) until the next run of it.
     return summary
 
 

@@ -64,6 +64,7 @@ from importer.processes import pid_alive
 from importer.rows import (
     DECISION_COLUMN,
     DECISIONS_SHOWN,
+    EXACT_FLOAT_LIMIT,
     Outcome,
     Row,
     Status,
@@ -138,6 +139,7 @@ class ReportWriter:
         max_rows_per_sheet: int = EXCEL_MAX_DATA_ROWS,
         call_columns: bool = True,
         text_columns: Iterable[int] = (),
+        number_columns: Iterable[int] = (),
         like: Path | None = None,
     ) -> None:
         """``call_columns=False`` (validate, dry run: no call is ever made) leaves ``attempts``
@@ -146,7 +148,8 @@ class ReportWriter:
         columns formatted as Text (the ID columns: a value retyped there stays whole); a column
         that holds a value of 16+ digits is formatted as Text too. ``like`` is the input: the
         report, which echoes every cell of it, is made no more open than it (a ``chmod 600``
-        input gives a ``600`` workbook).
+        input gives a ``600`` workbook). ``number_columns`` are the spec's Number fields: a number
+        cell there up to 2^53 is exact (it was sent as it is) and is written so.
         """
         if not 1 <= max_rows_per_sheet <= EXCEL_MAX_DATA_ROWS:
             raise ValueError(f"max_rows_per_sheet must be 1..{EXCEL_MAX_DATA_ROWS}")
@@ -155,6 +158,7 @@ class ReportWriter:
         self._width = len(self.input_headers)
         self._call_columns = call_columns
         self._like = like
+        self._numbers = frozenset(number_columns)
         self._tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
         self._closed = False
         suffix = self.path.suffix.lower()
@@ -192,7 +196,13 @@ class ReportWriter:
         if len(cells) != self._width:  # keep the outcome columns under their headers
             cells = (*cells, *([""] * self._width))[: self._width]
         if row.numeric:
-            cells = self._sink.rounded_kept(cells, row.numeric)
+            damaged = row.numeric
+            if self._numbers:
+                damaged = frozenset(
+                    i for i in damaged if i not in self._numbers or _beyond(cells[i])
+                )
+            if damaged:
+                cells = self._sink.rounded_kept(cells, damaged)
         values = outcome.values()
         if not self._call_columns:
             values = (*values[:_ATTEMPTS], "", "", *values[_ATTEMPTS + 2 :])
@@ -485,6 +495,14 @@ class _Sheet:
                         status,
                         {"type": "cell", "criteria": "==", "value": f'"{word}"', "format": look},
                     )
+
+
+def _beyond(text: object) -> bool:
+    """A Number field's number cell beyond 2^53 (not exact: refused; one up to it was sent)."""
+    try:
+        return abs(int(str(text))) > EXACT_FLOAT_LIMIT
+    except ValueError:
+        return True
 
 
 def no_more_open_than(path: Path, like: Path) -> None:

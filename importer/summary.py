@@ -51,6 +51,7 @@ class FileSummary:
     archived: Path | None = None  # where --archive moved the input
     notes: list[str] = field(default_factory=list)  # lines for the user after the summary line
     input_changed: bool = False  # the file was saved while it was being sent
+    run_id: int | None = None  # the journal's run: a check sheet's decisions are as of it
 
     @property
     def calls_per_second(self) -> float:
@@ -108,6 +109,8 @@ class FileSummary:
             ("duration s", round(self.ended - self.started, 3)),
             ("rows read", self.rows_read),
         ]
+        if self.run_id is not None:
+            pairs.append(("journal run", self.run_id))
         pairs += [(f"status {s}", n) for s, n in sorted(self.counts.items())]
         pairs += [(f"sub_code {s}", n) for s, n in sorted(self.sub_codes.items())]
         pairs += [("calls", self.calls), ("calls/s", round(self.calls_per_second, 2))]

@@ -30,6 +30,17 @@ RESENT_NOTE = "an earlier call of this payload got no answer; sent again (--rese
 RESENT_BY_DECISION = "sent again: the check sheet's decision was resend"
 DONE_NOTE = "recorded as done (the check sheet's decision): the platform has it; not sent"
 UNDECIDED_NOTE = f"no decision yet: {CHECK_ADVICE}"
+NOT_THAT_CALL = (
+    "the decision is about an unknown call of this row's cells, and the journal holds none: the "
+    "row was edited (or comes from another journal); put the cells back as the check sheet had "
+    "them, or send changed cells from the failed sheet or the original file"
+)
+NOT_THAT_CALL_RULE = "decision on a row that is not unknown"
+STALE_DECISION = (
+    "this payload was tried again after this workbook was written (a resend whose answer was "
+    "lost too, or a run stopped with it in flight), so the decision here is out of date: check "
+    "it on the platform again and decide in the check sheet of the newest workbook"
+)
 SEND = "send"  # how the pre-flight counts the rows to send, beside the statuses
 DONE = "done"  # ... and the rows a person marked done
 
@@ -54,10 +65,12 @@ class Triage:
         journal: RunJournal | None = None,
         *,
         fed_back: bool = False,
+        reported_run: int | None = None,
     ) -> None:
         self._validator = RowValidator(spec, columns, fed_back=fed_back)
         self._duplicates = DuplicateFilter()
         self._journal = journal
+        self._reported_run = reported_run
 
     def __repr__(self) -> str:
         return f"<Triage journal={'yes' if self._journal is not None else 'no'}>"
@@ -92,6 +105,12 @@ class Triage:
         refused = journal.judge(prior, resend_unknown=True)
         if refused is not None:
             return refused, ""
+        if decision is not None and _stale(prior, self._reported_run):
+            return Outcome(Status.UNKNOWN, error=STALE_DECISION), ""
+        if decision is not None and (prior is None or prior.state not in _UNKNOWN_STATES):
+            # what a person decided is about an unknown call of these very cells: edited cells,
+            # or a row the journal never held as unknown, are not that call
+            return Outcome(Status.INVALID, error=NOT_THAT_CALL, reason=NOT_THAT_CALL_RULE), ""
         if decision is Decision.DONE:
             return Done(result, Outcome(Status.SUCCESS, error=DONE_NOTE)), ""
         if decision is Decision.RESEND:
@@ -114,5 +133,16 @@ class Triage:
 
 # How a check sheet's undecided row is judged when the journal holds nothing of it: as unknown.
 _UNDECIDED = PriorCall("unknown", "", "", None, 0)
+_UNKNOWN_STATES = frozenset({"unknown", "in_flight"})
+
+
+def _stale(prior: PriorCall | None, reported_run: int | None) -> bool:
+    """A decision written in a workbook is about the journal as it was when that workbook's run
+    wrote it: a later run that touched the payload (a resend whose answer was lost too, a run
+    killed with it in flight) makes it stale. Run ids only grow in a journal."""
+    if prior is None or reported_run is None:
+        return False
+    return prior.run_id > reported_run
+
 
 __all__ = ["DONE", "DONE_NOTE", "RESENT_NOTE", "SEND", "Done", "Triage"]

@@ -301,3 +301,111 @@ def test_a_whole_workbook_fed_back_with_decisions_in_its_check_sheet_says_so(tmp
     assert "not its check sheet, which has 1 decision; to apply them, run" in done.stderr
     assert "--sheet check" in done.stderr
     assert good.stats()["calls"] == 0  # the results sheet's rows stay unknown: nothing resent
+
+
+def lost_then_check_sheet(tmp_path, simulator, n: int = 3):
+    """``n`` rows whose answers were all lost: unknown, listed in the check sheet."""
+    lossy = simulator(lost_response_rate=1.0)
+    write_csv(tmp_path / "t.csv", [ticket(i) for i in range(n)])
+    assert cli(["run", "t.csv", *FAST, "--retries", "0"], tmp_path, lossy.env()).returncode == 1
+    return lossy, tmp_path / "reports" / "t.result.xlsx"
+
+
+def decide(workbook: Path, decisions: dict[int, str]) -> None:
+    book = openpyxl.load_workbook(workbook)
+    check = book["check"]
+    col = {c.value: i + 1 for i, c in enumerate(check[1])}
+    for r in range(2, check.max_row + 1):
+        row = check.cell(r, col["source_row"]).value
+        if row in decisions:
+            check.cell(r, col["decision"]).value = decisions[row]
+    book.save(workbook)
+
+
+def test_the_same_check_sheet_applied_again_after_a_lost_resend_sends_nothing_again(
+    tmp_path, simulator
+):
+    lossy, result = lost_then_check_sheet(tmp_path, simulator)
+    decide(result, {2: "resend", 3: "resend", 4: "resend"})
+    args = ["run", str(result), "--sheet", "check", *FAST, "--retries", "0"]
+    assert cli(args, tmp_path, lossy.env()).returncode == 1  # the resends' answers lost too
+    assert lossy.stats()["max_accepts_per_payload"] == 2
+    again = cli(args, tmp_path, lossy.env())  # the old decisions, applied again
+    assert again.returncode == 1
+    assert lossy.stats()["max_accepts_per_payload"] == 2  # nothing sent a third time
+    third = tmp_path / "reports" / "t-3.result.xlsx"
+    rows = read_sheet(third)
+    assert {r["status"] for r in rows} == {"unknown"}
+    assert all("the decision here is out of date" in r["error"] for r in rows)
+    # decided again in the newest workbook (t-2, written by the resend): sent once more
+    decide(tmp_path / "reports" / "t-2.result.xlsx", {2: "done"})
+    newest = ["run", "reports/t-2.result.xlsx", "--sheet", "check", *FAST]
+    good = simulator()
+    assert cli(newest, tmp_path, good.env()).returncode == 1  # rows 3, 4 still undecided
+    assert good.stats()["calls"] == 0
+
+
+def test_a_decision_on_edited_cells_or_a_row_never_unknown_is_invalid(tmp_path, simulator):
+    _, result = lost_then_check_sheet(tmp_path, simulator)
+    book = openpyxl.load_workbook(result)
+    check = book["check"]
+    col = {c.value: i + 1 for i, c in enumerate(check[1])}
+    check.cell(2, col["case_id"]).value = "500000000000000999"  # edited
+    check.cell(2, col["decision"]).value = "done"
+    check.cell(3, col["decision"]).value = "resend"
+    check.append([*ticket(50).values(), "done"])  # a row typed in by hand
+    book.save(result)
+    good = simulator()
+    done = cli(["run", str(result), "--sheet", "check", *FAST], tmp_path, good.env())
+    assert done.returncode == 1
+    statuses = [r["status"] for r in read_sheet(tmp_path / "reports" / "t-2.result.xlsx")]
+    assert statuses == ["invalid", "success", "unknown", "invalid"]
+    assert good.stats()["accepted"] == 1  # only the unchanged row decided resend
+    assert "2 rows invalid: decision on a row that is not unknown" in done.stdout
+    # the edited payload was never recorded as done: a run holding it sends it
+    write_csv(tmp_path / "fixed.csv", [{**ticket(0), "case_id": "500000000000000999"}])
+    assert cli(["run", "fixed.csv", *FAST], tmp_path, good.env()).returncode == 0
+    assert good.stats()["accepted"] == 2
+
+
+def test_two_decision_columns_are_refused(tmp_path, simulator):
+    lossy, result = lost_then_check_sheet(tmp_path, simulator, n=1)
+    book = openpyxl.load_workbook(result)
+    check = book["check"]
+    check.cell(1, check.max_column + 1).value = "decision"
+    book.save(result)
+    done = cli(["run", str(result), "--sheet", "check", *FAST], tmp_path, lossy.env())
+    assert done.returncode == 2
+    assert "has 2 decision columns; keep one" in done.stderr
+
+
+def test_exact_16_digit_numbers_round_trip_through_a_result_csv(tmp_path, simulator):
+    sim = simulator()
+    rows: list[dict[str, object]] = [ticket(i) for i in range(2)]
+    rows[0]["tenant_id"] = 1500000000000000  # a Number cell of 16 digits: exact, sent as is
+    rows[1]["tenant_id"] = 9007199254740992  # 2^53
+    write_book(tmp_path / "t.xlsx", rows)
+    first = cli(["run", "t.xlsx", "--out", "r.csv", *FAST], tmp_path, sim.env())
+    assert first.returncode == 0, first.stderr
+    again = cli(["run", "r.csv", *FAST], tmp_path, sim.env())
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "2 skipped" in again.stdout and sim.stats()["accepted"] == 2
+
+
+def test_no_input_writes_over_a_workbook_of_another_input(tmp_path, simulator):
+    sim = simulator()
+    write_book(tmp_path / "t.xlsx", with_rounded_id())
+    reports = tmp_path / "reports"
+    assert cli(["run", "t.xlsx", *FAST], tmp_path, sim.env()).returncode == 1
+    assert cli(["run", str(reports / "t.result.xlsx"), "--sheet", "failed", *FAST], tmp_path,
+               sim.env()).returncode == 1  # fmt: skip
+    kept = {name: (reports / name).read_bytes() for name in ("t.result.xlsx", "t-2.result.xlsx")}
+    # a result CSV of t.xlsx named reports/t.csv, and an input that happens to be t-2.xlsx
+    assert cli(["run", "t.xlsx", "--out", "reports/t.csv", *FAST], tmp_path, sim.env())
+    write_book(tmp_path / "t-2.xlsx", [ticket(7)])
+    for name in ("reports/t.csv", "t-2.xlsx"):
+        done = cli(["run", name, *FAST], tmp_path, sim.env())
+        assert done.returncode in (0, 1), done.stderr
+    assert {name: (reports / name).read_bytes() for name in kept} == kept
+    again = cli(["run", "t-2.xlsx", *FAST], tmp_path, sim.env())  # its own workbook: rewritten
+    assert "workbook reports/t-2-2.result.xlsx" in again.stdout

@@ -63,6 +63,8 @@ def test_report_at_once_after_kill_9_calls_in_flight_unknown_the_rest_not_sent(t
     check = read_sheet(tmp_path / "reports" / "t.result.xlsx", "check")
     assert [r["source_row"] for r in check] == [2, 3, 4]
     assert "3 unknown" in done.stdout and "6 not_sent" in done.stdout
+    twice = cli(["report", "t.csv"], tmp_path, sim.env())  # kept until the next run of t.csv
+    assert twice.returncode == 1 and twice.stdout == done.stdout
 
     # The rerun sends the rows never tried, and keeps the unknown ones back: none twice.
     again = cli(["run", "t.csv", "--qps", "100"], tmp_path, sim.env())
