@@ -96,3 +96,43 @@ def test_report_after_a_run_that_ended_well_is_refused(tmp_path, simulator):
     done = cli(["report", "t.csv"], tmp_path, sim.env())
     assert done.returncode == 2
     assert "holds no results of a run of t.csv" in done.stderr
+
+
+def test_a_check_sheet_run_killed_then_reported_and_applied_again_sends_nothing_twice(
+    tmp_path, simulator
+):
+    import openpyxl
+
+    lossy = simulator(lost_response_rate=1.0)
+    write_csv(tmp_path / "t.csv", [ticket(i) for i in range(6)])
+    args = ["run", "t.csv", "--qps", "200", "--retries", "0", "--no-progress"]
+    assert cli(args, tmp_path, lossy.env()).returncode == 1  # six unknown rows
+    result = tmp_path / "reports" / "t.result.xlsx"
+    book = openpyxl.load_workbook(result)
+    check = book["check"]
+    col = {c.value: i + 1 for i, c in enumerate(check[1])}
+    for r in range(2, check.max_row + 1):
+        check.cell(r, col["decision"]).value = "resend"
+    book.save(result)
+
+    slow = simulator(latency_ms=SLOW_MS)
+    sheet = [str(result), "--sheet", "check", "--concurrency", "2", "--canary", "0"]
+    proc = start_run(tmp_path, slow.env(), *sheet)
+    try:
+        wait_for(lambda: slow.stats()["accepted"] >= 2 or proc.poll() is not None)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        proc.kill()
+    assert slow.stats()["accepted_payloads"] == 2
+
+    report = cli(["report", str(result), "--sheet", "check"], tmp_path, slow.env())
+    assert report.returncode == 1, report.stderr
+    rows = read_sheet(tmp_path / "reports" / "t-2.result.xlsx")
+    assert sorted(str(r["status"]) for r in rows) == ["not_sent"] * 4 + ["unknown"] * 2
+
+    fast = simulator()
+    again = cli(["run", *sheet, "--no-progress"], tmp_path, fast.env())
+    assert again.returncode == 1, again.stderr  # the two in flight at the kill stay unknown
+    assert fast.stats()["accepted_payloads"] == 4
+    assert not set(fast.accepted()) & set(slow.accepted())  # none sent twice
