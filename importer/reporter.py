@@ -409,7 +409,8 @@ class _Sheet:
     """One logical sheet, continued as ``name_2``, ``name_3``, ... past ``limit`` data rows.
 
     ``text`` are the columns formatted as Text (each cell written there, and the column for
-    cells typed later); a column where a 16+ digit value turns up joins them. ``freeze`` columns
+    cells typed later); a column where a 16+ digit value turns up in the first
+    ``WIDTH_SAMPLE`` rows joins them. ``freeze`` columns
     stay in view with the header; ``choices`` is (column, words): a drop-down list there.
     Every part prints landscape, one page wide, with the header on every page.
     """
@@ -433,6 +434,7 @@ class _Sheet:
         self.limit = limit
         self.parts = 0
         self._text = set(text)
+        self._by_column = [looks.text if c in self._text else None for c in range(len(header))]
         self._freeze = freeze
         self._choices = choices
         self._rows = 0
@@ -457,13 +459,20 @@ class _Sheet:
         if self._rows == self.limit:
             self._new_part()
         self._rows += 1
-        _write_row(self.worksheet, self._rows, values, self._text, self._looks.text)
         if self._rows <= WIDTH_SAMPLE:
-            widths = self._widths
+            # the sample rows also find the columns of 16+ digit values (IDs): Text from here on
+            widths, looks = self._widths, self._by_column
             for col, value in enumerate(values):
-                width = display_width(value) if type(value) is str else len(str(value))
+                if type(value) is str:
+                    width = display_width(value)
+                    if looks[col] is None and width > 15 and value.isascii() and value.isdigit():
+                        looks[col] = self._looks.text
+                        self._text.add(col)
+                else:
+                    width = len(str(value))
                 if width > widths[col]:
                     widths[col] = width
+        _write_row(self.worksheet, self._rows, values, self._by_column)
 
     def finish(self, table: bool) -> None:
         """Column widths on every part (the Text columns formatted so); with ``table``, the
@@ -625,17 +634,10 @@ def display_width(text: str) -> int:
 
 
 def _write_row(
-    worksheet: Any,
-    row: int,
-    values: Iterable[object],
-    text: set[int] | None = None,
-    text_look: Any = None,
+    worksheet: Any, row: int, values: Iterable[object], looks: Sequence[Any] | None = None
 ) -> None:
-    """Each value as a literal: text as a string cell, a number as a number, "" as blank.
-
-    A value in a column of ``text`` gets the Text format; so does a text of 16+ digits anywhere
-    (an ID), whose column then joins ``text``.
-    """
+    """Each value as a literal: text as a string cell, a number as a number, "" as blank;
+    ``looks`` is each column's format (None: General), e.g. Text for an ID column."""
     # The public write_* wrap these in an A1-notation argument converter that costs ~9% of
     # the write time; every check (dimensions, string length) lives in the underscored ones.
     # Pinned to xlsxwriter 3.x in pyproject.toml; tests/test_reporter.py fails loudly when a
@@ -643,21 +645,16 @@ def _write_row(
     write_string = worksheet._write_string
     write_number = worksheet._write_number
     for col, value in enumerate(values):
-        look = None
-        if text is not None:
-            if col in text:
-                look = text_look
-            elif type(value) is str and len(value) > 15 and value.isascii() and value.isdigit():
-                text.add(col)
-                look = text_look
-        if type(value) is str:
+        look = looks[col] if looks is not None else None
+        kind = type(value)
+        if kind is str:
             if not value:
                 continue
             if value.startswith("<r>") and value.endswith("</r>"):
                 _write_rich_literal(worksheet, row, col, value, look)
             else:
                 write_string(row, col, value, look)
-        elif type(value) is int or (type(value) is float and math.isfinite(value)):
+        elif kind is int or (kind is float and math.isfinite(value)):
             write_number(row, col, value, look)
         elif isinstance(value, bool):
             worksheet.write_boolean(row, col, value)
