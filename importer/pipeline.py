@@ -117,6 +117,11 @@ def _sheet_notes(shown: Path, table: InputTable, config: Config, spec: ApiSpec) 
     """A whole result workbook fed back is read from its first sheet, ``results``; when its
     ``failed`` sheet holds edits (a row's cells differ from the same row in ``results``) or its
     ``check`` sheet holds decisions, say which sheet was read and how to send the other."""
+    if table.fed_back and table.sheet == "check" and not table.has_decisions:
+        return [
+            f"{shown}: its check sheet has no decision column (renamed or deleted?), so every "
+            "row stays unknown; name the column decision again and write done or resend in it."
+        ]
     if config.sheet is not None or not table.fed_back or table.sheet != "results":
         return []
     notes = []

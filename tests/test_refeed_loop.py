@@ -409,3 +409,16 @@ def test_no_input_writes_over_a_workbook_of_another_input(tmp_path, simulator):
     assert {name: (reports / name).read_bytes() for name in kept} == kept
     again = cli(["run", "t-2.xlsx", *FAST], tmp_path, sim.env())  # its own workbook: rewritten
     assert "workbook reports/t-2-2.result.xlsx" in again.stdout
+
+
+def test_a_check_sheet_whose_decision_column_was_renamed_says_so(tmp_path, simulator):
+    lossy, result = lost_then_check_sheet(tmp_path, simulator, n=1)
+    book = openpyxl.load_workbook(result)
+    check = book["check"]
+    check.cell(1, len(HEADERS) + 1).value = "决定"
+    check.cell(2, len(HEADERS) + 1).value = "resend"
+    book.save(result)
+    done = cli(["run", str(result), "--sheet", "check", *FAST], tmp_path, lossy.env())
+    assert done.returncode == 1
+    assert "its check sheet has no decision column (renamed or deleted?)" in done.stderr
+    assert lossy.stats()["accepted"] == 1  # only the first run's call: nothing resent
