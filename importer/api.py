@@ -188,7 +188,7 @@ async def run_async(
     """``run`` as a coroutine, for a caller that has an event loop already. ``input_name``
     names a DataFrame or rows in the report (default ``dataframe`` / ``rows``)."""
     prepared = _prepared(source, input_name, config_file, options, "result")
-    async with prepared as (path, config, keep):
+    async with prepared as (path, config, keep, shown):
         configs = per_input_configs([path], config, "result")
         check_outputs(config, configs)
         interrupts = Interrupts()
@@ -199,7 +199,13 @@ async def run_async(
                 "code, or run it in the main thread."
             )
         with install_handlers(interrupts) if handle_signals else contextlib.nullcontext():
-            [ended] = await send_files([path], config, configs=configs, interrupts=interrupts)
+            [ended] = await send_files(
+                [path],
+                config,
+                configs=configs,
+                interrupts=interrupts,
+                shown={path: shown} if shown else None,
+            )
         if isinstance(ended, ImporterError):
             summaries, code = [], exits.for_error(ended)
         else:
@@ -239,11 +245,11 @@ async def validate_async(
     """``validate`` as a coroutine, for a caller with an event loop already (Jupyter). The
     check itself is CPU work: it runs in a thread, so the loop stays responsive."""
     prepared = _prepared(source, input_name, config_file, options, "validate")
-    async with prepared as (path, config, keep):
+    async with prepared as (path, config, keep, shown):
         configs = per_input_configs([path], config, "validate")
         check_outputs(config, configs)
         spec = load_spec(config.api)
-        summary = await asyncio.to_thread(check_file, path, configs[path], spec)
+        summary = await asyncio.to_thread(check_file, path, configs[path], spec, None, shown)
         code = exits.for_file(summary)
         for warning in await command_ended(config, "validate", [summary], code):
             warnings.warn(warning, RuntimeWarning, stacklevel=2)
@@ -259,6 +265,7 @@ async def send_files(
     interrupts: Interrupts | None = None,
     on_file: Callable[[Path, FileSummary | ImporterError], None] | None = None,
     say: Callable[[str], None] = lambda line: None,
+    shown: Mapping[Path, Path] | None = None,
 ) -> list[FileSummary | ImporterError]:
     """Send ``paths`` one after another on one journal and one gateway (or simulator): what the
     CLI's ``run`` and ``run_async`` both do. Each input's summary, or the ``ImporterError`` that
@@ -289,6 +296,7 @@ async def send_files(
                         stop_at,
                         approve or _approve(config),
                         interrupts,
+                        (shown or {}).get(path),
                     )
                 except ImporterError as exc:
                     outcome = exc
@@ -348,9 +356,10 @@ async def _prepared(
     config_file: str | os.PathLike | None,
     options: dict[str, Any],
     kind: str,
-) -> AsyncIterator[tuple[Path, Config, bool]]:
-    """The input as a file, the run's ``Config``, and whether its workbook is kept (not with
-    ``out=False``); what they need lives until the block ends."""
+) -> AsyncIterator[tuple[Path, Config, bool, Path | None]]:
+    """The input as a file, the run's ``Config``, whether its workbook is kept (not with
+    ``out=False``), and the name a DataFrame or rows go by (None for a path); what they need
+    lives until the block ends."""
     no_workbook = options.get("out") is False
     if no_workbook:
         options = {k: v for k, v in options.items() if k != "out"}
@@ -363,7 +372,8 @@ async def _prepared(
         if config.simulate and kind == "result" and not given("journal", options, settings):
             config = replace(config, journal=folder / SIMULATED_JOURNAL)
         path = _as_file(source, input_name, folder)
-        yield path, config, not no_workbook
+        shown = None if isinstance(source, (str, os.PathLike)) else Path(path.stem)
+        yield path, config, not no_workbook, shown
 
 
 def _config(options: Mapping[str, Any], config_file: str | os.PathLike | None) -> Config:

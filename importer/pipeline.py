@@ -29,7 +29,7 @@ from pathlib import Path
 from importer import __version__, exits, snapshot
 from importer.config import Config
 from importer.dispatcher import Dispatcher, DispatchSettings, StopReason
-from importer.errors import ImporterError, UsageError
+from importer.errors import ImporterError, InputError, JournalError, UsageError
 from importer.gateway import Gateway
 from importer.interrupts import Interrupts
 from importer.journal import Journal, RunJournal, quota_day, sqlite_errors
@@ -159,21 +159,49 @@ def _sheet_of(table: InputTable, name: str, config: Config, spec: ApiSpec) -> In
     return other if other.headers == table.headers and other.fed_back else None
 
 
+@contextlib.contextmanager
+def _named(path: Path, shown: Path | None) -> Iterator[None]:
+    """An error's sentence names the input as the caller knows it (``shown``), not the
+    temporary file it was written to."""
+    if shown is None:
+        yield
+        return
+    try:
+        yield
+    except (InputError, JournalError, UsageError) as exc:
+        text = str(exc).replace(str(path), str(shown))
+        if text == str(exc):
+            raise
+        raise type(exc)(text) from None
+
+
 # -- validate and dry run: one pass, no network --------------------------------------------------
 
 
 def check_file(
-    path: Path, config: Config, spec: ApiSpec, builder: RequestBuilder | None = None
+    path: Path,
+    config: Config,
+    spec: ApiSpec,
+    builder: RequestBuilder | None = None,
+    shown: Path | None = None,
 ) -> FileSummary:
-    """``validate`` (builder None) or ``--dry-run`` (every valid request built and signed)."""
+    """``validate`` (builder None) or ``--dry-run`` (every valid request built and signed);
+    ``shown`` as for ``run_file``."""
+    with _named(path, shown):
+        return _check_file(path, config, spec, builder, shown or path)
+
+
+def _check_file(
+    path: Path, config: Config, spec: ApiSpec, builder: RequestBuilder | None, shown: Path
+) -> FileSummary:
     table = _open(path, config, spec)
-    summary = FileSummary(path, "dry-run" if builder else "validate", method=spec.method)
-    summary.notes += _sheet_notes(path, table, config, spec)
+    summary = FileSummary(shown, "dry-run" if builder else "validate", method=spec.method)
+    summary.notes += _sheet_notes(shown, table, config, spec)
     summary.limits = _limits(config)
     out = report_path(config, path)
     triage = _triage(spec, table)
     now = datetime.now(timezone.utc)
-    progress = _progress(config, path, "checking", table)
+    progress = _progress(config, shown, "checking", table)
     with _writer(out, table, spec, path, call_columns=False) as writer:
         for row in table.rows():
             progress.advance()
@@ -226,8 +254,11 @@ async def run_file(
     stop_at: datetime | None = None,
     approve: Callable[[Plan], None] | None = None,
     interrupts: Interrupts | None = None,
+    shown: Path | None = None,
 ) -> FileSummary:
     """Send every valid row of one input; the workbook is written whatever stops the run.
+    ``shown`` is the name the input goes by in messages, the summary and the journal, when
+    ``path`` is a temporary file of the caller's (a DataFrame's workbook).
 
     The run reads a private copy of the input taken now (``snapshot``), so a file saved while
     it is sending changes nothing about this run; the summary notes it. ``stop_at`` (a cron
@@ -236,9 +267,28 @@ async def run_file(
     with nothing sent and no workbook. ``interrupts`` carries a stop asked from outside (the
     CLI's signal handlers); without it nothing but the deadline stops the run.
     """
+    with _named(path, shown):
+        return await _run_file(
+            path, config, spec, journal, credentials, gateway_url, stop_at, approve, interrupts,
+            shown,
+        )  # fmt: skip
+
+
+async def _run_file(
+    path: Path,
+    config: Config,
+    spec: ApiSpec,
+    journal: Journal,
+    credentials: Credentials,
+    gateway_url: str,
+    stop_at: datetime | None,
+    approve: Callable[[Plan], None] | None,
+    interrupts: Interrupts | None,
+    shown: Path | None,
+) -> FileSummary:
     check_path(path)
     job = _Job(
-        path,
+        shown or path,
         report_path(config, path),
         config,
         spec,

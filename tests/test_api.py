@@ -282,3 +282,26 @@ def test_to_pandas_keeps_the_dataframes_index_and_gives_proper_dtypes(here, simu
     assert back["case_id"].dtype == "string" and back.loc["a", "case_id"] == "396743391396743391"
     assert back["code"].dtype == "string"
     assert back.loc["b", "request_id"] is pd.NA and back.loc["b", "attempts"] == 0
+
+
+def test_a_dataframe_goes_by_its_input_name_in_messages_the_summary_and_the_journal(
+    here, simulator
+):
+    import sqlite3
+
+    sim = simulator()
+    frame = pd.DataFrame([ticket(0)])
+    result = importer.run(frame, input_name="tickets", **credentials(sim), **FAST)
+    assert str(result.summary.input) == "tickets"
+    journal = sqlite3.connect(here / "reports" / "journal.sqlite")
+    assert [p for (p,) in journal.execute("SELECT input_path FROM runs")] == ["tickets"]
+    import openpyxl
+
+    sheet = openpyxl.load_workbook(result.workbook, read_only=True)["summary"]
+    items = {row[0]: row[1] for row in sheet.iter_rows(values_only=True) if row and row[0]}
+    assert items["input"] == "tickets"
+    no_case = pd.DataFrame([{k: v for k, v in ticket(0).items() if k != "case_id"}])
+    with pytest.raises(InputError) as caught:
+        importer.validate(no_case, input_name="tickets")
+    assert str(caught.value).startswith("tickets (sheet 'rows') has no column")
+    assert "top-import" not in str(caught.value).split(":")[0]  # no temporary path

@@ -64,4 +64,4 @@ def test_the_python_api_prints_nothing_unless_progress_is_asked_for(tmp_path, mo
     importer.validate(rows, out=False)
     assert capfd.readouterr().err == ""
     importer.validate(rows, out=False, progress=True)
-    assert "rows.xlsx: checking: 2048row" in capfd.readouterr().err
+    assert "rows: checking: 2048row" in capfd.readouterr().err
