@@ -56,6 +56,9 @@ except ImportError:  # pragma: no cover - not POSIX: SQLite's busy timeout alone
     fcntl = None  # type: ignore[assignment]
 
 LEASE_STALE_S = 3.0  # a quota lease not renewed for this long belongs to a run that died
+# the states of a call that may or may not have reached the platform: its answer was lost, or
+# its run died with it in flight
+UNKNOWN_STATES = frozenset({"in_flight", "unknown"})
 KILLED = 0  # runs.finished_at of a run whose process died: found so by a later run or report
 BUSY_TIMEOUT_S = 30.0  # how long a run waits for another one's write before giving up
 SCHEMA_NAME = "top-import-journal"
@@ -293,17 +296,8 @@ class Journal:
 
     def _close_dead_runs(self) -> None:
         """Mark the runs of this host whose process is gone as ended (``KILLED``)."""
-        db = self._db
-        try:
-            db.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            raise _busy(self.path, exc) from None
-        try:
-            _close_dead_runs(db, self.host)
-            db.execute("COMMIT")
-        except BaseException:
-            _rollback(db)
-            raise
+        with _immediate(self._db, self.path):
+            _close_dead_runs(self._db, self.host)
 
     def start_run(
         self,
@@ -322,11 +316,7 @@ class Journal:
         """
         db = self._db
         host = self.host
-        try:
-            db.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            raise _busy(self.path, exc) from None
-        try:
+        with _immediate(db, self.path):
             _close_dead_runs(db, host)
             for pid, other_host, started, other_input in db.execute(
                 "SELECT pid, host, started_at, input_path FROM runs "
@@ -354,10 +344,6 @@ class Journal:
                 (input_key, input_path, app_key, method, os.getpid(), host, time.time()),
             )
             run_id = cur.lastrowid
-            db.execute("COMMIT")
-        except BaseException:
-            _rollback(db)
-            raise
         return RunJournal(
             db,
             int(run_id or 0),
@@ -446,14 +432,9 @@ class RunJournal:
         decided ``done``): later runs skip it. A success already recorded is kept as it is."""
         db = self._db
         app_key, method = self._key
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with _immediate(db, self._path):
             db.execute(_MARK_DONE, (app_key, method, payload_hash, time.time(), self.run_id))
             db.execute(_INSERT_RESULT, (self.run_id, source_row, *outcome.values(), digest))
-            db.execute("COMMIT")
-        except BaseException:
-            _rollback(db)
-            raise
 
     def in_flight(self, payload_hash: str) -> Outcome | None:
         """Claim a payload before its first call (own commit): None when claimed, else the
@@ -615,11 +596,7 @@ class RunJournal:
         since this one was taken). A lease not renewed for ``LEASE_STALE_S`` is a run that died.
         """
         db, app_key = self._db, self._key[0]
-        try:
-            db.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            raise _busy(self._path, exc) from None
-        try:
+        with _immediate(db, self._path):
             db.execute(
                 "INSERT INTO leases (run_id, app_key, qps, since, renewed_at) "
                 "VALUES (?, ?, ?, ?, ?) "
@@ -634,10 +611,6 @@ class RunJournal:
                 "WHERE app_key = ? AND run_id != ? AND renewed_at >= ?",
                 (app_key, self.run_id, now - LEASE_STALE_S),
             ).fetchall()
-            db.execute("COMMIT")
-        except BaseException:
-            _rollback(db)
-            raise
         seen = all(renewed >= since for _, renewed in others)
         return min((q for q, _ in others), default=math.inf), len(others) + 1, seen
 
@@ -697,6 +670,23 @@ class RunJournal:
         except BaseException:
             _rollback(db)  # one failure must not leave the shared connection mid-way
             raise
+
+
+@contextlib.contextmanager
+def _immediate(db: sqlite3.Connection, path: Path) -> Iterator[None]:
+    """A write transaction taken at once (``BEGIN IMMEDIATE``: read then write, no other run's
+    write in between), committed at the end of the block, rolled back if it raises; a journal
+    another process holds too long is a ``JournalError`` sentence."""
+    try:
+        db.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        raise _busy(path, exc) from None
+    try:
+        yield
+        db.execute("COMMIT")
+    except BaseException:
+        _rollback(db)
+        raise
 
 
 def _rollback(db: sqlite3.Connection) -> None:

@@ -32,7 +32,7 @@ from importer.dispatcher import Dispatcher, DispatchSettings, StopReason
 from importer.errors import ImporterError, InputError, JournalError, UsageError
 from importer.gateway import Gateway
 from importer.interrupts import Interrupts
-from importer.journal import Journal, RunJournal, quota_day, sqlite_errors
+from importer.journal import UNKNOWN_STATES, Journal, RunJournal, quota_day, sqlite_errors
 from importer.loader import InputTable, check_path, open_input
 from importer.pacing import AUTO_START_QPS, paced_rate
 from importer.progress import Progress
@@ -188,37 +188,32 @@ def check_file(
     """``validate`` (builder None) or ``--dry-run`` (every valid request built and signed);
     ``shown`` as for ``run_file``."""
     with _named(path, shown):
-        return _check_file(path, config, spec, builder, shown or path)
-
-
-def _check_file(
-    path: Path, config: Config, spec: ApiSpec, builder: RequestBuilder | None, shown: Path
-) -> FileSummary:
-    table = _open(path, config, spec)
-    summary = FileSummary(shown, "dry-run" if builder else "validate", method=spec.method)
-    summary.notes += _sheet_notes(shown, table, config, spec)
-    summary.limits = _limits(config)
-    out = report_path(config, path)
-    triage = _triage(spec, table)
-    now = datetime.now(timezone.utc)
-    progress = _progress(config, shown, "checking", table)
-    with _writer(out, table, spec, path, call_columns=False) as writer:
-        for row in table.rows():
-            progress.advance()
-            decided, _ = triage.decide(row)
-            if isinstance(decided, Outcome):
-                outcome = decided
-            else:
-                outcome = Outcome(Status.VALID)
-                if builder is not None and isinstance(decided, RequestRecord):
-                    builder.build(decided, now)
-            summary.rows_read += 1
-            summary.count(outcome, row.shown_row)
-            writer.write(row, explain(outcome))
-        summary.ended = time.time()
-        progress.close()
-        summary.workbook = writer.close(_dashboard(summary, out))
-    return summary
+        name = shown or path
+        table = _open(path, config, spec)
+        summary = FileSummary(name, "dry-run" if builder else "validate", method=spec.method)
+        summary.notes += _sheet_notes(name, table, config, spec)
+        summary.limits = _limits(config)
+        out = report_path(config, path)
+        triage = _triage(spec, table)
+        now = datetime.now(timezone.utc)
+        progress = _progress(config, name, "checking", table)
+        with _writer(out, table, spec, path, call_columns=False) as writer:
+            for row in table.rows():
+                progress.advance()
+                decided, _ = triage.decide(row)
+                if isinstance(decided, Outcome):
+                    outcome = decided
+                else:
+                    outcome = Outcome(Status.VALID)
+                    if builder is not None and isinstance(decided, RequestRecord):
+                        builder.build(decided, now)
+                summary.rows_read += 1
+                summary.count(outcome, row.shown_row)
+                writer.write(row, explain(outcome))
+            summary.ended = time.time()
+            progress.close()
+            summary.workbook = writer.close(_dashboard(summary, out))
+        return summary
 
 
 # -- run: pre-flight, send, report ----------------------------------------------------------------
@@ -268,54 +263,36 @@ async def run_file(
     CLI's signal handlers); without it nothing but the deadline stops the run.
     """
     with _named(path, shown):
-        return await _run_file(
-            path, config, spec, journal, credentials, gateway_url, stop_at, approve, interrupts,
-            shown,
-        )  # fmt: skip
-
-
-async def _run_file(
-    path: Path,
-    config: Config,
-    spec: ApiSpec,
-    journal: Journal,
-    credentials: Credentials,
-    gateway_url: str,
-    stop_at: datetime | None,
-    approve: Callable[[Plan], None] | None,
-    interrupts: Interrupts | None,
-    shown: Path | None,
-) -> FileSummary:
-    check_path(path)
-    job = _Job(
-        shown or path,
-        report_path(config, path),
-        config,
-        spec,
-        credentials,
-        # Before the copy and the lock: a spec that needs a session it lacks stops here.
-        RequestBuilder(
-            spec, credentials, config.sign_method, partner_id=f"top-import-{__version__}"
-        ),
-        gateway_url,
-        stop_at,
-        approve,
-        interrupts or Interrupts(),
-    )
-    copy = snapshot.take(path, journal.path.parent / SNAPSHOT_FOLDER)
-    try:
-        with copy.named_as_original(), sqlite_errors(journal.path):
-            summary = await _run_copy(job, copy, journal)
-        if copy.changed():
-            summary.input_changed = True
-            summary.notes.append(
-                f"{path} changed while it was being sent; this run sent and reported the "
-                "version it started with. Run it again to send the new content (the journal "
-                "skips what already succeeded)."
-            )
-        return summary
-    finally:
-        copy.remove()
+        check_path(path)
+        job = _Job(
+            shown or path,
+            report_path(config, path),
+            config,
+            spec,
+            credentials,
+            # Before the copy and the lock: a spec that needs a session it lacks stops here.
+            RequestBuilder(
+                spec, credentials, config.sign_method, partner_id=f"top-import-{__version__}"
+            ),
+            gateway_url,
+            stop_at,
+            approve,
+            interrupts or Interrupts(),
+        )
+        copy = snapshot.take(path, journal.path.parent / SNAPSHOT_FOLDER)
+        try:
+            with copy.named_as_original(), sqlite_errors(journal.path):
+                summary = await _run_copy(job, copy, journal)
+            if copy.changed():
+                summary.input_changed = True
+                summary.notes.append(
+                    f"{job.path} changed while it was being sent; this run sent and reported the "
+                    "version it started with. Run it again to send the new content (the journal "
+                    "skips what already succeeded)."
+                )
+            return summary
+        finally:
+            copy.remove()
 
 
 async def _run_copy(job: _Job, copy: snapshot.Snapshot, journal: Journal) -> FileSummary:
@@ -612,10 +589,10 @@ class _Unrecorded:
                 return Outcome(
                     Status.SUCCESS, request_id=prior.request_id, system_time=prior.system_time
                 )
-            if prior.state in ("in_flight", "unknown"):
+            if prior.state in UNKNOWN_STATES:
                 return Outcome(Status.UNKNOWN, error=IN_FLIGHT_AT_THE_END)
         elif prior is not None:
-            if prior.state in ("in_flight", "unknown") and _decided_resend(row):
+            if prior.state in UNKNOWN_STATES and _decided_resend(row):
                 return Outcome(Status.NOT_SENT, error=NEVER_TRIED)  # the decision still stands
             refused = run.judge(prior)
             if refused is not None:

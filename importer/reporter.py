@@ -196,13 +196,7 @@ class ReportWriter:
         if len(cells) != self._width:  # keep the outcome columns under their headers
             cells = (*cells, *([""] * self._width))[: self._width]
         if row.numeric:
-            damaged = row.numeric
-            if self._numbers:
-                damaged = frozenset(
-                    i for i in damaged if i not in self._numbers or _beyond(cells[i])
-                )
-            if damaged:
-                cells = self._sink.rounded_kept(cells, damaged)
+            cells = self._rounded_kept(cells, row.numeric)
         values = outcome.values()
         if not self._call_columns:
             values = (*values[:_ATTEMPTS], "", "", *values[_ATTEMPTS + 2 :])
@@ -215,6 +209,22 @@ class ReportWriter:
         except OSError as exc:  # a full disk mid-write: one sentence, no temporary file left
             self.abort()
             raise self._unwritable(exc) from None
+
+    def _rounded_kept(self, cells: Sequence[object], numeric: frozenset[int]) -> Sequence[object]:
+        """The number cells Excel rounded, in the sink's form of a rounded number (a number
+        cell again, or Excel's scientific text in a CSV), so that fed back they are refused
+        again. A Number field's cell up to 2^53 is exact (it was sent as it is) and stays text."""
+        out: list[object] | None = None
+        for i in numeric:
+            text = cells[i] if i < len(cells) else None
+            if not (isinstance(text, str) and rounded_by_excel(text)):
+                continue
+            if i in self._numbers and not _beyond(text):
+                continue
+            if out is None:
+                out = list(cells)
+            out[i] = self._sink.rounded(text)
+        return cells if out is None else out
 
     def close(self, summary: Dashboard | Sequence[tuple[str, object]]) -> Path:
         """Write the summary (a ``Dashboard``, or plain item/value pairs), finish the file and
@@ -333,16 +343,12 @@ class _XlsxSink:
             raise
 
     @staticmethod
-    def rounded_kept(cells: Sequence[object], numeric: frozenset[int]) -> list[object]:
-        """Number cells Excel rounded, as number cells again (a rounded ID typed over with
-        the full text is then the only way the row passes)."""
-        out = list(cells)
-        for i in numeric:
-            text = out[i] if i < len(out) else None
-            if isinstance(text, str) and rounded_by_excel(text):
-                value = float(text)
-                out[i] = value if cell_text(value)[0] == text else scientific(text)
-        return out
+    def rounded(text: str) -> object:
+        """A number cell Excel rounded, as a number cell again (a rounded ID typed over with
+        the full text is then the only way the row passes), or its scientific text where the
+        number would not read back as the same text."""
+        value = float(text)
+        return value if cell_text(value)[0] == text else scientific(text)
 
     def write(self, source_row: int, cells: Sequence[object], values: tuple, sheet: str) -> None:
         self._results.append((source_row, *cells, *values))
@@ -433,8 +439,8 @@ class _Sheet:
         self.header = tuple(header)
         self.limit = limit
         self.parts = 0
-        self._text = set(text)
-        self._by_column = [looks.text if c in self._text else None for c in range(len(header))]
+        # each column's format: Text for the ID columns (more join in the sample rows)
+        self._by_column = [looks.text if c in text else None for c in range(len(header))]
         self._freeze = freeze
         self._choices = choices
         self._rows = 0
@@ -467,7 +473,6 @@ class _Sheet:
                     width = display_width(value)
                     if looks[col] is None and width > 15 and value.isascii() and value.isdigit():
                         looks[col] = self._looks.text
-                        self._text.add(col)
                 else:
                     width = len(str(value))
                 if width > widths[col]:
@@ -481,7 +486,7 @@ class _Sheet:
         status = self.header.index("status") if "status" in self.header else None
         for worksheet, rows, widths in self._done:
             for col, width in enumerate(widths):
-                look = self._looks.text if col in self._text else None
+                look = self._by_column[col]
                 worksheet.set_column(col, col, min(max(width, 6), MAX_WIDTH) + 2, look)
             if self._choices is not None:
                 col, words = self._choices
@@ -681,15 +686,10 @@ class _CsvSink:
         self._writer.writerow([_csv_text(h) for h in results_header(input_headers)])
 
     @staticmethod
-    def rounded_kept(cells: Sequence[object], numeric: frozenset[int]) -> list[object]:
-        """Number cells Excel rounded, in Excel's scientific form (a CSV has no cell types:
+    def rounded(text: str) -> object:
+        """A number cell Excel rounded, in Excel's scientific form (a CSV has no cell types:
         the form is what makes the row refused again when the CSV is fed back)."""
-        out = list(cells)
-        for i in numeric:
-            text = out[i] if i < len(out) else None
-            if isinstance(text, str) and rounded_by_excel(text):
-                out[i] = scientific(text)
-        return out
+        return scientific(text)
 
     def write(self, source_row: int, cells: Sequence[object], values: tuple, sheet: str) -> None:
         self._writer.writerow(

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from importer.journal import PriorCall, RunJournal
+from importer.journal import UNKNOWN_STATES, PriorCall, RunJournal
 from importer.records import DuplicateFilter, RowValidator
 from importer.rows import Decision, Outcome, RequestRecord, Row, RowError, Status
 from importer.spec import ApiSpec
@@ -99,7 +99,7 @@ class Triage:
             refused = journal.judge(prior)
             if refused is not None:
                 return refused, ""
-            resent = prior is not None and prior.state in ("in_flight", "unknown")
+            resent = prior is not None and prior.state in UNKNOWN_STATES
             return result, RESENT_NOTE if resent else ""
         # a check sheet's row: never a success twice, never beside a live run's call
         refused = journal.judge(prior, resend_unknown=True)
@@ -107,7 +107,7 @@ class Triage:
             return refused, ""
         if decision is not None and _stale(prior, self._reported_run):
             return Outcome(Status.UNKNOWN, error=STALE_DECISION), ""
-        if decision is not None and (prior is None or prior.state not in _UNKNOWN_STATES):
+        if decision is not None and (prior is None or prior.state not in UNKNOWN_STATES):
             # what a person decided is about an unknown call of these very cells: edited cells,
             # or a row the journal never held as unknown, are not that call
             return Outcome(Status.INVALID, error=NOT_THAT_CALL, reason=NOT_THAT_CALL_RULE), ""
@@ -133,7 +133,6 @@ class Triage:
 
 # How a check sheet's undecided row is judged when the journal holds nothing of it: as unknown.
 _UNDECIDED = PriorCall("unknown", "", "", None, 0)
-_UNKNOWN_STATES = frozenset({"unknown", "in_flight"})
 
 
 def _stale(prior: PriorCall | None, reported_run: int | None) -> bool:

@@ -8,6 +8,7 @@ import contextlib
 import csv
 import os
 import random
+import signal
 import subprocess
 import sys
 import threading
@@ -179,6 +180,31 @@ def wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         time.sleep(0.02)
+
+
+def start_cli(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Popen:
+    """``top-import ARGS`` in the background, in a process of its own, its output dropped."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "importer", *args, "--no-progress"],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def killed_9_when(
+    args: list[str], cwd: Path, env: dict[str, str], condition: Callable[[], bool]
+) -> int:
+    """Start ``top-import ARGS`` (``start_cli``), ``kill -9`` it once ``condition`` holds (or
+    it has ended), and return its exit status (``-9`` when the kill landed)."""
+    proc = start_cli(args, cwd, env)
+    try:
+        wait_for(lambda: condition() or proc.poll() is not None)
+        proc.send_signal(signal.SIGKILL)
+        return proc.wait(30)
+    finally:
+        proc.kill()
 
 
 def read_sheet(path: Path, sheet: str = "results") -> list[dict[str, object]]:

@@ -5,6 +5,7 @@ written; then `report` writes the workbook once there is room. A real full disk:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 
@@ -12,7 +13,10 @@ import pytest
 from conftest import cli, read_sheet, ticket, write_csv
 
 
-def mount_small(folder, size: str) -> None:
+@contextlib.contextmanager
+def small_tmpfs(folder, size: str):
+    """A real disk of ``size`` mounted at ``folder`` for the block (skipped where mounting is
+    not allowed)."""
     folder.mkdir()
     mounted = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
@@ -21,27 +25,23 @@ def mount_small(folder, size: str) -> None:
     )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
-
-
-@pytest.fixture
-def small_disk(tmp_path):
-    folder = tmp_path / "small"
-    mount_small(folder, "96k")
     try:
         yield folder
     finally:
         subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    with small_tmpfs(tmp_path / "small", "96k") as folder:
+        yield folder
 
 
 @pytest.fixture
 def journal_disk(tmp_path):
     """Room for the private copy of 3,000 rows and part of their journal."""
-    folder = tmp_path / "jdisk"
-    mount_small(folder, "640k")
-    try:
+    with small_tmpfs(tmp_path / "jdisk", "640k") as folder:
         yield folder
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], check=False)
 
 
 def test_a_full_disk_while_the_workbook_is_written(tmp_path, simulator, small_disk):

@@ -5,12 +5,9 @@ refused before anything opens it."""
 from __future__ import annotations
 
 import os
-import signal
 import stat
-import subprocess
-import sys
 
-from conftest import cli, ticket, wait_for, write_csv
+from conftest import cli, killed_9_when, ticket, write_csv
 
 
 def mode(path) -> int:
@@ -59,19 +56,7 @@ def test_a_killed_runs_private_copy_is_0600_and_removed_by_the_next_run(tmp_path
     sim = simulator(latency_ms=3000)
     write_csv(tmp_path / "t.csv", [ticket(i) for i in range(3)])
     (tmp_path / "t.csv").chmod(0o644)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "importer", "run", "t.csv", "--no-progress"],
-        cwd=tmp_path,
-        env=sim.env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for(lambda: sim.stats()["accepted"] >= 1 or proc.poll() is not None)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(30)
-    finally:
-        proc.kill()
+    killed_9_when(["run", "t.csv"], tmp_path, sim.env(), lambda: sim.stats()["accepted"] >= 1)
     folder = tmp_path / "reports" / ".top-import-snapshots"
     copies = list(folder.iterdir())
     assert len(copies) == 1 and mode(copies[0]) == 0o600 and mode(folder) == 0o700

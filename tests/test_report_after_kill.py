@@ -3,38 +3,23 @@
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 
-from conftest import cli, read_sheet, ticket, wait_for, write_csv
+from conftest import cli, killed_9_when, read_sheet, start_cli, ticket, wait_for, write_csv
 
 # Answers that come long after the kill: the calls the gateway accepted are in flight then.
 SLOW_MS = 4000
 CONCURRENCY = 3
 
 
-def start_run(tmp_path, env, *args: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "importer", "run", *args, "--no-progress"],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-
 def killed_mid_send(tmp_path, sim, rows: list[dict[str, str]]) -> None:
     """Run ``t.csv`` and ``kill -9`` it once the gateway has accepted ``CONCURRENCY`` calls, all
     still waiting for their answers."""
     write_csv(tmp_path / "t.csv", rows)
-    args = ["t.csv", "--qps", "100", "--concurrency", str(CONCURRENCY), "--canary", "0"]
-    proc = start_run(tmp_path, sim.env(), *args)
-    try:
-        wait_for(lambda: sim.stats()["accepted"] >= CONCURRENCY or proc.poll() is not None)
-        proc.send_signal(signal.SIGKILL)
-        assert proc.wait(30) == -signal.SIGKILL
-    finally:
-        proc.kill()
+    args = ["run", "t.csv", "--qps", "100", "--concurrency", str(CONCURRENCY), "--canary", "0"]
+    status = killed_9_when(
+        args, tmp_path, sim.env(), lambda: sim.stats()["accepted"] >= CONCURRENCY
+    )
+    assert status == -signal.SIGKILL
 
 
 def test_report_at_once_after_kill_9_calls_in_flight_unknown_the_rest_not_sent(tmp_path, simulator):
@@ -77,7 +62,7 @@ def test_report_at_once_after_kill_9_calls_in_flight_unknown_the_rest_not_sent(t
 def test_report_while_the_run_is_alive_says_so_and_exits_2(tmp_path, simulator):
     sim = simulator(latency_ms=SLOW_MS)
     write_csv(tmp_path / "t.csv", [ticket(i) for i in range(5)])
-    proc = start_run(tmp_path, sim.env(), "t.csv", "--concurrency", "1")
+    proc = start_cli(["run", "t.csv", "--concurrency", "1"], tmp_path, sim.env())
     try:
         wait_for(lambda: sim.stats()["accepted"] >= 1 or proc.poll() is not None)
         done = cli(["report", "t.csv"], tmp_path, sim.env())
@@ -117,13 +102,7 @@ def test_a_check_sheet_run_killed_then_reported_and_applied_again_sends_nothing_
 
     slow = simulator(latency_ms=SLOW_MS)
     sheet = [str(result), "--sheet", "check", "--concurrency", "2", "--canary", "0"]
-    proc = start_run(tmp_path, slow.env(), *sheet)
-    try:
-        wait_for(lambda: slow.stats()["accepted"] >= 2 or proc.poll() is not None)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(30)
-    finally:
-        proc.kill()
+    killed_9_when(["run", *sheet], tmp_path, slow.env(), lambda: slow.stats()["accepted"] >= 2)
     assert slow.stats()["accepted_payloads"] == 2
 
     report = cli(["report", str(result), "--sheet", "check"], tmp_path, slow.env())
