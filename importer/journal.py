@@ -14,6 +14,9 @@ Tables::
              workbook's calls-per-minute chart (counted in memory, written with the report)
     leases   one row per sending run: app key, its limit, renewed every half second -- the
              runs sending for one app key share its quota (``RunJournal.share``)
+    reservations  one row per unfinished run: the calls it planned at its pre-flight and has
+             made so far -- runs started together do not all take the same daily quota
+             (``RunJournal.reserve``)
 
 A payload is *claimed* before its first call: in one ``BEGIN IMMEDIATE`` transaction the run
 reads what the journal holds for it and, if ``refusal`` allows, marks it ``in_flight`` under its
@@ -96,6 +99,10 @@ CREATE TABLE IF NOT EXISTS leases (
     run_id INTEGER PRIMARY KEY, app_key TEXT NOT NULL, qps REAL NOT NULL,
     since REAL NOT NULL, renewed_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS reservations (
+    run_id INTEGER PRIMARY KEY, app_key TEXT NOT NULL, day TEXT NOT NULL,
+    planned INTEGER NOT NULL, made INTEGER NOT NULL DEFAULT 0
+);
 """
 
 
@@ -115,6 +122,17 @@ KEPT_UNKNOWN_NOTE = (
     "an earlier call of this payload got no answer (its outcome is unknown), so it was not sent "
     f"again: {CHECK_ADVICE}"
 )
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaView:
+    """The app key's daily quota and rate as a run's pre-flight finds them (``reserve``)."""
+
+    used: int  # HTTP calls settled today (GMT+8) by any run
+    reserved: int  # calls the other live runs planned at their pre-flight and have not made yet
+    reserving: int  # ... how many runs those are
+    sending: int  # other live runs sending, or about to send, for the app key
+    lowest: float  # the lowest limit among those of them already sending (inf: none is)
 
 
 @dataclass(frozen=True, slots=True)
@@ -330,6 +348,10 @@ class Journal:
                     "it to finish (a second run would send the same rows twice)."
                 )
             db.execute("DELETE FROM leases WHERE renewed_at < ?", (time.time() - 60,))
+            db.execute(
+                "DELETE FROM reservations WHERE run_id NOT IN "
+                "(SELECT run_id FROM runs WHERE finished_at IS NULL)"
+            )
             # Results kept by earlier runs of this input (killed, or whose workbook could not be
             # written) are superseded by this run's.
             for table in ("results", "minutes"):
@@ -538,6 +560,7 @@ class RunJournal:
                 db.executemany(_SETTLE_CALL, states)
             if calls:  # every HTTP call counts against the daily quota
                 db.execute(_ADD_USAGE, (app_key, quota_day(now), calls))
+                db.execute(_MADE, (calls, run_id))
             if outcomes:
                 db.executemany(
                     _INSERT_RESULT,
@@ -614,6 +637,50 @@ class RunJournal:
         seen = all(renewed >= since for _, renewed in others)
         return min((q for q, _ in others), default=math.inf), len(others) + 1, seen
 
+    def reserve(self, calls: int, now: float) -> QuotaView:
+        """Hold ``calls`` of today's quota for this run (the least its pre-flight found it will
+        make) and read, in the same write transaction, what the others hold: two runs started
+        together never both count the same quota as left. The reservation shrinks as the run's
+        calls are settled (they count as used instead) and ends with the run."""
+        db, app_key, day = self._db, self._key[0], quota_day(now)
+        with _immediate(db, self._path):
+            (used,) = db.execute(
+                "SELECT coalesce(sum(calls), 0) FROM usage WHERE app_key = ? AND day = ?",
+                (app_key, day),
+            ).fetchone()
+            held = db.execute(
+                "SELECT r.run_id, max(0, r.planned - r.made), r.day, u.pid, u.host "
+                "FROM reservations r JOIN runs u ON u.run_id = r.run_id "
+                "WHERE r.app_key = ? AND r.run_id != ? AND u.finished_at IS NULL",
+                (app_key, self.run_id),
+            ).fetchall()
+            leases = dict(
+                db.execute(
+                    "SELECT run_id, qps FROM leases "
+                    "WHERE app_key = ? AND run_id != ? AND renewed_at >= ?",
+                    (app_key, self.run_id, now - LEASE_STALE_S),
+                ).fetchall()
+            )
+            db.execute(
+                "INSERT OR REPLACE INTO reservations (run_id, app_key, day, planned, made) "
+                "VALUES (?, ?, ?, ?, 0)",
+                (self.run_id, app_key, day, calls),
+            )
+        live = [
+            (run_id, left, held_day)
+            for run_id, left, held_day, pid, host in held
+            if host != self._host or pid_alive(pid)
+        ]
+        today = [(run_id, left) for run_id, left, held_day in live if held_day == day]
+        sending = set(leases) | {run_id for run_id, left, _ in live if left}
+        return QuotaView(
+            used=int(used),
+            reserved=sum(left for _, left in today),
+            reserving=sum(1 for _, left in today if left),
+            sending=len(sending),
+            lowest=min(leases.values(), default=math.inf),
+        )
+
     def peers(self, now: float) -> float | None:
         """The lowest limit of the other runs sending for this app key now (None: none is), read
         before this run's lease is taken: where a joining ``--qps auto`` run starts."""
@@ -663,6 +730,7 @@ class RunJournal:
             if not keep_results:
                 db.execute("DELETE FROM results WHERE run_id = ?", (self.run_id,))
                 db.execute("DELETE FROM minutes WHERE run_id = ?", (self.run_id,))
+            db.execute("DELETE FROM reservations WHERE run_id = ?", (self.run_id,))
             db.execute(
                 "UPDATE runs SET finished_at = ? WHERE run_id = ?", (time.time(), self.run_id)
             )
@@ -746,6 +814,7 @@ _ADD_USAGE = (
     "INSERT INTO usage (app_key, day, calls) VALUES (?, ?, ?) "
     "ON CONFLICT DO UPDATE SET calls = calls + excluded.calls"
 )
+_MADE = "UPDATE reservations SET made = made + ? WHERE run_id = ?"
 _PRIOR = (
     "SELECT c.state, c.request_id, c.system_time, c.finished_at, c.run_id, "
     "r.run_id IS NOT NULL AND r.finished_at IS NULL, r.input_path, r.pid, r.host, "

@@ -32,7 +32,7 @@ from importer.dispatcher import Dispatcher, DispatchSettings, StopReason
 from importer.errors import ImporterError, InputError, JournalError, UsageError
 from importer.gateway import Gateway
 from importer.interrupts import Interrupts
-from importer.journal import UNKNOWN_STATES, Journal, RunJournal, quota_day, sqlite_errors
+from importer.journal import UNKNOWN_STATES, Journal, RunJournal, sqlite_errors
 from importer.loader import InputTable, check_path, open_input
 from importer.pacing import AUTO_START_QPS, paced_rate
 from importer.progress import Progress
@@ -353,8 +353,12 @@ def _preflight(job: _Job, table: InputTable, run: RunJournal) -> Plan:
         tally[triage.kind(triage.decide(row)[0])] += 1
     progress.close()
     config = job.config
-    used = run.calls_on(quota_day(time.time())) if config.daily_quota is not None else 0
+    # Held at once, even by a run the daily-quota check will stop: it ends with the run.
+    quota = run.reserve(tally[SEND], time.time())
     others = run.peers(time.time()) if config.qps_auto else None
+    rate = None
+    if not config.qps_auto:  # the even rate of its share of the app key's limit
+        rate = paced_rate(min(config.qps, quota.lowest)) / (quota.sending + 1)
     return Plan(
         job.path,
         to_send=tally[SEND],
@@ -363,12 +367,15 @@ def _preflight(job: _Job, table: InputTable, run: RunJournal) -> Plan:
         invalid=tally[Status.INVALID.value],
         unknown=tally[Status.UNKNOWN.value],
         done=tally[DONE],
-        rate=None if config.qps_auto else paced_rate(config.qps),
+        rate=rate,
         qps_max=config.qps_max,
         auto_start=_auto_start(others, config),
         joins=others is not None,
         daily_quota=config.daily_quota,
-        used_today=used,
+        used_today=quota.used,
+        reserved=quota.reserved,
+        reserving=quota.reserving,
+        sharing=0 if config.qps_auto else quota.sending,
     )
 
 

@@ -263,12 +263,15 @@ class Plan:
     joins: bool = False  # ... at the limit of the runs already sending for the app key
     daily_quota: int | None = None
     used_today: int = 0
+    reserved: int = 0  # calls other live runs on the app key still plan to make today
+    reserving: int = 0  # ... how many runs those are
+    sharing: int = 0  # other runs sending for the app key now: ``rate`` is this run's share
 
     @property
     def quota_left(self) -> int | None:
         if self.daily_quota is None:
             return None
-        return max(0, self.daily_quota - self.used_today)
+        return max(0, self.daily_quota - self.used_today - self.reserved)
 
     @property
     def fits(self) -> bool:
@@ -300,21 +303,34 @@ class Plan:
         elif self.to_send and self.rate:
             rate = f"{self.rate:,.0f}" if self.rate >= 100 else f"{self.rate:.3g}"
             text += f"; about {duration_text(self.to_send / self.rate)} at {rate} calls/s"
+            if self.sharing:
+                others = plural(self.sharing, "other run")
+                verb = "is" if self.sharing == 1 else "are"
+                text += f" (its share: {others} {verb} sending for this app key)"
         if self.daily_quota is not None:
             text += (
                 f"; daily quota {self.daily_quota:,}: {plural(self.used_today, 'call')} used "
-                f"today (GMT+8), {self.quota_left:,} left"
+                f"today (GMT+8), {self._reserved()}{self.quota_left:,} left"
             )
         return text
+
+    def _reserved(self) -> str:
+        if not self.reserved:
+            return ""
+        return f"{self.reserved:,} planned by {plural(self.reserving, 'other run')} sending now, "
 
     def problem(self) -> str | None:
         """Why the run should not start unasked (it does not fit the daily quota), or None."""
         if self.fits:
             return None
         left = self.quota_left or 0
+        taken = f"{self.used_today:,} used today"
+        if self.reserved:
+            taken += f", {self.reserved:,} planned by the runs sending now"
         return (
             f"{self.input}: sending {plural(self.to_send, 'row')} takes at least "
             f"{plural(self.to_send, 'call')}, but only {left:,} of the daily quota of "
-            f"{self.daily_quota:,} {'is' if left == 1 else 'are'} left ({self.used_today:,} "
-            "used today); rerun with --yes, or after 00:00 GMT+8"
+            f"{self.daily_quota:,} {'is' if left == 1 else 'are'} left ({taken}); rerun with "
+            "--yes, or after 00:00 GMT+8"
+            + (", or when they have finished" if self.reserved else "")
         )

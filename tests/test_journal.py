@@ -240,3 +240,37 @@ def test_a_journal_with_a_damaged_page_is_one_sentence_and_exit_2(tmp_path, simu
     assert document["exit_code"] == 2 and "is damaged" in document["files"][0]["error"]
     assert sim.stats()["accepted"] == 2000  # nothing sent again
     assert journal.stat().st_size >= size  # never removed or rebuilt by the tool
+
+
+def test_a_reservation_holds_planned_calls_until_they_are_made_or_the_run_ends(tmp_path):
+    journal = Journal(tmp_path / "j.sqlite")
+    first = open_run(journal, key="input-1")
+    alone = first.reserve(40, time.time())
+    assert (alone.used, alone.reserved, alone.reserving, alone.sending) == (0, 0, 0, 0)
+    second = open_run(journal, key="input-2")
+    seen = second.reserve(30, time.time())
+    assert (seen.used, seen.reserved, seen.reserving, seen.sending) == (0, 40, 1, 1)
+    first.in_flight("h1")
+    first.settle(2, "h1", Outcome(Status.SUCCESS, attempts=3))  # three calls made of forty
+    third = open_run(journal, key="input-3")
+    seen = third.reserve(5, time.time())
+    assert (seen.used, seen.reserved, seen.reserving) == (3, 37 + 30, 2)
+    first.finish()
+    seen = third.reserve(5, time.time())  # asking again replaces its own, never adds to it
+    assert (seen.used, seen.reserved, seen.reserving) == (3, 30, 1)
+    other_key = journal.start_run(
+        input_path="t.csv", input_key="input-4", app_key="other", method="m.x"
+    ).reserve(1, time.time())
+    assert (other_key.used, other_key.reserved) == (0, 0)  # another app key's quota
+
+
+def test_a_reservation_of_a_run_that_died_is_not_held(tmp_path):
+    path = tmp_path / "j.sqlite"
+    code = (
+        "import os, time; from importer.journal import Journal; "
+        f"r = Journal({str(path)!r}).start_run(input_path='t', input_key='k', app_key='app', "
+        "method='m.x'); r.reserve(50, time.time()); os._exit(9)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=False)
+    seen = open_run(Journal(path)).reserve(10, time.time())
+    assert (seen.reserved, seen.reserving, seen.sending) == (0, 0, 0)

@@ -190,6 +190,78 @@ def test_a_run_that_does_not_fit_the_daily_quota_needs_yes(tmp_path, simulator):
     assert "daily quota 15: 13 calls used today (GMT+8), 2 left" in enough.stderr
 
 
+def test_runs_started_together_never_take_the_same_daily_quota(tmp_path, simulator):
+    """Three runs of 40 rows with a daily quota of 100, started at once on one journal: two
+    fit, the third does not (exit 2, nothing sent), whatever order their pre-flights meet."""
+    import subprocess
+    import sys
+
+    sim = simulator()
+    for r in range(3):
+        write_csv(tmp_path / f"in{r}.csv", [ticket(r * 1000 + i) for i in range(40)])
+    args = ["--daily-quota", "100", "--qps", "50"]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "importer", "run", f"in{r}.csv", *args],
+            cwd=tmp_path,
+            env=sim.env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for r in range(3)
+    ]
+    errors = [proc.communicate(timeout=120)[1] for proc in procs]
+    assert sorted(proc.returncode for proc in procs) == [0, 0, 2], errors
+    assert sim.stats()["calls"] == 80
+    assert max(sim.accepted().values()) == 1
+    (refused,) = [e for proc, e in zip(procs, errors, strict=True) if proc.returncode == 2]
+    assert "takes at least 40 calls, but only 20 of the daily quota of 100 are left" in refused
+
+
+def test_the_pre_flight_counts_what_a_run_sending_now_still_plans(tmp_path, simulator):
+    import re
+    import sqlite3
+
+    from conftest import start_cli, wait_for
+
+    sim = simulator(latency_ms=2000)  # the first run is still sending when the second starts
+    write_csv(tmp_path / "slow.csv", [ticket(i) for i in range(10)])
+    write_csv(tmp_path / "t.csv", [ticket(i) for i in range(100, 110)])
+    slow = start_cli(["run", "slow.csv", "--concurrency", "1"], tmp_path, sim.env())
+    journal = tmp_path / "reports" / "journal.sqlite"
+
+    def reserved() -> bool:
+        if not journal.exists():
+            return False
+        with sqlite3.connect(journal) as db:
+            try:
+                return bool(db.execute("SELECT count(*) FROM reservations").fetchone()[0])
+            except sqlite3.OperationalError:  # the first run is still creating the tables
+                return False
+
+    try:
+        wait_for(reserved)
+        done = cli(["run", "t.csv", "--daily-quota", "15", "--qps", "4"], tmp_path, sim.env())
+    finally:
+        slow.terminate()
+        slow.wait(60)
+    assert done.returncode == 2, done.stderr
+    line, problem = stderr_lines(done)[-2:]
+    assert re.fullmatch(
+        r"top-import: t\.csv: 10 rows to send; about 6s at 1\.75 calls/s \(its share: 1 other run "
+        r"is sending for this app key\); daily quota 15: (\d+) calls? used today \(GMT\+8\), "
+        r"(\d+) planned by 1 other run sending now, 5 left",
+        line,
+    ), line
+    assert problem.endswith(
+        "planned by the runs sending now); rerun with --yes, or after 00:00 GMT+8, or when they "
+        "have finished"
+    ), problem
+    assert sim.stats()["calls"] <= 10  # the first run's calls alone
+    assert not (tmp_path / "reports" / "t.result.xlsx").exists()
+
+
 # -- cron inbox --------------------------------------------------------------------------------
 
 
