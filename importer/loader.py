@@ -23,6 +23,7 @@ import datetime as dt
 import functools
 import html
 import re
+import struct
 import zipfile
 from collections.abc import Generator, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from decimal import Decimal
 from pathlib import Path
 from types import MappingProxyType
 
+import olefile
 from python_calamine import (
     CalamineError,
     CalamineSheet,
@@ -682,7 +684,61 @@ class _SheetSource:
             yield number, cells, numeric
 
 
+def _check_xls_ranges(path: Path) -> None:
+    """Refuse an .xls whose sheets' DIMENSIONS records (the used range each one states) are
+    beyond ``MAX_SHEET_CELLS``: calamine lays every sheet of an .xls out as it opens the file,
+    from that record, so one that lies aborts the process as a stray .xlsx cell does.
+
+    BIFF is read as records (type, length, body) in the OLE2 ``Workbook`` stream (``Book``:
+    BIFF5); BOUNDSHEET records name the sheets by the offset of their BOF record."""
+    try:
+        if not olefile.isOleFile(str(path)):
+            return  # not OLE2: calamine says what it is
+        with olefile.OleFileIO(str(path)) as ole:
+            stream = next((name for name in ("Workbook", "Book") if ole.exists(name)), None)
+            if stream is None:
+                return
+            data = ole.openstream(stream).read()
+    except (OSError, ValueError, EOFError, struct.error):
+        return  # a damaged container: calamine says what it cannot read
+    names: dict[int, str] = {}
+    sheet, pos = "", 0
+    while pos + 4 <= len(data):
+        kind, size = struct.unpack_from("<HH", data, pos)
+        body = data[pos + 4 : pos + 4 + size]
+        if kind == 0x002F:  # FILEPASS: the records' bodies are encrypted (calamine refuses it)
+            return
+        if kind == 0x0085 and len(body) >= 8:  # BOUNDSHEET: BOF offset, flags, name
+            names[struct.unpack_from("<I", body)[0]] = _biff_name(body[6:])
+        elif kind == 0x0809:  # BOF: a sheet begins here
+            sheet = names.get(pos, sheet)
+        elif kind == 0x0200 and len(body) in (10, 14):  # DIMENSIONS: BIFF5, BIFF8
+            form = "<IIHH" if len(body) == 14 else "<HHHH"
+            first_row, last_row, first_col, last_col = struct.unpack_from(form, body)
+            cells = max(0, last_row - first_row) * max(0, last_col - first_col)
+            if cells > MAX_SHEET_CELLS:
+                raise InputError(
+                    f"{path} sheet {sheet!r} says its used range is {last_row - first_row:,} "
+                    f"rows by {last_col - first_col:,} columns ({cells:,} cells, more than the "
+                    f"{MAX_SHEET_CELLS:,} a run reads): open it in Excel or LibreOffice and save "
+                    "it as .xlsx (first delete any rows and columns after your data: Ctrl+End "
+                    "goes to the last used cell)."
+                )
+        pos += 4 + size
+
+
+def _biff_name(body: bytes) -> str:
+    """A BIFF8 short unicode string: a length in characters, a flag (1: UTF-16), the text."""
+    if len(body) < 2:
+        return ""
+    length, wide = body[0], body[1] & 1
+    text = body[2 : 2 + length * (2 if wide else 1)]
+    return text.decode("utf-16-le" if wide else "latin-1", "replace")
+
+
 def _open_book(path: Path) -> CalamineWorkbook:
+    if path.suffix.lower() == ".xls":
+        _check_xls_ranges(path)
     try:
         return CalamineWorkbook.from_path(str(path))
     except PasswordError:

@@ -85,3 +85,29 @@ def test_a_stray_cell_far_away_is_refused_before_calamine_lays_it_out(tmp_path):
     )
     assert "Ctrl+End" in done.stderr
     assert "b.csv: 1 row: 1 valid" in done.stdout
+
+
+def test_an_xls_whose_dimensions_record_lies_is_refused_before_calamine_opens_it(tmp_path):
+    """calamine lays out every sheet of an .xls as it opens it, from the range the sheet's
+    DIMENSIONS record states: a record claiming the whole grid aborts the process (SIGABRT)."""
+    import struct
+    from pathlib import Path
+
+    from conftest import write_csv
+
+    data = (Path(__file__).parent / "fixtures" / "old.xls").read_bytes()
+    at = data.index(b"\x00\x02\x0e\x00") + 4  # the BIFF8 DIMENSIONS record's body
+    lie = struct.pack("<IIHHH", 0, 1 << 20, 0, 1 << 14, 0)  # 1,048,576 rows by 16,384 columns
+    (tmp_path / "a.xls").write_bytes(data[:at] + lie + data[at + len(lie) :])
+    write_csv(tmp_path / "b.csv", [ticket(1)])
+    done = cli(["validate", "a.xls", "b.csv"], tmp_path, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert (
+        "a.xls sheet 'data' says its used range is 1,048,576 rows by 16,384 columns "
+        "(17,179,869,184 cells, more than the 50,000,000 a run reads)"
+    ) in done.stderr
+    assert "b.csv: 1 row: 1 valid" in done.stdout
+    (tmp_path / "ok.xls").write_bytes(data)  # the honest workbook still reads
+    honest = cli(["validate", "ok.xls"], tmp_path, timeout=60)
+    assert honest.returncode == 0, honest.stderr
+    assert "ok.xls: 1 row: 1 valid" in honest.stdout
