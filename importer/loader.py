@@ -701,29 +701,36 @@ def _check_xls_ranges(path: Path) -> None:
             data = ole.openstream(stream).read()
     except (OSError, ValueError, EOFError, struct.error):
         return  # a damaged container: calamine says what it cannot read
-    names: dict[int, str] = {}
-    sheet, pos = "", 0
-    while pos + 4 <= len(data):
-        kind, size = struct.unpack_from("<HH", data, pos)
-        body = data[pos + 4 : pos + 4 + size]
+    names: dict[int, str] = {}  # sheet BOF offset -> name
+    for kind, body in _biff_records(data, 0):  # the workbook globals
         if kind == 0x002F:  # FILEPASS: the records' bodies are encrypted (calamine refuses it)
             return
         if kind == 0x0085 and len(body) >= 8:  # BOUNDSHEET: BOF offset, flags, name
             names[struct.unpack_from("<I", body)[0]] = _biff_name(body[6:])
-        elif kind == 0x0809:  # BOF: a sheet begins here
-            sheet = names.get(pos, sheet)
-        elif kind == 0x0200 and len(body) in (10, 14):  # DIMENSIONS: BIFF5, BIFF8
-            form = "<IIHH" if len(body) == 14 else "<HHHH"
+    for offset, sheet in names.items():
+        for kind, body in _biff_records(data, offset):
+            if kind != 0x0200 or len(body) not in (10, 14):
+                continue
+            form = "<IIHH" if len(body) == 14 else "<HHHH"  # DIMENSIONS: BIFF8, BIFF5
             first_row, last_row, first_col, last_col = struct.unpack_from(form, body)
-            cells = max(0, last_row - first_row) * max(0, last_col - first_col)
-            if cells > MAX_SHEET_CELLS:
+            rows, cols = max(0, last_row - first_row), max(0, last_col - first_col)
+            if rows * cols > MAX_SHEET_CELLS:
                 raise InputError(
-                    f"{path} sheet {sheet!r} says its used range is {last_row - first_row:,} "
-                    f"rows by {last_col - first_col:,} columns ({cells:,} cells, more than the "
-                    f"{MAX_SHEET_CELLS:,} a run reads): open it in Excel or LibreOffice and save "
-                    "it as .xlsx (first delete any rows and columns after your data: Ctrl+End "
-                    "goes to the last used cell)."
+                    f"{path} sheet {sheet!r} says its used range is {rows:,} rows by {cols:,} "
+                    f"columns ({rows * cols:,} cells, more than the {MAX_SHEET_CELLS:,} a run "
+                    "reads): open it in Excel or LibreOffice and save it as .xlsx (first delete "
+                    "any rows and columns after your data: Ctrl+End goes to the last used cell)."
                 )
+            break  # one per sheet, before its cells: the rest need not be walked
+
+
+def _biff_records(data: bytes, pos: int) -> Iterator[tuple[int, bytes]]:
+    """The BIFF records (type, body) of one substream, from its BOF to its EOF record."""
+    while pos + 4 <= len(data):
+        kind, size = struct.unpack_from("<HH", data, pos)
+        yield kind, data[pos + 4 : pos + 4 + size]
+        if kind == 0x000A:  # EOF
+            return
         pos += 4 + size
 
 
