@@ -31,15 +31,15 @@ from bench_send import SimulatorProcess, builder, make_records
 
 from importer.dispatcher import Dispatcher, DispatchSettings
 from importer.gateway import Gateway
-from importer.journal import Journal, RunJournal
+from importer.journal import RunJournal, SQLiteJournal
 from importer.rows import Outcome, RequestRecord, Status
 
 APP_KEY = "12345678"
 CONCURRENCY = 64
 
 
-def open_run(path: Path) -> tuple[Journal, RunJournal]:
-    journal = Journal(path)
+def open_run(path: Path) -> tuple[SQLiteJournal, RunJournal]:
+    journal = SQLiteJournal(path)
     run = journal.start_run(
         input_path=str(path.with_suffix(".csv")),
         input_key=hashlib.sha256(str(path).encode()).hexdigest(),

@@ -54,7 +54,7 @@ from importer.exits import ExitCode
 from importer.inputs import check_outputs, per_input_configs
 from importer.interrupts import Interrupts
 from importer.interrupts import handle_signals as install_handlers
-from importer.journal import Journal
+from importer.journal import open_journal
 from importer.loader import EXCEL_CELL_LIMIT, unquoted
 from importer.pipeline import check_file, run_file
 from importer.protocol import GMT8, RequestBuilder
@@ -280,7 +280,7 @@ async def send_files(
     ended: list[FileSummary | ImporterError] = []
     async with SendTarget(config, credentials, spec, say) as (url, creds):
         RequestBuilder(spec, creds, config.sign_method)  # a session it needs: before the journal
-        journal = Journal(config.journal)
+        journal = open_journal(config.journal)
         try:
             for path in paths:
                 if interrupts.signal is not None:

@@ -29,7 +29,7 @@ from importer.errors import ImporterError, UsageError
 from importer.exits import ExitCode
 from importer.inputs import archive_input, check_outputs, expand_inputs, per_input_configs
 from importer.interrupts import Interrupts, handle_signals
-from importer.journal import Journal
+from importer.journal import open_journal
 from importer.loader import CSV_SUFFIXES
 from importer.pipeline import check_file, rebuild_report
 from importer.protocol import Credentials, RequestBuilder
@@ -577,7 +577,7 @@ def report(inputs: tuple[str, ...], config_file: str | None, **flags: Any) -> in
     paths = expand_inputs(inputs, config, say)
     configs = per_input_configs(paths, config, rebuild=True)
     check_outputs(config, configs)
-    journal = Journal(config.journal)
+    journal = open_journal(config.journal)
     try:
         return _per_file(
             paths, config, "report", lambda p: rebuild_report(p, configs[p], spec, journal)

@@ -32,7 +32,7 @@ from importer.dispatcher import Dispatcher, DispatchSettings, StopReason
 from importer.errors import ImporterError, InputError, JournalError, UsageError
 from importer.gateway import Gateway
 from importer.interrupts import Interrupts
-from importer.journal import UNKNOWN_STATES, Journal, RunJournal, sqlite_errors
+from importer.journal import UNKNOWN_STATES, Journal, RunJournal
 from importer.loader import InputTable, check_path, open_input
 from importer.pacing import AUTO_START_QPS, paced_rate
 from importer.progress import Progress
@@ -281,7 +281,7 @@ async def run_file(
         )
         copy = snapshot.take(path, journal.path.parent / SNAPSHOT_FOLDER)
         try:
-            with copy.named_as_original(), sqlite_errors(journal.path):
+            with copy.named_as_original(), journal.errors():
                 summary = await _run_copy(job, copy, journal)
             if copy.changed():
                 summary.input_changed = True
@@ -619,7 +619,7 @@ def rebuild_report(path: Path, config: Config, spec: ApiSpec, journal: Journal) 
     kept (its workbook could not be written, or it was killed), from the file as it is now; no
     network. A row whose cells changed since is not paired with the old outcome."""
     check_path(path)
-    with sqlite_errors(journal.path):
+    with journal.errors():
         return _rebuild_report(path, config, spec, journal)
 
 

@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from importer.journal import KEPT_UNKNOWN_NOTE, Journal, PriorCall, refusal
+from importer.journal import KEPT_UNKNOWN_NOTE, PriorCall, SQLiteJournal, refusal
 from importer.rows import Outcome, Status
 
 
@@ -50,7 +50,7 @@ def test_refusals_name_the_other_input_and_what_to_do():
 
 
 def open_run(path, name: str, **policy: bool):
-    return Journal(path).start_run(
+    return SQLiteJournal(path).start_run(
         input_path=name, input_key=name, app_key="k", method="m.x", **policy
     )
 
@@ -97,7 +97,7 @@ def test_a_run_that_died_no_longer_holds_its_claims(tmp_path):
 def _open_and_claim(path: str, barrier, index: int, results) -> None:
     try:
         barrier.wait(30)
-        run = Journal(path).start_run(
+        run = SQLiteJournal(path).start_run(
             input_path=f"in{index}.csv", input_key=f"k{index}", app_key="k", method="m.x"
         )
         run.in_flight(f"h{index}")
@@ -129,12 +129,12 @@ def test_a_journal_busy_for_too_long_says_so_and_sends_nothing(tmp_path):
     from importer.errors import JournalError
 
     path = tmp_path / "j.sqlite"
-    Journal(path).close()
+    SQLiteJournal(path).close()
     other = sqlite3.connect(path, isolation_level=None)
     other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
     try:
         with pytest.raises(JournalError, match="is busy: another process held its write lock"):
-            Journal(path, busy_timeout=0.2).start_run(
+            SQLiteJournal(path, busy_timeout=0.2).start_run(
                 input_path="t.csv", input_key="k", app_key="k", method="m.x"
             )
     finally:

@@ -11,16 +11,16 @@ import time
 import pytest
 
 from importer.errors import JournalError, LockedError
-from importer.journal import Journal
+from importer.journal import SQLiteJournal
 from importer.rows import Outcome, Status
 
 
-def open_run(journal: Journal, key: str = "input-1", app_key: str = "app"):
+def open_run(journal: SQLiteJournal, key: str = "input-1", app_key: str = "app"):
     return journal.start_run(input_path="t.csv", input_key=key, app_key=app_key, method="m.x")
 
 
 def test_a_settled_success_is_what_a_later_run_sees(tmp_path):
-    journal = Journal(tmp_path / "j.sqlite")
+    journal = SQLiteJournal(tmp_path / "j.sqlite")
     run = open_run(journal)
     run.in_flight("h1")
     run.settle(2, "h1", Outcome(Status.SUCCESS, request_id="r1", system_time="t", attempts=1))
@@ -35,17 +35,17 @@ def test_a_settled_success_is_what_a_later_run_sees(tmp_path):
 def test_an_in_flight_mark_survives_a_process_that_dies(tmp_path):
     path = tmp_path / "j.sqlite"
     code = (
-        "import os; from importer.journal import Journal; "
-        f"r = Journal({str(path)!r}).start_run(input_path='t', input_key='k', app_key='a', "
+        "import os; from importer.journal import SQLiteJournal; "
+        f"r = SQLiteJournal({str(path)!r}).start_run(input_path='t', input_key='k', app_key='a', "
         "method='m.x'); r.in_flight('h1'); os._exit(9)"
     )
     subprocess.run([sys.executable, "-c", code], check=False)
-    run = open_run(Journal(path), key="k", app_key="a")  # the dead run's lock does not block
+    run = open_run(SQLiteJournal(path), key="k", app_key="a")  # the dead run's lock does not block
     assert run.prior("h1").state == "in_flight"
 
 
 def test_a_success_is_never_downgraded_by_a_later_failure(tmp_path):
-    run = open_run(Journal(tmp_path / "j.sqlite"))
+    run = open_run(SQLiteJournal(tmp_path / "j.sqlite"))
     run.in_flight("h1")
     run.settle(2, "h1", Outcome(Status.SUCCESS, request_id="r1", attempts=1))
     run.in_flight("h1")
@@ -54,7 +54,7 @@ def test_a_success_is_never_downgraded_by_a_later_failure(tmp_path):
 
 
 def test_another_app_key_does_not_see_the_success(tmp_path):
-    journal = Journal(tmp_path / "j.sqlite")
+    journal = SQLiteJournal(tmp_path / "j.sqlite")
     run = open_run(journal, app_key="a")
     run.in_flight("h1")
     run.settle(2, "h1", Outcome(Status.SUCCESS, attempts=1))
@@ -63,7 +63,7 @@ def test_another_app_key_does_not_see_the_success(tmp_path):
 
 
 def test_results_come_back_in_source_row_order(tmp_path):
-    run = open_run(Journal(tmp_path / "j.sqlite"))
+    run = open_run(SQLiteJournal(tmp_path / "j.sqlite"))
     run.settle(5, "h5", Outcome(Status.FAILED, code="50", attempts=1))
     run.add_rows([(3, Outcome(Status.INVALID, error="bad")), (2, Outcome(Status.SKIPPED))])
     assert [(r, o.status) for r, o in run.results()] == [
@@ -74,23 +74,26 @@ def test_results_come_back_in_source_row_order(tmp_path):
 
 
 def test_a_live_run_of_the_same_input_is_refused_with_its_pid(tmp_path):
-    journal = Journal(tmp_path / "j.sqlite")
+    journal = SQLiteJournal(tmp_path / "j.sqlite")
     open_run(journal, key="same")
     with pytest.raises(LockedError) as err:
-        open_run(Journal(tmp_path / "j.sqlite"), key="same")
+        open_run(SQLiteJournal(tmp_path / "j.sqlite"), key="same")
     message = str(err.value)
     assert "j.sqlite" in message and "t.csv" in message
     assert str(__import__("os").getpid()) in message
 
 
 def test_runs_of_different_inputs_share_a_journal(tmp_path):
-    journal = Journal(tmp_path / "j.sqlite")
-    first, second = open_run(journal, key="a"), open_run(Journal(tmp_path / "j.sqlite"), key="b")
+    journal = SQLiteJournal(tmp_path / "j.sqlite")
+    first, second = (
+        open_run(journal, key="a"),
+        open_run(SQLiteJournal(tmp_path / "j.sqlite"), key="b"),
+    )
     assert first.run_id != second.run_id
 
 
 def test_a_finished_run_releases_the_lock(tmp_path):
-    journal = Journal(tmp_path / "j.sqlite")
+    journal = SQLiteJournal(tmp_path / "j.sqlite")
     open_run(journal, key="same").finish()
     open_run(journal, key="same")
 
@@ -103,7 +106,7 @@ def test_a_corrupt_journal_is_refused_and_left_untouched(tmp_path, content):
     path = tmp_path / "j.sqlite"
     path.write_bytes(content)
     with pytest.raises(JournalError) as err:
-        Journal(path)
+        SQLiteJournal(path)
     assert str(path) in str(err.value)
     assert path.read_bytes() == content
 
@@ -116,19 +119,19 @@ def test_a_foreign_sqlite_file_is_refused_and_left_untouched(tmp_path):
     db.close()
     before = path.read_bytes()
     with pytest.raises(JournalError, match="another program"):
-        Journal(path)
+        SQLiteJournal(path)
     assert path.read_bytes() == before
 
 
 def test_a_directory_is_not_a_journal(tmp_path):
     with pytest.raises(JournalError, match="directory"):
-        Journal(tmp_path)
+        SQLiteJournal(tmp_path)
 
 
 def test_usage_counts_every_call_per_app_key_and_gmt8_day(tmp_path):
     from importer.journal import quota_day
 
-    journal = Journal(tmp_path / "j.sqlite")
+    journal = SQLiteJournal(tmp_path / "j.sqlite")
     run = open_run(journal, app_key="a")
     run.in_flight("h1")
     run.settle(2, "h1", Outcome(Status.SUCCESS, attempts=3))  # two retries: three calls
@@ -155,7 +158,7 @@ def test_the_quota_day_turns_at_midnight_gmt8():
 
 def test_a_journal_from_before_the_usage_table_gets_it_and_keeps_its_calls(tmp_path):
     path = tmp_path / "j.sqlite"
-    run = open_run(Journal(path))
+    run = open_run(SQLiteJournal(path))
     run.in_flight("h1")
     run.settle(2, "h1", Outcome(Status.SUCCESS, request_id="r1", attempts=1))
     run.finish()
@@ -163,13 +166,13 @@ def test_a_journal_from_before_the_usage_table_gets_it_and_keeps_its_calls(tmp_p
     db.execute("DROP TABLE usage")  # as an older top-import left it
     db.commit()
     db.close()
-    later = open_run(Journal(path))
+    later = open_run(SQLiteJournal(path))
     assert later.prior("h1").state == "success"
     assert later.calls_on("2001-01-01") == 0
 
 
 async def test_marks_and_outcomes_of_one_loop_tick_share_one_commit(tmp_path):
-    run = open_run(Journal(tmp_path / "j.sqlite"))
+    run = open_run(SQLiteJournal(tmp_path / "j.sqlite"))
     transactions = []
     write = run._write
     run._write = lambda marks, outcomes: (transactions.append(1), write(marks, outcomes))
@@ -184,7 +187,7 @@ async def test_marks_and_outcomes_of_one_loop_tick_share_one_commit(tmp_path):
 
 async def test_a_mark_is_committed_before_the_call_may_start(tmp_path):
     path = tmp_path / "j.sqlite"
-    run = open_run(Journal(path))
+    run = open_run(SQLiteJournal(path))
     await run.in_flight_soon("h1")
     other = sqlite3.connect(path)  # another process's view: what a kill -9 would leave
     (state,) = other.execute("SELECT state FROM calls WHERE payload_hash = 'h1'").fetchone()
@@ -194,7 +197,7 @@ async def test_a_mark_is_committed_before_the_call_may_start(tmp_path):
 
 async def test_an_outcome_queued_in_a_tick_is_committed_by_the_end_of_it(tmp_path):
     path = tmp_path / "j.sqlite"
-    run = open_run(Journal(path))
+    run = open_run(SQLiteJournal(path))
     await run.in_flight_soon("h1")
     run.settle_soon(2, "h1", Outcome(Status.SUCCESS, request_id="r1", attempts=1))
     await asyncio.sleep(0)  # the tick ends
@@ -205,7 +208,7 @@ async def test_an_outcome_queued_in_a_tick_is_committed_by_the_end_of_it(tmp_pat
 
 
 async def test_a_commit_that_fails_fails_the_waiting_call_and_the_flush(tmp_path):
-    journal = Journal(tmp_path / "j.sqlite")
+    journal = SQLiteJournal(tmp_path / "j.sqlite")
     run = open_run(journal)
     journal.close()  # every write now fails
     mark = run.in_flight_soon("h1")
@@ -243,7 +246,7 @@ def test_a_journal_with_a_damaged_page_is_one_sentence_and_exit_2(tmp_path, simu
 
 
 def test_a_reservation_holds_planned_calls_until_they_are_made_or_the_run_ends(tmp_path):
-    journal = Journal(tmp_path / "j.sqlite")
+    journal = SQLiteJournal(tmp_path / "j.sqlite")
     first = open_run(journal, key="input-1")
     alone = first.reserve(40, time.time())
     assert (alone.used, alone.reserved, alone.reserving, alone.sending) == (0, 0, 0, 0)
@@ -267,10 +270,96 @@ def test_a_reservation_holds_planned_calls_until_they_are_made_or_the_run_ends(t
 def test_a_reservation_of_a_run_that_died_is_not_held(tmp_path):
     path = tmp_path / "j.sqlite"
     code = (
-        "import os, time; from importer.journal import Journal; "
-        f"r = Journal({str(path)!r}).start_run(input_path='t', input_key='k', app_key='app', "
+        "import os, time; from importer.journal import SQLiteJournal; "
+        f"r = SQLiteJournal({str(path)!r}).start_run(input_path='t', input_key='k', app_key='app', "
         "method='m.x'); r.reserve(50, time.time()); os._exit(9)"
     )
     subprocess.run([sys.executable, "-c", code], check=False)
-    seen = open_run(Journal(path)).reserve(10, time.time())
+    seen = open_run(SQLiteJournal(path)).reserve(10, time.time())
     assert (seen.reserved, seen.reserving, seen.sending) == (0, 0, 0)
+
+
+@pytest.mark.parametrize(
+    ("unfinished", "beat_age", "pid_gone", "alive"),
+    [
+        (True, 1.0, False, True),  # beating
+        (True, 59.0, False, True),  # within BEAT_STALE_S
+        (True, 61.0, False, False),  # silent too long: dead, on any host, whatever its pid
+        (True, 1.0, True, False),  # its process is gone (this host): dead at once
+        (True, None, False, True),  # a run of an earlier version: its process decides
+        (True, None, True, False),
+        (False, 1.0, False, False),  # finished
+    ],
+)
+def test_a_run_is_alive_while_it_beats_and_its_process_is_there(
+    unfinished, beat_age, pid_gone, alive
+):
+    from importer.journal import run_alive
+
+    now = 1_000_000.0
+    beat_at = None if beat_age is None else now - beat_age
+    assert run_alive(unfinished=unfinished, beat_at=beat_at, now=now, pid_gone=pid_gone) is alive
+
+
+def _other_host_run(path, beat_at: float) -> None:
+    """A run of host B, as it left the journal: unfinished, a payload in flight, a reservation."""
+    from importer.journal import quota_day
+
+    db = sqlite3.connect(path)
+    with db:
+        db.execute(
+            "INSERT INTO runs (run_id, input_key, input_path, app_key, method, pid, host, "
+            "started_at, beat_at) VALUES (99, 'input-1', 'b.csv', 'app', 'm.x', 1, 'B', ?, ?)",
+            (beat_at, beat_at),
+        )
+        db.execute(
+            "INSERT INTO calls (app_key, method, payload_hash, state, run_id) "
+            "VALUES ('app', 'm.x', 'h1', 'in_flight', 99)"
+        )
+        db.execute(
+            "INSERT INTO reservations (run_id, app_key, day, planned) VALUES (99, 'app', ?, 40)",
+            (quota_day(time.time()),),
+        )
+    db.close()
+
+
+def test_a_run_of_another_host_that_went_silent_is_dead_and_one_that_beats_is_not(tmp_path):
+    from importer.journal import BEAT_STALE_S
+
+    path = tmp_path / "j.sqlite"
+    SQLiteJournal(path).close()
+    _other_host_run(path, time.time())
+    with pytest.raises(LockedError, match="on B"):
+        open_run(SQLiteJournal(path))  # the same content, beating on host B
+    other = open_run(SQLiteJournal(path), key="input-2")
+    assert other.prior("h1").live
+    assert other.in_flight("h1").status is Status.DUPLICATE
+    assert other.reserve(1, time.time()).reserved == 40
+    other.finish()
+
+    path = tmp_path / "silent.sqlite"
+    SQLiteJournal(path).close()
+    _other_host_run(path, time.time() - BEAT_STALE_S - 1)  # killed, or its host lost
+    run = open_run(SQLiteJournal(path))  # its lock no longer blocks
+    assert not run.prior("h1").live
+    assert run.in_flight("h1").status is Status.UNKNOWN  # what it held in flight is unknown
+    assert run.reserve(1, time.time()).reserved == 0
+
+
+def test_a_run_beats_from_a_thread_of_its_own_until_it_finishes(tmp_path):
+    from conftest import wait_for
+
+    path = tmp_path / "j.sqlite"
+    run = open_run(SQLiteJournal(path, beat_s=0.01))
+    db = sqlite3.connect(path)
+
+    def beat() -> float:
+        return db.execute("SELECT beat_at FROM runs WHERE run_id = ?", (run.run_id,)).fetchone()[0]
+
+    first = beat()
+    wait_for(lambda: beat() > first)  # while the run's own thread does nothing at all
+    run.finish()
+    last = beat()
+    assert not run._heart._thread.is_alive()  # stopped and joined
+    assert beat() == last
+    db.close()

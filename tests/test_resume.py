@@ -78,7 +78,7 @@ def test_kill_9_then_rerun_finishes_without_repeating_successes(
 
 
 def test_rows_in_flight_at_a_crash_are_sent_again_and_say_so(tmp_path, simulator):
-    from importer.journal import Journal
+    from importer.journal import SQLiteJournal
     from importer.records import RowValidator
     from importer.spec import load_spec
 
@@ -91,7 +91,7 @@ def test_rows_in_flight_at_a_crash_are_sent_again_and_say_so(tmp_path, simulator
     table = open_input(path, spec)
     record = RowValidator(spec, table.columns).validate(list(table.rows())[1])
     (tmp_path / "reports").mkdir()
-    run = Journal(tmp_path / "reports" / "journal.sqlite").start_run(
+    run = SQLiteJournal(tmp_path / "reports" / "journal.sqlite").start_run(
         input_path="old", input_key="dead-run", app_key=sim.settings.app_key, method=spec.method
     )
     assert run.in_flight(record.payload_hash) is None
@@ -107,7 +107,7 @@ def test_rows_in_flight_at_a_crash_are_sent_again_and_say_so(tmp_path, simulator
 
 @pytest.mark.parametrize("flag", [[], ["--no-resend-unknown"]], ids=["default", "flag"])
 def test_rows_in_flight_at_a_crash_stay_unknown_by_default(tmp_path, simulator, flag):
-    from importer.journal import Journal
+    from importer.journal import SQLiteJournal
     from importer.loader import open_input
     from importer.records import RowValidator
     from importer.spec import load_spec
@@ -118,7 +118,7 @@ def test_rows_in_flight_at_a_crash_stay_unknown_by_default(tmp_path, simulator, 
     table = open_input(path, spec)
     record = RowValidator(spec, table.columns).validate(next(iter(table.rows())))
     (tmp_path / "reports").mkdir()
-    dead = Journal(tmp_path / "reports" / "journal.sqlite").start_run(
+    dead = SQLiteJournal(tmp_path / "reports" / "journal.sqlite").start_run(
         input_path="old", input_key="dead", app_key=sim.settings.app_key, method=spec.method
     )
     dead.in_flight(record.payload_hash)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from conftest import HEADERS, ticket
 
-from importer.journal import Journal
+from importer.journal import SQLiteJournal
 from importer.rows import Outcome, RequestRecord, Row, Status
 from importer.spec import load_spec
 from importer.triage import RESENT_NOTE, SEND, Triage
@@ -33,7 +33,7 @@ def _journal_with(tmp_path, state: str, **policy: bool):
     """A journal where an earlier run left ticket 0's payload ``state``; this run's triage."""
     payload = Triage(SPEC, COLUMNS).decide(row(2, 0))[0]
     assert isinstance(payload, RequestRecord)
-    journal = Journal(tmp_path / "j.sqlite")
+    journal = SQLiteJournal(tmp_path / "j.sqlite")
     old = journal.start_run(input_path="old.csv", input_key="old", app_key="k", method="m")
     assert old.in_flight(payload.payload_hash) is None
     if state != "in_flight":

@@ -1,11 +1,11 @@
-"""The resume journal: SQLite, one row per payload ever sent, committed as each outcome is known.
+"""The SQLite journal: one file, one row per payload ever sent, committed as each outcome is known.
 
 Tables::
 
     meta     schema name and version (a foreign SQLite file is refused, never altered)
     calls    (app_key, method, payload_hash) -> state in_flight | success | failed | unknown,
              request_id, system_time, finished_at, run_id          -- what resume reads
-    runs     one row per run: input, pid, host, started/finished   -- also the lock
+    runs     one row per run: input, pid, host, started/finished, its heartbeat -- also the lock
     results  (run_id, source_row) -> the report columns and a digest of the row's cells
              (``Row.digest``)                                    -- the workbook is built from it
     usage    (app_key, day) -> calls: HTTP calls settled per GMT+8 day -- the daily-quota check
@@ -34,35 +34,39 @@ advisory lock on ``<journal>.lock``, so runs started together on a new journal a
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import math
 import os
 import socket
 import sqlite3
+import threading
 import time
-from collections import Counter
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from importer.errors import JournalError, LockedError
+from importer.journal._base import (
+    BEAT_S,
+    KILLED,
+    LEASE_STALE_S,
+    CallState,
+    Journal,
+    PriorCall,
+    QuotaView,
+    RunJournal,
+    Settled,
+    quota_day,
+    run_alive,
+)
 from importer.processes import pid_alive
-from importer.protocol import GMT8, platform_stamp
+from importer.protocol import platform_stamp
 from importer.rows import Outcome, Status
-from importer.steps import CHECK_ADVICE
 
 try:
     import fcntl
 except ImportError:  # pragma: no cover - not POSIX: SQLite's busy timeout alone
     fcntl = None  # type: ignore[assignment]
 
-LEASE_STALE_S = 3.0  # a quota lease not renewed for this long belongs to a run that died
-# the states of a call that may or may not have reached the platform: its answer was lost, or
-# its run died with it in flight
-UNKNOWN_STATES = frozenset({"in_flight", "unknown"})
-KILLED = 0  # runs.finished_at of a run whose process died: found so by a later run or report
 BUSY_TIMEOUT_S = 30.0  # how long a run waits for another one's write before giving up
 SCHEMA_NAME = "top-import-journal"
 SCHEMA_VERSION = "1"
@@ -78,7 +82,7 @@ CREATE TABLE IF NOT EXISTS calls (
 CREATE TABLE IF NOT EXISTS runs (
     run_id INTEGER PRIMARY KEY, input_key TEXT NOT NULL, input_path TEXT NOT NULL,
     app_key TEXT NOT NULL, method TEXT NOT NULL, pid INTEGER NOT NULL, host TEXT NOT NULL,
-    started_at REAL NOT NULL, finished_at REAL
+    started_at REAL NOT NULL, finished_at REAL, beat_at REAL
 );
 CREATE INDEX IF NOT EXISTS runs_live ON runs (input_key, finished_at);
 CREATE TABLE IF NOT EXISTS results (
@@ -113,89 +117,15 @@ def _busy(path: Path, exc: Exception) -> JournalError:
     )
 
 
-def quota_day(epoch: float) -> str:
-    """The platform's quota day of a moment: its date in GMT+8 (quotas reset at 00:00 there)."""
-    return datetime.fromtimestamp(epoch, GMT8).strftime("%Y-%m-%d")
-
-
-KEPT_UNKNOWN_NOTE = (
-    "an earlier call of this payload got no answer (its outcome is unknown), so it was not sent "
-    f"again: {CHECK_ADVICE}"
-)
-
-
-@dataclass(frozen=True, slots=True)
-class QuotaView:
-    """The app key's daily quota and rate as a run's pre-flight finds them (``reserve``)."""
-
-    used: int  # HTTP calls settled today (GMT+8) by any run
-    reserved: int  # calls the other live runs planned at their pre-flight and have not made yet
-    reserving: int  # ... how many runs those are
-    sending: int  # other live runs sending, or about to send, for the app key
-    lowest: float  # the lowest limit among those of them already sending (inf: none is)
-
-
-@dataclass(frozen=True, slots=True)
-class PriorCall:
-    """What the journal holds for a payload, and whether the run holding it is still going."""
-
-    state: str  # in_flight | success | failed | unknown
-    request_id: str
-    system_time: str
-    finished_at: float | None
-    run_id: int
-    live: bool = False  # the run that holds it has not finished (and, on this host, is alive)
-    input_path: str = ""  # that run's input
-    pid: int = 0
-    run_ended: float | None = None  # when that run finished (None: still going)
-    run_started: float | None = None  # when that run started (None: its row is gone)
-
-
-def refusal(
-    prior: PriorCall | None,
-    *,
-    resend_unknown: bool,
-    resend_success: bool,
-    started: float = math.inf,
-) -> Outcome | None:
-    """The one rule of "never twice": None when a run may send a payload the journal holds as
-    ``prior``, else the outcome of the row that must not be sent.
-
-    Pure; the pre-flight, the feed and the claim (authoritative, under the write lock) all ask
-    it. ``resend_success`` is ``--no-resume``: a success of a run that ended before ``started``
-    (when the asking run began) may be sent again, never one of a run that overlapped it;
-    ``resend_unknown`` is ``--resend-unknown``.
-    """
-    if prior is None or prior.state == "failed":
-        return None
-    by = f" by the run of {prior.input_path}" if prior.input_path else ""
-    if prior.state == "success":
-        # never a success of a run that overlapped this one (it may be sending the same rows)
-        before = prior.run_ended is not None and prior.run_ended < started
-        if resend_success and before and not prior.live:
-            return None
-        when = platform_stamp(prior.finished_at) if prior.finished_at else "an earlier run"
-        return Outcome(
-            Status.SKIPPED,
-            request_id=prior.request_id,
-            system_time=prior.system_time,
-            error=f"already sent successfully at {when}{by}",
-        )
-    if prior.state == "in_flight" and prior.live:
-        return Outcome(
-            Status.DUPLICATE,
-            error=f"being sent right now{by} (process {prior.pid}); not sent twice",
-        )
-    # unknown: an answer was lost, or its run died with the call in flight
-    return None if resend_unknown else Outcome(Status.UNKNOWN, error=KEPT_UNKNOWN_NOTE)
-
-
-class Journal:
+class SQLiteJournal(Journal):
     """One SQLite file; opened once per process, shared by the runs of its inputs."""
 
-    def __init__(self, path: Path, busy_timeout: float = BUSY_TIMEOUT_S) -> None:
+    def __init__(
+        self, path: Path, busy_timeout: float = BUSY_TIMEOUT_S, beat_s: float = BEAT_S
+    ) -> None:
         self.path = Path(path)
         self._busy_timeout = busy_timeout
+        self._beat_s = beat_s
         if self.path.is_dir():
             raise JournalError(f"Journal {self.path} is a directory; give a file with --journal.")
         with self._opening():
@@ -234,9 +164,10 @@ class Journal:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute(f"PRAGMA busy_timeout={int(self._busy_timeout * 1000)}")
             self._db.executescript(_SCHEMA)
-            columns = {row[1] for row in self._db.execute("PRAGMA table_info(results)")}
-            if "row_digest" not in columns:  # a journal of an earlier version
-                self._db.execute("ALTER TABLE results ADD COLUMN row_digest INTEGER")
+            for table, column in (("results", "row_digest INTEGER"), ("runs", "beat_at REAL")):
+                columns = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+                if column.split()[0] not in columns:  # a journal of an earlier version
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
             self._db.executemany(
                 "INSERT OR IGNORE INTO meta VALUES (?, ?)",
                 [("schema", SCHEMA_NAME), ("version", SCHEMA_VERSION)],
@@ -309,11 +240,14 @@ class Journal:
                 )
             if not kept and finished_at != KILLED:
                 return None  # it ended well: its workbook holds its results
-            return RunJournal(self._db, run_id, app_key, method, host=self.host, path=self.path)
+            return _SQLiteRun(self._db, run_id, app_key, method, host=self.host, path=self.path)
         return None
 
+    def errors(self) -> contextlib.AbstractContextManager[None]:
+        return sqlite_errors(self.path)
+
     def _close_dead_runs(self) -> None:
-        """Mark the runs of this host whose process is gone as ended (``KILLED``)."""
+        """Mark the runs found dead as ended (``KILLED``)."""
         with _immediate(self._db, self.path):
             _close_dead_runs(self._db, self.host)
 
@@ -327,11 +261,6 @@ class Journal:
         resend_unknown: bool = False,
         resend_success: bool = False,
     ) -> RunJournal:
-        """Take the lock of ``input_key`` (an input's content hash) and open a run.
-
-        Runs of this host whose process is gone are closed first: their locks never block, and
-        what they held in flight becomes unknown to every later claim.
-        """
         db = self._db
         host = self.host
         with _immediate(db, self.path):
@@ -360,13 +289,14 @@ class Journal:
                     "WHERE input_path = ? AND finished_at IS NOT NULL)",
                     (input_path,),
                 )
+            now = time.time()
             cur = db.execute(
-                "INSERT INTO runs (input_key, input_path, app_key, method, pid, host, started_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (input_key, input_path, app_key, method, os.getpid(), host, time.time()),
+                "INSERT INTO runs (input_key, input_path, app_key, method, pid, host, "
+                "started_at, beat_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (input_key, input_path, app_key, method, os.getpid(), host, now, now),
             )
             run_id = cur.lastrowid
-        return RunJournal(
+        return _SQLiteRun(
             db,
             int(run_id or 0),
             app_key,
@@ -375,11 +305,13 @@ class Journal:
             path=self.path,
             resend_unknown=resend_unknown,
             resend_success=resend_success,
+            beat_s=self._beat_s,
+            busy_timeout=self._busy_timeout,
         )
 
 
-class RunJournal:
-    """One run's view of the journal: resume look-ups, claims, settled outcomes."""
+class _SQLiteRun(RunJournal):
+    """One run's rows in the SQLite journal; a thread of its own beats its heartbeat."""
 
     def __init__(
         self,
@@ -392,212 +324,106 @@ class RunJournal:
         path: Path = Path("journal"),
         resend_unknown: bool = False,
         resend_success: bool = False,
+        beat_s: float | None = None,
+        busy_timeout: float = BUSY_TIMEOUT_S,
     ) -> None:
+        super().__init__(
+            run_id,
+            app_key,
+            method,
+            resend_unknown=resend_unknown,
+            resend_success=resend_success,
+        )
         self._db = db
-        self.run_id = run_id
-        self._key = (app_key, method)
         self._path = path  # for messages
         self._host = host or socket.gethostname()
-        self._policy = {
-            "resend_unknown": resend_unknown,
-            "resend_success": resend_success,
-            "started": time.time(),
-        }
-        self._claims: list[tuple[str, asyncio.Future[Outcome | None]]] = []
-        self._outcomes: list[_Settled] = []
-        # payload hash -> what the journal held before this run claimed it, until it is settled
-        self._claimed: dict[str, PriorCall | None] = {}
-        self._minutes: Counter[int] = Counter()  # calls per minute not yet in the journal
-        self._resend: set[str] = set()  # payloads a person decided to resend (the check sheet)
-        self._flush_scheduled = False
-        self._error: Exception | None = None
+        self._heart = None if beat_s is None else _Heartbeat(path, run_id, beat_s, busy_timeout)
 
-    def __repr__(self) -> str:
-        return f"RunJournal(run_id={self.run_id}, method={self._key[1]!r})"
+    def _alive(
+        self, unfinished: bool, host: str, pid: int, beat_at: float | None, now: float
+    ) -> bool:
+        if not unfinished:  # the common case: no process to look at
+            return False
+        gone = host == self._host and not pid_alive(pid)
+        return run_alive(unfinished=True, beat_at=beat_at, now=now, pid_gone=gone)
 
     def prior(self, payload_hash: str) -> PriorCall | None:
         row = self._db.execute(_PRIOR, (*self._key, payload_hash)).fetchone()
         if row is None:
             return None
         state, request_id, system_time, finished_at, run_id, unfinished, path, pid, host = row[:9]
-        live = bool(unfinished) and (host != self._host or pid_alive(pid))
         return PriorCall(
             state,
             request_id or "",
             system_time or "",
             finished_at,
             run_id,
-            live,
+            self._alive(unfinished, host, pid, row[11], time.time()),
             path or "",
             pid,
             run_ended=row[9] if row[9] is not None else (None if unfinished else 0.0),
             run_started=row[10],
         )
 
-    def judge(self, prior: PriorCall | None, resend_unknown: bool | None = None) -> Outcome | None:
-        """``refusal`` with this run's policy (``resend_unknown`` overriding its own): None when
-        it may send a payload held as ``prior`` (a look-up, not a claim)."""
-        policy = self._policy
-        if resend_unknown is not None:
-            policy = {**policy, "resend_unknown": resend_unknown}
-        return refusal(prior, **policy)
-
-    def allow_resend(self, payload_hash: str) -> None:
-        """Let this run claim a payload the journal holds as unknown (a person checked the
-        platform and decided ``resend``), whatever its ``--resend-unknown``."""
-        self._resend.add(payload_hash)
-
-    def mark_done(
-        self, source_row: int, payload_hash: str, outcome: Outcome, digest: int | None = None
-    ) -> None:
-        """Record a payload as a success without a call (a person found it on the platform and
-        decided ``done``): later runs skip it. A success already recorded is kept as it is."""
-        db = self._db
-        app_key, method = self._key
-        with _immediate(db, self._path):
-            db.execute(_MARK_DONE, (app_key, method, payload_hash, time.time(), self.run_id))
-            db.execute(_INSERT_RESULT, (self.run_id, source_row, *outcome.values(), digest))
-
-    def in_flight(self, payload_hash: str) -> Outcome | None:
-        """Claim a payload before its first call (own commit): None when claimed, else the
-        outcome of a row that must not be sent (another run holds or sent the payload)."""
-        return self._write([payload_hash], [])[0]
-
-    def settle(
-        self, source_row: int, payload_hash: str | None, outcome: Outcome, digest: int | None = None
-    ) -> None:
-        """Commit a row's final outcome (and, for a claimed payload, its call state) at once."""
-        self._write([], [(source_row, payload_hash, outcome, digest)])
-
-    # -- the same writes, coalesced per event-loop tick ------------------------------------------
-    #
-    # At thousands of calls a second, a commit per claim and per outcome is most of the journal's
-    # cost. Claims and outcomes that arise in the same tick of the event loop share one
-    # transaction, committed by a callback at the end of that tick: before any further I/O,
-    # timer or sleep, so there is no time window in which a known outcome waits. A call starts
-    # only once its claim is committed (``in_flight_soon`` returns the future to await).
-
-    def in_flight_soon(self, payload_hash: str) -> asyncio.Future[Outcome | None]:
-        future = asyncio.get_running_loop().create_future()
-        self._claims.append((payload_hash, future))
-        self._schedule()
-        return future
-
-    def settle_soon(
-        self, source_row: int, payload_hash: str | None, outcome: Outcome, digest: int | None = None
-    ) -> None:
-        self._outcomes.append((source_row, payload_hash, outcome, digest))
-        self._schedule()
-
-    def _schedule(self) -> None:
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush_soon)
-
-    def _flush_soon(self) -> None:
-        self._flush_scheduled = False
+    def _begin(self, immediate: bool) -> None:
         try:
-            self.flush()
-        except Exception as exc:  # a callback cannot raise to anyone: keep it for flush()
-            self._error = exc
+            self._db.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        except sqlite3.OperationalError as exc:
+            raise _busy(self._path, exc) from None
 
-    def flush(self) -> None:
-        """Commit whatever the current tick queued; raise what an earlier tick's commit hit."""
-        claims, outcomes = self._claims, self._outcomes
-        self._claims, self._outcomes = [], []
-        try:
-            verdicts = self._write([h for h, _ in claims], outcomes) if claims or outcomes else []
-        except BaseException as exc:
-            for _, future in claims:
-                if not future.done():
-                    future.set_exception(JournalError(f"The journal cannot be written: {exc}."))
-            raise
-        for (_, future), verdict in zip(claims, verdicts, strict=True):
-            if not future.done():
-                future.set_result(verdict)
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise JournalError(f"The journal cannot be written: {error}.") from None
+    def _commit(self) -> None:
+        self._db.execute("COMMIT")
 
-    def _write(self, claims: list[str], outcomes: list[_Settled]) -> list[Outcome | None]:
-        """One transaction: claims, then outcomes (call states, usage, results). Returns each
-        claim's verdict: None when claimed, else the outcome of a row not to send."""
-        db = self._db
-        now = time.time()
-        run_id, (app_key, method) = self.run_id, self._key
-        verdicts: list[Outcome | None] = []
-        claimed: dict[str, PriorCall | None] = {}
-        # IMMEDIATE: the claim reads, then writes; no other run may write in between.
-        db.execute("BEGIN IMMEDIATE" if claims else "BEGIN")
-        try:
-            for payload_hash in claims:
-                prior = self.prior(payload_hash)
-                verdict = self.judge(prior, True if payload_hash in self._resend else None)
-                if verdict is None:
-                    db.execute(_CLAIM, (app_key, method, payload_hash, run_id))
-                    claimed[payload_hash] = prior
-                verdicts.append(verdict)
-            states, released, calls = [], [], 0
-            for _, payload_hash, outcome, _ in outcomes:
-                calls += outcome.attempts if outcome.sent is None else outcome.sent
-                if payload_hash is None:
-                    continue
-                if not outcome.attempts:
-                    if payload_hash in self._claimed or payload_hash in claimed:
-                        released.append(payload_hash)  # claimed, then stopped before the call
-                    continue
-                state = _CALL_STATE.get(outcome.status, "failed")
-                answer = (outcome.request_id, outcome.system_time, now, run_id, state)
-                states.append((*answer, app_key, method, payload_hash, state))
-            for payload_hash in released:
-                before = claimed.pop(payload_hash, None) or self._claimed.get(payload_hash)
-                if before is None:
-                    db.execute(_FORGET_CALL, (app_key, method, payload_hash, run_id))
-                else:
-                    restore = (before.state, before.run_id, app_key, method, payload_hash, run_id)
-                    db.execute(_RESTORE_CALL, restore)
-            if states:
-                db.executemany(_SETTLE_CALL, states)
-            if calls:  # every HTTP call counts against the daily quota
-                db.execute(_ADD_USAGE, (app_key, quota_day(now), calls))
-                db.execute(_MADE, (calls, run_id))
-            if outcomes:
-                db.executemany(
-                    _INSERT_RESULT,
-                    [(run_id, row, *o.values(), d) for row, _, o, d in outcomes],
-                )
-            db.execute("COMMIT")
-        except BaseException:
-            _rollback(db)
-            raise
-        self._claimed.update(claimed)
-        if calls:  # kept in memory: written with the report (a chart; not worth a statement)
-            self._minutes[int(now // 60)] += calls
-        for _, payload_hash, _, _ in outcomes:
-            if payload_hash is not None:
-                self._claimed.pop(payload_hash, None)
-        return verdicts
+    def _rollback(self) -> None:
+        _rollback(self._db)
 
-    def add_rows(self, rows: Iterable[tuple[int, Outcome] | tuple[int, Outcome, int]]) -> None:
-        """Record outcomes of rows that made no call (invalid, duplicate, skipped...) in bulk:
-        (source_row, outcome) or (source_row, outcome, the row's digest)."""
-        self._write([], [(r[0], None, r[1], r[2] if len(r) > 2 else None) for r in rows])
+    def _claim(self, payload_hash: str) -> None:
+        self._db.execute(_CLAIM, (*self._key, payload_hash, self.run_id))
 
-    def calls_per_minute(self) -> list[tuple[float, int]]:
-        """(the minute's start, epoch seconds; HTTP calls settled in it) of this run, in order."""
-        self._save_minutes()
+    def _release(self, payload_hash: str, before: PriorCall | None) -> None:
+        if before is None:
+            self._db.execute(_FORGET_CALL, (*self._key, payload_hash, self.run_id))
+        else:
+            restore = (before.state, before.run_id, *self._key, payload_hash, self.run_id)
+            self._db.execute(_RESTORE_CALL, restore)
+
+    def _settle_calls(self, states: Sequence[CallState], now: float) -> None:
+        self._db.executemany(
+            _SETTLE_CALL,
+            [
+                (request_id, system_time, now, self.run_id, state, *self._key, payload_hash, state)
+                for payload_hash, state, request_id, system_time in states
+            ],
+        )
+
+    def _count_calls(self, day: str, calls: int) -> None:
+        self._db.execute(_ADD_USAGE, (self._key[0], day, calls))
+        self._db.execute(_MADE, (calls, self.run_id))
+
+    def _add_results(self, outcomes: Sequence[Settled]) -> None:
+        self._db.executemany(
+            _INSERT_RESULT, [(self.run_id, row, *o.values(), d) for row, _, o, d in outcomes]
+        )
+
+    def _add_minutes(self, minutes: Sequence[tuple[int, int]]) -> None:
+        with _plain(self._db):
+            self._db.executemany(_ADD_MINUTE, [(self.run_id, m, n) for m, n in minutes])
+
+    def _minutes_recorded(self) -> list[tuple[float, int]]:
         rows = self._db.execute(
             "SELECT minute, calls FROM minutes WHERE run_id = ? ORDER BY minute", (self.run_id,)
         )
         return [(minute * 60.0, calls) for minute, calls in rows]
 
-    def results(self) -> Iterator[tuple[int, Outcome]]:
-        """Every recorded row of this run, in source-row order."""
-        for source_row, _, outcome in self.paired_results():
-            yield source_row, outcome
+    def mark_done(
+        self, source_row: int, payload_hash: str, outcome: Outcome, digest: int | None = None
+    ) -> None:
+        db = self._db
+        with _immediate(db, self._path):
+            db.execute(_MARK_DONE, (*self._key, payload_hash, time.time(), self.run_id))
+            db.execute(_INSERT_RESULT, (self.run_id, source_row, *outcome.values(), digest))
 
     def paired_results(self) -> Iterator[tuple[int, int | None, Outcome]]:
-        """(source_row, digest of the row's cells, outcome) of every recorded row, in order."""
         cur = self._db.execute(
             "SELECT source_row, row_digest, status, code, msg, sub_code, sub_msg, request_id, "
             "system_time, attempts, elapsed_ms, error FROM results WHERE run_id = ? "
@@ -608,16 +434,7 @@ class RunJournal:
             outcome = Outcome(Status(row[2]), *(v if v is not None else "" for v in row[3:]))
             yield row[0], row[1], outcome
 
-    # -- the app key's quota, shared by the runs sending on this journal -----------------------
-
     def share(self, qps: float, now: float) -> tuple[float, int, bool]:
-        """Renew this run's lease (taken at the first call) and read the others'.
-
-        ``qps`` is this run's own limit: its ``--qps``, or the rate ``--qps auto`` has learnt.
-        Returns (the lowest limit of the other live leases, ``inf`` without any; how many live
-        leases share the quota, this one included; whether every other live lease was renewed
-        since this one was taken). A lease not renewed for ``LEASE_STALE_S`` is a run that died.
-        """
         db, app_key = self._db, self._key[0]
         with _immediate(db, self._path):
             db.execute(
@@ -638,10 +455,6 @@ class RunJournal:
         return min((q for q, _ in others), default=math.inf), len(others) + 1, seen
 
     def reserve(self, calls: int, now: float) -> QuotaView:
-        """Hold ``calls`` of today's quota for this run (the least its pre-flight found it will
-        make) and read, in the same write transaction, what the others hold: two runs started
-        together never both count the same quota as left. The reservation shrinks as the run's
-        calls are settled (they count as used instead) and ends with the run."""
         db, app_key, day = self._db, self._key[0], quota_day(now)
         with _immediate(db, self._path):
             (used,) = db.execute(
@@ -649,7 +462,7 @@ class RunJournal:
                 (app_key, day),
             ).fetchone()
             held = db.execute(
-                "SELECT r.run_id, max(0, r.planned - r.made), r.day, u.pid, u.host "
+                "SELECT r.run_id, max(0, r.planned - r.made), r.day, u.pid, u.host, u.beat_at "
                 "FROM reservations r JOIN runs u ON u.run_id = r.run_id "
                 "WHERE r.app_key = ? AND r.run_id != ? AND u.finished_at IS NULL",
                 (app_key, self.run_id),
@@ -668,8 +481,8 @@ class RunJournal:
             )
         live = [
             (run_id, left, held_day)
-            for run_id, left, held_day, pid, host in held
-            if host != self._host or pid_alive(pid)
+            for run_id, left, held_day, pid, host, beat_at in held
+            if self._alive(True, host, pid, beat_at, now)
         ]
         today = [(run_id, left) for run_id, left, held_day in live if held_day == day]
         sending = set(leases) | {run_id for run_id, left, _ in live if left}
@@ -682,8 +495,6 @@ class RunJournal:
         )
 
     def peers(self, now: float) -> float | None:
-        """The lowest limit of the other runs sending for this app key now (None: none is), read
-        before this run's lease is taken: where a joining ``--qps auto`` run starts."""
         (lowest,) = self._db.execute(
             "SELECT min(qps) FROM leases WHERE app_key = ? AND run_id != ? AND renewed_at >= ?",
             (self._key[0], self.run_id, now - LEASE_STALE_S),
@@ -691,42 +502,23 @@ class RunJournal:
         return lowest
 
     def end_share(self) -> None:
-        """Give this run's share back (the others take it at their next renewal); a lease left
-        by a run that died is ignored once stale and removed by the next run's start."""
         with contextlib.suppress(sqlite3.Error):
             self._db.execute("DELETE FROM leases WHERE run_id = ?", (self.run_id,))
 
     def calls_on(self, day: str) -> int:
-        """HTTP calls settled for this app key (any method, any run) on a ``quota_day``."""
         row = self._db.execute(
             "SELECT calls FROM usage WHERE app_key = ? AND day = ?", (self._key[0], day)
         ).fetchone()
         return int(row[0]) if row else 0
 
-    def _save_minutes(self) -> None:
-        if not self._minutes:
-            return
-        db = self._db
-        db.execute("BEGIN")
-        try:
-            db.executemany(
-                _ADD_MINUTE, [(self.run_id, minute, n) for minute, n in self._minutes.items()]
-            )
-            db.execute("COMMIT")
-        except BaseException:
-            _rollback(db)
-            raise
-        self._minutes.clear()
-
     def finish(self, keep_results: bool = False) -> None:
-        """Release the lock and drop this run's per-row results (the workbook holds them), or
-        keep them for ``top-import report`` when the workbook could not be written."""
+        if self._heart is not None:
+            self._heart.stop()
         if keep_results:
             with contextlib.suppress(sqlite3.Error):
                 self._save_minutes()
         db = self._db
-        db.execute("BEGIN")
-        try:
+        with _plain(db):  # one failure must not leave the shared connection mid-way
             if not keep_results:
                 db.execute("DELETE FROM results WHERE run_id = ?", (self.run_id,))
                 db.execute("DELETE FROM minutes WHERE run_id = ?", (self.run_id,))
@@ -734,10 +526,38 @@ class RunJournal:
             db.execute(
                 "UPDATE runs SET finished_at = ? WHERE run_id = ?", (time.time(), self.run_id)
             )
-            db.execute("COMMIT")
-        except BaseException:
-            _rollback(db)  # one failure must not leave the shared connection mid-way
-            raise
+
+
+class _Heartbeat:
+    """Tells the journal every ``beat_s`` that a run is alive, from a thread with a connection
+    of its own: the run's own thread may be busy for minutes (a pre-flight over a million
+    rows, the workbook), and a run silent for ``BEAT_STALE_S`` is judged dead on any host."""
+
+    def __init__(self, path: Path, run_id: int, beat_s: float, busy_timeout: float) -> None:
+        self._path, self._run_id, self._beat_s = path, run_id, beat_s
+        self._busy_timeout = busy_timeout
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="journal-heartbeat", daemon=True)
+        self._thread.start()
+
+    def _beat(self) -> None:
+        try:
+            db = sqlite3.connect(self._path, timeout=self._busy_timeout, isolation_level=None)
+        except sqlite3.Error:
+            return  # the run's own writes say what is wrong with the journal
+        try:
+            while not self._stopped.wait(self._beat_s):
+                with contextlib.suppress(sqlite3.Error):  # busy or full: beat again next time
+                    db.execute(
+                        "UPDATE runs SET beat_at = ? WHERE run_id = ? AND finished_at IS NULL",
+                        (time.time(), self._run_id),
+                    )
+        finally:
+            db.close()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._thread.join()
 
 
 @contextlib.contextmanager
@@ -749,6 +569,18 @@ def _immediate(db: sqlite3.Connection, path: Path) -> Iterator[None]:
         db.execute("BEGIN IMMEDIATE")
     except sqlite3.OperationalError as exc:
         raise _busy(path, exc) from None
+    try:
+        yield
+        db.execute("COMMIT")
+    except BaseException:
+        _rollback(db)
+        raise
+
+
+@contextlib.contextmanager
+def _plain(db: sqlite3.Connection) -> Iterator[None]:
+    """A transaction that takes the write lock at its first write (``BEGIN``)."""
+    db.execute("BEGIN")
     try:
         yield
         db.execute("COMMIT")
@@ -797,12 +629,15 @@ def _private(path: Path, create: bool) -> None:
 
 
 def _close_dead_runs(db: sqlite3.Connection, host: str) -> None:
-    """Inside a write transaction: the unfinished runs of ``host`` whose process is gone end,
-    as ``KILLED``; their locks no longer block and what they held in flight is unknown."""
-    for run_id, pid in db.execute(
-        "SELECT run_id, pid FROM runs WHERE finished_at IS NULL AND host = ?", (host,)
+    """Inside a write transaction: the unfinished runs found dead (``run_alive``: silent too
+    long on any host, or their process gone on this one) end, as ``KILLED``; their locks no
+    longer block and what they held in flight is unknown."""
+    now = time.time()
+    for run_id, pid, run_host, beat_at in db.execute(
+        "SELECT run_id, pid, host, beat_at FROM runs WHERE finished_at IS NULL"
     ).fetchall():
-        if not pid_alive(pid):
+        gone = run_host == host and not pid_alive(pid)
+        if not run_alive(unfinished=True, beat_at=beat_at, now=now, pid_gone=gone):
             db.execute("UPDATE runs SET finished_at = ? WHERE run_id = ?", (KILLED, run_id))
 
 
@@ -818,7 +653,7 @@ _MADE = "UPDATE reservations SET made = made + ? WHERE run_id = ?"
 _PRIOR = (
     "SELECT c.state, c.request_id, c.system_time, c.finished_at, c.run_id, "
     "r.run_id IS NOT NULL AND r.finished_at IS NULL, r.input_path, r.pid, r.host, "
-    "r.finished_at, r.started_at "
+    "r.finished_at, r.started_at, r.beat_at "
     "FROM calls c LEFT JOIN runs r ON r.run_id = c.run_id "
     "WHERE c.app_key = ? AND c.method = ? AND c.payload_hash = ?"
 )
@@ -850,12 +685,8 @@ _SETTLE_CALL = (
     # a success stays a success (and keeps its request_id)
     "AND (state != 'success' OR ? = 'success')"
 )
-# An unknown outcome (its answer lost, or cancelled in flight) may or may not have landed.
-_CALL_STATE = {Status.SUCCESS: "success", Status.UNKNOWN: "unknown"}
 _INSERT_RESULT = (
     "INSERT OR REPLACE INTO results (run_id, source_row, status, code, msg, sub_code, sub_msg, "
     "request_id, system_time, attempts, elapsed_ms, error, row_digest) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-# (source_row, payload_hash or None, outcome, digest of the row's cells or None)
-_Settled = tuple[int, "str | None", Outcome, "int | None"]

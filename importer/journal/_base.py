@@ -1,0 +1,434 @@
+"""What every journal backend shares: the rule of "never twice", the liveness of a run, and one
+run's view (``RunJournal``): its policy, its claims and outcomes batched per event-loop tick, and
+the storage steps a backend provides underneath (one transaction of them per batch).
+
+A backend is a ``Journal`` (open runs, find a run's kept results, translate its errors) and a
+``RunJournal`` subclass (the steps marked abstract); ``_sqlite`` is the first.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import contextlib
+import math
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from importer.errors import JournalError
+from importer.protocol import GMT8, platform_stamp
+from importer.rows import Outcome, Status
+from importer.steps import CHECK_ADVICE
+
+LEASE_STALE_S = 3.0  # a quota lease not renewed for this long belongs to a run that died
+BEAT_S = 5.0  # how often a run tells the journal it is alive
+BEAT_STALE_S = 60.0  # a run silent for this long died (on any host), whatever its pid shows
+# the states of a call that may or may not have reached the platform: its answer was lost, or
+# its run died with it in flight
+UNKNOWN_STATES = frozenset({"in_flight", "unknown"})
+KILLED = 0  # runs.finished_at of a run whose process died: found so by a later run or report
+
+KEPT_UNKNOWN_NOTE = (
+    "an earlier call of this payload got no answer (its outcome is unknown), so it was not sent "
+    f"again: {CHECK_ADVICE}"
+)
+
+
+def quota_day(epoch: float) -> str:
+    """The platform's quota day of a moment: its date in GMT+8 (quotas reset at 00:00 there)."""
+    return datetime.fromtimestamp(epoch, GMT8).strftime("%Y-%m-%d")
+
+
+def run_alive(*, unfinished: bool, beat_at: float | None, now: float, pid_gone: bool) -> bool:
+    """Whether a run still goes: not finished, its heartbeat fresh, and (on this host, where a
+    process can be looked at) its process there. A run of an earlier version has no heartbeat
+    (``beat_at`` None) and is judged by its process alone."""
+    if not unfinished or pid_gone:
+        return False
+    return beat_at is None or now - beat_at <= BEAT_STALE_S
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaView:
+    """The app key's daily quota and rate as a run's pre-flight finds them (``reserve``)."""
+
+    used: int  # HTTP calls settled today (GMT+8) by any run
+    reserved: int  # calls the other live runs planned at their pre-flight and have not made yet
+    reserving: int  # ... how many runs those are
+    sending: int  # other live runs sending, or about to send, for the app key
+    lowest: float  # the lowest limit among those of them already sending (inf: none is)
+
+
+@dataclass(frozen=True, slots=True)
+class PriorCall:
+    """What the journal holds for a payload, and whether the run holding it is still going."""
+
+    state: str  # in_flight | success | failed | unknown
+    request_id: str
+    system_time: str
+    finished_at: float | None
+    run_id: int
+    live: bool = False  # the run that holds it has not finished and is alive (``run_alive``)
+    input_path: str = ""  # that run's input
+    pid: int = 0
+    run_ended: float | None = None  # when that run finished (None: still going)
+    run_started: float | None = None  # when that run started (None: its row is gone)
+
+
+def refusal(
+    prior: PriorCall | None,
+    *,
+    resend_unknown: bool,
+    resend_success: bool,
+    started: float = math.inf,
+) -> Outcome | None:
+    """The one rule of "never twice": None when a run may send a payload the journal holds as
+    ``prior``, else the outcome of the row that must not be sent.
+
+    Pure; the pre-flight, the feed and the claim (authoritative, under the write lock) all ask
+    it. ``resend_success`` is ``--no-resume``: a success of a run that ended before ``started``
+    (when the asking run began) may be sent again, never one of a run that overlapped it;
+    ``resend_unknown`` is ``--resend-unknown``.
+    """
+    if prior is None or prior.state == "failed":
+        return None
+    by = f" by the run of {prior.input_path}" if prior.input_path else ""
+    if prior.state == "success":
+        # never a success of a run that overlapped this one (it may be sending the same rows)
+        before = prior.run_ended is not None and prior.run_ended < started
+        if resend_success and before and not prior.live:
+            return None
+        when = platform_stamp(prior.finished_at) if prior.finished_at else "an earlier run"
+        return Outcome(
+            Status.SKIPPED,
+            request_id=prior.request_id,
+            system_time=prior.system_time,
+            error=f"already sent successfully at {when}{by}",
+        )
+    if prior.state == "in_flight" and prior.live:
+        return Outcome(
+            Status.DUPLICATE,
+            error=f"being sent right now{by} (process {prior.pid}); not sent twice",
+        )
+    # unknown: an answer was lost, or its run died with the call in flight
+    return None if resend_unknown else Outcome(Status.UNKNOWN, error=KEPT_UNKNOWN_NOTE)
+
+
+# (source_row, payload_hash or None, outcome, digest of the row's cells or None)
+Settled = tuple[int, "str | None", Outcome, "int | None"]
+# a call state to record: (payload_hash, state, request_id, system_time)
+CallState = tuple[str, str, str, str]
+# An unknown outcome (its answer lost, or cancelled in flight) may or may not have landed.
+_CALL_STATE = {Status.SUCCESS: "success", Status.UNKNOWN: "unknown"}
+
+
+class Journal(abc.ABC):
+    """Where the runs of one process record what they send; shared by the runs of its inputs.
+    ``path`` names it in messages (a file, or later a database's address)."""
+
+    path: Path
+
+    @abc.abstractmethod
+    def start_run(
+        self,
+        *,
+        input_path: str,
+        input_key: str,
+        app_key: str,
+        method: str,
+        resend_unknown: bool = False,
+        resend_success: bool = False,
+    ) -> RunJournal:
+        """Take the lock of ``input_key`` (an input's content hash) and open a run; runs found
+        dead are closed first (their locks never block, what they held in flight is unknown).
+        ``LockedError`` when a live run holds the same content."""
+
+    @abc.abstractmethod
+    def last_results(self, input_path: Path) -> RunJournal | None:
+        """The latest run of ``input_path`` when the journal still holds what it did (its
+        workbook could not be written, or it was killed); None when its workbook holds it."""
+
+    @abc.abstractmethod
+    def errors(self) -> contextlib.AbstractContextManager[None]:
+        """Inside, any error of the backend (a damaged file, a full disk, a lost server) is one
+        ``JournalError`` sentence naming the journal and what to do."""
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+
+class RunJournal(abc.ABC):
+    """One run's view of the journal: resume look-ups, claims, settled outcomes.
+
+    The rule (``refusal`` with this run's policy) and the batching live here; a backend gives
+    the storage steps, run inside one ``_transaction`` per batch."""
+
+    def __init__(
+        self,
+        run_id: int,
+        app_key: str,
+        method: str,
+        *,
+        resend_unknown: bool = False,
+        resend_success: bool = False,
+    ) -> None:
+        self.run_id = run_id
+        self._key = (app_key, method)
+        self._policy = {
+            "resend_unknown": resend_unknown,
+            "resend_success": resend_success,
+            "started": time.time(),
+        }
+        self._claims: list[tuple[str, asyncio.Future[Outcome | None]]] = []
+        self._outcomes: list[Settled] = []
+        # payload hash -> what the journal held before this run claimed it, until it is settled
+        self._claimed: dict[str, PriorCall | None] = {}
+        self._minutes: Counter[int] = Counter()  # calls per minute not yet in the journal
+        self._resend: set[str] = set()  # payloads a person decided to resend (the check sheet)
+        self._flush_scheduled = False
+        self._error: Exception | None = None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(run_id={self.run_id}, method={self._key[1]!r})"
+
+    def judge(self, prior: PriorCall | None, resend_unknown: bool | None = None) -> Outcome | None:
+        """``refusal`` with this run's policy (``resend_unknown`` overriding its own): None when
+        it may send a payload held as ``prior`` (a look-up, not a claim)."""
+        policy = self._policy
+        if resend_unknown is not None:
+            policy = {**policy, "resend_unknown": resend_unknown}
+        return refusal(prior, **policy)
+
+    def allow_resend(self, payload_hash: str) -> None:
+        """Let this run claim a payload the journal holds as unknown (a person checked the
+        platform and decided ``resend``), whatever its ``--resend-unknown``."""
+        self._resend.add(payload_hash)
+
+    def in_flight(self, payload_hash: str) -> Outcome | None:
+        """Claim a payload before its first call (own commit): None when claimed, else the
+        outcome of a row that must not be sent (another run holds or sent the payload)."""
+        return self._write([payload_hash], [])[0]
+
+    def settle(
+        self, source_row: int, payload_hash: str | None, outcome: Outcome, digest: int | None = None
+    ) -> None:
+        """Commit a row's final outcome (and, for a claimed payload, its call state) at once."""
+        self._write([], [(source_row, payload_hash, outcome, digest)])
+
+    def add_rows(self, rows: Iterable[tuple[int, Outcome] | tuple[int, Outcome, int]]) -> None:
+        """Record outcomes of rows that made no call (invalid, duplicate, skipped...) in bulk:
+        (source_row, outcome) or (source_row, outcome, the row's digest)."""
+        self._write([], [(r[0], None, r[1], r[2] if len(r) > 2 else None) for r in rows])
+
+    def results(self) -> Iterator[tuple[int, Outcome]]:
+        """Every recorded row of this run, in source-row order."""
+        for source_row, _, outcome in self.paired_results():
+            yield source_row, outcome
+
+    def calls_per_minute(self) -> list[tuple[float, int]]:
+        """(the minute's start, epoch seconds; HTTP calls settled in it) of this run, in order."""
+        self._save_minutes()
+        return self._minutes_recorded()
+
+    # -- the same writes, coalesced per event-loop tick ------------------------------------------
+    #
+    # At thousands of calls a second, a commit per claim and per outcome is most of the journal's
+    # cost. Claims and outcomes that arise in the same tick of the event loop share one
+    # transaction, committed by a callback at the end of that tick: before any further I/O,
+    # timer or sleep, so there is no time window in which a known outcome waits. A call starts
+    # only once its claim is committed (``in_flight_soon`` returns the future to await).
+
+    def in_flight_soon(self, payload_hash: str) -> asyncio.Future[Outcome | None]:
+        future = asyncio.get_running_loop().create_future()
+        self._claims.append((payload_hash, future))
+        self._schedule()
+        return future
+
+    def settle_soon(
+        self, source_row: int, payload_hash: str | None, outcome: Outcome, digest: int | None = None
+    ) -> None:
+        self._outcomes.append((source_row, payload_hash, outcome, digest))
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_soon)
+
+    def _flush_soon(self) -> None:
+        self._flush_scheduled = False
+        try:
+            self.flush()
+        except Exception as exc:  # a callback cannot raise to anyone: keep it for flush()
+            self._error = exc
+
+    def flush(self) -> None:
+        """Commit whatever the current tick queued; raise what an earlier tick's commit hit."""
+        claims, outcomes = self._claims, self._outcomes
+        self._claims, self._outcomes = [], []
+        try:
+            verdicts = self._write([h for h, _ in claims], outcomes) if claims or outcomes else []
+        except BaseException as exc:
+            for _, future in claims:
+                if not future.done():
+                    future.set_exception(JournalError(f"The journal cannot be written: {exc}."))
+            raise
+        for (_, future), verdict in zip(claims, verdicts, strict=True):
+            if not future.done():
+                future.set_result(verdict)
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise JournalError(f"The journal cannot be written: {error}.") from None
+
+    def _write(self, claims: list[str], outcomes: list[Settled]) -> list[Outcome | None]:
+        """One transaction: claims, then outcomes (call states, usage, results). Returns each
+        claim's verdict: None when claimed, else the outcome of a row not to send."""
+        now = time.time()
+        verdicts: list[Outcome | None] = []
+        claimed: dict[str, PriorCall | None] = {}
+        calls = 0
+        # immediate: the claim reads, then writes; no other run may write in between
+        self._begin(immediate=bool(claims))
+        try:
+            for payload_hash in claims:
+                prior = self.prior(payload_hash)
+                verdict = self.judge(prior, True if payload_hash in self._resend else None)
+                if verdict is None:
+                    self._claim(payload_hash)
+                    claimed[payload_hash] = prior
+                verdicts.append(verdict)
+            states: list[CallState] = []
+            for _, payload_hash, outcome, _ in outcomes:
+                calls += outcome.attempts if outcome.sent is None else outcome.sent
+                if payload_hash is None:
+                    continue
+                if not outcome.attempts:
+                    if payload_hash in self._claimed or payload_hash in claimed:
+                        # claimed, then stopped before the call: what it held before comes back
+                        before = claimed.pop(payload_hash, None) or self._claimed.get(payload_hash)
+                        self._release(payload_hash, before)
+                    continue
+                state = _CALL_STATE.get(outcome.status, "failed")
+                states.append((payload_hash, state, outcome.request_id, outcome.system_time))
+            if states:
+                self._settle_calls(states, now)
+            if calls:  # every HTTP call counts against the daily quota
+                self._count_calls(quota_day(now), calls)
+            if outcomes:
+                self._add_results(outcomes)
+            self._commit()
+        except BaseException:
+            self._rollback()
+            raise
+        self._claimed.update(claimed)
+        if calls:  # kept in memory: written with the report (a chart; not worth a statement)
+            self._minutes[int(now // 60)] += calls
+        for _, payload_hash, _, _ in outcomes:
+            if payload_hash is not None:
+                self._claimed.pop(payload_hash, None)
+        return verdicts
+
+    def _save_minutes(self) -> None:
+        if self._minutes:
+            self._add_minutes(sorted(self._minutes.items()))
+            self._minutes.clear()
+
+    # -- what a backend provides ------------------------------------------------------------------
+
+    # A batch's steps commit together or not at all (plain calls, not a context manager: this
+    # is the hot path, twice per call sent).
+    @abc.abstractmethod
+    def _begin(self, immediate: bool) -> None:
+        """Open the batch's transaction; ``immediate`` takes the write lock at once (a claim
+        reads, then writes: no other run may write in between)."""
+
+    @abc.abstractmethod
+    def _commit(self) -> None: ...
+
+    @abc.abstractmethod
+    def _rollback(self) -> None:
+        """Roll back what the batch wrote; never raises (the error that made it roll back is
+        the one to report)."""
+
+    @abc.abstractmethod
+    def prior(self, payload_hash: str) -> PriorCall | None:
+        """What the journal holds for this run's app key and method and ``payload_hash``."""
+
+    @abc.abstractmethod
+    def _claim(self, payload_hash: str) -> None:
+        """Mark a payload ``in_flight`` under this run (a success stays a success)."""
+
+    @abc.abstractmethod
+    def _release(self, payload_hash: str, before: PriorCall | None) -> None:
+        """Give a claim back unsent: the journal holds again what it held ``before``."""
+
+    @abc.abstractmethod
+    def _settle_calls(self, states: Sequence[CallState], now: float) -> None:
+        """Record the answered calls' states (a success stays a success)."""
+
+    @abc.abstractmethod
+    def _count_calls(self, day: str, calls: int) -> None:
+        """Add HTTP calls to the app key's usage of ``day`` and this run's reservation."""
+
+    @abc.abstractmethod
+    def _add_results(self, outcomes: Sequence[Settled]) -> None:
+        """Record (or replace) rows' report columns for this run."""
+
+    @abc.abstractmethod
+    def _add_minutes(self, minutes: Sequence[tuple[int, int]]) -> None:
+        """Add (minute, calls) to this run's calls per minute."""
+
+    @abc.abstractmethod
+    def _minutes_recorded(self) -> list[tuple[float, int]]: ...
+
+    @abc.abstractmethod
+    def mark_done(
+        self, source_row: int, payload_hash: str, outcome: Outcome, digest: int | None = None
+    ) -> None:
+        """Record a payload as a success without a call (a person found it on the platform and
+        decided ``done``): later runs skip it. A success already recorded is kept as it is."""
+
+    @abc.abstractmethod
+    def paired_results(self) -> Iterator[tuple[int, int | None, Outcome]]:
+        """(source_row, digest of the row's cells, outcome) of every recorded row, in order."""
+
+    @abc.abstractmethod
+    def reserve(self, calls: int, now: float) -> QuotaView:
+        """Hold ``calls`` of today's quota for this run (the least its pre-flight found it will
+        make) and read, in the same write transaction, what the others hold: two runs started
+        together never both count the same quota as left. The reservation shrinks as the run's
+        calls are counted (they are used instead) and ends with the run."""
+
+    @abc.abstractmethod
+    def share(self, qps: float, now: float) -> tuple[float, int, bool]:
+        """Renew this run's lease (taken at the first call) and read the others'.
+
+        ``qps`` is this run's own limit: its ``--qps``, or the rate ``--qps auto`` has learnt.
+        Returns (the lowest limit of the other live leases, ``inf`` without any; how many live
+        leases share the quota, this one included; whether every other live lease was renewed
+        since this one was taken). A lease not renewed for ``LEASE_STALE_S`` is a run that died.
+        """
+
+    @abc.abstractmethod
+    def peers(self, now: float) -> float | None:
+        """The lowest limit of the other runs sending for this app key now (None: none is), read
+        before this run's lease is taken: where a joining ``--qps auto`` run starts."""
+
+    @abc.abstractmethod
+    def end_share(self) -> None:
+        """Give this run's share back (the others take it at their next renewal); a lease left
+        by a run that died is ignored once stale and removed by the next run's start."""
+
+    @abc.abstractmethod
+    def calls_on(self, day: str) -> int:
+        """HTTP calls settled for this app key (any method, any run) on a ``quota_day``."""
+
+    @abc.abstractmethod
+    def finish(self, keep_results: bool = False) -> None:
+        """Release the lock, stop the heartbeat, and drop this run's per-row results (the
+        workbook holds them), or keep them for ``top-import report`` when the workbook could
+        not be written."""
