@@ -9,6 +9,8 @@ From Python::
     importer.validate(df)                                         # no network
     await importer.run_async(df, gateway=..., app_key=..., app_secret=...)  # in Jupyter
     await importer.validate_async(df)
+    handle = importer.StopHandle()                                # stop() / abort() from code
+    importer.run(path, on_event=print, stop=handle)               # importer.Event values
 
 See ``importer.api`` for the options (the CLI's, in snake_case) and the errors
 (``importer.errors``: ``ImporterError`` and its tree, ``AbortedError`` for a stopped run).
@@ -24,8 +26,11 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AbortedError",
+    "Event",
+    "EventKind",
     "ImporterError",
     "Result",
+    "StopHandle",
     "__version__",
     "run",
     "run_async",
@@ -36,6 +41,8 @@ __all__ = [
 if TYPE_CHECKING:
     from importer.api import Result, run, run_async, validate, validate_async
     from importer.errors import AbortedError, ImporterError
+    from importer.events import Event, EventKind
+    from importer.interrupts import StopHandle
 
 
 def __getattr__(name: str) -> Any:
@@ -48,4 +55,12 @@ def __getattr__(name: str) -> Any:
         from importer import errors
 
         return getattr(errors, name)
+    if name in ("Event", "EventKind"):
+        from importer import events
+
+        return getattr(events, name)
+    if name == "StopHandle":
+        from importer import interrupts
+
+        return interrupts.StopHandle
     raise AttributeError(f"module 'importer' has no attribute {name!r}")

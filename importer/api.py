@@ -50,9 +50,10 @@ from python_calamine import CalamineWorkbook
 from importer import exits, notify
 from importer.config import SECRET_KEYS, Config, given, load_config
 from importer.errors import AbortedError, ImporterError, UsageError
+from importer.events import NO_EVENTS, Events, Observer
 from importer.exits import ExitCode
 from importer.inputs import check_outputs, per_input_configs
-from importer.interrupts import Interrupts
+from importer.interrupts import Interrupts, StopHandle
 from importer.interrupts import handle_signals as install_handlers
 from importer.journal import open_journal
 from importer.loader import EXCEL_CELL_LIMIT, unquoted
@@ -183,15 +184,19 @@ async def run_async(
     input_name: str | None = None,
     config_file: str | os.PathLike | None = None,
     handle_signals: bool = False,
+    on_event: Observer | None = None,
+    stop: StopHandle | None = None,
     **options: Any,
 ) -> Result:
     """``run`` as a coroutine, for a caller that has an event loop already. ``input_name``
-    names a DataFrame or rows in the report (default ``dataframe`` / ``rows``)."""
+    names a DataFrame or rows in the report (default ``dataframe`` / ``rows``); ``on_event``
+    hears of each pass, the plan, each row sent and the end (``importer.Event``); ``stop`` is a
+    ``StopHandle`` whose ``stop()``/``abort()`` does what SIGINT / a second Ctrl-C does."""
     prepared = _prepared(source, input_name, config_file, options, "result")
     async with prepared as (path, config, keep, shown):
         configs = per_input_configs([path], config, "result")
         check_outputs(config, configs)
-        interrupts = Interrupts()
+        interrupts = stop.bind(asyncio.get_running_loop()) if stop else Interrupts()
         if handle_signals and threading.current_thread() is not threading.main_thread():
             raise UsageError(
                 "handle_signals=True works only in the main thread (Python delivers signals "
@@ -199,13 +204,19 @@ async def run_async(
                 "code, or run it in the main thread."
             )
         with install_handlers(interrupts) if handle_signals else contextlib.nullcontext():
-            [ended] = await send_files(
+            sent = await send_files(
                 [path],
                 config,
                 configs=configs,
                 interrupts=interrupts,
                 shown={path: shown} if shown else None,
+                events=Events(on_event),
             )
+        if not sent:  # stopped before it began
+            raise UsageError(
+                f"{shown or path}: not sent: the run was stopped (its StopHandle) before it began."
+            )
+        [ended] = sent
         if isinstance(ended, ImporterError):
             summaries, code = [], exits.for_error(ended)
         else:
@@ -225,13 +236,16 @@ def validate(
     *,
     input_name: str | None = None,
     config_file: str | os.PathLike | None = None,
+    on_event: Observer | None = None,
     **options: Any,
 ) -> Result:
     """Check every row of ``source`` against the API spec; nothing is signed or sent. Inside
     a running event loop (a Jupyter notebook), await ``validate_async`` instead."""
     _no_running_loop("validate")
     return asyncio.run(
-        validate_async(source, input_name=input_name, config_file=config_file, **options)
+        validate_async(
+            source, input_name=input_name, config_file=config_file, on_event=on_event, **options
+        )
     )
 
 
@@ -240,16 +254,20 @@ async def validate_async(
     *,
     input_name: str | None = None,
     config_file: str | os.PathLike | None = None,
+    on_event: Observer | None = None,
     **options: Any,
 ) -> Result:
     """``validate`` as a coroutine, for a caller with an event loop already (Jupyter). The
-    check itself is CPU work: it runs in a thread, so the loop stays responsive."""
+    check itself is CPU work: it runs in a thread, so the loop stays responsive (and
+    ``on_event`` is called in that thread)."""
     prepared = _prepared(source, input_name, config_file, options, "validate")
     async with prepared as (path, config, keep, shown):
         configs = per_input_configs([path], config, "validate")
         check_outputs(config, configs)
         spec = load_spec(config.api)
-        summary = await asyncio.to_thread(check_file, path, configs[path], spec, None, shown)
+        summary = await asyncio.to_thread(
+            check_file, path, configs[path], spec, None, shown, Events(on_event)
+        )
         code = exits.for_file(summary)
         for warning in await command_ended(config, "validate", [summary], code):
             warnings.warn(warning, RuntimeWarning, stacklevel=2)
@@ -266,6 +284,7 @@ async def send_files(
     on_file: Callable[[Path, FileSummary | ImporterError], None] | None = None,
     say: Callable[[str], None] = lambda line: None,
     shown: Mapping[Path, Path] | None = None,
+    events: Events = NO_EVENTS,
 ) -> list[FileSummary | ImporterError]:
     """Send ``paths`` one after another on one journal and one gateway (or simulator): what the
     CLI's ``run`` and ``run_async`` both do. Each input's summary, or the ``ImporterError`` that
@@ -283,7 +302,7 @@ async def send_files(
         journal = open_journal(config.journal)
         try:
             for path in paths:
-                if interrupts.signal is not None:
+                if interrupts.stopped:
                     break  # a stop asked from outside starts no further input
                 try:
                     outcome: FileSummary | ImporterError = await run_file(
@@ -297,6 +316,7 @@ async def send_files(
                         approve or _approve(config),
                         interrupts,
                         (shown or {}).get(path),
+                        events,
                     )
                 except ImporterError as exc:
                     outcome = exc

@@ -30,6 +30,7 @@ from importer import __version__, exits, snapshot
 from importer.config import Config
 from importer.dispatcher import Dispatcher, DispatchSettings, StopReason
 from importer.errors import ImporterError, InputError, JournalError, UsageError
+from importer.events import NO_EVENTS, Event, EventKind, Events
 from importer.gateway import Gateway
 from importer.interrupts import Interrupts
 from importer.journal import UNKNOWN_STATES, Journal, RunJournal
@@ -76,9 +77,19 @@ def _limits(config: Config) -> dict:
     return limits
 
 
-def _progress(config: Config, path: Path, phase: str, table: InputTable) -> Progress:
+def _progress(
+    config: Config, path: Path, phase: str, table: InputTable, events: Events = NO_EVENTS
+) -> Progress:
     label = f"{path.name}: {phase}"
-    return Progress(config.progress, label, total=table.estimate_rows(), quiet=config.quiet)
+    return Progress(
+        config.progress,
+        label,
+        total=table.estimate_rows(),
+        quiet=config.quiet,
+        events=events,
+        source=path,
+        phase=phase,
+    )
 
 
 def _open(path: Path, config: Config, spec: ApiSpec) -> InputTable:
@@ -184,9 +195,10 @@ def check_file(
     spec: ApiSpec,
     builder: RequestBuilder | None = None,
     shown: Path | None = None,
+    events: Events = NO_EVENTS,
 ) -> FileSummary:
     """``validate`` (builder None) or ``--dry-run`` (every valid request built and signed);
-    ``shown`` as for ``run_file``."""
+    ``shown`` and ``events`` as for ``run_file``."""
     with _named(path, shown):
         name = shown or path
         table = _open(path, config, spec)
@@ -196,7 +208,7 @@ def check_file(
         out = report_path(config, path)
         triage = _triage(spec, table)
         now = datetime.now(timezone.utc)
-        progress = _progress(config, name, "checking", table)
+        progress = _progress(config, name, "checking", table, events)
         with _writer(out, table, spec, path, call_columns=False) as writer:
             for row in table.rows():
                 progress.advance()
@@ -213,6 +225,7 @@ def check_file(
             summary.ended = time.time()
             progress.close()
             summary.workbook = writer.close(_dashboard(summary, out))
+        events(Event(EventKind.FINISHED, name, summary=summary))
         return summary
 
 
@@ -233,6 +246,7 @@ class _Job:
     stop_at: datetime | None  # a cron window's end: no call starts after it
     approve: Callable[[Plan], None] | None  # sees the pre-flight's Plan before any call
     interrupts: Interrupts
+    events: Events  # the caller's observer
 
     @property
     def resend_unknown(self) -> bool:
@@ -250,6 +264,7 @@ async def run_file(
     approve: Callable[[Plan], None] | None = None,
     interrupts: Interrupts | None = None,
     shown: Path | None = None,
+    events: Events = NO_EVENTS,
 ) -> FileSummary:
     """Send every valid row of one input; the workbook is written whatever stops the run.
     ``shown`` is the name the input goes by in messages, the summary and the journal, when
@@ -260,7 +275,8 @@ async def run_file(
     window's end) stops starting calls then; the rest are ``not_sent``. ``approve`` sees the
     pre-flight ``Plan`` before anything is sent; an ``ImporterError`` it raises stops this input
     with nothing sent and no workbook. ``interrupts`` carries a stop asked from outside (the
-    CLI's signal handlers); without it nothing but the deadline stops the run.
+    CLI's signal handlers, or a caller's ``StopHandle``); without it nothing but the deadline
+    stops the run. ``events`` hears of each pass, the plan, each row sent and the end.
     """
     with _named(path, shown):
         check_path(path)
@@ -278,6 +294,7 @@ async def run_file(
             stop_at,
             approve,
             interrupts or Interrupts(),
+            events,
         )
         copy = snapshot.take(path, journal.path.parent / SNAPSHOT_FOLDER)
         try:
@@ -290,6 +307,7 @@ async def run_file(
                     "version it started with. Run it again to send the new content (the journal "
                     "skips what already succeeded)."
                 )
+            events(Event(EventKind.FINISHED, job.path, summary=summary))
             return summary
         finally:
             copy.remove()
@@ -320,6 +338,7 @@ async def _run_copy(job: _Job, copy: snapshot.Snapshot, journal: Journal) -> Fil
     summary.run_id = run.run_id
     try:
         plan = _preflight(job, table, run)
+        job.events(Event(EventKind.PLAN, job.path, "pre-flight", plan.to_send, plan=plan))
         if job.approve is not None:
             job.approve(plan)
         await _send(job, table, run, summary)
@@ -346,7 +365,7 @@ async def _run_copy(job: _Job, copy: snapshot.Snapshot, journal: Journal) -> Fil
 def _preflight(job: _Job, table: InputTable, run: RunJournal) -> Plan:
     """Pass one: count what the send pass will send; record nothing."""
     triage = _triage(job.spec, table, run)
-    progress = _progress(job.config, job.path, "pre-flight", table)
+    progress = _progress(job.config, job.path, "pre-flight", table, job.events)
     tally: Counter[str] = Counter()
     for row in table.rows():
         progress.advance()
@@ -420,7 +439,7 @@ class _Feed:
 async def _send(job: _Job, table: InputTable, run: RunJournal, summary: FileSummary) -> None:
     """Pass two: rows into the dispatcher, every claim and outcome into the journal."""
     config = job.config
-    progress = _progress(config, summary.input, "sending", table)
+    progress = _progress(config, summary.input, "sending", table, job.events)
     feed = _Feed(table, _triage(job.spec, table, run), run, summary)
     feed.on_settled = progress.update
 
@@ -503,7 +522,9 @@ def _deadline_message(stop_at: datetime, started: float, config: Config) -> str:
 def _report(job: _Job, table: InputTable, run: RunJournal, summary: FileSummary) -> None:
     """Pass three: the workbook; if it cannot be written, the journal keeps the results."""
     try:
-        summary.workbook = _write_report(table, run, job.out, summary, job.config, job.spec)
+        summary.workbook = _write_report(
+            table, run, job.out, summary, job.config, job.spec, events=job.events
+        )
     except UsageError as exc:  # a full disk, a folder gone: the journal keeps the rows
         _count_from_journal(run, summary)
         summary.notes.append(
@@ -650,13 +671,14 @@ def _write_report(
     config: Config,
     spec: ApiSpec,
     unrecorded: _Unrecorded | None = None,
+    events: Events = NO_EVENTS,
 ) -> Path:
     """The report pass: the input again beside the journal's outcomes, both in source-row order,
     each outcome paired with its row by row number and the digest of its cells."""
     outcomes = run.paired_results()
     pending = next(outcomes, None)
     counts_from_journal = FileSummary(summary.input, summary.command)
-    progress = _progress(config, summary.input, "writing the workbook", table)
+    progress = _progress(config, summary.input, "writing the workbook", table, events)
     with _writer(out, table, spec, summary.input) as writer:
         for row in table.rows():
             progress.advance()

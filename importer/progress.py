@@ -4,7 +4,9 @@ Every long pass shows it the same way: ``validate`` and ``--dry-run`` (checking)
 pre-flight, its send pass and its workbook write. ``update(status)`` counts a settled row of the
 send pass (the bar shows success and failed as it goes); ``advance()`` a row of the other passes,
 which go at up to a million rows a minute, so it looks at the clock only every ``CHECK_EVERY``
-rows. ``total`` (the row count estimated from the file size) gives the bar its ETA.
+rows. ``total`` (the row count estimated from the file size) gives the bar its ETA. The same
+moments go to the caller's observer, if any, as ``events.Event`` values (pass started, a row of
+the send pass settled, pass ended).
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 
 from tqdm import tqdm
 
+from importer.events import NO_EVENTS, Event, EventKind, Events
 from importer.rows import Status
 
 LOG_EVERY_S = 5.0
@@ -30,9 +34,13 @@ class Progress:
         total: int | None = None,
         clock: Callable[[], float] = time.monotonic,
         quiet: bool = False,
+        events: Events = NO_EVENTS,
+        source: Path | None = None,
+        phase: str = "",
     ) -> None:
         """``enabled``: True a bar, False log lines, None a bar when stderr is a terminal;
-        ``quiet``: neither."""
+        ``quiet``: neither. ``events`` also hears of it, as the pass ``phase`` of ``source``."""
+        self._events, self._source, self._phase = events, source or Path(label), phase
         self._counts: Counter[str] = Counter()
         self._label = label
         self._clock = clock
@@ -47,6 +55,8 @@ class Progress:
             if use_bar
             else None
         )
+        if events:
+            events(Event(EventKind.PASS_STARTED, self._source, phase))
 
     def __repr__(self) -> str:
         return f"<Progress {self._label!r} {self._done} rows>"
@@ -56,6 +66,8 @@ class Progress:
         self._counts[status.value] += 1
         self._done += 1
         self._tick(postfix=True)
+        if self._events:
+            self._events(Event(EventKind.ROW, self._source, self._phase, self._done, status))
 
     def advance(self) -> None:
         """A row of a pass that settles nothing (checking, pre-flight, writing)."""
@@ -91,6 +103,8 @@ class Progress:
         return f"{rows} settled ({parts}), {rate:.1f} rows/s"
 
     def close(self) -> None:
+        if self._events:
+            self._events(Event(EventKind.PASS_ENDED, self._source, self._phase, self._done))
         if self._bar is not None:
             self._bar.update(self._done - self._shown)
             self._shown = self._done
