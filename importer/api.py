@@ -56,10 +56,12 @@ from importer.inputs import check_outputs, per_input_configs
 from importer.interrupts import Interrupts, StopHandle
 from importer.interrupts import handle_signals as install_handlers
 from importer.journal import open_journal
+from importer.labels import Sheet, is_label, key_of
 from importer.loader import EXCEL_CELL_LIMIT, unquoted
 from importer.pipeline import check_file, run_file
 from importer.protocol import GMT8, RequestBuilder
 from importer.reporter import EXCEL_MAX_DATA_ROWS
+from importer.rows import RESULT_COLUMNS
 from importer.spec import load_spec
 from importer.summary import FileSummary, Plan, summary_document
 from importer.target import SIMULATED_JOURNAL, SendTarget, scratch_folder
@@ -98,10 +100,11 @@ class Result:
             return
         book = CalamineWorkbook.from_path(str(self._report))
         try:
-            names = [n for n in book.sheet_names if n == "results" or n.startswith("results_")]
+            names = [n for n in book.sheet_names if _is_results_sheet(n)]
             for name in names:
                 rows = book.get_sheet_by_name(name).iter_rows()
-                header = [str(h) for h in next(rows)]
+                # each column by its key, whatever label the workbook gives it
+                header = [key_of(h, RESULT_COLUMNS) or str(h) for h in next(rows)]
                 for values in rows:
                     yield {
                         name: _cell(name, value)
@@ -125,6 +128,12 @@ class Result:
             # source_row is the DataFrame's position + 2 (as if its header were row 1)
             frame.index = self._index.take(frame["source_row"].astype("int64").to_numpy() - 2)
         return frame
+
+
+def _is_results_sheet(name: str) -> bool:
+    """``results``, or ``results_2``... (a sheet past Excel's row limit), by any label."""
+    base, _, part = name.rpartition("_")
+    return is_label(name, Sheet.RESULTS) or (part.isdigit() and is_label(base, Sheet.RESULTS))
 
 
 def _typed(pd: Any, column: Any, number_field: bool) -> Any:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from importer.config import Config
 from importer.errors import UsageError
+from importer.labels import Item
 from importer.loader import summary_item
 from importer.summary import plural
 
@@ -98,7 +99,7 @@ def _of_another_input(workbook: Path, path: Path) -> bool:
     same input writes over its own workbook, as a nightly import does."""
     if workbook.suffix.lower() != ".xlsx":
         return False
-    recorded = summary_item(workbook, "input")
+    recorded = summary_item(workbook, Item.INPUT)
     return isinstance(recorded, str) and Path(recorded).name != path.name
 
 

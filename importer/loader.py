@@ -42,7 +42,8 @@ from python_calamine import (
 )
 
 from importer.errors import InputError
-from importer.rows import DECISION_COLUMN, EXACT_FLOAT_LIMIT, RESULT_COLUMNS, Row
+from importer.labels import DECISION, SOURCE_ROW, Item, Sheet, is_label, key_of, sheet_in
+from importer.rows import EXACT_FLOAT_LIMIT, RESULT_COLUMNS, Row
 from importer.spec import ApiSpec, normalise_header
 
 CSV_SUFFIXES = (".csv", ".tsv", ".txt")
@@ -50,8 +51,8 @@ WORKBOOK_SUFFIXES = (".xlsx", ".xlsm", ".xls", ".ods")
 SAMPLE_BYTES = 64 * 1024  # enough text to tell UTF-8 from GB18030 and to sniff the delimiter
 DELIMITERS = (",", "\t", ";")
 
-_RESULT_HEADERS = frozenset(c.casefold() for c in (*RESULT_COLUMNS, DECISION_COLUMN))
-_REPORT_MARKERS = frozenset({"source_row", "status", "request_id"})  # a result CSV's header
+_RESULT_KEYS = (*RESULT_COLUMNS, DECISION)  # columns of a top-import report (``labels``)
+_REPORT_MARKERS = (SOURCE_ROW, "status", "request_id")  # ... all in a result CSV's header
 
 
 def unquoted(cells: list[str]) -> list[str]:
@@ -207,8 +208,9 @@ def open_input(
     source = _source_for(path, sheet)
     header_row, raw_headers = source.header()
     # A CSV report of top-import (--out x.csv) fed back: undo the ' it put before cells, exactly.
-    found = {h.strip().casefold() for h in raw_headers}
-    unquote = isinstance(source, _CsvSource) and _REPORT_MARKERS.issubset(found)
+    unquote = isinstance(source, _CsvSource) and all(
+        any(is_label(h, key) for h in raw_headers) for key in _REPORT_MARKERS
+    )
     if unquote:
         raw_headers = unquoted(raw_headers)
     where = f"{path} (sheet {source.sheet!r})" if source.sheet is not None else str(path)
@@ -217,7 +219,7 @@ def open_input(
     keep = tuple(
         i
         for i, h in enumerate(raw_headers)
-        if fields_of[i] is not None or h.strip().casefold() not in _RESULT_HEADERS
+        if fields_of[i] is not None or key_of(h, _RESULT_KEYS) is None
     )
     headers = tuple(raw_headers[i] for i in keep)
     columns: dict[str, int] = {}
@@ -232,12 +234,8 @@ def open_input(
             )
         columns[name] = new
 
-    for name in ("source_row", DECISION_COLUMN):
-        twice = [
-            i
-            for i, h in enumerate(raw_headers)
-            if h.strip().casefold() == name and fields_of[i] is None
-        ]
+    for name in (SOURCE_ROW, DECISION):
+        twice = [i for i, h in enumerate(raw_headers) if is_label(h, name) and fields_of[i] is None]
         if len(twice) > 1:
             raise InputError(
                 f"{where} has {len(twice)} {name} columns; keep one (which one is meant cannot be "
@@ -260,14 +258,14 @@ def open_input(
         _keep=None if len(keep) == len(raw_headers) else keep,
         _width=len(raw_headers),
         _unquote=unquote,
-        _origin=_result_column(raw_headers, fields_of, "source_row"),
-        _decision=_result_column(raw_headers, fields_of, DECISION_COLUMN),
+        _origin=_result_column(raw_headers, fields_of, SOURCE_ROW),
+        _decision=_result_column(raw_headers, fields_of, DECISION),
     )
 
 
 def _reported_run(path: Path) -> int | None:
     """The ``journal run`` of a result workbook's summary sheet (the run's details)."""
-    value = summary_item(path, "journal run")
+    value = summary_item(path, Item.JOURNAL_RUN)
     return int(value) if isinstance(value, (int, float)) else None
 
 
@@ -279,10 +277,11 @@ def summary_item(path: Path, item: str) -> object:
     except InputError:
         return None
     try:
-        if "summary" not in book.sheet_names:
+        sheet = sheet_in(book.sheet_names, Sheet.SUMMARY)
+        if sheet is None:
             return None
-        for cells in book.get_sheet_by_name("summary").iter_rows():
-            if len(cells) > 1 and cells[0] == item:
+        for cells in book.get_sheet_by_name(sheet).iter_rows():
+            if len(cells) > 1 and is_label(cells[0], item):
                 return cells[1]
     except (CalamineError, ValueError):
         return None
@@ -294,7 +293,7 @@ def summary_item(path: Path, item: str) -> object:
 def _result_column(headers: list[str], fields_of: list[str | None], name: str) -> int | None:
     """The index of a result column of an earlier report (one that names no field), or None."""
     return next(
-        (i for i, h in enumerate(headers) if h.strip().casefold() == name and fields_of[i] is None),
+        (i for i, h in enumerate(headers) if is_label(h, name) and fields_of[i] is None),
         None,
     )
 
@@ -640,6 +639,9 @@ class _SheetSource:
             raise InputError(f"{path} has no sheets; put the rows in a sheet.")
         if requested is None:  # the first sheet the user sees in Excel
             return cls(path, shown[0] if shown else names[0])
+        if requested not in names:  # a report's sheet asked by its key (or an earlier label)
+            key = key_of(requested, Sheet)
+            requested = (sheet_in(names, key) if key else None) or requested
         if requested not in names:
             found = ", ".join(names)
             raise InputError(f"{path} has no sheet {requested!r}; sheets found: {found}.")

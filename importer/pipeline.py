@@ -34,6 +34,7 @@ from importer.events import NO_EVENTS, Event, EventKind, Events
 from importer.gateway import Gateway
 from importer.interrupts import Interrupts
 from importer.journal import UNKNOWN_STATES, Journal, RunJournal
+from importer.labels import Sheet, is_label, label
 from importer.loader import InputTable, check_path, open_input
 from importer.pacing import AUTO_START_QPS, paced_rate
 from importer.progress import Progress
@@ -128,15 +129,15 @@ def _sheet_notes(shown: Path, table: InputTable, config: Config, spec: ApiSpec) 
     """A whole result workbook fed back is read from its first sheet, ``results``; when its
     ``failed`` sheet holds edits (a row's cells differ from the same row in ``results``) or its
     ``check`` sheet holds decisions, say which sheet was read and how to send the other."""
-    if table.fed_back and table.sheet == "check" and not table.has_decisions:
+    if table.fed_back and is_label(table.sheet, Sheet.CHECK) and not table.has_decisions:
         return [
             f"{shown}: its check sheet has no decision column (renamed or deleted?), so every "
             "row stays unknown; name the column decision again and write done or resend in it."
         ]
-    if config.sheet is not None or not table.fed_back or table.sheet != "results":
+    if config.sheet is not None or not table.fed_back or not is_label(table.sheet, Sheet.RESULTS):
         return []
     notes = []
-    failed = _sheet_of(table, "failed", config, spec)
+    failed = _sheet_of(table, label(Sheet.FAILED), config, spec)
     if failed is not None:
         edited = {row.shown_row: row.cells for row in failed.rows()}
         changed = 0
@@ -150,7 +151,7 @@ def _sheet_notes(shown: Path, table: InputTable, config: Config, spec: ApiSpec) 
                 f"edits in {plural(changed, 'row')}; to send the edited rows, run {shown} "
                 "--sheet failed."
             )
-    check = _sheet_of(table, "check", config, spec)
+    check = _sheet_of(table, label(Sheet.CHECK), config, spec)
     if check is not None:
         decided = sum(1 for row in check.rows() if (row.decision or "").strip())
         if decided:

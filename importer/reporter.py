@@ -59,10 +59,10 @@ import xlsxwriter
 from xlsxwriter.exceptions import XlsxWriterException
 
 from importer.errors import UsageError
+from importer.labels import DECISION, ERROR, SOURCE_ROW, Sheet, label
 from importer.loader import cell_text
 from importer.processes import pid_alive
 from importer.rows import (
-    DECISION_COLUMN,
     DECISIONS_SHOWN,
     EXACT_FLOAT_LIMIT,
     Outcome,
@@ -103,17 +103,23 @@ _WORKBOOK_OPTIONS = {
 
 
 def results_header(input_headers: Sequence[str]) -> tuple[str, ...]:
-    return ("source_row", *input_headers, *Outcome.COLUMNS)
+    return (label(SOURCE_ROW), *input_headers, *map(label, Outcome.COLUMNS))
 
 
 def failed_header(input_headers: Sequence[str]) -> tuple[str, ...]:
     """The user's columns, then the reason (``error``) beside them, then the rest."""
-    return (*input_headers, "error", "source_row", *Outcome.COLUMNS[:_ERROR])
+    return (*input_headers, label(ERROR), label(SOURCE_ROW), *map(label, Outcome.COLUMNS[:_ERROR]))
 
 
 def check_header(input_headers: Sequence[str]) -> tuple[str, ...]:
     """The user's columns, the ``decision`` a person fills in, the reason, then the rest."""
-    return (*input_headers, DECISION_COLUMN, "error", "source_row", *Outcome.COLUMNS[:_ERROR])
+    return (
+        *input_headers,
+        label(DECISION),
+        label(ERROR),
+        label(SOURCE_ROW),
+        *map(label, Outcome.COLUMNS[:_ERROR]),
+    )
 
 
 def scientific(text: str) -> str:
@@ -321,18 +327,21 @@ class _XlsxSink:
             width = len(input_headers)
             sheet = functools.partial(_Sheet, self._workbook, limit=limit, looks=self._looks)
             self._results = sheet(
-                "results",
+                label(Sheet.RESULTS),
                 results_header(input_headers),
                 text=frozenset(i + 1 for i in text_columns),
                 freeze=min(2, width + 1),  # source_row and the user's first column
             )
             self._failed = sheet(
-                "failed", failed_header(input_headers), text=text_columns, freeze=min(1, width)
+                label(Sheet.FAILED),
+                failed_header(input_headers),
+                text=text_columns,
+                freeze=min(1, width),
             )
             self._check = None
             if checks:
                 self._check = sheet(
-                    "check",
+                    label(Sheet.CHECK),
                     check_header(input_headers),
                     text=text_columns | {width},
                     freeze=min(1, width),
@@ -366,7 +375,11 @@ class _XlsxSink:
             _write_dashboard(self._workbook, self._looks, summary)
         else:
             sheet = _Sheet(
-                self._workbook, "summary", SUMMARY_HEADER, EXCEL_MAX_DATA_ROWS, self._looks
+                self._workbook,
+                label(Sheet.SUMMARY),
+                SUMMARY_HEADER,
+                EXCEL_MAX_DATA_ROWS,
+                self._looks,
             )
             for item, value in summary:
                 sheet.append((str(item), value))
@@ -545,7 +558,7 @@ def _write_dashboard(workbook: Any, looks: _Looks, board: Dashboard) -> None:
     means; rows per status; the invalid rows by reason; the top sub_codes; the run's details
     and limits; calls per minute.
     Each table of numbers has its native Excel chart to its right (column G)."""
-    sheet = workbook.add_worksheet("summary")
+    sheet = workbook.add_worksheet(label(Sheet.SUMMARY))
     print_setup(sheet, header=False)
     write = sheet._write_string  # see _write_row
     widths = [28, 12, 40, 12, 50]
@@ -621,8 +634,8 @@ def _chart(workbook: Any, kind: str, title: str, first: int, rows: int, series: 
     chart.add_series(
         {
             "name": title,
-            "categories": ["summary", first, 0, last, 0],
-            "values": ["summary", first, 1, last, 1],
+            "categories": [label(Sheet.SUMMARY), first, 0, last, 0],
+            "values": [label(Sheet.SUMMARY), first, 1, last, 1],
             **series,
         }
     )

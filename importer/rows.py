@@ -137,7 +137,6 @@ class Outcome:
 
 
 RESULT_COLUMNS: tuple[str, ...] = ("source_row", *Outcome.COLUMNS)
-DECISION_COLUMN = "decision"  # the check sheet's: what a person found about an unknown row
 
 
 class Decision(str, Enum):

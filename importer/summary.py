@@ -15,6 +15,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from importer import __version__
+from importer.labels import Item, label
 from importer.pacing import AUTO_START_QPS
 from importer.protocol import platform_stamp, sub_code_advice
 from importer.rows import Outcome, Status
@@ -98,7 +99,7 @@ class FileSummary:
         """The ``summary`` sheet: never the secret or the session."""
         pairs: list[tuple[str, object]] = [
             ("command", self.command),
-            ("input", str(self.input)),
+            (label(Item.INPUT), str(self.input)),
             ("api", self.method),
             ("gateway host", urlsplit(self.gateway).netloc if self.gateway else ""),
             ("app key", self.app_key),
@@ -110,7 +111,7 @@ class FileSummary:
             ("rows read", self.rows_read),
         ]
         if self.run_id is not None:
-            pairs.append(("journal run", self.run_id))
+            pairs.append((label(Item.JOURNAL_RUN), self.run_id))
         pairs += [(f"status {s}", n) for s, n in sorted(self.counts.items())]
         pairs += [(f"sub_code {s}", n) for s, n in sorted(self.sub_codes.items())]
         pairs += [("calls", self.calls), ("calls/s", round(self.calls_per_second, 2))]
