@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from importer import __version__, api, exits
+from importer import __version__, api, exits, notify
 from importer.config import (
     Config,
     config_file_in_use,
@@ -190,12 +190,12 @@ _FILE_OPTIONS = [
     ),
     click.option(
         "--notify-format",
-        type=click.Choice(["dingtalk", "feishu", "wecom", "json"]),
+        type=click.Choice(notify.FORMATS),
         help="The receivers' format, whatever their host. Default: by the URL's host.",
     ),
     click.option(
         "--notify-on",
-        type=click.Choice(["always", "failure"]),
+        type=click.Choice(notify.WHEN),
         help="failure: only when the exit code is not 0. Default: always.",
     ),
     click.option(

@@ -19,6 +19,7 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
+from importer import notify
 from importer.errors import ConfigError, UsageError
 from importer.protocol import Credentials
 from importer.signing import SIGN_METHODS
@@ -38,8 +39,6 @@ ENV_VARS = {
     "notify_secret": "TOP_NOTIFY_SECRET",
 }
 SECRET_KEYS = frozenset({"app_secret", "session", "notify_secret"})
-NOTIFY_FORMATS = ("dingtalk", "feishu", "wecom", "json")
-NOTIFY_WHEN = ("always", "failure")
 
 
 @dataclass(frozen=True)
@@ -324,12 +323,12 @@ def load_config(
 
 
 def _check_notify(config: Config) -> None:
-    if config.notify_format is not None and config.notify_format not in NOTIFY_FORMATS:
+    if config.notify_format is not None and config.notify_format not in notify.FORMATS:
         raise UsageError(
             f"--notify-format {config.notify_format!r} is unknown; use one of "
-            f"{', '.join(NOTIFY_FORMATS)}."
+            f"{', '.join(notify.FORMATS)}."
         )
-    if config.notify_on not in NOTIFY_WHEN:
+    if config.notify_on not in notify.WHEN:
         raise UsageError(f"--notify-on {config.notify_on!r} is unknown; use always or failure.")
     for url in config.notify:
         try:

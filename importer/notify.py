@@ -30,21 +30,81 @@ import aiohttp
 from importer.exits import ExitCode
 from importer.summary import FileSummary, summary_document
 
-FORMATS = ("dingtalk", "feishu", "wecom", "json")
 WHEN = ("always", "failure")
 TIMEOUT_S = 5.0
-_HOSTS = {
-    "oapi.dingtalk.com": "dingtalk",
-    "open.feishu.cn": "feishu",
-    "open.larksuite.com": "feishu",
-    "qyapi.weixin.qq.com": "wecom",
-}
 _TOP_CODES = 5
+
+
+class Receiver:
+    """One kind of receiver: the hosts it is known by, the body it reads (signed with
+    ``TOP_NOTIFY_SECRET`` where the vendor signs), and how its answer says it refused.
+    ``RECEIVERS`` is the one table: ``FORMATS``, the config check and the CLI's choices
+    derive from it."""
+
+    name = ""
+    hosts: tuple[str, ...] = ()
+    code_field = "errcode"  # where a JSON answer says whether it took the message
+
+    def request(
+        self, url: str, title: str, text: str, code: int, secret: str | None, now: float
+    ) -> tuple[str, dict]:
+        """(the URL to post to, the JSON body) of the robot message ``title``/``text``."""
+        raise NotImplementedError
+
+    def refused(self, data: dict) -> str | None:
+        """Why a JSON answer is a refusal (None: it took the message)."""
+        code = data.get(self.code_field, 0)
+        if code in (0, "0"):
+            return None
+        said = data.get("msg") or data.get("errmsg") or ""
+        return f"{self.code_field} {_printable(str(code))}: {_printable(str(said))}".rstrip(": ")
+
+
+class _DingTalk(Receiver):
+    name, hosts = "dingtalk", ("oapi.dingtalk.com",)
+
+    def request(self, url, title, text, code, secret, now):
+        body: dict = {"msgtype": "markdown", "markdown": {"title": title, "text": text}}
+        if secret:
+            stamp = str(int(now * 1000))
+            sign = _hmac(secret.encode(), f"{stamp}\n{secret}".encode())
+            url += f"{'&' if '?' in url else '?'}timestamp={stamp}&sign={quote(sign, safe='')}"
+        return url, body
+
+
+class _Feishu(Receiver):
+    name, hosts = "feishu", ("open.feishu.cn", "open.larksuite.com")
+    code_field = "code"
+
+    def request(self, url, title, text, code, secret, now):
+        body = {"msg_type": "interactive", "card": _feishu_card(title, text, code)}
+        if secret:
+            stamp = str(int(now))
+            body.update(timestamp=stamp, sign=_hmac(f"{stamp}\n{secret}".encode(), b""))
+        return url, body
+
+
+class _WeCom(Receiver):
+    name, hosts = "wecom", ("qyapi.weixin.qq.com",)
+
+    def request(self, url, title, text, code, secret, now):
+        return url, {"msgtype": "markdown", "markdown": {"content": text}}
+
+
+class _Json(Receiver):
+    """Any other webhook: the ``--summary-json`` document; any 2xx answer took it."""
+
+    name = "json"
+
+
+RECEIVERS: dict[str, Receiver] = {r.name: r for r in (_DingTalk(), _Feishu(), _WeCom(), _Json())}
+FORMATS = tuple(RECEIVERS)
+_BY_HOST = {host: r.name for r in RECEIVERS.values() for host in r.hosts}
 
 
 def receiver(url: str, override: str | None = None) -> str:
     """The format a URL's receiver reads: ``--notify-format``, else by its host."""
-    return override or _HOSTS.get((urlsplit(url).hostname or "").lower(), "json")
+    return override or _BY_HOST.get((urlsplit(url).hostname or "").lower(), "json")
 
 
 def where(url: str) -> str:
@@ -94,20 +154,7 @@ def request(
         return url, {**summary_document(summaries, code), **({"error": error} if error else {})}
     title, text = message(command, summaries, code, error)
     now = time.time() if now is None else now
-    if kind == "dingtalk":
-        body: dict = {"msgtype": "markdown", "markdown": {"title": title, "text": text}}
-        if secret:
-            stamp = str(int(now * 1000))
-            sign = _hmac(secret.encode(), f"{stamp}\n{secret}".encode())
-            url += f"{'&' if '?' in url else '?'}timestamp={stamp}&sign={quote(sign, safe='')}"
-        return url, body
-    if kind == "feishu":
-        body = {"msg_type": "interactive", "card": _feishu_card(title, text, code)}
-        if secret:
-            stamp = str(int(now))
-            body.update(timestamp=stamp, sign=_hmac(f"{stamp}\n{secret}".encode(), b""))
-        return url, body
-    return url, {"msgtype": "markdown", "markdown": {"content": text}}  # wecom
+    return RECEIVERS[kind].request(url, title, text, code, secret, now)
 
 
 def _feishu_card(title: str, text: str, code: int) -> dict:
@@ -150,14 +197,9 @@ def refusal(kind: str, status: int, answer: bytes) -> str | None:
         data = json.loads(answer)
     except ValueError:
         return "an answer that is not JSON"
-    field = "code" if kind == "feishu" else "errcode"
     if not isinstance(data, dict):
         return "an answer that is not a JSON object"
-    code = data.get(field, 0)
-    if code in (0, "0"):
-        return None
-    said = data.get("msg") or data.get("errmsg") or ""
-    return f"{field} {_printable(str(code))}: {_printable(str(said))}".rstrip(": ")
+    return RECEIVERS[kind].refused(data)
 
 
 def _printable(text: str, limit: int = 120) -> str:
@@ -223,4 +265,15 @@ async def _post(
     return f"warning: the {kind} notification to {where(url)} was not delivered ({why})"
 
 
-__all__ = ["FORMATS", "WHEN", "message", "receiver", "refusal", "request", "send", "where"]
+__all__ = [
+    "FORMATS",
+    "RECEIVERS",
+    "WHEN",
+    "Receiver",
+    "message",
+    "receiver",
+    "refusal",
+    "request",
+    "send",
+    "where",
+]

@@ -309,3 +309,18 @@ def test_a_run_stopped_before_any_input_still_notifies(tmp_path):
     [(_, body)] = _Robot.received
     assert "top-import run: exit 2" in body["markdown"]["title"]
     assert "stopped: Missing app key (TOP_APP_KEY) and app secret" in body["markdown"]["text"]
+
+
+def test_the_receivers_table_is_the_one_list_of_formats_hosts_and_choices():
+    from importer import cli, notify
+    from importer.config import load_config
+    from importer.errors import UsageError
+
+    assert notify.FORMATS == ("dingtalk", "feishu", "wecom", "json")
+    option = next(p for p in cli.run.params if p.name == "notify_format")
+    assert tuple(option.type.choices) == notify.FORMATS
+    for name, receiver in notify.RECEIVERS.items():
+        for host in receiver.hosts:
+            assert notify.receiver(f"https://{host}/hook") == name
+    with pytest.raises(UsageError, match="use one of dingtalk, feishu, wecom, json"):
+        load_config({"notify_format": "slack"}, {}, None)
