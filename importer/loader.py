@@ -25,11 +25,12 @@ import html
 import re
 import struct
 import zipfile
-from collections.abc import Generator, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from types import MappingProxyType
+from typing import Protocol
 
 import olefile
 from python_calamine import (
@@ -46,7 +47,7 @@ from importer.labels import DECISION, SOURCE_ROW, Item, Sheet, is_label, key_of,
 from importer.rows import EXACT_FLOAT_LIMIT, RESULT_COLUMNS, Row
 from importer.spec import ApiSpec, normalise_header
 
-CSV_SUFFIXES = (".csv", ".tsv", ".txt")
+CSV_SUFFIXES = (".csv", ".tsv", ".txt")  # the suffixes of each kind of RowSource (_SOURCES)
 WORKBOOK_SUFFIXES = (".xlsx", ".xlsm", ".xls", ".ods")
 SAMPLE_BYTES = 64 * 1024  # enough text to tell UTF-8 from GB18030 and to sniff the delimiter
 DELIMITERS = (",", "\t", ";")
@@ -80,7 +81,7 @@ class InputTable:
     sheet: str | None
     headers: tuple[str, ...]
     columns: Mapping[str, int]
-    _source: _CsvSource | _SheetSource | None = field(default=None, repr=False, compare=False)
+    _source: RowSource | None = field(default=None, repr=False, compare=False)
     _header_row: int = field(default=1, repr=False, compare=False)
     _keep: tuple[int, ...] | None = field(default=None, repr=False, compare=False)
     _width: int | None = field(default=None, repr=False, compare=False)  # header cells as read
@@ -97,7 +98,7 @@ class InputTable:
     def reported_run(self) -> int | None:
         """The journal run that wrote this result workbook (its summary sheet's ``journal
         run``), or None: a check sheet's decisions are about the journal as it was then."""
-        if not isinstance(self._source, _SheetSource) or not self.fed_back:
+        if self._source is None or not self._source.workbook or not self.fed_back:
             return None
         return _reported_run(self.path)
 
@@ -110,16 +111,11 @@ class InputTable:
     def estimate_rows(self) -> int | None:
         """About how many data rows there are (for a progress bar's ETA), when that is cheap.
 
-        CSV: the line count below the header (blank lines and line breaks inside quoted values
-        make it a slight overestimate). Workbooks: None, as counting would parse the sheet.
+        CSV: the line count below the header; workbooks: None (``RowSource.estimate_rows``).
         """
-        if not isinstance(self._source, _CsvSource):
+        if self._source is None:
             return None
-        lines = 0
-        with self.path.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                lines += block.count(b"\n")
-        return max(0, lines - self._header_row)
+        return self._source.estimate_rows(self._header_row)
 
     def rows(self) -> Iterator[Row]:
         """A fresh pass over the non-blank data rows, in file order."""
@@ -136,7 +132,7 @@ class InputTable:
         origin = self._origin
         decision = self._decision
         new_index = {old: new for new, old in enumerate(keep)} if keep is not None else {}
-        workbook = isinstance(self._source, _SheetSource)
+        workbook = self._source.workbook
         for number, raw, numeric in self._source.raw_rows():
             if number <= header_row:
                 continue
@@ -208,7 +204,7 @@ def open_input(
     source = _source_for(path, sheet)
     header_row, raw_headers = source.header()
     # A CSV report of top-import (--out x.csv) fed back: undo the ' it put before cells, exactly.
-    unquote = isinstance(source, _CsvSource) and all(
+    unquote = not source.workbook and all(
         any(is_label(h, key) for h in raw_headers) for key in _REPORT_MARKERS
     )
     if unquote:
@@ -330,18 +326,35 @@ def check_path(path: Path) -> None:
             f"{path} is not a regular file (a pipe, a device or a socket); save the rows to a "
             "file and give its path."
         )
-    if path.suffix.lower() not in (*WORKBOOK_SUFFIXES, *CSV_SUFFIXES):
+    if path.suffix.lower() not in _SOURCES:
         raise InputError(
             f"{path} has an unsupported extension {path.suffix or '(none)'!r}; {_WHAT_TO_DO}."
         )
 
 
-def _source_for(path: Path, sheet: str | None) -> _CsvSource | _SheetSource:
+class RowSource(Protocol):
+    """Where an input's rows come from: a CSV file, or one sheet of a workbook."""
+
+    path: Path
+    sheet: str | None  # the sheet read (None: a CSV file)
+    workbook: bool  # typed cells (numbers Excel may have rounded), no delimiter or encoding
+
+    def header(self) -> tuple[int, list[str]]:
+        """(the header's row number, its cells): the first non-blank row."""
+        ...
+
+    def raw_rows(self) -> Iterator[_RawRow]:
+        """(row number, cells as text, indexes of number cells) of every row, from row 1."""
+        ...
+
+    def estimate_rows(self, header_row: int) -> int | None:
+        """About how many data rows there are, when that is cheap (None otherwise)."""
+        ...
+
+
+def _source_for(path: Path, sheet: str | None) -> RowSource:
     check_path(path)
-    suffix = path.suffix.lower()
-    if suffix in WORKBOOK_SUFFIXES:
-        return _SheetSource.find(path, sheet)
-    return _CsvSource.sniff(path, tab=suffix == ".tsv")
+    return _SOURCES[path.suffix.lower()](path, sheet)
 
 
 def _read_sample(path: Path) -> bytes:
@@ -460,6 +473,20 @@ class _CsvSource:
     encoding: str
     delimiter: str
     sheet: None = None
+    workbook = False
+
+    @classmethod
+    def open(cls, path: Path, sheet: str | None) -> _CsvSource:
+        return cls.sniff(path, tab=path.suffix.lower() == ".tsv")
+
+    def estimate_rows(self, header_row: int) -> int | None:
+        """The line count below the header (blank lines and line breaks inside quoted values
+        make it a slight overestimate)."""
+        lines = 0
+        with self.path.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                lines += block.count(b"\n")
+        return max(0, lines - header_row)
 
     @classmethod
     def sniff(cls, path: Path, tab: bool) -> _CsvSource:
@@ -622,6 +649,10 @@ def _column_number(letters: bytes) -> int:
 class _SheetSource:
     path: Path
     sheet: str
+    workbook = True
+
+    def estimate_rows(self, header_row: int) -> int | None:
+        return None  # counting would parse the sheet
 
     @classmethod
     def find(cls, path: Path, requested: str | None) -> _SheetSource:
@@ -759,3 +790,10 @@ def _open_book(path: Path) -> CalamineWorkbook:
             f"{path} cannot be read as a {path.suffix.lower()} workbook ({exc}); open it in "
             "Excel and save it again as .xlsx, or export it as CSV UTF-8."
         ) from None
+
+
+# One RowSource per suffix: how an input is opened (``check_path`` refuses any other).
+_SOURCES: dict[str, Callable[[Path, str | None], RowSource]] = {
+    **dict.fromkeys(CSV_SUFFIXES, _CsvSource.open),
+    **dict.fromkeys(WORKBOOK_SUFFIXES, _SheetSource.find),
+}
