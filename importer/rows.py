@@ -121,6 +121,11 @@ class Outcome:
         "error",
     )
 
+    @property
+    def calls(self) -> int:
+        """The requests that left the machine: what the platform (and its quota) counted."""
+        return self.attempts if self.sent is None else self.sent
+
     def values(self) -> tuple:
         return (
             self.status.value,

@@ -37,7 +37,8 @@ class FileSummary:
     reason_rows: dict = field(default_factory=dict)  # reason -> the first row that had it
     per_minute: list = field(default_factory=list)  # (minute start, calls): the journal's
     rows_read: int = 0
-    calls: int = 0
+    calls: int = 0  # requests that left the machine (the journal's and the platform's count)
+    attempts: int = 0  # ... and tries that never connected (an unreachable gateway)
     started: float = field(default_factory=time.time)
     ended: float = 0.0
     send_seconds: float = 0.0
@@ -66,7 +67,8 @@ class FileSummary:
             if row is not None:
                 self.sub_code_rows.setdefault(outcome.sub_code, row)
             self.sub_code_msgs.setdefault(outcome.sub_code, outcome.sub_msg or outcome.msg)
-        self.calls += outcome.attempts
+        self.calls += outcome.calls
+        self.attempts += outcome.attempts
         self.count_reason(outcome, row)
 
     def count_reason(self, outcome: Outcome, row: int | None = None) -> None:
@@ -115,6 +117,8 @@ class FileSummary:
         pairs += [(f"status {s}", n) for s, n in sorted(self.counts.items())]
         pairs += [(f"sub_code {s}", n) for s, n in sorted(self.sub_codes.items())]
         pairs += [("calls", self.calls), ("calls/s", round(self.calls_per_second, 2))]
+        if self.attempts != self.calls:
+            pairs.append(("tries that never connected", self.attempts - self.calls))
         pairs += [(f"limit {k}", v) for k, v in self.limits.items()]
         if self.message:
             pairs.append(("stopped", self.message))
@@ -123,7 +127,8 @@ class FileSummary:
 
     def take_counts(self, other: FileSummary) -> None:
         """Counts per status and sub_code (with their examples) and calls, from ``other``."""
-        self.counts, self.sub_codes, self.calls = other.counts, other.sub_codes, other.calls
+        self.counts, self.sub_codes = other.counts, other.sub_codes
+        self.calls, self.attempts = other.calls, other.attempts
         self.sub_code_rows, self.sub_code_msgs = other.sub_code_rows, other.sub_code_msgs
         if other.reasons:
             self.reasons, self.reason_rows = other.reasons, other.reason_rows
@@ -169,6 +174,7 @@ class FileSummary:
             "sub_codes": dict(self.sub_codes),
             "invalid_reasons": dict(self.reasons.most_common()),
             "calls": self.calls,
+            "attempts": self.attempts,
             "calls_per_second": round(self.calls_per_second, 2),
             "started": stamp(self.started),
             "ended": stamp(self.ended),

@@ -330,10 +330,16 @@ def test_an_unreachable_gateway_stops_the_run_soon(tmp_path):
         TOP_APP_KEY=APP_KEY,
         TOP_APP_SECRET=SECRET,
     )
-    done = cli(["run", "t.csv", *FAST, "--daily-quota", "100"], tmp_path, env, timeout=60)
+    args = ["run", "t.csv", *FAST, "--daily-quota", "100", "--summary-json", "s.json"]
+    done = cli(args, tmp_path, env, timeout=60)
     assert done.returncode == 3, done.stderr
     assert "cannot be reached" in done.stderr and "calls in a row got no connection" in done.stderr
     assert statuses(tmp_path / "reports" / "t.result.xlsx") == {"not_sent": 40}
+    # "calls" are requests that left the machine, as the journal and the chart count them;
+    # the tries that never connected are counted apart
+    (document,) = json.loads((tmp_path / "s.json").read_text())["files"]
+    assert document["calls"] == 0 and document["attempts"] > 0, document
+    assert "; 0 calls;" in done.stdout.splitlines()[0], done.stdout
     # No call reached a platform: the daily quota is untouched for the next run.
     again = cli(
         ["run", "t.csv", *FAST, "--daily-quota", "100", "--max-runtime", "0"], tmp_path, env

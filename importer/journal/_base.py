@@ -303,7 +303,7 @@ class RunJournal(abc.ABC):
                 verdicts.append(verdict)
             states: list[CallState] = []
             for _, payload_hash, outcome, _ in outcomes:
-                calls += outcome.attempts if outcome.sent is None else outcome.sent
+                calls += outcome.calls
                 if payload_hash is None:
                     continue
                 if not outcome.attempts:

@@ -88,7 +88,7 @@ CREATE INDEX IF NOT EXISTS runs_live ON runs (input_key, finished_at);
 CREATE TABLE IF NOT EXISTS results (
     run_id INTEGER NOT NULL, source_row INTEGER NOT NULL, status TEXT NOT NULL,
     code TEXT, msg TEXT, sub_code TEXT, sub_msg TEXT, request_id TEXT, system_time TEXT,
-    attempts INTEGER, elapsed_ms INTEGER, error TEXT, row_digest INTEGER,
+    attempts INTEGER, elapsed_ms INTEGER, error TEXT, row_digest INTEGER, sent INTEGER,
     PRIMARY KEY (run_id, source_row)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS usage (
@@ -164,7 +164,11 @@ class SQLiteJournal(Journal):
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute(f"PRAGMA busy_timeout={int(self._busy_timeout * 1000)}")
             self._db.executescript(_SCHEMA)
-            for table, column in (("results", "row_digest INTEGER"), ("runs", "beat_at REAL")):
+            for table, column in (
+                ("results", "row_digest INTEGER"),
+                ("results", "sent INTEGER"),
+                ("runs", "beat_at REAL"),
+            ):
                 columns = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
                 if column.split()[0] not in columns:  # a journal of an earlier version
                     self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
@@ -402,7 +406,8 @@ class _SQLiteRun(RunJournal):
 
     def _add_results(self, outcomes: Sequence[Settled]) -> None:
         self._db.executemany(
-            _INSERT_RESULT, [(self.run_id, row, *o.values(), d) for row, _, o, d in outcomes]
+            _INSERT_RESULT,
+            [(self.run_id, row, *o.values(), d, o.sent) for row, _, o, d in outcomes],
         )
 
     def _add_minutes(self, minutes: Sequence[tuple[int, int]]) -> None:
@@ -421,17 +426,20 @@ class _SQLiteRun(RunJournal):
         db = self._db
         with _immediate(db, self._path):
             db.execute(_MARK_DONE, (*self._key, payload_hash, time.time(), self.run_id))
-            db.execute(_INSERT_RESULT, (self.run_id, source_row, *outcome.values(), digest))
+            db.execute(
+                _INSERT_RESULT, (self.run_id, source_row, *outcome.values(), digest, outcome.sent)
+            )
 
     def paired_results(self) -> Iterator[tuple[int, int | None, Outcome]]:
         cur = self._db.execute(
             "SELECT source_row, row_digest, status, code, msg, sub_code, sub_msg, request_id, "
-            "system_time, attempts, elapsed_ms, error FROM results WHERE run_id = ? "
+            "system_time, attempts, elapsed_ms, error, sent FROM results WHERE run_id = ? "
             "ORDER BY source_row",
             (self.run_id,),
         )
         for row in cur:
-            outcome = Outcome(Status(row[2]), *(v if v is not None else "" for v in row[3:]))
+            outcome = Outcome(Status(row[2]), *(v if v is not None else "" for v in row[3:12]))
+            outcome.sent = row[12]  # None: every attempt left the machine (or an older journal)
             yield row[0], row[1], outcome
 
     def share(self, qps: float, now: float) -> tuple[float, int, bool]:
@@ -687,6 +695,6 @@ _SETTLE_CALL = (
 )
 _INSERT_RESULT = (
     "INSERT OR REPLACE INTO results (run_id, source_row, status, code, msg, sub_code, sub_msg, "
-    "request_id, system_time, attempts, elapsed_ms, error, row_digest) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "request_id, system_time, attempts, elapsed_ms, error, row_digest, sent) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
