@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 from importer import notify
 from importer.errors import ConfigError, UsageError
-from importer.protocol import Credentials
+from importer.protocol import LOOPBACK_HOSTS, Credentials
 from importer.signing import SIGN_METHODS
 
 if sys.version_info >= (3, 11):
@@ -342,7 +342,7 @@ def _check_notify(config: Config) -> None:
                 "https:// webhook URL."
             ) from None
         shown = f"{parts.scheme}://{hostname}" if hostname else repr(url[:20])
-        loopback = hostname in ("127.0.0.1", "localhost", "::1")
+        loopback = hostname in LOOPBACK_HOSTS
         if not hostname or not (parts.scheme == "https" or (parts.scheme == "http" and loopback)):
             raise UsageError(
                 f"--notify {shown}... is not an https:// webhook URL (plain http is only for "

@@ -44,7 +44,6 @@ from importer.steps import (
     RetryLimits,
     StopReason,
     Tries,
-    backoff_delay,
     cut_off,
     interrupted,
     next_step,
@@ -342,6 +341,4 @@ __all__ = [
     "DispatchResult",
     "DispatchSettings",
     "Dispatcher",
-    "StopReason",
-    "backoff_delay",
 ]

@@ -31,6 +31,7 @@ from yarl import URL
 
 from importer.protocol import (
     FORM_CONTENT_TYPE,
+    LOOPBACK_HOSTS,
     MAX_BODY_BYTES,
     AnswerKind,
     Reply,
@@ -57,7 +58,7 @@ class Gateway:
         host = urlsplit(url).hostname or ""
         # HTTPS_PROXY / NO_PROXY as users behind a corporate proxy expect; never for a
         # simulator on this machine.
-        self.trust_env = host not in _LOOPBACK
+        self.trust_env = host not in LOOPBACK_HOSTS
         self.proxy = _proxy_for(url) if self.trust_env else ""
         self.where = urlsplit(url).netloc + (f" via proxy {self.proxy}" if self.proxy else "")
         self._session: aiohttp.ClientSession | None = None
@@ -135,9 +136,6 @@ async def _read_bounded(response: aiohttp.ClientResponse) -> bytes | None:
             return None
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-_LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 def _proxy_for(url: str) -> str:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from importer import __version__, exits, snapshot
 from importer.config import Config
-from importer.dispatcher import Dispatcher, DispatchSettings, StopReason
+from importer.dispatcher import Dispatcher, DispatchSettings
 from importer.errors import ImporterError, InputError, JournalError, UsageError
 from importer.events import NO_EVENTS, Event, EventKind, Events
 from importer.gateway import Gateway
@@ -44,7 +44,7 @@ from importer.reporter import ReportWriter
 from importer.rows import Decision, Outcome, RequestRecord, Row, Status
 from importer.sharing import shared_quota
 from importer.spec import ApiSpec
-from importer.steps import CHECK_ADVICE, IN_FLIGHT_AT_THE_END, NEVER_TRIED
+from importer.steps import CHECK_ADVICE, IN_FLIGHT_AT_THE_END, NEVER_TRIED, StopReason
 from importer.summary import Dashboard, FileSummary, Plan, plural
 from importer.triage import DONE, SEND, Done, Triage
 

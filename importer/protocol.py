@@ -22,6 +22,9 @@ from importer.signing import sign
 from importer.spec import ApiSpec
 
 # The platform's clock is Beijing time; a fixed offset (China has no DST) needs no tz database.
+# The hosts plain HTTP may go to (a simulator on this machine): anything else gets https only,
+# the session key and a robot's token never cross a network in clear.
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 GMT8 = timezone(timedelta(hours=8), "GMT+8")
 TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S"
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded;charset=UTF-8"

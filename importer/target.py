@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from importer.config import Config
 from importer.errors import UsageError
 from importer.processes import pid_alive
-from importer.protocol import Credentials
+from importer.protocol import LOOPBACK_HOSTS, Credentials
 from importer.spec import ApiSpec
 
 SIMULATED_JOURNAL = "simulated.sqlite"  # the temporary journal of a --simulate run ...
@@ -86,7 +86,7 @@ class SendTarget:
 def check_gateway_url(url: str) -> None:
     """Plain HTTP would show the session key to the network: allowed only to this machine."""
     parts = urlsplit(url)
-    if parts.scheme == "http" and parts.hostname not in ("127.0.0.1", "localhost", "::1"):
+    if parts.scheme == "http" and parts.hostname not in LOOPBACK_HOSTS:
         raise UsageError(
             f"--gateway {url} is plain HTTP; use https:// (plain HTTP is only for a simulator "
             "on 127.0.0.1)."

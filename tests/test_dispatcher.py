@@ -25,8 +25,6 @@ from importer.dispatcher import (
     Dispatcher,
     DispatchResult,
     DispatchSettings,
-    StopReason,
-    backoff_delay,
 )
 from importer.failures import FailureBreaker, FailureDigest, too_many
 from importer.gateway import Gateway
@@ -42,7 +40,7 @@ from importer.protocol import (
 )
 from importer.rows import Outcome, RequestRecord, Status, payload_hash
 from importer.spec import load_spec
-from importer.steps import IN_FLIGHT_INTERRUPTED, MAX_THROTTLE_RETRIES
+from importer.steps import IN_FLIGHT_INTERRUPTED, MAX_THROTTLE_RETRIES, StopReason, backoff_delay
 
 SPEC = load_spec(None)
 APP_KEY = "12345678"
