@@ -41,24 +41,24 @@ RATE_AFTER_CALLS = 10  # fewer calls than this get no calls/s in the end line
 
 
 def fail(message: str) -> None:
-    """A line on stderr; once its reader has gone, the rest is dropped and the command goes
-    on (its exit code is the import's, not the pipe's)."""
-    try:
-        click.echo(f"top-import: {message}", err=True)
-    except BrokenPipeError:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stderr.fileno())
-        os.close(devnull)
+    """A line on stderr (``top-import: ...``)."""
+    _echo(f"top-import: {message}", err=True)
 
 
 def say(line: str) -> None:
-    """A line on stdout. Once its reader has gone (``top-import run a b c | head -1``), the rest
-    of the output is dropped and the import goes on: every input and the summary get done."""
+    """A line on stdout."""
+    _echo(line, err=False)
+
+
+def _echo(line: str, err: bool) -> None:
+    """Once the reader of the stream has gone (``top-import run a b c | head -1``), the rest
+    of its output is dropped and the command goes on: every input and the summary get done,
+    and the exit code is the import's, not the pipe's."""
     try:
-        click.echo(line)
+        click.echo(line, err=err)
     except BrokenPipeError:
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        os.dup2(devnull, (sys.stderr if err else sys.stdout).fileno())
         os.close(devnull)
 
 
@@ -400,16 +400,12 @@ def _run_inputs(
         return _per_file(
             paths, config, "dry-run", lambda p: check_file(p, configs[p], spec, builder)
         )
-    summaries, code, refused = asyncio.run(_run_all(paths, configs, config, spec, credentials))
+    summaries, code, refused = asyncio.run(_run_all(paths, configs, config))
     return finish(config, "run", summaries, code, refused)
 
 
 async def _run_all(
-    paths: list[Path],
-    configs: dict[Path, Config],
-    config: Config,
-    spec: ApiSpec,
-    credentials: Credentials | None,
+    paths: list[Path], configs: dict[Path, Config], config: Config
 ) -> tuple[list[FileSummary], int, list[tuple[Path, str, int]]]:
     """The API's ``send_files``, with the signals handled and each input printed (and archived)
     as it ends; also the inputs an error stopped before they were sent."""

@@ -56,9 +56,6 @@ class Row:
         """The row number the report shows: the original file's, through a round trip."""
         return self.source_row if self.origin_row is None else self.origin_row
 
-    def is_blank(self) -> bool:
-        return all(not c.strip() for c in self.cells)
-
     def digest(self) -> int:
         """A cheap fingerprint of the cells, so that an outcome is paired with the row it
         belongs to, never by row number alone."""

@@ -183,10 +183,6 @@ class ApiSpec:
         return tuple(f for f in self.fields if f.required)
 
     @property
-    def object_fields(self) -> tuple[FieldSpec, ...]:
-        return tuple(f for f in self.fields if not f.is_flat)
-
-    @property
     def flat_fields(self) -> tuple[FieldSpec, ...]:
         return tuple(f for f in self.fields if f.is_flat)
 

@@ -303,14 +303,6 @@ def test_status_prints_as_its_report_word():
     assert str(Status.NOT_SENT) == "not_sent"
 
 
-@pytest.mark.parametrize(
-    ("cells", "blank"),
-    [(("", " ", "\t"), True), ((), True), (("", "x"), False)],
-)
-def test_row_is_blank_when_every_cell_is_empty(cells, blank):
-    assert Row(2, cells).is_blank() is blank
-
-
 # --- properties -----------------------------------------------------------------------------
 
 
