@@ -437,7 +437,7 @@ def _approve(config: Config):
 
 def _result(summary: FileSummary, keep: bool, source: Any = None, api: str | None = None) -> Result:
     code = int(exits.for_file(summary))
-    counts = dict(summary.counts)
+    counts = summary.counts_by_word()
     workbook = summary.workbook
     numbers = frozenset(f.name for f in load_spec(api).fields if f.item_type == "Number")
     index = source.index if hasattr(source, "itertuples") and hasattr(source, "index") else None

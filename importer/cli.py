@@ -33,6 +33,7 @@ from importer.journal import open_journal
 from importer.loader import CSV_SUFFIXES
 from importer.pipeline import check_file, rebuild_report
 from importer.protocol import Credentials, RequestBuilder
+from importer.rows import Status
 from importer.spec import ApiSpec, builtin_methods, load_spec
 from importer.summary import FileSummary, Plan, duration_text, plural, summary_document
 from importer.target import SIMULATED_JOURNAL, scratch_folder
@@ -116,7 +117,7 @@ def build_config(flags: dict[str, Any], config_file: str | None) -> Config:
 
 
 def summary_line(summary: FileSummary) -> str:
-    counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.counts.items())) or "no rows"
+    counts = ", ".join(f"{n} {s.value}" for s, n in sorted(summary.counts.items())) or "no rows"
     line = f"{summary.input}: {plural(summary.rows_read, 'row')}: {counts}"
     if summary.command == "run":
         line += f"; {plural(summary.calls, 'call')}"
@@ -453,10 +454,10 @@ def _print_and_archive(path: Path, summary: FileSummary, config: Config) -> int:
     say(summary_line(summary))
     for line in summary.reason_lines():
         say(line)
-    if "qps auto reached" in summary.limits:
+    if summary.auto_reached is not None:
         fail(
-            f"{path}: --qps auto ended at {summary.limits['qps auto reached']:g} "
-            f"calls/s after {plural(summary.limits['qps auto throttles'], 'throttle')}"
+            f"{path}: --qps auto ended at {summary.auto_reached:g} "
+            f"calls/s after {plural(summary.auto_throttles, 'throttle')}"
         )
     if summary.message:
         fail(summary.message)
@@ -515,7 +516,7 @@ def _per_file(
             say(line)
         for note in summary.notes:
             fail(note)
-        valid = summary.counts.get("valid", 0)
+        valid = summary.counts[Status.VALID]
         if valid and config.qps_auto:
             say(
                 f"  sending {plural(valid, 'valid row')} with --qps auto takes as long as the "

@@ -72,7 +72,7 @@ def for_file(summary: FileSummary) -> ExitCode:
         return ExitCode.ABORTED
     if summary.command == "run" and summary.workbook is None:
         return ExitCode.ROWS  # sent, but the workbook is missing: `top-import report` rebuilds it
-    return ExitCode.ROWS if any(summary.counts.get(s.value) for s in NOT_DONE) else ExitCode.OK
+    return ExitCode.ROWS if any(summary.counts[s] for s in NOT_DONE) else ExitCode.OK
 
 
 def worst(codes: Iterable[int]) -> ExitCode:

@@ -122,7 +122,7 @@ def message(
     title = f"top-import {command}: exit {code}"
     lines = [f"### {title}", f"{exit_code.meaning}", ""]
     for summary in summaries:
-        counts = ", ".join(f"{n:,} {status}" for status, n in summary.counts.most_common())
+        counts = ", ".join(f"{n:,} {status.value}" for status, n in summary.counts.most_common())
         lines.append(f"- **{summary.input.name}**: {counts or 'no rows'}")
         for sub_code, n in summary.sub_codes.most_common(_TOP_CODES):
             example = summary.sub_code_rows.get(sub_code)

@@ -352,7 +352,7 @@ async def _run_copy(job: _Job, copy: snapshot.Snapshot, journal: Journal) -> Fil
         summary.interrupt_signal = job.interrupts.signal
     finally:
         run.finish(keep_results=summary.workbook is None)
-    unknown = summary.counts.get(Status.UNKNOWN.value, 0)
+    unknown = summary.counts[Status.UNKNOWN]
     if unknown:
         where = f"the check sheet of {summary.workbook}" if summary.workbook else "the journal"
         summary.notes.append(
@@ -423,7 +423,7 @@ class _Feed:
                 continue
             if isinstance(decided, Done):
                 self._run.mark_done(
-                    row.source_row, decided.record.payload_hash, decided.outcome, row.digest()
+                    row.source_row, decided.record.row_key, decided.outcome, row.digest()
                 )
                 self.on_settled(Status.SUCCESS)
                 continue
@@ -445,13 +445,13 @@ async def _send(job: _Job, table: InputTable, run: RunJournal, summary: FileSumm
     feed.on_settled = progress.update
 
     def on_start(record: RequestRecord) -> asyncio.Future[Outcome | None]:
-        return run.in_flight_soon(record.payload_hash)
+        return run.in_flight_soon(record.row_key)
 
     def on_outcome(record: RequestRecord, outcome: Outcome) -> None:
         digest, note = feed.pending.pop(record.source_row, (None, ""))
         if note and outcome.attempts:
             outcome.error = f"{note}; {outcome.error}" if outcome.error else note
-        run.settle_soon(record.source_row, record.payload_hash, outcome, digest)
+        run.settle_soon(record.source_row, record.row_key, outcome, digest)
         progress.update(outcome.status)
 
     settings = _dispatch_settings(job, run)
@@ -476,8 +476,8 @@ async def _send(job: _Job, table: InputTable, run: RunJournal, summary: FileSumm
     if dispatcher.rate_policy is not None:
         # the limit it paced to: its own, or a lower one of the runs it shared the key with
         reached = min(dispatcher.rate_policy.rate, dispatcher.quota.others)
-        summary.limits["qps auto reached"] = round(reached, 1)
-        summary.limits["qps auto throttles"] = dispatcher.rate_policy.throttles
+        summary.auto_reached = round(reached, 1)
+        summary.auto_throttles = dispatcher.rate_policy.throttles
     if result.stop_reason is StopReason.DEADLINE and job.stop_at is not None:
         summary.message = _deadline_message(job.stop_at, summary.started, config)
 
@@ -612,7 +612,7 @@ class _Unrecorded:
             return decided
         run = self._run
         record = decided.record if isinstance(decided, Done) else decided
-        prior = run.prior(record.payload_hash) if record is not None else None
+        prior = run.prior(record.row_key) if record is not None else None
         if prior is not None and prior.run_id == run.run_id:
             if prior.state == "success":
                 return Outcome(

@@ -41,7 +41,7 @@ class Progress:
         """``enabled``: True a bar, False log lines, None a bar when stderr is a terminal;
         ``quiet``: neither. ``events`` also hears of it, as the pass ``phase`` of ``source``."""
         self._events, self._source, self._phase = events, source or Path(label), phase
-        self._counts: Counter[str] = Counter()
+        self._counts: Counter[Status] = Counter()
         self._label = label
         self._clock = clock
         self._started = clock()
@@ -63,7 +63,7 @@ class Progress:
 
     def update(self, status: Status) -> None:
         """A row of the send pass settled with ``status``."""
-        self._counts[status.value] += 1
+        self._counts[status] += 1
         self._done += 1
         self._tick(postfix=True)
         if self._events:
@@ -86,8 +86,8 @@ class Progress:
                 self._shown = self._done
                 if postfix:
                     self._bar.set_postfix(
-                        success=self._counts["success"],
-                        failed=self._counts["failed"],
+                        success=self._counts[Status.SUCCESS],
+                        failed=self._counts[Status.FAILED],
                         refresh=False,
                     )
         elif now - self._last_log >= LOG_EVERY_S:
@@ -99,7 +99,7 @@ class Progress:
         rows = f"{self._done:,} row" if self._done == 1 else f"{self._done:,} rows"
         if not self._counts:
             return f"{rows}, {rate:,.0f} rows/s"
-        parts = ", ".join(f"{n:,} {s}" for s, n in sorted(self._counts.items()))
+        parts = ", ".join(f"{n:,} {s.value}" for s, n in sorted(self._counts.items()))
         return f"{rows} settled ({parts}), {rate:.1f} rows/s"
 
     def close(self) -> None:
@@ -110,6 +110,8 @@ class Progress:
             self._shown = self._done
             if self._counts:
                 self._bar.set_postfix(
-                    success=self._counts["success"], failed=self._counts["failed"], refresh=False
+                    success=self._counts[Status.SUCCESS],
+                    failed=self._counts[Status.FAILED],
+                    refresh=False,
                 )
             self._bar.close()

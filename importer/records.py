@@ -302,7 +302,7 @@ class DuplicateFilter:
 
     def first_row(self, record: RequestRecord) -> int | None:
         """The earlier row with the same payload, or None (and remember this one)."""
-        key = bytes.fromhex(record.payload_hash[:32])
+        key = bytes.fromhex(record.row_key[:32])
         first = self._first.get(key)
         if first is None:
             self._first[key] = record.source_row

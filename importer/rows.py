@@ -69,7 +69,8 @@ class RequestRecord:
 
     source_row: int
     payload_json: str
-    payload_hash: str
+    row_key: str  # what the journal and the duplicate check know it by: its payload_hash, or
+    # its identity_hash when the spec names identity fields
     flat: tuple[tuple[str, str], ...] = ()
 
 

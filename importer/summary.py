@@ -29,7 +29,7 @@ class FileSummary:
     input: Path
     command: str
     workbook: Path | None = None
-    counts: Counter = field(default_factory=Counter)
+    counts: Counter[Status] = field(default_factory=Counter)  # rows per status
     sub_codes: Counter = field(default_factory=Counter)
     sub_code_rows: dict = field(default_factory=dict)  # sub_code -> the first row that met it
     sub_code_msgs: dict = field(default_factory=dict)  # sub_code -> the platform's first sub_msg
@@ -45,7 +45,9 @@ class FileSummary:
     stop_reason: StopReason = StopReason.NONE
     message: str = ""
     interrupt_signal: int | None = None
-    limits: dict = field(default_factory=dict)
+    limits: dict = field(default_factory=dict)  # the run's settings, as the sheet shows them
+    auto_reached: float | None = None  # the rate --qps auto ended at
+    auto_throttles: int = 0  # ... after this many throttles
     gateway: str = ""
     app_key: str = ""
     method: str = ""
@@ -55,13 +57,17 @@ class FileSummary:
     input_changed: bool = False  # the file was saved while it was being sent
     run_id: int | None = None  # the journal's run: a check sheet's decisions are as of it
 
+    def counts_by_word(self) -> dict[str, int]:
+        """Rows per status word (the ``--summary-json`` and API contract), in the order met."""
+        return {status.value: n for status, n in self.counts.items()}
+
     @property
     def calls_per_second(self) -> float:
         return self.calls / self.send_seconds if self.send_seconds > 0 else 0.0
 
     def count(self, outcome: Outcome, row: int | None = None) -> None:
         """One row's outcome (``row``: its number, kept as the example of its sub_code)."""
-        self.counts[outcome.status.value] += 1
+        self.counts[outcome.status] += 1
         if outcome.sub_code:
             self.sub_codes[outcome.sub_code] += 1
             if row is not None:
@@ -114,12 +120,15 @@ class FileSummary:
         ]
         if self.run_id is not None:
             pairs.append((label(Item.JOURNAL_RUN), self.run_id))
-        pairs += [(f"status {s}", n) for s, n in sorted(self.counts.items())]
+        pairs += [(f"status {s.value}", n) for s, n in sorted(self.counts.items())]
         pairs += [(f"sub_code {s}", n) for s, n in sorted(self.sub_codes.items())]
         pairs += [("calls", self.calls), ("calls/s", round(self.calls_per_second, 2))]
         if self.attempts != self.calls:
             pairs.append(("tries that never connected", self.attempts - self.calls))
         pairs += [(f"limit {k}", v) for k, v in self.limits.items()]
+        if self.auto_reached is not None:
+            pairs.append(("limit qps auto reached", self.auto_reached))
+            pairs.append(("limit qps auto throttles", self.auto_throttles))
         if self.message:
             pairs.append(("stopped", self.message))
         pairs.append(("top-import version", __version__))
@@ -136,7 +145,7 @@ class FileSummary:
     def dashboard(self, code: int, meaning: str) -> Dashboard:
         """The ``summary`` sheet, top to bottom, for the exit code this input ends with."""
         rows = sum(self.counts.values())
-        done = self.counts.get("success", 0) + self.counts.get("valid", 0)
+        done = self.counts[Status.SUCCESS] + self.counts[Status.VALID]
         share = f" ({done / rows:.1%})" if rows else ""
         word = "valid" if self.command in ("validate", "dry-run") else "success"
         headline = f"{self.input.name}: {plural(rows, 'row')}, {done:,} {word}{share}"
@@ -157,7 +166,7 @@ class FileSummary:
         return Dashboard(
             headline=headline,
             verdict=f"exit {code}: {meaning}",
-            statuses=[(s.value, self.counts[s.value]) for s in Status if self.counts.get(s.value)],
+            statuses=[(s.value, self.counts[s]) for s in Status if self.counts[s]],
             codes=codes,
             per_minute=minutes,
             run=self.sheet(),
@@ -170,7 +179,7 @@ class FileSummary:
             "command": self.command,
             "workbook": str(self.workbook) if self.workbook else None,
             "rows_read": self.rows_read,
-            "counts": dict(self.counts),
+            "counts": self.counts_by_word(),
             "sub_codes": dict(self.sub_codes),
             "invalid_reasons": dict(self.reasons.most_common()),
             "calls": self.calls,

@@ -94,7 +94,7 @@ class Triage:
         journal = self._journal
         if journal is None:
             return result, ""
-        prior = journal.prior(result.payload_hash)
+        prior = journal.prior(result.row_key)
         if row.decision is None:
             refused = journal.judge(prior)
             if refused is not None:
@@ -114,7 +114,7 @@ class Triage:
         if decision is Decision.DONE:
             return Done(result, Outcome(Status.SUCCESS, error=DONE_NOTE)), ""
         if decision is Decision.RESEND:
-            journal.allow_resend(result.payload_hash)
+            journal.allow_resend(result.row_key)
             return result, RESENT_BY_DECISION
         refused = journal.judge(prior if prior is not None else _UNDECIDED)
         if refused is not None:

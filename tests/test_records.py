@@ -77,7 +77,7 @@ def test_valid_row_becomes_compact_json_in_spec_field_order():
     assert record == RequestRecord(
         source_row=2,
         payload_json=GOOD_JSON,
-        payload_hash=hashlib.sha256(GOOD_JSON.encode()).hexdigest(),
+        row_key=hashlib.sha256(GOOD_JSON.encode()).hexdigest(),
     )
 
 
@@ -114,7 +114,7 @@ def test_a_row_shorter_than_the_header_treats_missing_cells_as_empty():
 
 def test_payload_hash_is_sha256_hex_of_the_json():
     record = validate()
-    assert record.payload_hash == hashlib.sha256(record.payload_json.encode("utf-8")).hexdigest()
+    assert record.row_key == hashlib.sha256(record.payload_json.encode("utf-8")).hexdigest()
 
 
 # --- Number ---------------------------------------------------------------------------------
@@ -431,8 +431,8 @@ def test_empty_optional_flat_fields_are_left_out():
 def test_the_hash_covers_the_flat_parameters_sorted():
     record = rich(member_id="m1", tags="x", active="1")
     expected = json.dumps(['{"member_id":"m1"}', [["active", "true"], ["tags", "x"]]])
-    assert record.payload_hash == hashlib.sha256(expected.encode()).hexdigest()
-    assert record.payload_hash != rich(member_id="m1", tags="x", active="0").payload_hash
+    assert record.row_key == hashlib.sha256(expected.encode()).hexdigest()
+    assert record.row_key != rich(member_id="m1", tags="x", active="0").row_key
 
 
 def test_a_request_record_is_still_built_with_three_arguments():
@@ -447,7 +447,7 @@ def test_a_spec_without_object_param_sends_only_flat_parameters():
     )
     record = RowValidator(spec, {"num_iid": 0}).validate(Row(2, ("42",)))
     assert (record.payload_json, record.flat) == ("", (("num_iid", "42"),))
-    assert record.payload_hash == payload_hash("", (("num_iid", "42"),))
+    assert record.row_key == payload_hash("", (("num_iid", "42"),))
 
 
 @pytest.mark.parametrize(
@@ -587,9 +587,9 @@ def test_identity_fields_alone_make_the_hash():
     first = identified("c1", note="first try", shop_id="7")
     fixed = identified("c1", note="fixed", shop_id="7.0")
     assert first.payload_json != fixed.payload_json
-    assert first.payload_hash == fixed.payload_hash
-    assert first.payload_hash != identified("c1", shop_id="8").payload_hash
-    assert first.payload_hash != payload_hash(first.payload_json)
+    assert first.row_key == fixed.row_key
+    assert first.row_key != identified("c1", shop_id="8").row_key
+    assert first.row_key != payload_hash(first.payload_json)
 
 
 def test_rows_with_the_same_identity_are_duplicates():
@@ -599,8 +599,8 @@ def test_rows_with_the_same_identity_are_duplicates():
 
 
 def test_an_absent_optional_identity_field_counts_as_empty():
-    assert identified("c1").payload_hash == identified("c1", note="x").payload_hash
-    assert identified("c1").payload_hash != identified("c1", shop_id="0").payload_hash
+    assert identified("c1").row_key == identified("c1", note="x").row_key
+    assert identified("c1").row_key != identified("c1", shop_id="0").row_key
 
 
 @given(

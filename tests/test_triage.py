@@ -35,10 +35,10 @@ def _journal_with(tmp_path, state: str, **policy: bool):
     assert isinstance(payload, RequestRecord)
     journal = SQLiteJournal(tmp_path / "j.sqlite")
     old = journal.start_run(input_path="old.csv", input_key="old", app_key="k", method="m")
-    assert old.in_flight(payload.payload_hash) is None
+    assert old.in_flight(payload.row_key) is None
     if state != "in_flight":
         status = {"success": Status.SUCCESS, "failed": Status.FAILED, "unknown": Status.UNKNOWN}
-        old.settle(2, payload.payload_hash, Outcome(status[state], attempts=1))
+        old.settle(2, payload.row_key, Outcome(status[state], attempts=1))
     old.finish()
     run = journal.start_run(input_path="t.csv", input_key="t", app_key="k", method="m", **policy)
     return Triage(SPEC, COLUMNS, run)

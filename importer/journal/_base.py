@@ -118,9 +118,9 @@ def refusal(
     return None if resend_unknown else Outcome(Status.UNKNOWN, error=KEPT_UNKNOWN_NOTE)
 
 
-# (source_row, payload_hash or None, outcome, digest of the row's cells or None)
+# (source_row, row_key or None, outcome, digest of the row's cells or None)
 Settled = tuple[int, "str | None", Outcome, "int | None"]
-# a call state to record: (payload_hash, state, request_id, system_time)
+# a call state to record: (row_key, state, request_id, system_time)
 CallState = tuple[str, str, str, str]
 # An unknown outcome (its answer lost, or cancelled in flight) may or may not have landed.
 _CALL_STATE = {Status.SUCCESS: "success", Status.UNKNOWN: "unknown"}
@@ -203,21 +203,21 @@ class RunJournal(abc.ABC):
             policy = {**policy, "resend_unknown": resend_unknown}
         return refusal(prior, **policy)
 
-    def allow_resend(self, payload_hash: str) -> None:
+    def allow_resend(self, row_key: str) -> None:
         """Let this run claim a payload the journal holds as unknown (a person checked the
         platform and decided ``resend``), whatever its ``--resend-unknown``."""
-        self._resend.add(payload_hash)
+        self._resend.add(row_key)
 
-    def in_flight(self, payload_hash: str) -> Outcome | None:
+    def in_flight(self, row_key: str) -> Outcome | None:
         """Claim a payload before its first call (own commit): None when claimed, else the
         outcome of a row that must not be sent (another run holds or sent the payload)."""
-        return self._write([payload_hash], [])[0]
+        return self._write([row_key], [])[0]
 
     def settle(
-        self, source_row: int, payload_hash: str | None, outcome: Outcome, digest: int | None = None
+        self, source_row: int, row_key: str | None, outcome: Outcome, digest: int | None = None
     ) -> None:
         """Commit a row's final outcome (and, for a claimed payload, its call state) at once."""
-        self._write([], [(source_row, payload_hash, outcome, digest)])
+        self._write([], [(source_row, row_key, outcome, digest)])
 
     def add_rows(self, rows: Iterable[tuple[int, Outcome] | tuple[int, Outcome, int]]) -> None:
         """Record outcomes of rows that made no call (invalid, duplicate, skipped...) in bulk:
@@ -242,16 +242,16 @@ class RunJournal(abc.ABC):
     # timer or sleep, so there is no time window in which a known outcome waits. A call starts
     # only once its claim is committed (``in_flight_soon`` returns the future to await).
 
-    def in_flight_soon(self, payload_hash: str) -> asyncio.Future[Outcome | None]:
+    def in_flight_soon(self, row_key: str) -> asyncio.Future[Outcome | None]:
         future = asyncio.get_running_loop().create_future()
-        self._claims.append((payload_hash, future))
+        self._claims.append((row_key, future))
         self._schedule()
         return future
 
     def settle_soon(
-        self, source_row: int, payload_hash: str | None, outcome: Outcome, digest: int | None = None
+        self, source_row: int, row_key: str | None, outcome: Outcome, digest: int | None = None
     ) -> None:
-        self._outcomes.append((source_row, payload_hash, outcome, digest))
+        self._outcomes.append((source_row, row_key, outcome, digest))
         self._schedule()
 
     def _schedule(self) -> None:
@@ -294,26 +294,26 @@ class RunJournal(abc.ABC):
         # immediate: the claim reads, then writes; no other run may write in between
         self._begin(immediate=bool(claims))
         try:
-            for payload_hash in claims:
-                prior = self.prior(payload_hash)
-                verdict = self.judge(prior, True if payload_hash in self._resend else None)
+            for row_key in claims:
+                prior = self.prior(row_key)
+                verdict = self.judge(prior, True if row_key in self._resend else None)
                 if verdict is None:
-                    self._claim(payload_hash)
-                    claimed[payload_hash] = prior
+                    self._claim(row_key)
+                    claimed[row_key] = prior
                 verdicts.append(verdict)
             states: list[CallState] = []
-            for _, payload_hash, outcome, _ in outcomes:
+            for _, row_key, outcome, _ in outcomes:
                 calls += outcome.calls
-                if payload_hash is None:
+                if row_key is None:
                     continue
                 if not outcome.attempts:
-                    if payload_hash in self._claimed or payload_hash in claimed:
+                    if row_key in self._claimed or row_key in claimed:
                         # claimed, then stopped before the call: what it held before comes back
-                        before = claimed.pop(payload_hash, None) or self._claimed.get(payload_hash)
-                        self._release(payload_hash, before)
+                        before = claimed.pop(row_key, None) or self._claimed.get(row_key)
+                        self._release(row_key, before)
                     continue
                 state = _CALL_STATE.get(outcome.status, "failed")
-                states.append((payload_hash, state, outcome.request_id, outcome.system_time))
+                states.append((row_key, state, outcome.request_id, outcome.system_time))
             if states:
                 self._settle_calls(states, now)
             if calls:  # every HTTP call counts against the daily quota
@@ -327,9 +327,9 @@ class RunJournal(abc.ABC):
         self._claimed.update(claimed)
         if calls:  # kept in memory: written with the report (a chart; not worth a statement)
             self._minutes[int(now // 60)] += calls
-        for _, payload_hash, _, _ in outcomes:
-            if payload_hash is not None:
-                self._claimed.pop(payload_hash, None)
+        for _, row_key, _, _ in outcomes:
+            if row_key is not None:
+                self._claimed.pop(row_key, None)
         return verdicts
 
     def _save_minutes(self) -> None:
@@ -355,15 +355,15 @@ class RunJournal(abc.ABC):
         the one to report)."""
 
     @abc.abstractmethod
-    def prior(self, payload_hash: str) -> PriorCall | None:
-        """What the journal holds for this run's app key and method and ``payload_hash``."""
+    def prior(self, row_key: str) -> PriorCall | None:
+        """What the journal holds for this run's app key and method and ``row_key``."""
 
     @abc.abstractmethod
-    def _claim(self, payload_hash: str) -> None:
+    def _claim(self, row_key: str) -> None:
         """Mark a payload ``in_flight`` under this run (a success stays a success)."""
 
     @abc.abstractmethod
-    def _release(self, payload_hash: str, before: PriorCall | None) -> None:
+    def _release(self, row_key: str, before: PriorCall | None) -> None:
         """Give a claim back unsent: the journal holds again what it held ``before``."""
 
     @abc.abstractmethod
@@ -387,7 +387,7 @@ class RunJournal(abc.ABC):
 
     @abc.abstractmethod
     def mark_done(
-        self, source_row: int, payload_hash: str, outcome: Outcome, digest: int | None = None
+        self, source_row: int, row_key: str, outcome: Outcome, digest: int | None = None
     ) -> None:
         """Record a payload as a success without a call (a person found it on the platform and
         decided ``done``): later runs skip it. A success already recorded is kept as it is."""

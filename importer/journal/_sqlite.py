@@ -71,6 +71,8 @@ BUSY_TIMEOUT_S = 30.0  # how long a run waits for another one's write before giv
 SCHEMA_NAME = "top-import-journal"
 SCHEMA_VERSION = "1"
 
+# calls.payload_hash holds a row's key (RequestRecord.row_key: the payload's hash, or the
+# identity fields' when the spec names them); the column keeps its name for existing journals
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS calls (
@@ -351,8 +353,8 @@ class _SQLiteRun(RunJournal):
         gone = host == self._host and not pid_alive(pid)
         return run_alive(unfinished=True, beat_at=beat_at, now=now, pid_gone=gone)
 
-    def prior(self, payload_hash: str) -> PriorCall | None:
-        row = self._db.execute(_PRIOR, (*self._key, payload_hash)).fetchone()
+    def prior(self, row_key: str) -> PriorCall | None:
+        row = self._db.execute(_PRIOR, (*self._key, row_key)).fetchone()
         if row is None:
             return None
         state, request_id, system_time, finished_at, run_id, unfinished, path, pid, host = row[:9]
@@ -381,22 +383,22 @@ class _SQLiteRun(RunJournal):
     def _rollback(self) -> None:
         _rollback(self._db)
 
-    def _claim(self, payload_hash: str) -> None:
-        self._db.execute(_CLAIM, (*self._key, payload_hash, self.run_id))
+    def _claim(self, row_key: str) -> None:
+        self._db.execute(_CLAIM, (*self._key, row_key, self.run_id))
 
-    def _release(self, payload_hash: str, before: PriorCall | None) -> None:
+    def _release(self, row_key: str, before: PriorCall | None) -> None:
         if before is None:
-            self._db.execute(_FORGET_CALL, (*self._key, payload_hash, self.run_id))
+            self._db.execute(_FORGET_CALL, (*self._key, row_key, self.run_id))
         else:
-            restore = (before.state, before.run_id, *self._key, payload_hash, self.run_id)
+            restore = (before.state, before.run_id, *self._key, row_key, self.run_id)
             self._db.execute(_RESTORE_CALL, restore)
 
     def _settle_calls(self, states: Sequence[CallState], now: float) -> None:
         self._db.executemany(
             _SETTLE_CALL,
             [
-                (request_id, system_time, now, self.run_id, state, *self._key, payload_hash, state)
-                for payload_hash, state, request_id, system_time in states
+                (request_id, system_time, now, self.run_id, state, *self._key, row_key, state)
+                for row_key, state, request_id, system_time in states
             ],
         )
 
@@ -421,11 +423,11 @@ class _SQLiteRun(RunJournal):
         return [(minute * 60.0, calls) for minute, calls in rows]
 
     def mark_done(
-        self, source_row: int, payload_hash: str, outcome: Outcome, digest: int | None = None
+        self, source_row: int, row_key: str, outcome: Outcome, digest: int | None = None
     ) -> None:
         db = self._db
         with _immediate(db, self._path):
-            db.execute(_MARK_DONE, (*self._key, payload_hash, time.time(), self.run_id))
+            db.execute(_MARK_DONE, (*self._key, row_key, time.time(), self.run_id))
             db.execute(
                 _INSERT_RESULT, (self.run_id, source_row, *outcome.values(), digest, outcome.sent)
             )
