@@ -10,7 +10,7 @@ Every record the iterator yields gets exactly one ``on_outcome`` call, also when
   one); every row not yet tried is ``not_sent``, the rest of the iterator included.
 * ``abort()`` (a second Ctrl-C): as ``stop()``, and calls in flight are cancelled: ``unknown``.
 
-Before a row's first call, ``on_start`` claims its payload in the journal; a row another run
+Before a row's first call, ``claim`` claims its payload in the journal; a row another run
 holds is settled with the outcome the claim gives (``skipped``, ``duplicate``, ``unknown``).
 
 Run policies (``DispatchSettings``): the **canary** sends the first ``canary`` records at
@@ -53,7 +53,7 @@ from importer.steps import (
 FEED_YIELD_EVERY = 500  # draining a huge input as not_sent still lets the loop breathe
 CANARY_CONCURRENCY = 2  # calls in flight while the canary rows go
 
-# on_start(record) claims the row's payload before its first call: None (or an awaitable of
+# claim(record) claims the row's payload before its first call: None (or an awaitable of
 # None) to send it, an Outcome (another run holds the payload) to settle the row unsent.
 Claim = Callable[[RequestRecord], "Awaitable[Outcome | None] | None"]
 
@@ -109,7 +109,7 @@ class Dispatcher:
         gateway: Gateway,
         settings: DispatchSettings,
         *,
-        on_start: Claim | None = None,
+        claim: Claim | None = None,
         on_outcome: Callable[[RequestRecord, Outcome], None],
         clock: Callable[[], datetime] = _utc_now,
         rng: random.Random | None = None,
@@ -121,7 +121,7 @@ class Dispatcher:
         self._gateway = gateway
         self.settings = settings
         self._limits = settings.limits
-        self._on_start = on_start
+        self._claim_row = claim
         self._on_outcome = on_outcome
         self._clock = clock
         self._rng = rng or random.Random()
@@ -247,9 +247,9 @@ class Dispatcher:
     async def _claim(self, record: RequestRecord) -> Outcome | None:
         """Claim the row's payload (the journal's in-flight mark, committed before the call):
         None to send it, else the outcome of a row that must not be sent."""
-        if self._on_start is None:
+        if self._claim_row is None:
             return None
-        claimed = self._on_start(record)
+        claimed = self._claim_row(record)
         if claimed is not None and not isinstance(claimed, Outcome):
             claimed = await claimed
         return claimed if isinstance(claimed, Outcome) else None

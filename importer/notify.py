@@ -187,7 +187,7 @@ def _hmac(key: bytes, message: bytes) -> str:
     return base64.b64encode(hmac.new(key, message, hashlib.sha256).digest()).decode()
 
 
-def refusal(kind: str, status: int, answer: bytes) -> str | None:
+def delivery_failure(kind: str, status: int, answer: bytes) -> str | None:
     """Why a receiver's answer is a failure (None: it took the message)."""
     if status >= 300:
         return f"HTTP {status}"
@@ -257,7 +257,7 @@ async def _post(
     try:
         target, body = request(url, kind, command, summaries, code, secret, error=error)
         async with session.post(target, json=body, allow_redirects=False) as answer:
-            why = refusal(kind, answer.status, await _read(answer))
+            why = delivery_failure(kind, answer.status, await _read(answer))
     except Exception as exc:  # a notification never changes how the command ends
         why = _failure(exc)
     if why is None:
@@ -270,9 +270,9 @@ __all__ = [
     "RECEIVERS",
     "WHEN",
     "Receiver",
+    "delivery_failure",
     "message",
     "receiver",
-    "refusal",
     "request",
     "send",
     "where",

@@ -444,8 +444,8 @@ async def _send(job: _Job, table: InputTable, run: RunJournal, summary: FileSumm
     feed = _Feed(table, _triage(job.spec, table, run), run, summary)
     feed.on_settled = progress.update
 
-    def on_start(record: RequestRecord) -> asyncio.Future[Outcome | None]:
-        return run.in_flight_soon(record.row_key)
+    def claim(record: RequestRecord) -> asyncio.Future[Outcome | None]:
+        return run.claim_soon(record.row_key)
 
     def on_outcome(record: RequestRecord, outcome: Outcome) -> None:
         digest, note = feed.pending.pop(record.source_row, (None, ""))
@@ -458,9 +458,7 @@ async def _send(job: _Job, table: InputTable, run: RunJournal, summary: FileSumm
     async with Gateway(
         job.gateway_url, concurrency=config.concurrency, timeout=config.timeout
     ) as gateway:
-        dispatcher = Dispatcher(
-            job.builder, gateway, settings, on_start=on_start, on_outcome=on_outcome
-        )
+        dispatcher = Dispatcher(job.builder, gateway, settings, claim=claim, on_outcome=on_outcome)
         job.interrupts.attach(dispatcher)
         with _deadline(dispatcher, job.stop_at):
             started = time.monotonic()

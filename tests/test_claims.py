@@ -58,27 +58,27 @@ def open_run(path, name: str, **policy: bool):
 def test_a_payload_claimed_by_a_live_run_is_not_claimed_by_another(tmp_path):
     path = tmp_path / "j.sqlite"
     first, second = open_run(path, "a.csv"), open_run(path, "b.csv", resend_unknown=True)
-    assert first.in_flight("h1") is None
-    refused = second.in_flight("h1")
+    assert first.claim("h1") is None
+    refused = second.claim("h1")
     assert refused.status is Status.DUPLICATE and "a.csv" in refused.error
     # Settled failed: the next claim may send it again.
     first.settle(2, "h1", Outcome(Status.FAILED, code="50", attempts=1))
-    assert second.in_flight("h1") is None
+    assert second.claim("h1") is None
     second.settle(2, "h1", Outcome(Status.SUCCESS, request_id="r2", attempts=1))
-    assert first.in_flight("h1").status is Status.SKIPPED
+    assert first.claim("h1").status is Status.SKIPPED
 
 
 def test_a_claim_given_back_unsent_restores_what_the_journal_held(tmp_path):
     path = tmp_path / "j.sqlite"
     run = open_run(path, "a.csv", resend_unknown=True)
-    assert run.in_flight("new") is None
+    assert run.claim("new") is None
     run.settle(2, "new", Outcome(Status.NOT_SENT))  # stopped before the call
     assert run.prior("new") is None
-    run.in_flight("lost")
+    run.claim("lost")
     run.settle(3, "lost", Outcome(Status.UNKNOWN, attempts=1))
     run.finish()
     later = open_run(path, "b.csv", resend_unknown=True)
-    assert later.in_flight("lost") is None
+    assert later.claim("lost") is None
     later.settle(3, "lost", Outcome(Status.NOT_SENT))
     assert later.prior("lost").state == "unknown"  # still unknown, not forgotten
 
@@ -86,12 +86,12 @@ def test_a_claim_given_back_unsent_restores_what_the_journal_held(tmp_path):
 def test_a_run_that_died_no_longer_holds_its_claims(tmp_path):
     path = tmp_path / "j.sqlite"
     run = open_run(path, "a.csv")
-    run.in_flight("h1")
+    run.claim("h1")
     # The process of that run is gone (a pid that cannot be alive).
     run._db.execute("UPDATE runs SET pid = ? WHERE run_id = ?", (2**22 + 12345, run.run_id))
     later = open_run(path, "b.csv")
-    assert later.in_flight("h1").status is Status.UNKNOWN
-    assert open_run(path, "c.csv", resend_unknown=True).in_flight("h1") is None
+    assert later.claim("h1").status is Status.UNKNOWN
+    assert open_run(path, "c.csv", resend_unknown=True).claim("h1") is None
 
 
 def _open_and_claim(path: str, barrier, index: int, results) -> None:
@@ -100,8 +100,8 @@ def _open_and_claim(path: str, barrier, index: int, results) -> None:
         run = SQLiteJournal(path).start_run(
             input_path=f"in{index}.csv", input_key=f"k{index}", app_key="k", method="m.x"
         )
-        run.in_flight(f"h{index}")
-        run.in_flight("shared")
+        run.claim(f"h{index}")
+        run.claim("shared")
         run.finish()
         results.put((index, "ok"))
     except Exception as exc:  # reported to the test, which names it
@@ -177,14 +177,14 @@ def test_runs_sending_for_one_app_key_share_its_quota(tmp_path):
 def test_no_resume_resends_only_successes_of_runs_that_ended_before_it(tmp_path):
     path = tmp_path / "j.sqlite"
     old = open_run(path, "old.csv")
-    old.in_flight("h-old")
+    old.claim("h-old")
     old.settle(2, "h-old", Outcome(Status.SUCCESS, attempts=1))
     old.finish()
     live = open_run(path, "a.csv")
-    live.in_flight("h-live")
+    live.claim("h-live")
     live.settle(2, "h-live", Outcome(Status.SUCCESS, attempts=1))
     forced = open_run(path, "b.csv", resend_success=True)  # --no-resume
-    assert forced.in_flight("h-old") is None  # an earlier run's success: sent again, as asked
-    assert forced.in_flight("h-live").status is Status.SKIPPED  # an overlapping run's: never
+    assert forced.claim("h-old") is None  # an earlier run's success: sent again, as asked
+    assert forced.claim("h-live").status is Status.SKIPPED  # an overlapping run's: never
     live.finish()
-    assert forced.in_flight("h-live").status is Status.SKIPPED  # it overlapped this run
+    assert forced.claim("h-live").status is Status.SKIPPED  # it overlapped this run

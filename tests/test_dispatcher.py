@@ -142,8 +142,8 @@ class Journal:
         self.outcomes: dict[int, list[Outcome]] = {}
         self.order: list[int] = []
 
-    def on_start(self, record: RequestRecord) -> None:
-        assert record.source_row not in self.outcomes, "on_start after the outcome"
+    def claim(self, record: RequestRecord) -> None:
+        assert record.source_row not in self.outcomes, "claim after the outcome"
         self.started.append(record.source_row)
 
     def on_outcome(self, record: RequestRecord, outcome: Outcome) -> None:
@@ -189,7 +189,7 @@ def dispatcher(
         BUILDER,
         gateway,
         settings,
-        on_start=journal.on_start,
+        claim=journal.claim,
         on_outcome=journal.on_outcome,
         **kwargs,
     )
@@ -425,7 +425,7 @@ async def test_a_fatal_answer_stops_new_calls_and_lets_calls_in_flight_finish():
     gateway = FakeGateway(script)
     settings = DispatchSettings(qps=1_000_000, concurrency=4)
     d = Dispatcher(
-        BUILDER, gateway, settings, on_start=journal.on_start, on_outcome=on_outcome, sleep=Sleeps()
+        BUILDER, gateway, settings, claim=journal.claim, on_outcome=on_outcome, sleep=Sleeps()
     )
     result = await d.run(records(50))
 
@@ -460,7 +460,7 @@ async def test_stop_mid_run_settles_every_untried_row_as_not_sent():
             d.stop()
 
     d = Dispatcher(
-        BUILDER, gateway, FAST, on_start=journal.on_start, on_outcome=on_outcome, sleep=Sleeps()
+        BUILDER, gateway, FAST, claim=journal.claim, on_outcome=on_outcome, sleep=Sleeps()
     )
     result = await d.run(records(200))
 
@@ -1050,7 +1050,7 @@ async def run_against(
     async with Simulator(sim_settings) as sim:
         async with Gateway(sim.url, concurrency=settings.concurrency, timeout=timeout) as gw:
             d = Dispatcher(
-                builder, gw, settings, on_start=journal.on_start, on_outcome=journal.on_outcome
+                builder, gw, settings, claim=journal.claim, on_outcome=journal.on_outcome
             )
             result = await d.run(recs)
         stats = sim.stats()

@@ -224,7 +224,7 @@ async def test_no_call_starts_after_stop_while_its_claim_is_being_committed():
     pending: asyncio.Future = asyncio.get_running_loop().create_future()
     dispatcher: Dispatcher
 
-    def on_start(record: RequestRecord) -> asyncio.Future:
+    def claim(record: RequestRecord) -> asyncio.Future:
         # The claim is being committed when the stop comes; it commits fine afterwards.
         dispatcher.stop()
         asyncio.get_running_loop().call_soon(pending.set_result, None)
@@ -235,7 +235,7 @@ async def test_no_call_starts_after_stop_while_its_claim_is_being_committed():
         builder,
         gateway,  # type: ignore[arg-type]
         DispatchSettings(qps=1000, concurrency=1),
-        on_start=on_start,
+        claim=claim,
         on_outcome=lambda record, outcome: outcomes.append(outcome),
     )
     record = RequestRecord(2, '{"a":1}', "h")

@@ -22,7 +22,7 @@ def open_run(journal: SQLiteJournal, key: str = "input-1", app_key: str = "app")
 def test_a_settled_success_is_what_a_later_run_sees(tmp_path):
     journal = SQLiteJournal(tmp_path / "j.sqlite")
     run = open_run(journal)
-    run.in_flight("h1")
+    run.claim("h1")
     run.settle(2, "h1", Outcome(Status.SUCCESS, request_id="r1", system_time="t", attempts=1))
     run.finish()
     later = open_run(journal)
@@ -37,7 +37,7 @@ def test_an_in_flight_mark_survives_a_process_that_dies(tmp_path):
     code = (
         "import os; from importer.journal import SQLiteJournal; "
         f"r = SQLiteJournal({str(path)!r}).start_run(input_path='t', input_key='k', app_key='a', "
-        "method='m.x'); r.in_flight('h1'); os._exit(9)"
+        "method='m.x'); r.claim('h1'); os._exit(9)"
     )
     subprocess.run([sys.executable, "-c", code], check=False)
     run = open_run(SQLiteJournal(path), key="k", app_key="a")  # the dead run's lock does not block
@@ -46,9 +46,9 @@ def test_an_in_flight_mark_survives_a_process_that_dies(tmp_path):
 
 def test_a_success_is_never_downgraded_by_a_later_failure(tmp_path):
     run = open_run(SQLiteJournal(tmp_path / "j.sqlite"))
-    run.in_flight("h1")
+    run.claim("h1")
     run.settle(2, "h1", Outcome(Status.SUCCESS, request_id="r1", attempts=1))
-    run.in_flight("h1")
+    run.claim("h1")
     run.settle(2, "h1", Outcome(Status.FAILED, request_id="r2", attempts=1))
     assert (run.prior("h1").state, run.prior("h1").request_id) == ("success", "r1")
 
@@ -56,7 +56,7 @@ def test_a_success_is_never_downgraded_by_a_later_failure(tmp_path):
 def test_another_app_key_does_not_see_the_success(tmp_path):
     journal = SQLiteJournal(tmp_path / "j.sqlite")
     run = open_run(journal, app_key="a")
-    run.in_flight("h1")
+    run.claim("h1")
     run.settle(2, "h1", Outcome(Status.SUCCESS, attempts=1))
     run.finish()
     assert open_run(journal, app_key="b").prior("h1") is None
@@ -133,14 +133,14 @@ def test_usage_counts_every_call_per_app_key_and_gmt8_day(tmp_path):
 
     journal = SQLiteJournal(tmp_path / "j.sqlite")
     run = open_run(journal, app_key="a")
-    run.in_flight("h1")
+    run.claim("h1")
     run.settle(2, "h1", Outcome(Status.SUCCESS, attempts=3))  # two retries: three calls
-    run.in_flight("h2")
+    run.claim("h2")
     run.settle(3, "h2", Outcome(Status.FAILED, attempts=1))
     run.settle(4, None, Outcome(Status.INVALID))  # no call
     run.finish()
     other = open_run(journal, key="input-2", app_key="b")
-    other.in_flight("h1")
+    other.claim("h1")
     other.settle(2, "h1", Outcome(Status.SUCCESS, attempts=1))
     today = quota_day(time.time())
     assert open_run(journal, key="input-3", app_key="a").calls_on(today) == 4
@@ -159,7 +159,7 @@ def test_the_quota_day_turns_at_midnight_gmt8():
 def test_a_journal_from_before_the_usage_table_gets_it_and_keeps_its_calls(tmp_path):
     path = tmp_path / "j.sqlite"
     run = open_run(SQLiteJournal(path))
-    run.in_flight("h1")
+    run.claim("h1")
     run.settle(2, "h1", Outcome(Status.SUCCESS, request_id="r1", attempts=1))
     run.finish()
     db = sqlite3.connect(path)
@@ -176,7 +176,7 @@ async def test_marks_and_outcomes_of_one_loop_tick_share_one_commit(tmp_path):
     transactions = []
     write = run._write
     run._write = lambda marks, outcomes: (transactions.append(1), write(marks, outcomes))
-    first, second = run.in_flight_soon("h1"), run.in_flight_soon("h2")
+    first, second = run.claim_soon("h1"), run.claim_soon("h2")
     run.settle_soon(9, None, Outcome(Status.INVALID, error="bad"))
     await first
     await second
@@ -188,7 +188,7 @@ async def test_marks_and_outcomes_of_one_loop_tick_share_one_commit(tmp_path):
 async def test_a_mark_is_committed_before_the_call_may_start(tmp_path):
     path = tmp_path / "j.sqlite"
     run = open_run(SQLiteJournal(path))
-    await run.in_flight_soon("h1")
+    await run.claim_soon("h1")
     other = sqlite3.connect(path)  # another process's view: what a kill -9 would leave
     (state,) = other.execute("SELECT state FROM calls WHERE payload_hash = 'h1'").fetchone()
     other.close()
@@ -198,7 +198,7 @@ async def test_a_mark_is_committed_before_the_call_may_start(tmp_path):
 async def test_an_outcome_queued_in_a_tick_is_committed_by_the_end_of_it(tmp_path):
     path = tmp_path / "j.sqlite"
     run = open_run(SQLiteJournal(path))
-    await run.in_flight_soon("h1")
+    await run.claim_soon("h1")
     run.settle_soon(2, "h1", Outcome(Status.SUCCESS, request_id="r1", attempts=1))
     await asyncio.sleep(0)  # the tick ends
     other = sqlite3.connect(path)
@@ -211,7 +211,7 @@ async def test_a_commit_that_fails_fails_the_waiting_call_and_the_flush(tmp_path
     journal = SQLiteJournal(tmp_path / "j.sqlite")
     run = open_run(journal)
     journal.close()  # every write now fails
-    mark = run.in_flight_soon("h1")
+    mark = run.claim_soon("h1")
     with pytest.raises(JournalError, match="cannot be written"):
         await mark
     run.settle_soon(2, None, Outcome(Status.INVALID))
@@ -253,7 +253,7 @@ def test_a_reservation_holds_planned_calls_until_they_are_made_or_the_run_ends(t
     second = open_run(journal, key="input-2")
     seen = second.reserve(30, time.time())
     assert (seen.used, seen.reserved, seen.reserving, seen.sending) == (0, 40, 1, 1)
-    first.in_flight("h1")
+    first.claim("h1")
     first.settle(2, "h1", Outcome(Status.SUCCESS, attempts=3))  # three calls made of forty
     third = open_run(journal, key="input-3")
     seen = third.reserve(5, time.time())
@@ -333,7 +333,7 @@ def test_a_run_of_another_host_that_went_silent_is_dead_and_one_that_beats_is_no
         open_run(SQLiteJournal(path))  # the same content, beating on host B
     other = open_run(SQLiteJournal(path), key="input-2")
     assert other.prior("h1").live
-    assert other.in_flight("h1").status is Status.DUPLICATE
+    assert other.claim("h1").status is Status.DUPLICATE
     assert other.reserve(1, time.time()).reserved == 40
     other.finish()
 
@@ -342,7 +342,7 @@ def test_a_run_of_another_host_that_went_silent_is_dead_and_one_that_beats_is_no
     _other_host_run(path, time.time() - BEAT_STALE_S - 1)  # killed, or its host lost
     run = open_run(SQLiteJournal(path))  # its lock no longer blocks
     assert not run.prior("h1").live
-    assert run.in_flight("h1").status is Status.UNKNOWN  # what it held in flight is unknown
+    assert run.claim("h1").status is Status.UNKNOWN  # what it held in flight is unknown
     assert run.reserve(1, time.time()).reserved == 0
 
 

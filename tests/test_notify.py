@@ -128,7 +128,7 @@ def test_wecom_gets_markdown_and_any_other_host_the_summary_json_document():
     ],
 )
 def test_what_counts_as_delivered(kind, status, answer, refused):
-    assert (notify.refusal(kind, status, answer) is not None) == refused
+    assert (notify.delivery_failure(kind, status, answer) is not None) == refused
 
 
 # -- end to end: the real CLI, a receiver on 127.0.0.1 ------------------------------------------

@@ -94,7 +94,7 @@ def test_rows_in_flight_at_a_crash_are_sent_again_and_say_so(tmp_path, simulator
     run = SQLiteJournal(tmp_path / "reports" / "journal.sqlite").start_run(
         input_path="old", input_key="dead-run", app_key=sim.settings.app_key, method=spec.method
     )
-    assert run.in_flight(record.row_key) is None
+    assert run.claim(record.row_key) is None
     run.finish()  # the run ended with the call still in flight (as after a kill)
 
     done = cli(["run", "t.csv", "--resend-unknown"], tmp_path, sim.env())
@@ -121,7 +121,7 @@ def test_rows_in_flight_at_a_crash_stay_unknown_by_default(tmp_path, simulator, 
     dead = SQLiteJournal(tmp_path / "reports" / "journal.sqlite").start_run(
         input_path="old", input_key="dead", app_key=sim.settings.app_key, method=spec.method
     )
-    dead.in_flight(record.row_key)
+    dead.claim(record.row_key)
     dead.finish()
     done = cli(["run", "t.csv", *flag], tmp_path, sim.env())
     assert done.returncode == 1

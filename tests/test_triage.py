@@ -35,7 +35,7 @@ def _journal_with(tmp_path, state: str, **policy: bool):
     assert isinstance(payload, RequestRecord)
     journal = SQLiteJournal(tmp_path / "j.sqlite")
     old = journal.start_run(input_path="old.csv", input_key="old", app_key="k", method="m")
-    assert old.in_flight(payload.row_key) is None
+    assert old.claim(payload.row_key) is None
     if state != "in_flight":
         status = {"success": Status.SUCCESS, "failed": Status.FAILED, "unknown": Status.UNKNOWN}
         old.settle(2, payload.row_key, Outcome(status[state], attempts=1))

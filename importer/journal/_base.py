@@ -208,7 +208,7 @@ class RunJournal(abc.ABC):
         platform and decided ``resend``), whatever its ``--resend-unknown``."""
         self._resend.add(row_key)
 
-    def in_flight(self, row_key: str) -> Outcome | None:
+    def claim(self, row_key: str) -> Outcome | None:
         """Claim a payload before its first call (own commit): None when claimed, else the
         outcome of a row that must not be sent (another run holds or sent the payload)."""
         return self._write([row_key], [])[0]
@@ -240,9 +240,9 @@ class RunJournal(abc.ABC):
     # cost. Claims and outcomes that arise in the same tick of the event loop share one
     # transaction, committed by a callback at the end of that tick: before any further I/O,
     # timer or sleep, so there is no time window in which a known outcome waits. A call starts
-    # only once its claim is committed (``in_flight_soon`` returns the future to await).
+    # only once its claim is committed (``claim_soon`` returns the future to await).
 
-    def in_flight_soon(self, row_key: str) -> asyncio.Future[Outcome | None]:
+    def claim_soon(self, row_key: str) -> asyncio.Future[Outcome | None]:
         future = asyncio.get_running_loop().create_future()
         self._claims.append((row_key, future))
         self._schedule()
