@@ -59,10 +59,10 @@ from importer.journal import open_journal
 from importer.labels import Sheet, is_label, key_of
 from importer.loader import EXCEL_CELL_LIMIT, unquoted
 from importer.pipeline import check_file, run_file
-from importer.protocol import GMT8, RequestBuilder
+from importer.protocol import GMT8, Credentials, RequestBuilder
 from importer.reporter import EXCEL_MAX_DATA_ROWS
 from importer.rows import RESULT_COLUMNS
-from importer.spec import load_spec
+from importer.spec import ApiSpec, load_spec
 from importer.summary import FileSummary, Plan, summary_document
 from importer.target import SIMULATED_JOURNAL, SendTarget, scratch_folder
 
@@ -294,15 +294,17 @@ async def send_files(
     say: Callable[[str], None] = lambda line: None,
     shown: Mapping[Path, Path] | None = None,
     events: Events = NO_EVENTS,
+    loaded: tuple[ApiSpec, Credentials | None] | None = None,
 ) -> list[FileSummary | ImporterError]:
     """Send ``paths`` one after another on one journal and one gateway (or simulator): what the
     CLI's ``run`` and ``run_async`` both do. Each input's summary, or the ``ImporterError`` that
     stopped it before anything was sent, goes to ``on_file`` as soon as it ends (the CLI prints
     it and archives the input there) and into the list returned. A stop in ``interrupts``
     starts no further input. ``configs``: each input's own (its workbook), default ``config``.
+    ``loaded``: the spec and credentials when the caller has loaded them already (the CLI, to
+    refuse early), so they are read once.
     """
-    credentials = None if config.simulate else config.credentials()
-    spec = load_spec(config.api)
+    spec, credentials = loaded or load_for(config)
     interrupts = interrupts or Interrupts()
     stop_at = config.stop_at(datetime.now().astimezone())
     ended: list[FileSummary | ImporterError] = []
@@ -335,6 +337,12 @@ async def send_files(
         finally:
             journal.close()
     return ended
+
+
+def load_for(config: Config) -> tuple[ApiSpec, Credentials | None]:
+    """The API's spec and, unless the platform is simulated, the credentials to sign with."""
+    credentials = None if config.simulate else config.credentials()  # first, as before
+    return load_spec(config.api), credentials
 
 
 async def command_ended(

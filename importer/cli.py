@@ -371,8 +371,7 @@ def run(inputs: tuple[str, ...], config_file: str | None, **flags: Any) -> int:
     Each round writes the next workbook (t-2, t-3, ...), never over one that exists.
     """
     config = build_config(flags, config_file)
-    credentials = None if config.simulate else config.credentials()
-    spec = load_spec(config.api)
+    spec, credentials = api.load_for(config)
     if config.dry_run and config.archive is not None:
         raise UsageError("--archive moves inputs after a real run; it does nothing with --dry-run.")
     with contextlib.ExitStack() as stack:
@@ -401,12 +400,16 @@ def _run_inputs(
         return _per_file(
             paths, config, "dry-run", lambda p: check_file(p, configs[p], spec, builder)
         )
-    summaries, code, refused = asyncio.run(_run_all(paths, configs, config))
+    summaries, code, refused = asyncio.run(_run_all(paths, configs, config, spec, credentials))
     return finish(config, "run", summaries, code, refused)
 
 
 async def _run_all(
-    paths: list[Path], configs: dict[Path, Config], config: Config
+    paths: list[Path],
+    configs: dict[Path, Config],
+    config: Config,
+    spec: ApiSpec,
+    credentials: Credentials | None,
 ) -> tuple[list[FileSummary], int, list[tuple[Path, str, int]]]:
     """The API's ``send_files``, with the signals handled and each input printed (and archived)
     as it ends; also the inputs an error stopped before they were sent."""
@@ -433,6 +436,7 @@ async def _run_all(
             interrupts=interrupts,
             on_file=ended,
             say=fail,
+            loaded=(spec, credentials),
         )
     if interrupts.signal is not None:
         codes.append(exits.for_signal(interrupts.signal))
