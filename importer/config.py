@@ -386,7 +386,7 @@ def _check(config: Config) -> None:
         if value is not None:
             _in_range(name, value)
     out = config.out
-    if out is not None and (not out.name or out.suffix.lower() not in (".xlsx", ".csv")):
+    if out is not None and not is_result_name(out):
         raise UsageError(
             f"--out {str(out)!r} is not a result file name; give one ending with .xlsx or .csv."
         )
@@ -394,3 +394,11 @@ def _check(config: Config) -> None:
     _check_notify(config)
     if not config.gateway.startswith(("http://", "https://")):
         raise UsageError(f"--gateway {config.gateway!r} must be an http:// or https:// URL.")
+
+
+RESULT_SUFFIXES = (".xlsx", ".csv")  # what a result file can be written as
+
+
+def is_result_name(path: Path) -> bool:
+    """``path`` names a file the reporter can write (checked for ``--out`` before any call)."""
+    return bool(path.name) and path.suffix.lower() in RESULT_SUFFIXES

@@ -146,7 +146,7 @@ class InputTable:
                 cells = [cells[i] for i in keep]
                 if numeric:
                     numeric = frozenset(new_index[i] for i in numeric if i in new_index)
-            if not (cells and cells[0].strip()) and not "".join(cells).strip():
+            if blank(cells):
                 continue  # blank: counted, not yielded
             if workbook and not problem:
                 problem = _cut_cell(cells, self.headers)
@@ -367,11 +367,16 @@ def _read_sample(path: Path) -> bytes:
         ) from None
 
 
+def blank(cells: list[str]) -> bool:
+    """No cell holds more than white space (a blank row: counted, never a data row)."""
+    return not (cells and cells[0].strip()) and not "".join(cells).strip()
+
+
 def _first_non_blank(path: Path, raw_rows: Generator[_RawRow, None, None]) -> tuple[int, list[str]]:
     """The header: the first row with a non-blank cell (rows above it are only counted)."""
     try:
         for number, cells, _ in raw_rows:
-            if any(c.strip() for c in cells):
+            if not blank(cells):
                 return number, cells
     finally:
         raw_rows.close()

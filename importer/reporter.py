@@ -58,6 +58,7 @@ from typing import IO, Any
 import xlsxwriter
 from xlsxwriter.exceptions import XlsxWriterException
 
+from importer.config import is_result_name
 from importer.errors import UsageError
 from importer.labels import DECISION, ERROR, SOURCE_ROW, Sheet, label
 from importer.loader import cell_text
@@ -168,7 +169,7 @@ class ReportWriter:
         self._tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
         self._closed = False
         suffix = self.path.suffix.lower()
-        if suffix not in (".xlsx", ".csv"):
+        if not is_result_name(self.path):
             raise UsageError(
                 f"Cannot write the result file {self.path}: its name must end with .xlsx or .csv."
             )
