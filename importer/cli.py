@@ -423,8 +423,9 @@ async def _run_all(
             codes.append(exits.for_error(outcome))
             refused.append((path, str(outcome), codes[-1]))
             return
-        summaries.append(outcome)
-        codes.append(_print_and_archive(path, outcome, config))
+        summary, code = _print_and_archive(path, outcome, config)
+        summaries.append(summary)
+        codes.append(code)
 
     interrupts = Interrupts()
     with handle_signals(interrupts):
@@ -443,15 +444,15 @@ async def _run_all(
     return summaries, exits.worst(codes), refused
 
 
-def _print_and_archive(path: Path, summary: FileSummary, config: Config) -> int:
+def _print_and_archive(path: Path, summary: FileSummary, config: Config) -> tuple[FileSummary, int]:
     """One input's end: archived if it ended with exit 0 and ``--archive``; its lines printed.
-    Returns its exit code."""
+    Returns its summary (with where it was archived) and its exit code."""
     code = exits.for_file(summary)
     if code == ExitCode.OK and config.archive is not None and summary.input_changed:
         fail(f"{path}: not archived: it changed while it was being sent")
     elif code == ExitCode.OK and config.archive is not None:
         try:
-            summary.archived = archive_input(path, config.archive)
+            summary = replace(summary, archived=archive_input(path, config.archive))
         except OSError as exc:
             fail(f"{path}: sent, but cannot be moved to {config.archive}: {exc}")
             code = ExitCode.USAGE
@@ -467,7 +468,7 @@ def _print_and_archive(path: Path, summary: FileSummary, config: Config) -> int:
         fail(summary.message)
     for note in summary.notes:
         fail(note)
-    return code
+    return summary, code
 
 
 def _warn_idle_options(flags: dict[str, Any], config: Config, paths: list[Path]) -> None:
