@@ -97,9 +97,11 @@ def _open(path: Path, config: Config, spec: ApiSpec) -> InputTable:
     return open_input(path, spec, sheet=config.sheet, column_map=config.columns)
 
 
-def _triage(spec: ApiSpec, table: InputTable, run: RunJournal | None = None) -> Triage:
+def _triage(spec: ApiSpec, table: InputTable, run_journal: RunJournal | None = None) -> Triage:
     reported_run = table.reported_run if table.has_decisions else None
-    return Triage(spec, table.columns, run, fed_back=table.fed_back, reported_run=reported_run)
+    return Triage(
+        spec, table.columns, run_journal, fed_back=table.fed_back, reported_run=reported_run
+    )
 
 
 def _writer(
@@ -328,7 +330,7 @@ async def _run_copy(job: _Job, copy: snapshot.Snapshot, journal: Journal) -> Fil
         limits=_limits(config),
     )
     summary.notes += _sheet_notes(job.path, table, config, job.spec)
-    run = journal.start_run(
+    run_journal = journal.start_run(
         input_path=str(job.path),
         input_key=copy.key,
         app_key=job.credentials.app_key,
@@ -336,22 +338,22 @@ async def _run_copy(job: _Job, copy: snapshot.Snapshot, journal: Journal) -> Fil
         resend_unknown=job.resend_unknown or not config.resume,
         resend_success=not config.resume,
     )
-    summary.run_id = run.run_id
+    summary.run_id = run_journal.run_id
     try:
-        plan = _preflight(job, table, run)
+        plan = _preflight(job, table, run_journal)
         job.events(Event(EventKind.PLAN, job.path, "pre-flight", plan.to_send, plan=plan))
         if job.approve is not None:
             job.approve(plan)
-        await _send(job, table, run, summary)
+        await _send(job, table, run_journal, summary)
         summary.ended = time.time()
-        _report(job, table, run, summary)
+        _report(job, table, run_journal, summary)
         # A signal that came while the workbook was written (the loop was busy) is handled now:
         # it marks this input's exit code, and the caller starts no further input.
         for _ in range(3):
             await asyncio.sleep(0)
         summary.interrupt_signal = job.interrupts.signal
     finally:
-        run.finish(keep_results=summary.workbook is None)
+        run_journal.finish(keep_results=summary.workbook is None)
     unknown = summary.counts[Status.UNKNOWN]
     if unknown:
         where = f"the check sheet of {summary.workbook}" if summary.workbook else "the journal"
@@ -363,9 +365,9 @@ async def _run_copy(job: _Job, copy: snapshot.Snapshot, journal: Journal) -> Fil
     return summary
 
 
-def _preflight(job: _Job, table: InputTable, run: RunJournal) -> Plan:
+def _preflight(job: _Job, table: InputTable, run_journal: RunJournal) -> Plan:
     """Pass one: count what the send pass will send; record nothing."""
-    triage = _triage(job.spec, table, run)
+    triage = _triage(job.spec, table, run_journal)
     progress = _progress(job.config, job.path, "pre-flight", table, job.events)
     tally: Counter[str] = Counter()
     for row in table.rows():
@@ -374,8 +376,8 @@ def _preflight(job: _Job, table: InputTable, run: RunJournal) -> Plan:
     progress.close()
     config = job.config
     # Held at once, even by a run the daily-quota check will stop: it ends with the run.
-    quota = run.reserve(tally[SEND], time.time())
-    others = run.peers(time.time()) if config.qps_auto else None
+    quota = run_journal.reserve(tally[SEND], time.time())
+    others = run_journal.peers(time.time()) if config.qps_auto else None
     rate = None
     if not config.qps_auto:  # the even rate of its share of the app key's limit
         rate = paced_rate(min(config.qps, quota.lowest)) / (quota.sending + 1)
@@ -406,9 +408,14 @@ class _Feed:
     outcome is settled."""
 
     def __init__(
-        self, table: InputTable, triage: Triage, run: RunJournal, summary: FileSummary
+        self, table: InputTable, triage: Triage, run_journal: RunJournal, summary: FileSummary
     ) -> None:
-        self._table, self._triage, self._run, self._summary = table, triage, run, summary
+        self._table, self._triage, self._run_journal, self._summary = (
+            table,
+            triage,
+            run_journal,
+            summary,
+        )
         self.pending: dict[int, tuple[int, str]] = {}  # source_row -> (digest, note)
         self.on_settled: Callable[[Status], None] = lambda status: None
 
@@ -422,7 +429,7 @@ class _Feed:
                 yield decided
                 continue
             if isinstance(decided, Done):
-                self._run.mark_done(
+                self._run_journal.mark_done(
                     row.source_row, decided.record.row_key, decided.outcome, row.digest()
                 )
                 self.on_settled(Status.SUCCESS)
@@ -431,30 +438,32 @@ class _Feed:
             self._summary.count_reason(decided, row.shown_row)
             self.on_settled(decided.status)
             if len(settled) >= _BATCH:
-                self._run.add_rows(settled)
+                self._run_journal.add_rows(settled)
                 settled.clear()
         if settled:
-            self._run.add_rows(settled)
+            self._run_journal.add_rows(settled)
 
 
-async def _send(job: _Job, table: InputTable, run: RunJournal, summary: FileSummary) -> None:
+async def _send(
+    job: _Job, table: InputTable, run_journal: RunJournal, summary: FileSummary
+) -> None:
     """Pass two: rows into the dispatcher, every claim and outcome into the journal."""
     config = job.config
     progress = _progress(config, summary.input, "sending", table, job.events)
-    feed = _Feed(table, _triage(job.spec, table, run), run, summary)
+    feed = _Feed(table, _triage(job.spec, table, run_journal), run_journal, summary)
     feed.on_settled = progress.update
 
     def claim(record: RequestRecord) -> asyncio.Future[Outcome | None]:
-        return run.claim_soon(record.row_key)
+        return run_journal.claim_soon(record.row_key)
 
     def on_outcome(record: RequestRecord, outcome: Outcome) -> None:
         digest, note = feed.pending.pop(record.source_row, (None, ""))
         if note and outcome.attempts:
             outcome.error = f"{note}; {outcome.error}" if outcome.error else note
-        run.settle_soon(record.source_row, record.row_key, outcome, digest)
+        run_journal.settle_soon(record.source_row, record.row_key, outcome, digest)
         progress.update(outcome.status)
 
-    settings = _dispatch_settings(job, run)
+    settings = _dispatch_settings(job, run_journal)
     async with Gateway(
         job.gateway_url, concurrency=config.concurrency, timeout=config.timeout
     ) as gateway:
@@ -463,13 +472,13 @@ async def _send(job: _Job, table: InputTable, run: RunJournal, summary: FileSumm
         with _deadline(dispatcher, job.stop_at):
             started = time.monotonic()
             try:
-                async with shared_quota(run, dispatcher.quota):
+                async with shared_quota(run_journal, dispatcher.quota):
                     result = await dispatcher.run(feed.records())
             finally:
                 summary.send_seconds = time.monotonic() - started
                 job.interrupts.attach(None)
                 progress.close()
-                run.flush()
+                run_journal.flush()
     summary.stop_reason, summary.message = result.stop_reason, result.message
     if dispatcher.rate_policy is not None:
         # the limit it paced to: its own, or a lower one of the runs it shared the key with
@@ -480,10 +489,10 @@ async def _send(job: _Job, table: InputTable, run: RunJournal, summary: FileSumm
         summary.message = _deadline_message(job.stop_at, summary.started, config)
 
 
-def _dispatch_settings(job: _Job, run: RunJournal) -> DispatchSettings:
+def _dispatch_settings(job: _Job, run_journal: RunJournal) -> DispatchSettings:
     config = job.config
     return DispatchSettings(
-        qps=_auto_start(run.peers(time.time()), config) if config.qps_auto else config.qps,
+        qps=_auto_start(run_journal.peers(time.time()), config) if config.qps_auto else config.qps,
         concurrency=config.concurrency,
         retries=config.retries,
         max_ban=config.max_ban,
@@ -518,14 +527,14 @@ def _deadline_message(stop_at: datetime, started: float, config: Config) -> str:
     )
 
 
-def _report(job: _Job, table: InputTable, run: RunJournal, summary: FileSummary) -> None:
+def _report(job: _Job, table: InputTable, run_journal: RunJournal, summary: FileSummary) -> None:
     """Pass three: the workbook; if it cannot be written, the journal keeps the results."""
     try:
         summary.workbook = _write_report(
-            table, run, job.out, summary, job.config, job.spec, events=job.events
+            table, run_journal, job.out, summary, job.config, job.spec, events=job.events
         )
     except UsageError as exc:  # a full disk, a folder gone: the journal keeps the rows
-        _count_from_journal(run, summary)
+        _count_from_journal(run_journal, summary)
         summary.notes.append(
             f"{exc} This run's results are kept in the journal: once that is fixed, "
             f"'top-import report {job.path}' writes the workbook (nothing is sent again)."
@@ -597,8 +606,8 @@ class _Unrecorded:
     or ``success`` if that was committed; a row another run settled is as it would have been
     judged; any other row was never tried: ``not_sent``. Call it for every row, in order."""
 
-    def __init__(self, triage: Triage, run: RunJournal) -> None:
-        self._triage, self._run = triage, run
+    def __init__(self, triage: Triage, run_journal: RunJournal) -> None:
+        self._triage, self._run_journal = triage, run_journal
         self._decided: RequestRecord | Outcome | Done | None = None
 
     def see(self, row: Row) -> None:
@@ -608,10 +617,10 @@ class _Unrecorded:
         decided = self._decided
         if isinstance(decided, Outcome):
             return decided
-        run = self._run
+        run_journal = self._run_journal
         record = decided.record if isinstance(decided, Done) else decided
-        prior = run.prior(record.row_key) if record is not None else None
-        if prior is not None and prior.run_id == run.run_id:
+        prior = run_journal.prior(record.row_key) if record is not None else None
+        if prior is not None and prior.run_id == run_journal.run_id:
             if prior.state == "success":
                 return Outcome(
                     Status.SUCCESS, request_id=prior.request_id, system_time=prior.system_time
@@ -621,15 +630,15 @@ class _Unrecorded:
         elif prior is not None:
             if prior.state in UNKNOWN_STATES and _decided_resend(row):
                 return Outcome(Status.NOT_SENT, error=NEVER_TRIED)  # the decision still stands
-            refused = run.judge(prior)
+            refused = run_journal.judge(prior)
             if refused is not None:
                 return refused
         return Outcome(Status.NOT_SENT, error=NEVER_TRIED)
 
 
-def _count_from_journal(run: RunJournal, summary: FileSummary) -> None:
+def _count_from_journal(run_journal: RunJournal, summary: FileSummary) -> None:
     counted = FileSummary(summary.input, summary.command)
-    for source_row, outcome in run.results():
+    for source_row, outcome in run_journal.results():
         counted.count(outcome, source_row)
     summary.take_counts(counted)
 
@@ -644,19 +653,19 @@ def rebuild_report(path: Path, config: Config, spec: ApiSpec, journal: Journal) 
 
 
 def _rebuild_report(path: Path, config: Config, spec: ApiSpec, journal: Journal) -> FileSummary:
-    run = journal.last_results(path)
-    if run is None:
+    run_journal = journal.last_results(path)
+    if run_journal is None:
         raise UsageError(
             f"{journal.path} holds no results of a run of {path} to report: they are kept only "
             "when a run could not write its workbook or was killed, until the next run of it."
         )
     table = _open(path, config, spec)
     summary = FileSummary(path, "report", method=spec.method, limits=_limits(config))
-    summary.run_id = run.run_id
+    summary.run_id = run_journal.run_id
     summary.ended = time.time()
     out = report_path(config, path)
-    unrecorded = _Unrecorded(_triage(spec, table), run)
-    summary.workbook = _write_report(table, run, out, summary, config, spec, unrecorded)
+    unrecorded = _Unrecorded(_triage(spec, table), run_journal)
+    summary.workbook = _write_report(table, run_journal, out, summary, config, spec, unrecorded)
     summary.rows_read = sum(summary.counts.values())
     # The journal keeps the results (``report`` may be asked again) until the next run of it.
     return summary
@@ -664,7 +673,7 @@ def _rebuild_report(path: Path, config: Config, spec: ApiSpec, journal: Journal)
 
 def _write_report(
     table: InputTable,
-    run: RunJournal,
+    run_journal: RunJournal,
     out: Path,
     summary: FileSummary,
     config: Config,
@@ -674,7 +683,7 @@ def _write_report(
 ) -> Path:
     """The report pass: the input again beside the journal's outcomes, both in source-row order,
     each outcome paired with its row by row number and the digest of its cells."""
-    outcomes = run.paired_results()
+    outcomes = run_journal.paired_results()
     pending = next(outcomes, None)
     counts_from_journal = FileSummary(summary.input, summary.command)
     progress = _progress(config, summary.input, "writing the workbook", table, events)
@@ -689,7 +698,7 @@ def _write_report(
             counts_from_journal.count(outcome, row.shown_row)
             writer.write(row, explain(outcome, summary.stop_reason))
         summary.take_counts(counts_from_journal)
-        summary.per_minute = run.calls_per_minute()
+        summary.per_minute = run_journal.calls_per_minute()
         progress.close()
         return writer.close(_dashboard(summary, out))
 
