@@ -21,11 +21,11 @@ from __future__ import annotations
 from collections import Counter, deque
 from dataclasses import dataclass
 
+from importer.advice import RERUN_ADVICE
 from importer.protocol import AnswerKind, Reply
 from importer.steps import StopReason
 
 UNREACHABLE_AFTER = 10  # calls in a row with no connection that stop the run
-RERUN_ADVICE = "check the data, then rerun (the journal resumes)"
 
 
 def too_many(failed: int, total: int, max_rate: float) -> bool:

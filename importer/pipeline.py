@@ -27,6 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from importer import __version__, exits, snapshot
+from importer.advice import CHECK_ADVICE
 from importer.config import Config
 from importer.dispatcher import Dispatcher, DispatchSettings
 from importer.errors import ImporterError, InputError, JournalError, UsageError
@@ -44,7 +45,7 @@ from importer.reporter import ReportWriter
 from importer.rows import Decision, Outcome, RequestRecord, Row, Status
 from importer.sharing import shared_quota
 from importer.spec import ApiSpec
-from importer.steps import CHECK_ADVICE, IN_FLIGHT_AT_THE_END, NEVER_TRIED, StopReason
+from importer.steps import IN_FLIGHT_AT_THE_END, NEVER_TRIED, StopReason
 from importer.summary import Dashboard, FileSummary, Plan, plural
 from importer.triage import DONE, SEND, Done, Triage
 

@@ -274,52 +274,6 @@ def ban_seconds(text: str) -> float:
     return float(match.group(1)) if match else 1.0
 
 
-_ADVICE = {
-    "9": "the gateway refused the HTTP method; check --gateway",
-    "11": "the app lacks permission for this API: apply for its permission package in the "
-    "TOP console",
-    "12": "the user has not authorised this API: get a session key with the right scope",
-    "13": "the partner lacks permission for this API",
-    "21": "the method parameter is missing; check the API spec",
-    "22": "the gateway does not know this method; check --api and that the app may call it",
-    "23": "the response format was refused",
-    "24": "the signature is missing",
-    "25": "the signature is wrong: check TOP_APP_SECRET belongs to this app key, and --sign-method",
-    "26": "this API needs a session: set TOP_SESSION",
-    "27": "the session key is invalid or expired: set a fresh TOP_SESSION",
-    "28": "the app key is missing: set TOP_APP_KEY",
-    "29": "the app key is unknown: check TOP_APP_KEY",
-    "30": "the timestamp is missing",
-    "31": "the timestamp was refused: check this machine's clock (the gateway allows ~10 min)",
-    "32": "the API version is missing",
-    "33": "the API version is wrong",
-    "34": "the API version is not supported",
-}
-
-
-def advice(reply: Reply) -> str:
-    """What the user should do about a fatal answer (a sentence fragment)."""
-    if reply.code in _ADVICE:
-        return _ADVICE[reply.code]
-    if reply.kind is AnswerKind.THROTTLED:
-        return "the app's quota is spent; rerun after the ban (a rerun resumes), or lower --qps"
-    return "check the gateway, the credentials and the app's permissions"
-
-
-_SUB_CODE_ADVICE = (  # (prefix, what to do): the first that matches
-    ("isv.missing-parameter", "fill the column named after the colon, then rerun"),
-    ("isv.invalid-parameter", "fix the value the sub_msg names in those rows, then rerun"),
-    ("isv.", "fix those rows as the sub_msg says, then rerun (the journal sends only them)"),
-    ("isp.", "the platform's side: rerun later, the journal resumes"),
-    ("accesscontrol.", "the app's quota: lower --qps, or rerun after the ban"),
-)
-
-
-def sub_code_advice(sub_code: str) -> str:
-    """What to do about rows that failed with ``sub_code`` ("" when the reference is silent)."""
-    return next((text for prefix, text in _SUB_CODE_ADVICE if sub_code.startswith(prefix)), "")
-
-
 def platform_stamp(epoch: float) -> str:
     """A moment on the platform's clock, for people: ``2026-11-30 16:05:09 GMT+8``."""
     return datetime.fromtimestamp(epoch, GMT8).strftime("%Y-%m-%d %H:%M:%S GMT+8")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from importer.protocol import sub_code_advice
+from importer.advice import sub_code_advice
 from importer.rows import Outcome, Status
 from importer.steps import StopReason
 

@@ -28,20 +28,11 @@ import random
 from dataclasses import dataclass, replace
 from enum import Enum
 
-from importer.protocol import AnswerKind, Reply, advice, describe
+from importer.advice import EARLIER_LOST, UNKNOWN_ADVICE, advice
+from importer.protocol import AnswerKind, Reply, describe
 from importer.rows import Outcome, Status
 
 MAX_THROTTLE_RETRIES = 100  # a row throttled this often is failed rather than retried forever
-# What to do about an unknown row: decide in the check sheet (or resend all with a flag).
-CHECK_ADVICE = (
-    "check it on the platform, then write done (it is there) or resend (it is not) in the "
-    "decision column of the check sheet and run that sheet with --sheet check "
-    "(or rerun with --resend-unknown)"
-)
-EARLIER_LOST = (
-    f"an earlier attempt's answer was lost, so the platform may have acted on it: {CHECK_ADVICE}"
-)
-UNKNOWN_ADVICE = f"the platform may have acted on it: {CHECK_ADVICE}"
 
 
 class StopReason(str, Enum):

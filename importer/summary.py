@@ -15,9 +15,10 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from importer import __version__
+from importer.advice import sub_code_advice
 from importer.labels import Item, label
 from importer.pacing import AUTO_START_QPS
-from importer.protocol import platform_stamp, sub_code_advice
+from importer.protocol import platform_stamp
 from importer.rows import Outcome, Status
 from importer.steps import StopReason
 

@@ -20,11 +20,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from importer.advice import CHECK_ADVICE
 from importer.journal import UNKNOWN_STATES, PriorCall, RunJournal
 from importer.records import DuplicateFilter, RowValidator
 from importer.rows import Decision, Outcome, RequestRecord, Row, RowError, Status
 from importer.spec import ApiSpec
-from importer.steps import CHECK_ADVICE
 
 RESENT_NOTE = "an earlier call of this payload got no answer; sent again (--resend-unknown)"
 RESENT_BY_DECISION = "sent again: the check sheet's decision was resend"

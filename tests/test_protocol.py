@@ -10,6 +10,7 @@ from urllib.parse import parse_qs, quote
 
 import pytest
 
+from importer.advice import advice
 from importer.errors import UsageError
 from importer.protocol import (
     FORM_CONTENT_TYPE,
@@ -17,7 +18,6 @@ from importer.protocol import (
     Credentials,
     Reply,
     RequestBuilder,
-    advice,
     ban_seconds,
     classify,
     describe,

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from importer.advice import CHECK_ADVICE
 from importer.errors import JournalError
 from importer.protocol import GMT8, platform_stamp
 from importer.rows import Outcome, Status
-from importer.steps import CHECK_ADVICE
 
 LEASE_STALE_S = 3.0  # a quota lease not renewed for this long belongs to a run that died
 BEAT_S = 5.0  # how often a run tells the journal it is alive
