@@ -363,3 +363,23 @@ def test_a_run_beats_from_a_thread_of_its_own_until_it_finishes(tmp_path):
     assert not run._heart._thread.is_alive()  # stopped and joined
     assert beat() == last
     db.close()
+
+
+def test_a_run_that_stops_beating_is_dead_after_beat_stale_s_on_the_journals_clock(tmp_path):
+    """Liveness on a fake clock: the same process and host (its pid alive), so only the
+    heartbeat's age decides; no real minute goes by."""
+    from importer.journal import BEAT_STALE_S
+
+    now = [1_000_000.0]
+    clock = lambda: now[0]  # noqa: E731
+    path = tmp_path / "j.sqlite"
+    silent = open_run(SQLiteJournal(path, beat_s=3600, clock=clock))  # its beats never come
+    assert silent.claim("h1") is None
+    now[0] += BEAT_STALE_S - 1
+    with pytest.raises(LockedError, match="already being imported"):
+        open_run(SQLiteJournal(path, clock=clock))
+    now[0] += 2
+    after = open_run(SQLiteJournal(path, clock=clock))  # its lock no longer blocks
+    assert after.claim("h1").status is Status.UNKNOWN  # what it held in flight is unknown
+    after.finish()
+    silent.finish()

@@ -14,7 +14,7 @@ import contextlib
 import math
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -175,13 +175,15 @@ class RunJournal(abc.ABC):
         *,
         resend_unknown: bool = False,
         resend_success: bool = False,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.run_id = run_id
+        self._clock = clock
         self._key = (app_key, method)
         self._policy = {
             "resend_unknown": resend_unknown,
             "resend_success": resend_success,
-            "started": time.time(),
+            "started": clock(),
         }
         self._claims: list[tuple[str, asyncio.Future[Outcome | None]]] = []
         self._outcomes: list[Settled] = []
@@ -287,7 +289,7 @@ class RunJournal(abc.ABC):
     def _write(self, claims: list[str], outcomes: list[Settled]) -> list[Outcome | None]:
         """One transaction: claims, then outcomes (call states, usage, results). Returns each
         claim's verdict: None when claimed, else the outcome of a row not to send."""
-        now = time.time()
+        now = self._clock()
         verdicts: list[Outcome | None] = []
         claimed: dict[str, PriorCall | None] = {}
         calls = 0

@@ -41,7 +41,7 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from importer.errors import JournalError, LockedError
@@ -123,11 +123,16 @@ class SQLiteJournal(Journal):
     """One SQLite file; opened once per process, shared by the runs of its inputs."""
 
     def __init__(
-        self, path: Path, busy_timeout: float = BUSY_TIMEOUT_S, beat_s: float = BEAT_S
+        self,
+        path: Path,
+        busy_timeout: float = BUSY_TIMEOUT_S,
+        beat_s: float = BEAT_S,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.path = Path(path)
         self._busy_timeout = busy_timeout
         self._beat_s = beat_s
+        self._clock = clock  # wall time: started, beats, leases, liveness (a fake one in tests)
         if self.path.is_dir():
             raise JournalError(f"Journal {self.path} is a directory; give a file with --journal.")
         with self._opening():
@@ -255,7 +260,7 @@ class SQLiteJournal(Journal):
     def _close_dead_runs(self) -> None:
         """Mark the runs found dead as ended (``KILLED``)."""
         with _immediate(self._db, self.path):
-            _close_dead_runs(self._db, self.host)
+            _close_dead_runs(self._db, self.host, self._clock())
 
     def start_run(
         self,
@@ -270,7 +275,7 @@ class SQLiteJournal(Journal):
         db = self._db
         host = self.host
         with _immediate(db, self.path):
-            _close_dead_runs(db, host)
+            _close_dead_runs(db, host, self._clock())
             for pid, other_host, started, other_input in db.execute(
                 "SELECT pid, host, started_at, input_path FROM runs "
                 "WHERE input_key = ? AND finished_at IS NULL",
@@ -282,7 +287,7 @@ class SQLiteJournal(Journal):
                     f"process {pid} on {other_host}, started {platform_stamp(started)}; wait for "
                     "it to finish (a second run would send the same rows twice)."
                 )
-            db.execute("DELETE FROM leases WHERE renewed_at < ?", (time.time() - 60,))
+            db.execute("DELETE FROM leases WHERE renewed_at < ?", (self._clock() - 60,))
             db.execute(
                 "DELETE FROM reservations WHERE run_id NOT IN "
                 "(SELECT run_id FROM runs WHERE finished_at IS NULL)"
@@ -295,7 +300,7 @@ class SQLiteJournal(Journal):
                     "WHERE input_path = ? AND finished_at IS NOT NULL)",
                     (input_path,),
                 )
-            now = time.time()
+            now = self._clock()
             cur = db.execute(
                 "INSERT INTO runs (input_key, input_path, app_key, method, pid, host, "
                 "started_at, beat_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -313,6 +318,7 @@ class SQLiteJournal(Journal):
             resend_success=resend_success,
             beat_s=self._beat_s,
             busy_timeout=self._busy_timeout,
+            clock=self._clock,
         )
 
 
@@ -332,6 +338,7 @@ class _SQLiteRun(RunJournal):
         resend_success: bool = False,
         beat_s: float | None = None,
         busy_timeout: float = BUSY_TIMEOUT_S,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(
             run_id,
@@ -339,11 +346,14 @@ class _SQLiteRun(RunJournal):
             method,
             resend_unknown=resend_unknown,
             resend_success=resend_success,
+            clock=clock,
         )
         self._db = db
         self._path = path  # for messages
         self._host = host or socket.gethostname()
-        self._heart = None if beat_s is None else _Heartbeat(path, run_id, beat_s, busy_timeout)
+        self._heart = (
+            None if beat_s is None else _Heartbeat(path, run_id, beat_s, busy_timeout, clock)
+        )
 
     def _alive(
         self, unfinished: bool, host: str, pid: int, beat_at: float | None, now: float
@@ -364,7 +374,7 @@ class _SQLiteRun(RunJournal):
             system_time or "",
             finished_at,
             run_id,
-            self._alive(unfinished, host, pid, row[11], time.time()),
+            self._alive(unfinished, host, pid, row[11], self._clock()),
             path or "",
             pid,
             run_ended=row[9] if row[9] is not None else (None if unfinished else 0.0),
@@ -427,7 +437,7 @@ class _SQLiteRun(RunJournal):
     ) -> None:
         db = self._db
         with _immediate(db, self._path):
-            db.execute(_MARK_DONE, (*self._key, row_key, time.time(), self.run_id))
+            db.execute(_MARK_DONE, (*self._key, row_key, self._clock(), self.run_id))
             db.execute(
                 _INSERT_RESULT, (self.run_id, source_row, *outcome.values(), digest, outcome.sent)
             )
@@ -534,7 +544,7 @@ class _SQLiteRun(RunJournal):
                 db.execute("DELETE FROM minutes WHERE run_id = ?", (self.run_id,))
             db.execute("DELETE FROM reservations WHERE run_id = ?", (self.run_id,))
             db.execute(
-                "UPDATE runs SET finished_at = ? WHERE run_id = ?", (time.time(), self.run_id)
+                "UPDATE runs SET finished_at = ? WHERE run_id = ?", (self._clock(), self.run_id)
             )
 
 
@@ -543,9 +553,16 @@ class _Heartbeat:
     of its own: the run's own thread may be busy for minutes (a pre-flight over a million
     rows, the workbook), and a run silent for ``BEAT_STALE_S`` is judged dead on any host."""
 
-    def __init__(self, path: Path, run_id: int, beat_s: float, busy_timeout: float) -> None:
+    def __init__(
+        self,
+        path: Path,
+        run_id: int,
+        beat_s: float,
+        busy_timeout: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._path, self._run_id, self._beat_s = path, run_id, beat_s
-        self._busy_timeout = busy_timeout
+        self._busy_timeout, self._clock = busy_timeout, clock
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._beat, name="journal-heartbeat", daemon=True)
         self._thread.start()
@@ -560,7 +577,7 @@ class _Heartbeat:
                 with contextlib.suppress(sqlite3.Error):  # busy or full: beat again next time
                     db.execute(
                         "UPDATE runs SET beat_at = ? WHERE run_id = ? AND finished_at IS NULL",
-                        (time.time(), self._run_id),
+                        (self._clock(), self._run_id),
                     )
         finally:
             db.close()
@@ -638,11 +655,10 @@ def _private(path: Path, create: bool) -> None:
         pass
 
 
-def _close_dead_runs(db: sqlite3.Connection, host: str) -> None:
+def _close_dead_runs(db: sqlite3.Connection, host: str, now: float) -> None:
     """Inside a write transaction: the unfinished runs found dead (``run_alive``: silent too
     long on any host, or their process gone on this one) end, as ``KILLED``; their locks no
     longer block and what they held in flight is unknown."""
-    now = time.time()
     for run_id, pid, run_host, beat_at in db.execute(
         "SELECT run_id, pid, host, beat_at FROM runs WHERE finished_at IS NULL"
     ).fetchall():
