@@ -64,7 +64,7 @@ from importer.reporter import EXCEL_MAX_DATA_ROWS
 from importer.rows import RESULT_COLUMNS
 from importer.spec import ApiSpec, load_spec
 from importer.summary import FileSummary, Plan, summary_document
-from importer.target import SIMULATED_JOURNAL, SendTarget, scratch_folder
+from importer.target import API_FOLDER, SendTarget, scratch_folder, with_own_journal
 
 _OPTIONS = frozenset(f.name for f in fields(Config)) - {"qps_auto"}
 _CUT = -2  # xlsxwriter's status for a string longer than a cell holds
@@ -401,13 +401,13 @@ async def _prepared(
     if no_workbook:
         options = {k: v for k, v in options.items() if k != "out"}
     config = _config(options, config_file)
-    with scratch_folder() as scratch:
+    with scratch_folder(API_FOLDER) as scratch:
         folder = Path(scratch)
         if no_workbook:
             config = replace(config, out=None, out_dir=folder / "reports")
         settings = Path(config_file) if config_file else None
-        if config.simulate and kind == "result" and not given("journal", options, settings):
-            config = replace(config, journal=folder / SIMULATED_JOURNAL)
+        if kind == "result":
+            config = with_own_journal(config, folder, given("journal", options, settings))
         path = _as_file(source, input_name, folder)
         shown = None if isinstance(source, (str, os.PathLike)) else Path(path.stem)
         yield path, config, not no_workbook, shown

@@ -36,7 +36,7 @@ from importer.protocol import Credentials, RequestBuilder
 from importer.rows import Status
 from importer.spec import ApiSpec, builtin_methods, load_spec
 from importer.summary import FileSummary, Plan, duration_text, plural, summary_document
-from importer.target import SIMULATED_JOURNAL, scratch_folder
+from importer.target import SIMULATED_FOLDER, scratch_folder, with_own_journal
 
 RATE_AFTER_CALLS = 10  # fewer calls than this get no calls/s in the end line
 
@@ -376,9 +376,8 @@ def run(inputs: tuple[str, ...], config_file: str | None, **flags: Any) -> int:
         raise UsageError("--archive moves inputs after a real run; it does nothing with --dry-run.")
     with contextlib.ExitStack() as stack:
         if config.simulate and not config.dry_run and not given("journal", flags, config_file):
-            # Simulated successes must never make a real run skip a row: a journal of its own.
-            folder = stack.enter_context(scratch_folder())
-            config = replace(config, journal=Path(folder) / SIMULATED_JOURNAL)
+            folder = stack.enter_context(scratch_folder(SIMULATED_FOLDER))
+            config = with_own_journal(config, Path(folder), journal_given=False)
         return _run_inputs(inputs, flags, config, spec, credentials)
 
 

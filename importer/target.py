@@ -13,6 +13,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -22,18 +23,35 @@ from importer.processes import pid_alive
 from importer.protocol import LOOPBACK_HOSTS, Credentials
 from importer.spec import ApiSpec
 
-SIMULATED_JOURNAL = "simulated.sqlite"  # the temporary journal of a --simulate run ...
-SIMULATED_FOLDER = "top-import-simulated-"  # ... in a temporary folder named so (+ pid)
+SIMULATED_JOURNAL = "simulated.sqlite"  # the journal of its own of a simulated send
+# Temporary folders (+ pid): the CLI's for a --simulate run's journal; an API call's for its
+# input written from a DataFrame or rows, its workbook with out=False and that journal.
+SIMULATED_FOLDER = "top-import-simulated-"
+API_FOLDER = "top-import-api-"
+_SCRATCH = (SIMULATED_FOLDER, API_FOLDER)
 
 
-def scratch_folder() -> tempfile.TemporaryDirectory:
-    """A private temporary folder (a ``--simulate`` run's journal, the API's inputs), removed at
-    the end; those of processes that were killed before they could remove theirs go now."""
-    for stale in Path(tempfile.gettempdir()).glob(f"{SIMULATED_FOLDER}*"):
-        pid = stale.name[len(SIMULATED_FOLDER) :].split("-", 1)[0]
-        if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
-            shutil.rmtree(stale, ignore_errors=True)
-    return tempfile.TemporaryDirectory(prefix=f"{SIMULATED_FOLDER}{os.getpid()}-")
+def scratch_folder(prefix: str) -> tempfile.TemporaryDirectory:
+    """A private temporary folder (``prefix``: one of the two above), removed at the end; those
+    of processes that were killed before they could remove theirs go now."""
+    for kind in _SCRATCH:
+        for stale in Path(tempfile.gettempdir()).glob(f"{kind}*"):
+            pid = stale.name[len(kind) :].split("-", 1)[0]
+            if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
+                shutil.rmtree(stale, ignore_errors=True)
+    return tempfile.TemporaryDirectory(prefix=f"{prefix}{os.getpid()}-")
+
+
+def with_own_journal(config: Config, folder: Path, journal_given: bool) -> Config:
+    """A simulated send keeps its successes in a journal of its own in ``folder`` (unless
+    ``--journal`` names one), so they never make a real run skip a row."""
+    if config.simulate and not config.dry_run and not journal_given:
+        return replace(config, journal=folder / SIMULATED_JOURNAL)
+    return config
+
+
+def _own_journal(journal: Path) -> bool:
+    return journal.name == SIMULATED_JOURNAL and journal.parent.name.startswith(_SCRATCH)
 
 
 class SendTarget:
@@ -67,7 +85,7 @@ class SendTarget:
         journal = self._config.journal
         kept = (
             f"journal {journal}"
-            if not journal.parent.name.startswith(SIMULATED_FOLDER)
+            if not _own_journal(journal)
             else "a journal of its own, removed at the end (--journal PATH keeps one)"
         )
         self._say(
