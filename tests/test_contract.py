@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import cli, read_sheet, ticket
+from helpers import cli, read_sheet, ticket
 
 FAST = ["--qps", "1000", "--canary", "0", "--no-progress"]
 
@@ -33,7 +33,7 @@ def test_number_cells_in_the_2_53_band_pass_only_where_exact(tmp_path):
 
 
 def test_simulate_demands_a_session_where_the_platform_does(tmp_path):
-    from conftest import clean_env
+    from helpers import clean_env
 
     spec = tmp_path / "s.toml"
     spec.write_text(
@@ -50,7 +50,7 @@ def test_simulate_demands_a_session_where_the_platform_does(tmp_path):
 
 
 def test_a_check_never_overwrites_a_runs_workbook(tmp_path, simulator):
-    from conftest import write_csv
+    from helpers import write_csv
 
     sim = simulator()
     write_csv(tmp_path / "t.csv", [ticket(i) for i in range(3)])
@@ -69,7 +69,7 @@ def test_a_check_never_overwrites_a_runs_workbook(tmp_path, simulator):
 def test_a_deadline_that_passed_within_12_hours_stops_at_once(tmp_path, simulator):
     from datetime import datetime, timedelta
 
-    from conftest import statuses, write_csv
+    from helpers import statuses, write_csv
 
     sim = simulator()
     write_csv(tmp_path / "t.csv", [ticket(i) for i in range(3)])
@@ -99,7 +99,7 @@ def test_deadline_table():
 
 
 def test_the_end_line_gives_no_rate_for_a_handful_of_calls(tmp_path, simulator):
-    from conftest import write_csv
+    from helpers import write_csv
 
     sim = simulator()
     write_csv(tmp_path / "t.csv", [ticket(0)])
@@ -109,7 +109,7 @@ def test_the_end_line_gives_no_rate_for_a_handful_of_calls(tmp_path, simulator):
 
 
 def test_options_that_do_nothing_here_are_said_once(tmp_path, simulator):
-    from conftest import write_csv
+    from helpers import write_csv
 
     sim = simulator()
     write_csv(tmp_path / "t.csv", [ticket(0)])
@@ -120,7 +120,7 @@ def test_options_that_do_nothing_here_are_said_once(tmp_path, simulator):
 
 
 def test_a_csv_report_fed_back_sends_exactly_the_original_payloads(tmp_path, simulator):
-    from conftest import statuses, write_csv
+    from helpers import statuses, write_csv
 
     sim = simulator()
     rows = [ticket(i) for i in range(4)]
@@ -161,7 +161,7 @@ def test_a_field_without_a_name_does_not_hide_its_other_mistakes(tmp_path):
 
 
 def test_a_failed_sheet_fed_back_keeps_the_original_rows_and_name(tmp_path, simulator):
-    from conftest import write_csv
+    from helpers import write_csv
 
     bad = simulator(bad_tenants=frozenset({999}))
     rows = [ticket(i, tenant=999 if i in (1, 4) else 200110004) for i in range(6)]
@@ -215,7 +215,7 @@ def test_a_qps_auto_run_joins_at_the_limit_of_the_runs_already_sending(
     import sqlite3
     import time
 
-    from conftest import write_csv
+    from helpers import write_csv
 
     sim = simulator(qps=100)
     write_csv(tmp_path / "first.csv", [ticket(0)])
@@ -248,7 +248,7 @@ def test_runs_on_one_journal_share_the_app_keys_quota(tmp_path, simulator, runs)
     import subprocess
     import sys
 
-    from conftest import write_csv
+    from helpers import write_csv
 
     quota = 40
     sim = simulator(qps=quota)
@@ -305,7 +305,7 @@ def test_deadline_is_wall_clock_time_across_a_daylight_saving_change(monkeypatch
 
 
 def test_max_runtime_0_says_so_in_one_finished_sentence(tmp_path, simulator):
-    from conftest import write_csv
+    from helpers import write_csv
 
     sim = simulator()
     write_csv(tmp_path / "t.csv", [ticket(0)])

@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aioresponses import aioresponses
-from conftest import FakeClock
+from helpers import FakeClock
 
 from importer.dispatcher import (
     CANARY_CONCURRENCY,
