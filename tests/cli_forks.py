@@ -10,7 +10,7 @@ exactly as ``python -m importer`` does, with stdout and stderr in files and stdi
 The server forks from a single-threaded process that has never run a command, so no lock or
 state of an earlier command is inherited. Tests that need what only a real interpreter start
 gives (``python -m importer`` itself, a signal sent to the process, a terminal) use
-``subprocess`` directly; ``conftest.cli(..., fork=False)`` does too.
+``subprocess`` directly; ``helpers.cli(..., fork=False)`` does too.
 
     python tests/cli_forks.py     # the server: JSON requests on stdin, answers on stdout
 """

@@ -8,7 +8,7 @@ import signal
 
 import pandas as pd
 import pytest
-from conftest import cli, ticket, write_csv
+from helpers import cli, ticket, write_csv
 
 import importer
 from importer.errors import AbortedError, InputError, UsageError
@@ -73,7 +73,7 @@ def test_rows_as_dicts_and_no_workbook(here, simulator):
 
 
 def test_the_cli_and_the_api_write_the_same_workbook(here, simulator):
-    from conftest import read_sheet
+    from helpers import read_sheet
 
     sim = simulator(bad_tenants=frozenset({999}))
     write_csv(here / "t.csv", [ticket(0), ticket(1, tenant=999), ticket(2), ticket(0)])
@@ -188,7 +188,7 @@ def test_text_that_reads_nan_stays_text(here):
 
 
 def test_the_api_writes_the_summary_json_and_notifies_as_the_cli_does(here, simulator):
-    from conftest import serving
+    from helpers import serving
     from test_notify import _Robot
 
     sim = simulator()

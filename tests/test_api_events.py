@@ -8,7 +8,7 @@ import warnings
 from collections import Counter
 
 import pytest
-from conftest import ticket, write_csv
+from helpers import ticket, write_csv
 
 import importer
 from importer import Event, EventKind, StopHandle

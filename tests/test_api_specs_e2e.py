@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import SESSION, clean_env, cli, read_sheet, statuses, write_csv
+from helpers import SESSION, clean_env, cli, read_sheet, statuses, write_csv
 
 from importer.spec import parse_spec
 

@@ -88,7 +88,7 @@ def test_readme_quick_start_is_two_lines_main_job_then_tests():
 
 
 def test_inputs_sharing_a_stem_get_a_workbook_each(tmp_path, monkeypatch):
-    from conftest import ticket, write_csv
+    from helpers import ticket, write_csv
     from openpyxl import Workbook
 
     write_csv(tmp_path / "t.csv", [ticket(1)])

@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aioresponses import aioresponses
-from conftest import FakeClock
+from helpers import FakeClock
 
 from importer.dispatcher import (
     CANARY_CONCURRENCY,
@@ -26,7 +26,6 @@ from importer.dispatcher import (
     DispatchResult,
     DispatchSettings,
 )
-from importer.failures import FailureBreaker, FailureDigest, too_many
 from importer.gateway import Gateway
 from importer.pacing import Pacer
 from importer.protocol import (
@@ -818,38 +817,7 @@ def test_settings_refuse_impossible_values(bad):
         DispatchSettings(**bad)
 
 
-# -- failure policies: the canary and the breaker ----------------------------------------------
-
-
-def test_too_many_means_more_than_the_rate():
-    assert too_many(5, 20, 0.2) is True
-    assert too_many(4, 20, 0.2) is False
-    assert too_many(0, 0, 0.0) is False
-    assert too_many(1, 100, 0.0) is True
-
-
-def test_the_breaker_trips_only_on_a_full_window_with_more_than_the_rate():
-    breaker = FailureBreaker(0.2, window=10)
-    assert [breaker.record(True) for _ in range(9)] == [False] * 9  # not full yet
-    assert breaker.record(False) is True  # 9 of 10
-    breaker = FailureBreaker(0.2, window=10)
-    results = [breaker.record(i in (0, 1)) for i in range(10)]  # 2 of 10: not more than 0.2
-    assert results == [False] * 10
-    assert breaker.record(True) is False  # the window slid: a failure left, 2 of 10 again
-    assert breaker.record(True) is False  # the other early failure left: 2 of 10
-    assert breaker.record(True) is True  # 3 of the last 10
-    assert breaker.failed == 3
-    assert "3/10 failed" in repr(breaker)
-    for _ in range(10):
-        breaker.record(False)
-    assert not breaker.tripped  # the failures left the window
-
-
-def test_the_digest_names_the_commonest_codes_with_their_first_row():
-    digest = FailureDigest()
-    for code, row in [("a", 9), ("b", 3), ("b", 4), ("c", 7), ("d", 8), ("b", 5), ("a", 2)]:
-        digest.add(code, row)
-    assert digest.top(2) == "b ×3 (e.g. row 3), a ×2 (e.g. row 9), 2 more codes"
+# -- failure policies: the canary and the breaker (their pure parts: test_guard.py) ------------
 
 
 def bad_rows_script(bad: set[int], reply: Reply = ISV) -> Callable:

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 
 import pytest
 from aiohttp import web
-from conftest import cli, read_sheet, statuses, ticket, wait_for, write_csv
+from helpers import cli, read_sheet, statuses, ticket, wait_for, write_csv
 
 from importer.dispatcher import Dispatcher, DispatchSettings
 from importer.gateway import Gateway

@@ -16,7 +16,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import ClassVar
 
 import pytest
-from conftest import clean_env, cli, serving, statuses, ticket, wait_for, write_csv
+from helpers import clean_env, cli, serving, statuses, ticket, wait_for, write_csv
 
 FAST = ["--qps", "1000", "--canary", "0", "--no-progress"]
 
@@ -322,7 +322,7 @@ def _closed_port() -> int:
 
 
 def test_an_unreachable_gateway_stops_the_run_soon(tmp_path):
-    from conftest import APP_KEY, SECRET, clean_env
+    from helpers import APP_KEY, SECRET, clean_env
 
     write_csv(tmp_path / "t.csv", [ticket(i) for i in range(40)])
     env = clean_env(

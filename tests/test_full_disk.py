@@ -10,7 +10,7 @@ import json
 import subprocess
 
 import pytest
-from conftest import cli, read_sheet, ticket, write_csv
+from helpers import cli, read_sheet, ticket, write_csv
 
 
 @contextlib.contextmanager

@@ -1,10 +1,11 @@
-"""The run guard: when a run's answers must stop it, decided with no event loop."""
+"""The run guard: when a run's answers must stop it, decided with no event loop; and its parts
+(``too_many``, ``FailureBreaker``, ``FailureDigest``)."""
 
 from __future__ import annotations
 
 import pytest
 
-from importer.failures import UNREACHABLE_AFTER, RunGuard
+from importer.failures import UNREACHABLE_AFTER, FailureBreaker, FailureDigest, RunGuard, too_many
 from importer.protocol import AnswerKind, Reply
 from importer.steps import StopReason
 
@@ -71,3 +72,34 @@ def test_calls_in_a_row_that_cannot_connect_stop_the_run(replies, stops):
     if stopped:
         assert stopped[0].reason is StopReason.UNREACHABLE
         assert "https://gw.example/router/rest cannot be reached" in stopped[0].message
+
+
+def test_too_many_means_more_than_the_rate():
+    assert too_many(5, 20, 0.2) is True
+    assert too_many(4, 20, 0.2) is False
+    assert too_many(0, 0, 0.0) is False
+    assert too_many(1, 100, 0.0) is True
+
+
+def test_the_breaker_trips_only_on_a_full_window_with_more_than_the_rate():
+    breaker = FailureBreaker(0.2, window=10)
+    assert [breaker.record(True) for _ in range(9)] == [False] * 9  # not full yet
+    assert breaker.record(False) is True  # 9 of 10
+    breaker = FailureBreaker(0.2, window=10)
+    results = [breaker.record(i in (0, 1)) for i in range(10)]  # 2 of 10: not more than 0.2
+    assert results == [False] * 10
+    assert breaker.record(True) is False  # the window slid: a failure left, 2 of 10 again
+    assert breaker.record(True) is False  # the other early failure left: 2 of 10
+    assert breaker.record(True) is True  # 3 of the last 10
+    assert breaker.failed == 3
+    assert "3/10 failed" in repr(breaker)
+    for _ in range(10):
+        breaker.record(False)
+    assert not breaker.tripped  # the failures left the window
+
+
+def test_the_digest_names_the_commonest_codes_with_their_first_row():
+    digest = FailureDigest()
+    for code, row in [("a", 9), ("b", 3), ("b", 4), ("c", 7), ("d", 8), ("b", 5), ("a", 2)]:
+        digest.add(code, row)
+    assert digest.top(2) == "b ×3 (e.g. row 3), a ×2 (e.g. row 9), 2 more codes"

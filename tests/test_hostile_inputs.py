@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import HEADERS, cli, read_sheet, ticket
+from helpers import HEADERS, cli, read_sheet, ticket
 
 CHINESE = "钉钉群访客"
 
@@ -68,7 +68,7 @@ def test_a_stray_cell_far_away_is_refused_before_calamine_lays_it_out(tmp_path):
     """One cell at XFD100000 of a 5 KB workbook: calamine would ask for 52 GB and abort the
     process (SIGABRT, exit 134); it is an input error instead, and the next input still runs."""
     import openpyxl
-    from conftest import write_csv
+    from helpers import write_csv
 
     book = openpyxl.Workbook()
     sheet = book.active
@@ -93,7 +93,7 @@ def test_an_xls_whose_dimensions_record_lies_is_refused_before_calamine_opens_it
     import struct
     from pathlib import Path
 
-    from conftest import write_csv
+    from helpers import write_csv
 
     data = (Path(__file__).parent / "fixtures" / "old.xls").read_bytes()
     at = data.index(b"\x00\x02\x0e\x00") + 4  # the BIFF8 DIMENSIONS record's body

@@ -6,7 +6,7 @@ import signal
 import subprocess
 import sys
 
-from conftest import cli, read_sheet, statuses, ticket, wait_for, write_csv
+from helpers import cli, read_sheet, statuses, ticket, wait_for, write_csv
 
 
 def test_a_second_sigint_cancels_calls_in_flight_as_unknown(tmp_path, simulator):

@@ -224,7 +224,7 @@ def test_a_journal_with_a_damaged_page_is_one_sentence_and_exit_2(tmp_path, simu
     """The header is whole (the journal opens), pages further on are not: met mid-run."""
     import json
 
-    from conftest import cli, ticket, write_csv
+    from helpers import cli, ticket, write_csv
 
     sim = simulator()
     write_csv(tmp_path / "t.csv", [ticket(i) for i in range(2000)])
@@ -347,7 +347,7 @@ def test_a_run_of_another_host_that_went_silent_is_dead_and_one_that_beats_is_no
 
 
 def test_a_run_beats_from_a_thread_of_its_own_until_it_finishes(tmp_path):
-    from conftest import wait_for
+    from helpers import wait_for
 
     path = tmp_path / "j.sqlite"
     run = open_run(SQLiteJournal(path, beat_s=0.01))

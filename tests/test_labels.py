@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import openpyxl
 import pytest
-from conftest import ticket, write_csv
+from helpers import ticket, write_csv
 
 import importer
 from importer import labels

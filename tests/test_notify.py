@@ -16,7 +16,7 @@ from typing import ClassVar
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from conftest import clean_env, cli, serving, ticket, write_csv
+from helpers import clean_env, cli, serving, ticket, write_csv
 
 from importer import notify
 from importer.rows import Outcome, Status

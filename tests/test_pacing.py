@@ -9,7 +9,7 @@ import random
 from collections import Counter
 
 import pytest
-from conftest import FakeClock
+from helpers import FakeClock
 
 from importer.pacing import AdaptiveRate, Pacer, QuotaShare, paced_rate
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import cli, read_sheet, statuses, ticket, write_csv
+from helpers import cli, read_sheet, statuses, ticket, write_csv
 
 BAD = 999  # a tenant the simulator answers with isv.invalid-parameter
 GOOD = 200110004
@@ -223,7 +223,7 @@ def test_the_pre_flight_counts_what_a_run_sending_now_still_plans(tmp_path, simu
     import re
     import sqlite3
 
-    from conftest import start_cli, wait_for
+    from helpers import start_cli, wait_for
 
     sim = simulator(latency_ms=2000)  # the first run is still sending when the second starts
     write_csv(tmp_path / "slow.csv", [ticket(i) for i in range(10)])

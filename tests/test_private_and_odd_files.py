@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import stat
 
-from conftest import cli, killed_9_when, ticket, write_csv
+from helpers import cli, killed_9_when, ticket, write_csv
 
 
 def mode(path) -> int:

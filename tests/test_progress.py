@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import FakeClock, cli, ticket, write_csv
+from helpers import FakeClock, cli, ticket, write_csv
 
 from importer.progress import CHECK_EVERY, LOG_EVERY_S, Progress
 from importer.rows import Status

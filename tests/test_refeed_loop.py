@@ -12,7 +12,7 @@ from pathlib import Path
 
 import openpyxl
 import pytest
-from conftest import HEADERS, cli, read_sheet, ticket, write_csv
+from helpers import HEADERS, cli, read_sheet, ticket, write_csv
 
 FULL_ID = "596743391396743391"  # unlike any ticket()'s case_id
 ROUNDED_ID = "596743391396743000"  # what Excel keeps of it: 15 significant digits

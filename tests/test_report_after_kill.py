@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import signal
 
-from conftest import cli, killed_9_when, read_sheet, start_cli, ticket, wait_for, write_csv
+from helpers import cli, killed_9_when, read_sheet, start_cli, ticket, wait_for, write_csv
 
 # Answers that come long after the kill: the calls the gateway accepted are in flight then.
 SLOW_MS = 4000

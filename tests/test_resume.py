@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import cli, read_sheet, statuses, ticket, wait_for, write_csv
+from helpers import cli, read_sheet, statuses, ticket, wait_for, write_csv
 
 from importer.simulator import SimulatorSettings
 

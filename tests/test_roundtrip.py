@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import HEADERS, ticket, write_csv
+from helpers import HEADERS, ticket, write_csv
 
 from importer.config import Config
 from importer.loader import open_input

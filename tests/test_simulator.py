@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 
 import aiohttp
 import pytest
-from conftest import FakeClock
+from helpers import FakeClock
 from yarl import URL
 
 from importer.protocol import (
@@ -699,7 +699,7 @@ def test_simulate_prints_lines_to_paste_and_declines_rows_on_demand(tmp_path):
     import subprocess
     import sys
 
-    from conftest import clean_env, cli, read_sheet, ticket, write_csv
+    from helpers import clean_env, cli, read_sheet, ticket, write_csv
 
     server = subprocess.Popen(
         [sys.executable, "-m", "importer", "simulate", "--port", "0", "--decline-rate", "1"],

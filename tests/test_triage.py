@@ -4,7 +4,7 @@ the send pass."""
 from __future__ import annotations
 
 import pytest
-from conftest import HEADERS, ticket
+from helpers import HEADERS, ticket
 
 from importer.journal import SQLiteJournal
 from importer.rows import Outcome, RequestRecord, Row, Status
