@@ -20,10 +20,9 @@ from collections.abc import AsyncIterator
 
 from importer.errors import JournalError
 from importer.journal import LEASE_STALE_S, RunJournal
-from importer.pacing import QuotaShare
+from importer.pacing import WINDOW_S, QuotaShare
 
 RENEW_S = 0.5
-SPAN_S = 1.005  # the pacer's window: starts older than this no longer count anywhere
 
 
 @contextlib.asynccontextmanager
@@ -35,7 +34,7 @@ async def shared_quota(run: RunJournal, quota: QuotaShare) -> AsyncIterator[None
         while not seen and time.monotonic() < deadline:  # the others learn of this run
             await asyncio.sleep(RENEW_S / 5)
             others, live, seen = run.share(quota.limit, time.time())
-        await asyncio.sleep(SPAN_S)  # ... and their faster starts leave the window
+        await asyncio.sleep(WINDOW_S)  # ... and their faster starts leave the window
     quota.shared(others, live)
     task = asyncio.create_task(_renew(run, quota), name="quota-share")
     try:
