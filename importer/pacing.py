@@ -78,16 +78,16 @@ class Pacer:
         self._window: deque[float] = deque(maxlen=self.capacity)
         self._lock = asyncio.Lock()
         self.starts = 0
+        self.waiting = 0  # callers inside acquire(): the head of the line and those queued
 
     def __repr__(self) -> str:
         now = self._time()
         due = max(0.0, self._next_slot - now) if self._next_slot > -math.inf else 0.0
         paused = max(0.0, self._paused_until - now)
-        waiting = len(getattr(self._lock, "_waiters", None) or ()) + self._lock.locked()
         return (
             f"<Pacer qps={self.qps:g} rate={self.rate:g}/s starts={self.starts} "
             f"next_slot_in={due:.4f}s window={len(self._window)}/{self.capacity} "
-            f"paused_for={paused:.3f}s waiting={waiting}>"
+            f"paused_for={paused:.3f}s waiting={self.waiting}>"
         )
 
     def now(self) -> float:
@@ -127,19 +127,23 @@ class Pacer:
 
     async def acquire(self) -> None:
         """Wait for this caller's turn; returns at the moment the call may start."""
-        async with self._lock:
-            now = self._time()
-            at = self._earliest()
-            while at > now:
-                await self._sleep(at - now)
+        self.waiting += 1
+        try:
+            async with self._lock:
                 now = self._time()
-                at = self._earliest()  # a pause may have been set meanwhile
-            # Slots missed by a late wakeup (up to catch_up ago) are caught up; after idleness
-            # or a longer stall the schedule restarts from now rather than sending a burst.
-            slot = self._next_slot if self._next_slot >= now - self._catch_up else now
-            self._next_slot = slot + self._interval
-            self._window.append(now)
-            self.starts += 1
+                at = self._earliest()
+                while at > now:
+                    await self._sleep(at - now)
+                    now = self._time()
+                    at = self._earliest()  # a pause may have been set meanwhile
+                # Slots missed by a late wakeup (up to catch_up ago) are caught up; after
+                # idleness or a longer stall the schedule restarts from now, not with a burst.
+                slot = self._next_slot if self._next_slot >= now - self._catch_up else now
+                self._next_slot = slot + self._interval
+                self._window.append(now)
+                self.starts += 1
+        finally:
+            self.waiting -= 1
 
 
 AUTO_START_QPS = 5.0  # where --qps auto starts: low enough for almost any app's quota

@@ -171,6 +171,28 @@ async def test_repr_shows_live_state():
     assert "starts=3" in text
     assert "window=3/50" in text
     assert "paused_for=2.000s" in text
+    assert "waiting=0" in text
+
+
+async def test_repr_counts_the_callers_waiting_their_turn():
+    """The head of the line (asleep until the pause ends) and the callers queued behind it; one
+    that gives up (cancelled) no longer counts."""
+
+    async def parked(seconds: float) -> None:  # the head of the line sleeps until cancelled
+        await asyncio.Event().wait()
+
+    pacer = Pacer(50, time=FakeClock(), sleep=parked)
+    pacer.pause_for(60.0)
+    callers = [asyncio.create_task(pacer.acquire()) for _ in range(3)]
+    await asyncio.sleep(0)
+    assert pacer.waiting == 3 and "waiting=3" in repr(pacer)
+    callers[2].cancel()
+    await asyncio.gather(callers[2], return_exceptions=True)
+    assert pacer.waiting == 2
+    for caller in callers[:2]:
+        caller.cancel()
+    await asyncio.gather(*callers, return_exceptions=True)
+    assert "waiting=0" in repr(pacer) and pacer.starts == 0
 
 
 # -- set_rate ----------------------------------------------------------------------------------
