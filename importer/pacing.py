@@ -11,10 +11,11 @@ Two rules, applied to every call start:
   to ``catch_up`` seconds old are caught up: after idleness the schedule restarts from the first
   caller, so an idle pacer banks no burst (a burst would also echo one second later, when the
   window below holds its followers back to the burst's anniversary).
-* a **hard sliding window**: a start must come at least ``1 s + guard`` after the start N places
-  before it. Every window of 1 s (sliding, hence also every clock second, whatever its phase)
-  then holds at most N starts. A plain leaky bucket of capacity N allows nearly 2N in one clock
-  second (a full bucket plus a second's refill); this rule cannot.
+* a **hard sliding window**: a start must come at least ``WINDOW_S`` (1 s and a 5 ms guard for
+  loopback jitter) after the start N places before it. Every window of 1 s (sliding, hence also
+  every clock second, whatever its phase) then holds at most N starts. A plain leaky bucket of
+  capacity N allows nearly 2N in one clock second (a full bucket plus a second's refill); this
+  rule cannot.
 
 Only the caller at the head of the line sleeps; the others queue on a FIFO lock. The clock and the
 sleep are injectable so tests move a fake clock instead of sleeping. ``pause_until`` holds every
@@ -30,6 +31,10 @@ import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+
+# The hard window: 1 s, and a guard for loopback jitter. A start older than this no longer counts
+# against any quota (``sharing`` waits this long for the others' faster starts to leave it).
+WINDOW_S = 1.005
 
 
 def paced_rate(qps: float, margin: float = 0.02, headroom: float = 0.5) -> float:
@@ -54,7 +59,7 @@ class Pacer:
         qps: float,
         *,
         margin: float = 0.02,
-        guard: float = 0.005,
+        window: float = WINDOW_S,
         catch_up: float = 0.02,
         time: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
@@ -64,7 +69,7 @@ class Pacer:
         self.rate = paced_rate(qps, margin)
         self.capacity = max(1, math.floor(qps))  # most starts allowed in any 1 s
         self._interval = 1.0 / self.rate
-        self._span = 1.0 + guard  # the window's length, with a guard for loopback jitter
+        self._span = window  # the hard window's length (WINDOW_S)
         self._catch_up = catch_up
         self._time = time
         self._sleep = sleep
@@ -73,16 +78,16 @@ class Pacer:
         self._window: deque[float] = deque(maxlen=self.capacity)
         self._lock = asyncio.Lock()
         self.starts = 0
+        self.waiting = 0  # callers inside acquire(): the head of the line and those queued
 
     def __repr__(self) -> str:
         now = self._time()
         due = max(0.0, self._next_slot - now) if self._next_slot > -math.inf else 0.0
         paused = max(0.0, self._paused_until - now)
-        waiting = len(getattr(self._lock, "_waiters", None) or ()) + self._lock.locked()
         return (
             f"<Pacer qps={self.qps:g} rate={self.rate:g}/s starts={self.starts} "
             f"next_slot_in={due:.4f}s window={len(self._window)}/{self.capacity} "
-            f"paused_for={paused:.3f}s waiting={waiting}>"
+            f"paused_for={paused:.3f}s waiting={self.waiting}>"
         )
 
     def now(self) -> float:
@@ -122,19 +127,23 @@ class Pacer:
 
     async def acquire(self) -> None:
         """Wait for this caller's turn; returns at the moment the call may start."""
-        async with self._lock:
-            now = self._time()
-            at = self._earliest()
-            while at > now:
-                await self._sleep(at - now)
+        self.waiting += 1
+        try:
+            async with self._lock:
                 now = self._time()
-                at = self._earliest()  # a pause may have been set meanwhile
-            # Slots missed by a late wakeup (up to catch_up ago) are caught up; after idleness
-            # or a longer stall the schedule restarts from now rather than sending a burst.
-            slot = self._next_slot if self._next_slot >= now - self._catch_up else now
-            self._next_slot = slot + self._interval
-            self._window.append(now)
-            self.starts += 1
+                at = self._earliest()
+                while at > now:
+                    await self._sleep(at - now)
+                    now = self._time()
+                    at = self._earliest()  # a pause may have been set meanwhile
+                # Slots missed by a late wakeup (up to catch_up ago) are caught up; after
+                # idleness or a longer stall the schedule restarts from now, not with a burst.
+                slot = self._next_slot if self._next_slot >= now - self._catch_up else now
+                self._next_slot = slot + self._interval
+                self._window.append(now)
+                self.starts += 1
+        finally:
+            self.waiting -= 1
 
 
 AUTO_START_QPS = 5.0  # where --qps auto starts: low enough for almost any app's quota

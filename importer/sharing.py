@@ -8,7 +8,7 @@ thus pace to the lowest rate learnt, and one that joins starts at the others' li
 5 calls/s. A run that joins waits, before its first call, until every
 other run has renewed since it joined (and so slowed down) and their faster starts have left the
 last second; a run that ends or dies gives its share back at the others' next renewal (at once,
-or within ``LEASE_STALE_S``).
+or within ``LEASE_STALE_S``). The clocks and the sleep are a ``Clock``, so tests move a fake one.
 """
 
 from __future__ import annotations
@@ -16,28 +16,42 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 
 from importer.errors import JournalError
 from importer.journal import LEASE_STALE_S, RunJournal
-from importer.pacing import QuotaShare
+from importer.pacing import WINDOW_S, QuotaShare
 
 RENEW_S = 0.5
-SPAN_S = 1.005  # the pacer's window: starts older than this no longer count anywhere
+
+
+@dataclass(frozen=True, slots=True)
+class Clock:
+    """What the protocol reads the time from and sleeps on: the real ones, or a test's fake."""
+
+    wall: Callable[[], float] = time.time  # lease times in the journal, shared across hosts
+    monotonic: Callable[[], float] = time.monotonic  # how long a joining run has waited
+    sleep: Callable[[float], Awaitable[object]] = asyncio.sleep
+
+
+REAL_CLOCK = Clock()
 
 
 @contextlib.asynccontextmanager
-async def shared_quota(run: RunJournal, quota: QuotaShare) -> AsyncIterator[None]:
+async def shared_quota(
+    run: RunJournal, quota: QuotaShare, clock: Clock = REAL_CLOCK
+) -> AsyncIterator[None]:
     """Pace ``quota``'s pacer to this run's share of the app key's limit while the block sends."""
-    others, live, seen = run.share(quota.limit, time.time())
+    others, live, seen = run.share(quota.limit, clock.wall())
     if live > 1:
-        deadline = time.monotonic() + LEASE_STALE_S
-        while not seen and time.monotonic() < deadline:  # the others learn of this run
-            await asyncio.sleep(RENEW_S / 5)
-            others, live, seen = run.share(quota.limit, time.time())
-        await asyncio.sleep(SPAN_S)  # ... and their faster starts leave the window
+        deadline = clock.monotonic() + LEASE_STALE_S
+        while not seen and clock.monotonic() < deadline:  # the others learn of this run
+            await clock.sleep(RENEW_S / 5)
+            others, live, seen = run.share(quota.limit, clock.wall())
+        await clock.sleep(WINDOW_S)  # ... and their faster starts leave the window
     quota.shared(others, live)
-    task = asyncio.create_task(_renew(run, quota), name="quota-share")
+    task = asyncio.create_task(_renew(run, quota, clock), name="quota-share")
     try:
         yield
     finally:
@@ -47,11 +61,11 @@ async def shared_quota(run: RunJournal, quota: QuotaShare) -> AsyncIterator[None
         run.end_share()
 
 
-async def _renew(run: RunJournal, quota: QuotaShare) -> None:
+async def _renew(run: RunJournal, quota: QuotaShare, clock: Clock) -> None:
     while True:
-        await asyncio.sleep(RENEW_S)
+        await clock.sleep(RENEW_S)
         try:
-            others, live, _ = run.share(quota.limit, time.time())
+            others, live, _ = run.share(quota.limit, clock.wall())
         except JournalError:  # busy for a while: keep the pace, try again next time
             continue
         quota.shared(others, live)

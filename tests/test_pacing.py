@@ -171,6 +171,28 @@ async def test_repr_shows_live_state():
     assert "starts=3" in text
     assert "window=3/50" in text
     assert "paused_for=2.000s" in text
+    assert "waiting=0" in text
+
+
+async def test_repr_counts_the_callers_waiting_their_turn():
+    """The head of the line (asleep until the pause ends) and the callers queued behind it; one
+    that gives up (cancelled) no longer counts."""
+
+    async def parked(seconds: float) -> None:  # the head of the line sleeps until cancelled
+        await asyncio.Event().wait()
+
+    pacer = Pacer(50, time=FakeClock(), sleep=parked)
+    pacer.pause_for(60.0)
+    callers = [asyncio.create_task(pacer.acquire()) for _ in range(3)]
+    await asyncio.sleep(0)
+    assert pacer.waiting == 3 and "waiting=3" in repr(pacer)
+    callers[2].cancel()
+    await asyncio.gather(callers[2], return_exceptions=True)
+    assert pacer.waiting == 2
+    for caller in callers[:2]:
+        caller.cancel()
+    await asyncio.gather(*callers, return_exceptions=True)
+    assert "waiting=0" in repr(pacer) and pacer.starts == 0
 
 
 # -- set_rate ----------------------------------------------------------------------------------
@@ -188,6 +210,102 @@ async def test_a_new_rate_applies_from_the_next_start_and_the_window_still_holds
     assert max_in_sliding_second(first + second) <= max(before, after)
     assert max_in_sliding_second([t for t in second if t >= changed_at + 1.01]) <= after
     assert long_run_rate(second[after:]) == pytest.approx(paced_rate(after), rel=0.03)
+
+
+# -- the hard window: where the even schedule alone would let N+1 starts come too close --------
+
+# The window's length as the pacer promises it (1 s and a 5 ms guard for loopback jitter), written
+# out here on purpose rather than read from pacing.WINDOW_S: a shorter window must fail these.
+GUARDED_SECOND = 1.005
+
+
+def tightest_span(starts: list[float], capacity: int) -> float:
+    """The shortest time any ``capacity + 1`` consecutive starts took."""
+    return min(starts[i + capacity] - starts[i] for i in range(len(starts) - capacity))
+
+
+def assert_the_window_binds(starts: list[float], capacity: int) -> None:
+    """N+1 consecutive starts never span less than the guarded second, and here some span exactly
+    that: the window held a start back (the even schedule alone would have sent it sooner), so
+    latency jitter up to the guard cannot put N+1 arrivals into one platform second."""
+    assert tightest_span(starts, capacity) == pytest.approx(GUARDED_SECOND, abs=1e-9)
+
+
+class LateOnce(FakeClock):
+    """A timer that wakes ``late_by`` seconds late once, at its ``nth`` sleep (a busy loop)."""
+
+    def __init__(self, nth: int, late_by: float) -> None:
+        super().__init__()
+        self.nth, self.late_by = nth, late_by
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps += 1
+        self.t += seconds + (self.late_by if self.sleeps == self.nth else 0.0)
+        await asyncio.sleep(0)
+
+
+@pytest.mark.parametrize("qps", [50, 2000])
+async def test_a_late_wakeup_catches_up_and_the_window_holds_its_anniversary(qps):
+    """A wakeup 19 ms late (within catch_up) sends the slots that fell due at once: one second
+    later the schedule would send their followers 1.0014 s after them, the window 1.005 s."""
+    clock = LateOnce(nth=qps // 10, late_by=0.019)
+    pacer = Pacer(qps, time=clock, sleep=clock.sleep)
+    starts = await run_starts(pacer, clock, 2 * qps, workers=64)
+    assert_the_window_binds(starts, qps)
+    assert max_in_sliding_second(starts) <= qps
+
+
+async def test_a_short_pause_releases_what_fell_due_and_the_window_holds_its_anniversary():
+    """A pause that ends within catch_up of the schedule (a ban shorter than 20 ms: a longer one
+    restarts the schedule from its end and releases no burst) sends every caller due meanwhile
+    at its end; the window holds the callers N places behind them to that burst plus 1.005 s."""
+    clock = FakeClock()
+    pacer = Pacer(2000, time=clock, sleep=clock.sleep)
+    starts: list[float] = []
+
+    async def worker() -> None:
+        while len(starts) < 2500:
+            await pacer.acquire()
+            starts.append(clock())
+            if len(starts) == 200:
+                pacer.pause_for(0.019)
+            await asyncio.sleep(0)
+
+    await asyncio.gather(*(worker() for _ in range(64)))
+    burst = Counter(starts).most_common(1)[0][1]
+    assert burst > 30  # the pause's 19 ms of slots, at once
+    assert_the_window_binds(starts, 2000)
+
+
+@pytest.mark.parametrize(("before", "after"), [(5, 7.5), (11.25, 16.875)])
+async def test_a_rate_raised_to_a_fractional_quota_is_held_to_its_whole_calls(before, after):
+    """``--qps auto`` slow start raises 5 -> 7.5 -> 11.25 -> 16.875: at 7.5 the even rate is
+    7 calls/s, at 16.875 it is 16.375, so 8 (17) starts would span 1 s (0.977 s); the window lets
+    ``capacity`` = 7 (16) through in any 1.005 s."""
+    clock = FakeClock()
+    pacer = Pacer(before, time=clock, sleep=clock.sleep)
+    first = await run_starts(pacer, clock, 10)
+    pacer.set_rate(after)
+    second = await run_starts(pacer, clock, 3 * pacer.capacity + 10)
+    assert pacer.capacity == math.floor(after)
+    assert_the_window_binds(first + second, pacer.capacity)
+    assert max_in_sliding_second(second) <= pacer.capacity
+
+
+async def test_runs_sharing_a_quota_together_stay_within_it():
+    """Three runs on a quota of 10 each pace to 10/3 calls/s (an even rate of 9.5/3): four of one
+    run's starts would span 0.947 s, so three runs starting together would send 12 in a second;
+    each run's window lets 3 through in any 1.005 s, 9 together."""
+    clock = FakeClock()
+    pacer = Pacer(10, time=clock, sleep=clock.sleep)
+    QuotaShare(pacer).shared(10, 3)
+    assert (pacer.capacity, pacer.rate) == (3, pytest.approx(9.5 / 3))
+    starts = await run_starts(pacer, clock, 20)
+    assert_the_window_binds(starts, 3)
+    together = starts * 3  # three runs that joined at the same moment start at the same moments
+    assert max_in_sliding_second(together) <= 10
+    for phase in PHASES:
+        assert max_in_clock_second(together, phase) <= 10
 
 
 # -- AdaptiveRate (--qps auto) -----------------------------------------------------------------
