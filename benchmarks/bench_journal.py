@@ -4,7 +4,7 @@
 
 1. dispatch: N signed calls to the simulator (its own process, answering after 20 ms) through
    the Dispatcher with concurrency 64, (a) with callbacks that do nothing, (b) with the journal's
-   callbacks as ``pipeline.run_file`` wires them (``run.in_flight_soon`` -- the claim -- awaited
+   callbacks as ``pipeline.run_file`` wires them (``run.claim_soon`` -- the claim -- awaited
    before the first call, ``run.settle_soon`` as each outcome is known: the claims and outcomes
    of one event-loop tick share a commit; a fresh journal file per round), and (c) the same
    callbacks with the claim's look-up of what the journal holds switched off (a plain in-flight
@@ -68,23 +68,23 @@ class Timed:
 
         run._write = timed_write  # type: ignore[method-assign]
 
-    def on_start(self, record: RequestRecord) -> asyncio.Future[None]:
-        return self.run.in_flight_soon(record.payload_hash)
+    def claim(self, record: RequestRecord) -> asyncio.Future[None]:
+        return self.run.claim_soon(record.row_key)
 
     def on_outcome(self, record: RequestRecord, outcome: Outcome) -> None:
-        self.run.settle_soon(record.source_row, record.payload_hash, outcome)
+        self.run.settle_soon(record.source_row, record.row_key, outcome)
         self.calls += 1
 
 
 async def dispatch(
     url: str,
     recs: list[RequestRecord],
-    on_start: Callable[[RequestRecord], object],
+    claim: Callable[[RequestRecord], object],
     on_outcome: Callable[[RequestRecord, Outcome], None],
 ) -> float:
     settings = DispatchSettings(qps=100_000, concurrency=CONCURRENCY)
     async with Gateway(url, concurrency=CONCURRENCY, timeout=15) as gateway:
-        d = Dispatcher(builder(), gateway, settings, on_start=on_start, on_outcome=on_outcome)
+        d = Dispatcher(builder(), gateway, settings, claim=claim, on_outcome=on_outcome)
         started = time.perf_counter()
         await d.run(iter(recs))
         return len(recs) / (time.perf_counter() - started)
@@ -109,7 +109,7 @@ async def with_and_without(calls: int, rounds: int, tmp: Path) -> None:
             journal, run = open_run(tmp / f"round{i}.sqlite")
             timed = Timed(run)
             recs = make_records(calls, offset)
-            journalled.append(await dispatch(sim.url, recs, timed.on_start, timed.on_outcome))
+            journalled.append(await dispatch(sim.url, recs, timed.claim, timed.on_outcome))
             run.flush()
             offset += calls
             held.append(timed.seconds / max(timed.calls, 1))
@@ -117,10 +117,10 @@ async def with_and_without(calls: int, rounds: int, tmp: Path) -> None:
             run.finish()
             journal.close()
             journal, run = open_run(tmp / f"unclaimed{i}.sqlite")
-            run.prior = lambda payload_hash: None  # type: ignore[method-assign]
+            run.prior = lambda row_key: None  # type: ignore[method-assign]
             plain = Timed(run)
             recs = make_records(calls, offset)
-            unclaimed.append(await dispatch(sim.url, recs, plain.on_start, plain.on_outcome))
+            unclaimed.append(await dispatch(sim.url, recs, plain.claim, plain.on_outcome))
             run.flush()
             offset += calls
             run.finish()
@@ -159,10 +159,10 @@ def journal_alone(calls: int, tmp: Path) -> None:
     journal, run = open_run(tmp / "alone.sqlite")
     started = time.perf_counter()
     for r in recs:
-        run.in_flight(r.payload_hash)
+        run.claim(r.row_key)
     mid = time.perf_counter()
     for r in recs:
-        run.settle(r.source_row, r.payload_hash, outcome)
+        run.settle(r.source_row, r.row_key, outcome)
     ended = time.perf_counter()
     run.finish()
     # The same again with every statement timed by the connection's trace callback.
@@ -178,8 +178,8 @@ def journal_alone(calls: int, tmp: Path) -> None:
 
     run2._db.set_trace_callback(trace)
     for r in recs:
-        run2.in_flight(r.payload_hash)
-        run2.settle(r.source_row, r.payload_hash, outcome)
+        run2.claim(r.row_key)
+        run2.settle(r.source_row, r.row_key, outcome)
         trace("END")  # charge the last statement of the call
         last[1] = ""
     run2._db.set_trace_callback(None)
