@@ -33,18 +33,16 @@ import asyncio
 import contextlib
 import csv
 import json
-import math
 import os
 import tempfile
 import threading
 import warnings
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
-from datetime import date, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import xlsxwriter
 from python_calamine import CalamineWorkbook
 
 from importer import exits, notify
@@ -52,23 +50,20 @@ from importer.config import SECRET_KEYS, Config, given, load_config
 from importer.errors import AbortedError, ImporterError, UsageError
 from importer.events import NO_EVENTS, Events, Observer
 from importer.exits import ExitCode
-from importer.inputs import check_outputs, per_input_configs
+from importer.inputs import as_input_file, check_outputs, per_input_configs
 from importer.interrupts import Interrupts, StopHandle
 from importer.interrupts import handle_signals as install_handlers
 from importer.journal import open_journal
 from importer.labels import Sheet, is_label, key_of
-from importer.loader import EXCEL_CELL_LIMIT, unquoted
+from importer.loader import unquoted
 from importer.pipeline import check_file, run_file
-from importer.protocol import GMT8, Credentials, RequestBuilder
-from importer.reporter import EXCEL_MAX_DATA_ROWS
+from importer.protocol import Credentials, RequestBuilder
 from importer.rows import RESULT_COLUMNS
 from importer.spec import ApiSpec, load_spec
 from importer.summary import FileSummary, Plan, summary_document
 from importer.target import SIMULATED_JOURNAL, SendTarget, scratch_folder
 
 _OPTIONS = frozenset(f.name for f in fields(Config)) - {"qps_auto"}
-_CUT = -2  # xlsxwriter's status for a string longer than a cell holds
-EXCEL_COLUMNS = 16_384
 
 
 @dataclass
@@ -408,7 +403,7 @@ async def _prepared(
         settings = Path(config_file) if config_file else None
         if config.simulate and kind == "result" and not given("journal", options, settings):
             config = replace(config, journal=folder / SIMULATED_JOURNAL)
-        path = _as_file(source, input_name, folder)
+        path = as_input_file(source, input_name, folder)
         shown = None if isinstance(source, (str, os.PathLike)) else Path(path.stem)
         yield path, config, not no_workbook, shown
 
@@ -459,85 +454,6 @@ def _result(summary: FileSummary, keep: bool, source: Any = None, api: str | Non
     copy.write_bytes(workbook.read_bytes())
     summary.workbook = None
     return Result(code, counts, None, summary, copy, scratch, **extra)
-
-
-# -- a DataFrame or rows as an input file -----------------------------------------------------
-
-
-def _as_file(source: Any, input_name: str | None, folder: Path) -> Path:
-    if isinstance(source, (str, os.PathLike)):
-        return Path(source)
-    if hasattr(source, "itertuples") and hasattr(source, "columns"):  # a pandas DataFrame
-        headers = [str(c) for c in source.columns]
-        rows: Iterable[Iterable[object]] = source.itertuples(index=False, name=None)
-        name = input_name or "dataframe"
-    elif isinstance(source, Iterable) and not isinstance(source, (bytes, Mapping)):
-        dicts = list(source)
-        if not all(isinstance(d, Mapping) for d in dicts):
-            raise UsageError("Rows must be dicts of column -> value (or give a path).")
-        headers = list(dict.fromkeys(str(k) for d in dicts for k in d))
-        rows = ([d.get(h) for h in headers] for d in dicts)
-        name = input_name or "rows"
-    else:
-        raise UsageError(
-            f"Cannot read a {type(source).__name__}: give a path, a pandas DataFrame or an "
-            "iterable of dicts."
-        )
-    if len(headers) > EXCEL_COLUMNS:
-        raise UsageError(
-            f"{len(headers):,} columns are more than a workbook sheet holds ({EXCEL_COLUMNS:,}); "
-            "keep the columns the API needs, or write a CSV file and give its path."
-        )
-    path = folder / f"{name}.xlsx"
-    options = {"constant_memory": True, "strings_to_formulas": False, "strings_to_urls": False}
-    book = xlsxwriter.Workbook(str(path), options)
-    sheet = book.add_worksheet("rows")
-    try:
-        for col, header in enumerate(headers):
-            sheet.write_string(0, col, header)
-        for r, values in enumerate(rows, start=1):
-            if r > EXCEL_MAX_DATA_ROWS:
-                raise UsageError(
-                    f"The {name} has more than {EXCEL_MAX_DATA_ROWS:,} rows, the most a workbook "
-                    "sheet holds; nothing was sent. Write it to a CSV file (df.to_csv) and give "
-                    "its path, or send it in parts."
-                )
-            for col, value in enumerate(values):
-                if _write_value(sheet, r, col, value) == _CUT:
-                    raise UsageError(
-                        f"The {name}'s row {r + 1}, column {headers[col]!r}, holds more than "
-                        f"{EXCEL_CELL_LIMIT:,} characters, more than a workbook cell holds; "
-                        "nothing was sent. Write it to a CSV file and give its path."
-                    )
-    finally:
-        book.close()
-    return path
-
-
-def _write_value(sheet: Any, row: int, col: int, value: object) -> int:
-    """A Python value as the cell a spreadsheet would hold, so the loader judges it the same;
-    xlsxwriter's status (``_CUT``: the text was longer than a cell holds)."""
-    kind = type(value).__name__
-    if value is None or kind in ("NAType", "NaTType"):  # None, pandas' NA and NaT: empty
-        return 0
-    if isinstance(value, bool):
-        return sheet.write_boolean(row, col, value)
-    if isinstance(value, float) or kind.startswith("float"):  # as an Excel number cell
-        number = float(value)  # type: ignore[arg-type]
-        if math.isnan(number):
-            return 0
-        if math.isinf(number):  # no number cell holds it: the text, which a Number field refuses
-            return sheet.write_string(row, col, "inf" if number > 0 else "-inf")
-        return sheet.write_number(row, col, number)
-    if isinstance(value, int) or kind.startswith(("int", "uint")):
-        return sheet.write_string(row, col, str(int(value)))  # type: ignore[call-overload]
-    if isinstance(value, datetime):
-        if value.tzinfo is not None:  # the platform's times are GMT+8 wall time
-            value = value.astimezone(GMT8)
-        return sheet.write_string(row, col, value.strftime("%Y-%m-%d %H:%M:%S"))
-    if isinstance(value, date):
-        return sheet.write_string(row, col, value.strftime("%Y-%m-%d"))
-    return sheet.write_string(row, col, str(value))  # text stays text, "nan" included
 
 
 __all__ = ["Result", "run", "run_async", "send_files", "validate", "validate_async"]

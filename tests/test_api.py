@@ -164,10 +164,10 @@ def test_rows_of_a_csv_result_are_the_cells_as_sent(here, simulator):
 def test_more_rows_than_a_workbook_sheet_holds_are_refused_not_dropped(
     here, simulator, monkeypatch
 ):
-    import importer.api as api
+    import importer.inputs as inputs
 
     sim = simulator()
-    monkeypatch.setattr(api, "EXCEL_MAX_DATA_ROWS", 3)  # the real limit is 1,048,575 rows
+    monkeypatch.setattr(inputs, "EXCEL_MAX_DATA_ROWS", 3)  # the real limit is 1,048,575 rows
     with pytest.raises(UsageError, match="more than 3 rows, the most a workbook sheet holds"):
         importer.run([ticket(i) for i in range(4)], **credentials(sim), **FAST)
     assert sim.stats()["calls"] == 0
@@ -240,7 +240,7 @@ def test_inf_in_any_float_column_is_a_value_not_a_crash(here):
 def test_a_timezone_aware_datetime_is_written_as_gmt8_wall_time(here):
     """The platform's times are GMT+8: 00:30 UTC is 08:30 there, never 00:30 with the zone
     dropped (a Date field would be sent 8 h off); a naive one is taken as it is."""
-    from importer.api import _as_file
+    from importer.inputs import as_input_file
     from importer.loader import open_input
     from importer.spec import load_spec
 
@@ -250,7 +250,7 @@ def test_a_timezone_aware_datetime_is_written_as_gmt8_wall_time(here):
         pd.Timestamp("2026-11-30 00:30:00", tz="Europe/Berlin"),
     ]
     frame["naive"] = [pd.Timestamp("2026-11-30 00:30:00")] * 2
-    path = _as_file(frame, "frame", here)
+    path = as_input_file(frame, "frame", here)
     table = open_input(path, load_spec(None))
     rows = list(table.rows())
     at, naive = table.headers.index("visited_at"), table.headers.index("naive")
