@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import csv
 import json
 import os
 import tempfile
@@ -43,8 +42,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from python_calamine import CalamineWorkbook
-
 from importer import exits, notify
 from importer.config import SECRET_KEYS, Config, given, load_config
 from importer.errors import AbortedError, ImporterError, UsageError
@@ -54,11 +51,10 @@ from importer.inputs import as_input_file, check_outputs, per_input_configs
 from importer.interrupts import Interrupts, StopHandle
 from importer.interrupts import handle_signals as install_handlers
 from importer.journal import open_journal
-from importer.labels import Sheet, is_label, key_of
-from importer.loader import unquoted
+from importer.labels import SOURCE_ROW
 from importer.pipeline import check_file, run_file
 from importer.protocol import Credentials, RequestBuilder
-from importer.rows import RESULT_COLUMNS
+from importer.report_reader import pandas_column, result_rows
 from importer.spec import ApiSpec, load_spec
 from importer.summary import FileSummary, Plan, summary_document
 from importer.target import SIMULATED_JOURNAL, SendTarget, scratch_folder
@@ -85,28 +81,8 @@ class Result:
         ``system_time``, ``attempts``, ``elapsed_ms``, ``error``."""
         if self._report is None:
             return
-        if self._report.suffix.lower() == ".csv":  # the cells as they were before writing
-            with self._report.open(encoding="utf-8-sig", newline="") as fh:
-                reader = csv.reader(fh)
-                header = unquoted(next(reader, []))
-                for values in reader:
-                    row = dict(zip(header, unquoted(values), strict=False))
-                    yield {name: _csv_cell(name, text) for name, text in row.items()}
-            return
-        book = CalamineWorkbook.from_path(str(self._report))
-        try:
-            names = [n for n in book.sheet_names if _is_results_sheet(n)]
-            for name in names:
-                rows = book.get_sheet_by_name(name).iter_rows()
-                # each column by its key, whatever label the workbook gives it
-                header = [key_of(h, RESULT_COLUMNS) or str(h) for h in next(rows)]
-                for values in rows:
-                    yield {
-                        name: _cell(name, value)
-                        for name, value in zip(header, values, strict=False)
-                    }
-        finally:
-            book.close()
+        # a generator of the result's own, so that an out=False copy lives while it is read
+        yield from result_rows(self._report)
 
     def to_pandas(self) -> Any:
         """``rows()`` as a pandas DataFrame (pandas is the optional extra ``[pandas]``)."""
@@ -118,49 +94,11 @@ class Result:
             ) from None
         frame = pd.DataFrame(list(self.rows()))
         for column in frame.columns:
-            frame[column] = _typed(pd, frame[column], column in self._numbers)
-        if self._index is not None and "source_row" in frame.columns and len(frame):
+            frame[column] = pandas_column(pd, frame[column], column in self._numbers)
+        if self._index is not None and SOURCE_ROW in frame.columns and len(frame):
             # source_row is the DataFrame's position + 2 (as if its header were row 1)
-            frame.index = self._index.take(frame["source_row"].astype("int64").to_numpy() - 2)
+            frame.index = self._index.take(frame[SOURCE_ROW].astype("int64").to_numpy() - 2)
         return frame
-
-
-def _is_results_sheet(name: str) -> bool:
-    """``results``, or ``results_2``... (a sheet past Excel's row limit), by any label."""
-    base, _, part = name.rpartition("_")
-    return is_label(name, Sheet.RESULTS) or (part.isdigit() and is_label(base, Sheet.RESULTS))
-
-
-def _typed(pd: Any, column: Any, number_field: bool) -> Any:
-    """A column of ``to_pandas()`` with its proper dtype: the integer result columns (and a
-    Number field, where every value is an integer) as nullable ``Int64``, the rest as
-    ``string`` (an ID stays text; a rounded number cell shows as the float it was); missing
-    values are ``pd.NA`` throughout."""
-    if column.name in _INTEGER_COLUMNS or number_field:
-        try:
-            return pd.array([None if v is None else int(v) for v in column], dtype="Int64")
-        except (TypeError, ValueError):  # an invalid row's "abc": the column stays text
-            pass
-    return column.astype("string")
-
-
-_INTEGER_COLUMNS = frozenset({"source_row", "attempts", "elapsed_ms"})  # number cells
-
-
-def _csv_cell(name: str, text: str) -> object:
-    """A result CSV's cell as ``rows()`` gives a workbook's: the integer columns as int (an ID
-    stays text), empty as None."""
-    if not text:
-        return None
-    return int(text) if name in _INTEGER_COLUMNS and text.isdigit() else text
-
-
-def _cell(name: str, value: object) -> object:
-    """A workbook's cell: the integer columns as int. An input column's number cell is one that
-    Excel had rounded (the report keeps it a number cell) and stays a float, visibly not an ID."""
-    if name in _INTEGER_COLUMNS and isinstance(value, float) and value.is_integer():
-        return int(value)
-    return None if value == "" else value
 
 
 def run(source: Any, **options: Any) -> Result:

@@ -72,6 +72,14 @@ def test_rows_as_dicts_and_no_workbook(here, simulator):
     assert not list(here.glob("reports/*.xlsx"))  # (reports/ holds the journal)
 
 
+def test_rows_of_a_result_without_workbook_read_after_the_result_is_dropped(here):
+    import gc
+
+    rows = importer.validate([ticket(0), ticket(1)], out=False).rows()  # the Result is gone
+    gc.collect()
+    assert [r["status"] for r in rows] == ["valid", "valid"]
+
+
 def test_the_cli_and_the_api_write_the_same_workbook(here, simulator):
     from conftest import read_sheet
 
