@@ -13,6 +13,7 @@ import math
 import os
 import re
 import shutil
+import sys
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -124,19 +125,23 @@ def as_input_file(source: Any, input_name: str | None, folder: Path) -> Path:
 def _write_value(sheet: Any, row: int, col: int, value: object) -> int:
     """A Python value as the cell a spreadsheet would hold, so the loader judges it the same;
     xlsxwriter's status (``_CUT``: the text was longer than a cell holds)."""
-    kind = type(value).__name__
-    if value is None or kind in ("NAType", "NaTType"):  # None, pandas' NA and NaT: empty
+    if _missing(value):  # None, pandas' NA and NaT: empty
         return 0
     if isinstance(value, bool):
         return sheet.write_boolean(row, col, value)
-    if isinstance(value, float) or kind.startswith("float"):  # as an Excel number cell
+    np = _numpy_of(value)
+    if isinstance(value, float) or (
+        np is not None and isinstance(value, np.floating)
+    ):  # a number cell
         number = float(value)  # type: ignore[arg-type]
         if math.isnan(number):
             return 0
         if math.isinf(number):  # no number cell holds it: the text, which a Number field refuses
             return sheet.write_string(row, col, "inf" if number > 0 else "-inf")
         return sheet.write_number(row, col, number)
-    if isinstance(value, int) or kind.startswith(("int", "uint")):
+    if isinstance(value, int) or (
+        np is not None and isinstance(value, np.integer) and not isinstance(value, np.timedelta64)
+    ):
         return sheet.write_string(row, col, str(int(value)))  # type: ignore[call-overload]
     if isinstance(value, datetime):
         if value.tzinfo is not None:  # the platform's times are GMT+8 wall time
@@ -145,6 +150,22 @@ def _write_value(sheet: Any, row: int, col: int, value: object) -> int:
     if isinstance(value, date):
         return sheet.write_string(row, col, value.strftime("%Y-%m-%d"))
     return sheet.write_string(row, col, str(value))  # text stays text, "nan" included
+
+
+def _missing(value: object) -> bool:
+    """None, or pandas' ``NA`` or ``NaT`` (both singletons). pandas is never imported here: a
+    value can only be one of them when pandas is loaded already."""
+    if value is None:
+        return True
+    pd = sys.modules.get("pandas")
+    return pd is not None and (value is pd.NA or value is pd.NaT)
+
+
+def _numpy_of(value: object) -> Any:
+    """numpy when ``value`` is a numpy scalar (``np.float32``, ``np.int64``...), else None;
+    never imported here, as for pandas above."""
+    np = sys.modules.get("numpy")
+    return np if np is not None and isinstance(value, np.generic) else None
 
 
 def per_input_configs(

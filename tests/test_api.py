@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
+import decimal
 import json
 import signal
 
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import cli, ticket, write_csv
@@ -313,3 +316,77 @@ def test_a_dataframe_goes_by_its_input_name_in_messages_the_summary_and_the_jour
         importer.validate(no_case, input_name="tickets")
     assert str(caught.value).startswith("tickets (sheet 'rows') has no column")
     assert "top-import" not in str(caught.value).split(":")[0]  # no temporary path
+
+
+class _Cell:
+    """A worksheet that records the one cell written, as (kind, value)."""
+
+    written: tuple[str, object] | None = None
+
+    def write_boolean(self, row, col, value):
+        self.written = ("boolean", value)
+        return 0
+
+    def write_number(self, row, col, value):
+        self.written = ("number", value)
+        return 0
+
+    def write_string(self, row, col, value):
+        self.written = ("string", value)
+        return 0
+
+
+@pytest.mark.parametrize(
+    ("value", "cell"),
+    [
+        (None, None),
+        (pd.NA, None),
+        (pd.NaT, None),
+        (float("nan"), None),
+        (np.nan, None),
+        (np.float32("nan"), None),
+        (1.5, ("number", 1.5)),
+        (np.float32(1.5), ("number", 1.5)),
+        (np.float64(2.5), ("number", 2.5)),
+        (np.float16(0.5), ("number", 0.5)),
+        (np.longdouble(1.5), ("number", 1.5)),  # (text "1.5" while matched by "float*" names)
+        (float("inf"), ("string", "inf")),
+        (np.float64("-inf"), ("string", "-inf")),
+        (12, ("string", "12")),
+        (np.int64(2**62 + 1), ("string", "4611686018427387905")),  # exact, never a float
+        (np.uint8(7), ("string", "7")),
+        (np.int32(-3), ("string", "-3")),
+        (True, ("boolean", True)),
+        (np.True_, ("string", "True")),
+        (pd.Timestamp("2026-11-30 00:30:00", tz="UTC"), ("string", "2026-11-30 08:30:00")),
+        (pd.Timestamp("2026-11-30 00:30:00"), ("string", "2026-11-30 00:30:00")),
+        (datetime.date(2026, 1, 2), ("string", "2026-01-02")),
+        (np.timedelta64(5, "D"), ("string", "5 days")),  # a numpy integer, but not a number
+        (pd.Timedelta("1D"), ("string", "1 days 00:00:00")),
+        (np.datetime64("NaT"), ("string", "NaT")),
+        (decimal.Decimal("1.10"), ("string", "1.10")),
+        ("nan", ("string", "nan")),
+    ],
+    ids=repr,
+)
+def test_each_python_pandas_and_numpy_value_is_the_cell_a_spreadsheet_would_hold(value, cell):
+    from importer.inputs import _write_value
+
+    sheet = _Cell()
+    _write_value(sheet, 1, 0, value)
+    assert sheet.written == cell
+
+
+def test_rows_of_dicts_are_written_without_importing_pandas_or_numpy(tmp_path):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, pathlib\n"
+        "from importer.inputs import as_input_file\n"
+        "rows = [{'a': 1, 'b': None, 'c': 1.5, 'd': 'x'}]\n"
+        f"as_input_file(rows, None, pathlib.Path({str(tmp_path)!r}))\n"
+        "print(sorted(m for m in ('pandas', 'numpy') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
