@@ -31,44 +31,35 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import csv
 import json
-import math
 import os
 import tempfile
 import threading
 import warnings
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
-from datetime import date, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
-
-import xlsxwriter
-from python_calamine import CalamineWorkbook
 
 from importer import exits, notify
 from importer.config import SECRET_KEYS, Config, given, load_config
 from importer.errors import AbortedError, ImporterError, UsageError
 from importer.events import NO_EVENTS, Events, Observer
 from importer.exits import ExitCode
-from importer.inputs import check_outputs, per_input_configs
+from importer.inputs import as_input_file, check_outputs, per_input_configs
 from importer.interrupts import Interrupts, StopHandle
 from importer.interrupts import handle_signals as install_handlers
 from importer.journal import open_journal
-from importer.labels import Sheet, is_label, key_of
-from importer.loader import EXCEL_CELL_LIMIT, unquoted
+from importer.labels import SOURCE_ROW
 from importer.pipeline import check_file, run_file
-from importer.protocol import GMT8, Credentials, RequestBuilder
-from importer.reporter import EXCEL_MAX_DATA_ROWS
-from importer.rows import RESULT_COLUMNS
+from importer.protocol import Credentials, RequestBuilder
+from importer.report_reader import pandas_column, result_rows
 from importer.spec import ApiSpec, load_spec
 from importer.summary import FileSummary, Plan, summary_document
 from importer.target import API_FOLDER, SendTarget, scratch_folder, with_own_journal
 
 _OPTIONS = frozenset(f.name for f in fields(Config)) - {"qps_auto"}
-_CUT = -2  # xlsxwriter's status for a string longer than a cell holds
-EXCEL_COLUMNS = 16_384
 
 
 @dataclass
@@ -90,28 +81,8 @@ class Result:
         ``system_time``, ``attempts``, ``elapsed_ms``, ``error``."""
         if self._report is None:
             return
-        if self._report.suffix.lower() == ".csv":  # the cells as they were before writing
-            with self._report.open(encoding="utf-8-sig", newline="") as fh:
-                reader = csv.reader(fh)
-                header = unquoted(next(reader, []))
-                for values in reader:
-                    row = dict(zip(header, unquoted(values), strict=False))
-                    yield {name: _csv_cell(name, text) for name, text in row.items()}
-            return
-        book = CalamineWorkbook.from_path(str(self._report))
-        try:
-            names = [n for n in book.sheet_names if _is_results_sheet(n)]
-            for name in names:
-                rows = book.get_sheet_by_name(name).iter_rows()
-                # each column by its key, whatever label the workbook gives it
-                header = [key_of(h, RESULT_COLUMNS) or str(h) for h in next(rows)]
-                for values in rows:
-                    yield {
-                        name: _cell(name, value)
-                        for name, value in zip(header, values, strict=False)
-                    }
-        finally:
-            book.close()
+        # a generator of the result's own, so that an out=False copy lives while it is read
+        yield from result_rows(self._report)
 
     def to_pandas(self) -> Any:
         """``rows()`` as a pandas DataFrame (pandas is the optional extra ``[pandas]``)."""
@@ -123,49 +94,11 @@ class Result:
             ) from None
         frame = pd.DataFrame(list(self.rows()))
         for column in frame.columns:
-            frame[column] = _typed(pd, frame[column], column in self._numbers)
-        if self._index is not None and "source_row" in frame.columns and len(frame):
+            frame[column] = pandas_column(pd, frame[column], column in self._numbers)
+        if self._index is not None and SOURCE_ROW in frame.columns and len(frame):
             # source_row is the DataFrame's position + 2 (as if its header were row 1)
-            frame.index = self._index.take(frame["source_row"].astype("int64").to_numpy() - 2)
+            frame.index = self._index.take(frame[SOURCE_ROW].astype("int64").to_numpy() - 2)
         return frame
-
-
-def _is_results_sheet(name: str) -> bool:
-    """``results``, or ``results_2``... (a sheet past Excel's row limit), by any label."""
-    base, _, part = name.rpartition("_")
-    return is_label(name, Sheet.RESULTS) or (part.isdigit() and is_label(base, Sheet.RESULTS))
-
-
-def _typed(pd: Any, column: Any, number_field: bool) -> Any:
-    """A column of ``to_pandas()`` with its proper dtype: the integer result columns (and a
-    Number field, where every value is an integer) as nullable ``Int64``, the rest as
-    ``string`` (an ID stays text; a rounded number cell shows as the float it was); missing
-    values are ``pd.NA`` throughout."""
-    if column.name in _INTEGER_COLUMNS or number_field:
-        try:
-            return pd.array([None if v is None else int(v) for v in column], dtype="Int64")
-        except (TypeError, ValueError):  # an invalid row's "abc": the column stays text
-            pass
-    return column.astype("string")
-
-
-_INTEGER_COLUMNS = frozenset({"source_row", "attempts", "elapsed_ms"})  # number cells
-
-
-def _csv_cell(name: str, text: str) -> object:
-    """A result CSV's cell as ``rows()`` gives a workbook's: the integer columns as int (an ID
-    stays text), empty as None."""
-    if not text:
-        return None
-    return int(text) if name in _INTEGER_COLUMNS and text.isdigit() else text
-
-
-def _cell(name: str, value: object) -> object:
-    """A workbook's cell: the integer columns as int. An input column's number cell is one that
-    Excel had rounded (the report keeps it a number cell) and stays a float, visibly not an ID."""
-    if name in _INTEGER_COLUMNS and isinstance(value, float) and value.is_integer():
-        return int(value)
-    return None if value == "" else value
 
 
 def run(source: Any, **options: Any) -> Result:
@@ -408,7 +341,7 @@ async def _prepared(
         settings = Path(config_file) if config_file else None
         if kind == "result":
             config = with_own_journal(config, folder, given("journal", options, settings))
-        path = _as_file(source, input_name, folder)
+        path = as_input_file(source, input_name, folder)
         shown = None if isinstance(source, (str, os.PathLike)) else Path(path.stem)
         yield path, config, not no_workbook, shown
 
@@ -457,87 +390,8 @@ def _result(summary: FileSummary, keep: bool, source: Any = None, api: str | Non
     scratch = tempfile.TemporaryDirectory(prefix="top-import-result-")
     copy = Path(scratch.name) / workbook.name
     copy.write_bytes(workbook.read_bytes())
-    summary.workbook = None
+    summary = replace(summary, workbook=None)  # it went with the scratch folder
     return Result(code, counts, None, summary, copy, scratch, **extra)
-
-
-# -- a DataFrame or rows as an input file -----------------------------------------------------
-
-
-def _as_file(source: Any, input_name: str | None, folder: Path) -> Path:
-    if isinstance(source, (str, os.PathLike)):
-        return Path(source)
-    if hasattr(source, "itertuples") and hasattr(source, "columns"):  # a pandas DataFrame
-        headers = [str(c) for c in source.columns]
-        rows: Iterable[Iterable[object]] = source.itertuples(index=False, name=None)
-        name = input_name or "dataframe"
-    elif isinstance(source, Iterable) and not isinstance(source, (bytes, Mapping)):
-        dicts = list(source)
-        if not all(isinstance(d, Mapping) for d in dicts):
-            raise UsageError("Rows must be dicts of column -> value (or give a path).")
-        headers = list(dict.fromkeys(str(k) for d in dicts for k in d))
-        rows = ([d.get(h) for h in headers] for d in dicts)
-        name = input_name or "rows"
-    else:
-        raise UsageError(
-            f"Cannot read a {type(source).__name__}: give a path, a pandas DataFrame or an "
-            "iterable of dicts."
-        )
-    if len(headers) > EXCEL_COLUMNS:
-        raise UsageError(
-            f"{len(headers):,} columns are more than a workbook sheet holds ({EXCEL_COLUMNS:,}); "
-            "keep the columns the API needs, or write a CSV file and give its path."
-        )
-    path = folder / f"{name}.xlsx"
-    options = {"constant_memory": True, "strings_to_formulas": False, "strings_to_urls": False}
-    book = xlsxwriter.Workbook(str(path), options)
-    sheet = book.add_worksheet("rows")
-    try:
-        for col, header in enumerate(headers):
-            sheet.write_string(0, col, header)
-        for r, values in enumerate(rows, start=1):
-            if r > EXCEL_MAX_DATA_ROWS:
-                raise UsageError(
-                    f"The {name} has more than {EXCEL_MAX_DATA_ROWS:,} rows, the most a workbook "
-                    "sheet holds; nothing was sent. Write it to a CSV file (df.to_csv) and give "
-                    "its path, or send it in parts."
-                )
-            for col, value in enumerate(values):
-                if _write_value(sheet, r, col, value) == _CUT:
-                    raise UsageError(
-                        f"The {name}'s row {r + 1}, column {headers[col]!r}, holds more than "
-                        f"{EXCEL_CELL_LIMIT:,} characters, more than a workbook cell holds; "
-                        "nothing was sent. Write it to a CSV file and give its path."
-                    )
-    finally:
-        book.close()
-    return path
-
-
-def _write_value(sheet: Any, row: int, col: int, value: object) -> int:
-    """A Python value as the cell a spreadsheet would hold, so the loader judges it the same;
-    xlsxwriter's status (``_CUT``: the text was longer than a cell holds)."""
-    kind = type(value).__name__
-    if value is None or kind in ("NAType", "NaTType"):  # None, pandas' NA and NaT: empty
-        return 0
-    if isinstance(value, bool):
-        return sheet.write_boolean(row, col, value)
-    if isinstance(value, float) or kind.startswith("float"):  # as an Excel number cell
-        number = float(value)  # type: ignore[arg-type]
-        if math.isnan(number):
-            return 0
-        if math.isinf(number):  # no number cell holds it: the text, which a Number field refuses
-            return sheet.write_string(row, col, "inf" if number > 0 else "-inf")
-        return sheet.write_number(row, col, number)
-    if isinstance(value, int) or kind.startswith(("int", "uint")):
-        return sheet.write_string(row, col, str(int(value)))  # type: ignore[call-overload]
-    if isinstance(value, datetime):
-        if value.tzinfo is not None:  # the platform's times are GMT+8 wall time
-            value = value.astimezone(GMT8)
-        return sheet.write_string(row, col, value.strftime("%Y-%m-%d %H:%M:%S"))
-    if isinstance(value, date):
-        return sheet.write_string(row, col, value.strftime("%Y-%m-%d"))
-    return sheet.write_string(row, col, str(value))  # text stays text, "nan" included
 
 
 __all__ = ["Result", "run", "run_async", "send_files", "validate", "validate_async"]

@@ -11,12 +11,12 @@ import os
 import re
 import stat
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
-from types import MappingProxyType
-from typing import Any
+from types import MappingProxyType, UnionType
+from typing import Any, Union, get_args, get_origin, get_type_hints
 from urllib.parse import urlsplit
 
 from importer import notify
@@ -162,7 +162,6 @@ def parse_clock(text: str) -> tuple[int, int]:
     return int(match.group(1)), int(match.group(2))
 
 
-_TYPES = {f.name: f.type for f in fields(Config)}
 AUTO = "auto"
 
 
@@ -183,60 +182,100 @@ _TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 _FALSE_WORDS = frozenset({"0", "false", "no", "off"})
 
 
-def _coerce(name: str, value: Any, source: str) -> Any:
-    """``value`` as the type of setting ``name``; a ``ConfigError`` for anything else.
+# Each converter takes a value that is not None and returns it as its setting's type, or
+# raises TypeError / ValueError (which ``_coerce`` reports as a ConfigError naming it). Strict
+# on purpose: a TOML ``concurrency = 2.5``, ``resume = "maybe"`` or ``gateway = 5`` is a
+# mistake to report, not a value to truncate, read as false or crash on later.
 
-    Strict on purpose: a TOML ``concurrency = 2.5``, ``resume = "maybe"`` or ``gateway = 5``
-    is a mistake to report, not a value to truncate, read as false or crash on later.
-    """
-    kind = str(_TYPES[name])
+
+def _to_path(value: Any) -> Path:
+    if not isinstance(value, (str, Path)):
+        raise TypeError(value)
+    return Path(value)
+
+
+def _to_int(value: Any) -> int:
+    if isinstance(value, float) and not value.is_integer():
+        raise ValueError(value)
+    return int(value)
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    word = str(value).strip().lower() if isinstance(value, (str, int)) else None
+    if word in _TRUE_WORDS:
+        return True
+    if word in _FALSE_WORDS:
+        return False
+    raise ValueError(value)
+
+
+def _to_mapping(value: Any) -> Mapping[str, str]:  # columns: header -> field
+    if not isinstance(value, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise TypeError(value)
+    return MappingProxyType(dict(value))
+
+
+def _to_tuple(value: Any) -> tuple[str, ...]:  # notify: one URL or a list of them
+    values = [value] if isinstance(value, str) else value
+    if not isinstance(values, (list, tuple)) or not all(isinstance(v, str) for v in values):
+        raise TypeError(value)
+    return tuple(values)
+
+
+def _to_str(value: Any) -> str:
+    if isinstance(value, int):  # app_key = 12345678 written without quotes
+        return str(value)
+    if not isinstance(value, str):
+        raise TypeError(value)
+    return value
+
+
+# a setting's type (without its ``| None``; a generic by its origin) -> its converter
+CONVERTERS: dict[Any, Callable[[Any], Any]] = {
+    Path: _to_path,
+    float: float,
+    int: _to_int,
+    bool: _to_bool,
+    Mapping: _to_mapping,
+    tuple: _to_tuple,
+    str: _to_str,
+}
+
+
+def converter_for(hint: Any) -> Callable[[Any], Any]:
+    """The converter of a setting whose type is ``hint`` (``float``, ``Path | None``,
+    ``Mapping[str, str]``...); a ``TypeError`` for a type no converter handles."""
+    if isinstance(hint, UnionType) or get_origin(hint) is Union:
+        members = [t for t in get_args(hint) if t is not type(None)]
+        hint = members[0] if len(members) == 1 else hint
+    converter = CONVERTERS.get(get_origin(hint) or hint)
+    if converter is None:
+        raise TypeError(f"a setting of type {hint} has no converter in config.CONVERTERS")
+    return converter
+
+
+# each setting's converter, from Config's real types (resolved once), and its type as written
+# in the class, which the error message shows
+_CONVERT = {name: converter_for(hint) for name, hint in get_type_hints(Config).items()}
+_SHOWN = {f.name: str(f.type) for f in fields(Config)}
+
+
+def _coerce(name: str, value: Any, source: str) -> Any:
+    """``value`` as the type of setting ``name``; a ``ConfigError`` for anything else."""
     if value is None:
         return None
-    bad = ConfigError(f"{source}: {name} = {value!r} is not a valid {kind}.")
-    if isinstance(value, bool) and not kind.startswith("bool"):
+    convert = _CONVERT[name]
+    bad = ConfigError(f"{source}: {name} = {value!r} is not a valid {_SHOWN[name]}.")
+    if isinstance(value, bool) and convert is not _to_bool:
         raise bad  # bool is an int in Python: true must not become 1
-    if "Path" in kind:
-        if not isinstance(value, (str, Path)):
-            raise bad
-        return Path(value)
-    if kind.startswith("float"):
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise bad from None
-    if kind.startswith("int"):
-        if isinstance(value, float) and not value.is_integer():
-            raise bad
-        try:
-            return int(value)
-        except (TypeError, ValueError):
-            raise bad from None
-    if kind.startswith("bool"):
-        if isinstance(value, bool):
-            return value
-        word = str(value).strip().lower() if isinstance(value, (str, int)) else None
-        if word in _TRUE_WORDS:
-            return True
-        if word in _FALSE_WORDS:
-            return False
-        raise bad
-    if kind.startswith("Mapping"):  # columns: header -> field
-        if not isinstance(value, Mapping) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-        ):
-            raise bad
-        return MappingProxyType(dict(value))
-    if kind.startswith("tuple"):  # notify: one URL or a list of them
-        values = [value] if isinstance(value, str) else value
-        if not isinstance(values, (list, tuple)) or not all(isinstance(v, str) for v in values):
-            raise bad
-        return tuple(values)
-    if kind.startswith("str"):
-        if isinstance(value, int):  # app_key = 12345678 written without quotes
-            return str(value)
-        if not isinstance(value, str):
-            raise bad
-    return value
+    try:
+        return convert(value)
+    except (TypeError, ValueError):
+        raise bad from None
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
@@ -254,7 +293,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
             if not isinstance(value, dict):
                 raise ConfigError(f"Config file {path}: [columns] must map headers to fields.")
             out["columns"] = MappingProxyType({str(k): str(v) for k, v in value.items()})
-        elif key in _TYPES:
+        elif key in _CONVERT:
             out.update(_setting(key, value, f"Config file {path}"))
         else:
             raise ConfigError(f"Config file {path}: unknown setting {raw_key!r}.")

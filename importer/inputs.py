@@ -1,4 +1,5 @@
-"""The inputs of one command: quoted globs expanded, a workbook path each, the archive.
+"""The inputs of one command: quoted globs expanded, a DataFrame or rows written as an input
+file, a workbook path each, the archive.
 
 A cron inbox is ``top-import run 'inbox/*.xlsx' --archive done/``: files go one after another,
 each gets its own result workbook, and a file moves to the archive only when its run ended with
@@ -8,22 +9,32 @@ exit 0.
 from __future__ import annotations
 
 import glob
+import math
 import os
 import re
 import shutil
+import sys
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
+from datetime import date, datetime
 from pathlib import Path
+from typing import Any
+
+import xlsxwriter
 
 from importer.config import Config
 from importer.errors import UsageError
 from importer.labels import Item
-from importer.loader import summary_item
+from importer.loader import EXCEL_CELL_LIMIT, summary_item
+from importer.protocol import GMT8
+from importer.reporter import EXCEL_MAX_DATA_ROWS
 from importer.summary import plural
 
 _GLOB_CHARS = frozenset("*?[")
+_CUT = -2  # xlsxwriter's status for a string longer than a cell holds
+EXCEL_COLUMNS = 16_384  # columns a workbook sheet holds
 
 
 def expand_inputs(inputs: Sequence[str], config: Config, say: Callable[[str], None]) -> list[Path]:
@@ -54,6 +65,107 @@ def expand_inputs(inputs: Sequence[str], config: Config, say: Callable[[str], No
     if config.out is not None and len(paths) > 1:
         raise UsageError("--out takes one input; with several inputs use --out-dir.")
     return paths
+
+
+def as_input_file(source: Any, input_name: str | None, folder: Path) -> Path:
+    """``source`` as an input file: a path as it is; a pandas DataFrame or an iterable of dicts
+    written to ``folder/<input_name>.xlsx`` (default ``dataframe`` / ``rows``), one sheet
+    ``rows`` whose cells are what a spreadsheet would hold (``_write_value``), so that the
+    loader reads and judges it exactly as a file. A ``UsageError`` for anything else, or for
+    more columns, rows or characters than a workbook holds (nothing is cut)."""
+    if isinstance(source, (str, os.PathLike)):
+        return Path(source)
+    if hasattr(source, "itertuples") and hasattr(source, "columns"):  # a pandas DataFrame
+        headers = [str(c) for c in source.columns]
+        rows: Iterable[Iterable[object]] = source.itertuples(index=False, name=None)
+        name = input_name or "dataframe"
+    elif isinstance(source, Iterable) and not isinstance(source, (bytes, Mapping)):
+        dicts = list(source)
+        if not all(isinstance(d, Mapping) for d in dicts):
+            raise UsageError("Rows must be dicts of column -> value (or give a path).")
+        headers = list(dict.fromkeys(str(k) for d in dicts for k in d))
+        rows = ([d.get(h) for h in headers] for d in dicts)
+        name = input_name or "rows"
+    else:
+        raise UsageError(
+            f"Cannot read a {type(source).__name__}: give a path, a pandas DataFrame or an "
+            "iterable of dicts."
+        )
+    if len(headers) > EXCEL_COLUMNS:
+        raise UsageError(
+            f"{len(headers):,} columns are more than a workbook sheet holds ({EXCEL_COLUMNS:,}); "
+            "keep the columns the API needs, or write a CSV file and give its path."
+        )
+    path = folder / f"{name}.xlsx"
+    options = {"constant_memory": True, "strings_to_formulas": False, "strings_to_urls": False}
+    book = xlsxwriter.Workbook(str(path), options)
+    sheet = book.add_worksheet("rows")
+    try:
+        for col, header in enumerate(headers):
+            sheet.write_string(0, col, header)
+        for r, values in enumerate(rows, start=1):
+            if r > EXCEL_MAX_DATA_ROWS:
+                raise UsageError(
+                    f"The {name} has more than {EXCEL_MAX_DATA_ROWS:,} rows, the most a workbook "
+                    "sheet holds; nothing was sent. Write it to a CSV file (df.to_csv) and give "
+                    "its path, or send it in parts."
+                )
+            for col, value in enumerate(values):
+                if _write_value(sheet, r, col, value) == _CUT:
+                    raise UsageError(
+                        f"The {name}'s row {r + 1}, column {headers[col]!r}, holds more than "
+                        f"{EXCEL_CELL_LIMIT:,} characters, more than a workbook cell holds; "
+                        "nothing was sent. Write it to a CSV file and give its path."
+                    )
+    finally:
+        book.close()
+    return path
+
+
+def _write_value(sheet: Any, row: int, col: int, value: object) -> int:
+    """A Python value as the cell a spreadsheet would hold, so the loader judges it the same;
+    xlsxwriter's status (``_CUT``: the text was longer than a cell holds)."""
+    if _missing(value):  # None, pandas' NA and NaT: empty
+        return 0
+    if isinstance(value, bool):
+        return sheet.write_boolean(row, col, value)
+    np = _numpy_of(value)
+    if isinstance(value, float) or (
+        np is not None and isinstance(value, np.floating)
+    ):  # a number cell
+        number = float(value)  # type: ignore[arg-type]
+        if math.isnan(number):
+            return 0
+        if math.isinf(number):  # no number cell holds it: the text, which a Number field refuses
+            return sheet.write_string(row, col, "inf" if number > 0 else "-inf")
+        return sheet.write_number(row, col, number)
+    if isinstance(value, int) or (
+        np is not None and isinstance(value, np.integer) and not isinstance(value, np.timedelta64)
+    ):
+        return sheet.write_string(row, col, str(int(value)))  # type: ignore[call-overload]
+    if isinstance(value, datetime):
+        if value.tzinfo is not None:  # the platform's times are GMT+8 wall time
+            value = value.astimezone(GMT8)
+        return sheet.write_string(row, col, value.strftime("%Y-%m-%d %H:%M:%S"))
+    if isinstance(value, date):
+        return sheet.write_string(row, col, value.strftime("%Y-%m-%d"))
+    return sheet.write_string(row, col, str(value))  # text stays text, "nan" included
+
+
+def _missing(value: object) -> bool:
+    """None, or pandas' ``NA`` or ``NaT`` (both singletons). pandas is never imported here: a
+    value can only be one of them when pandas is loaded already."""
+    if value is None:
+        return True
+    pd = sys.modules.get("pandas")
+    return pd is not None and (value is pd.NA or value is pd.NaT)
+
+
+def _numpy_of(value: object) -> Any:
+    """numpy when ``value`` is a numpy scalar (``np.float32``, ``np.int64``...), else None;
+    never imported here, as for pandas above."""
+    np = sys.modules.get("numpy")
+    return np if np is not None and isinstance(value, np.generic) else None
 
 
 def per_input_configs(

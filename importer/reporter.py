@@ -60,7 +60,7 @@ from xlsxwriter.exceptions import XlsxWriterException
 
 from importer.config import is_result_name
 from importer.errors import UsageError
-from importer.labels import DECISION, ERROR, SOURCE_ROW, Sheet, label
+from importer.labels import DECISION, ERROR, SOURCE_ROW, Sheet, is_label, label
 from importer.loader import cell_text
 from importer.processes import pid_alive
 from importer.rows import (
@@ -78,6 +78,9 @@ FAILED_STATUSES = frozenset({Status.FAILED, Status.INVALID, Status.NOT_SENT})
 CHECK_STATUSES = frozenset({Status.UNKNOWN})
 SUMMARY_HEADER = ("item", "value")
 _ATTEMPTS = Outcome.COLUMNS.index("attempts")  # followed by elapsed_ms
+# the result columns written as numbers (every other cell is text, but for a rounded number
+# cell of an input column: see ``_XlsxSink.rounded``); ``report_reader`` reads them back so
+INTEGER_COLUMNS = frozenset({SOURCE_ROW, *Outcome.COLUMNS[_ATTEMPTS : _ATTEMPTS + 2]})
 _ERROR = Outcome.COLUMNS.index("error")  # the last one
 _TEXT_FORMAT = "@"  # Excel's Text: a value typed into such a cell stays text (a whole ID)
 _CSV_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -121,6 +124,18 @@ def check_header(input_headers: Sequence[str]) -> tuple[str, ...]:
         label(SOURCE_ROW),
         *map(label, Outcome.COLUMNS[:_ERROR]),
     )
+
+
+def part_title(name: str, part: int) -> str:
+    """The title of a sheet's ``part``: ``results``, then ``results_2``, ``results_3``..."""
+    return name if part == 1 else f"{name}_{part}"
+
+
+def is_part_of(title: str, key: str) -> bool:
+    """Whether ``title`` is a part of the sheet ``key`` (``results``, ``results_2``...), by any
+    label the sheet has had (``labels``)."""
+    base, _, part = title.rpartition("_")
+    return is_label(title, key) or (part.isdigit() and is_label(base, key))
 
 
 def scientific(text: str) -> str:
@@ -465,7 +480,7 @@ class _Sheet:
         if self.parts:
             self._done.append((self.worksheet, self._rows, self._widths))
         self.parts += 1
-        title = self.name if self.parts == 1 else f"{self.name}_{self.parts}"
+        title = part_title(self.name, self.parts)
         self.worksheet = self._workbook.add_worksheet(title)
         self.worksheet.freeze_panes(1, self._freeze)
         print_setup(self.worksheet, header=True)

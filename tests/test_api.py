@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
+import decimal
 import json
 import signal
 
+import numpy as np
 import pandas as pd
 import pytest
 from helpers import cli, ticket, write_csv
@@ -70,6 +73,14 @@ def test_rows_as_dicts_and_no_workbook(here, simulator):
     assert result.workbook is None and result.counts == {"success": 2}
     assert [r["status"] for r in result.rows()] == ["success", "success"]
     assert not list(here.glob("reports/*.xlsx"))  # (reports/ holds the journal)
+
+
+def test_rows_of_a_result_without_workbook_read_after_the_result_is_dropped(here):
+    import gc
+
+    rows = importer.validate([ticket(0), ticket(1)], out=False).rows()  # the Result is gone
+    gc.collect()
+    assert [r["status"] for r in rows] == ["valid", "valid"]
 
 
 def test_the_cli_and_the_api_write_the_same_workbook(here, simulator):
@@ -164,10 +175,10 @@ def test_rows_of_a_csv_result_are_the_cells_as_sent(here, simulator):
 def test_more_rows_than_a_workbook_sheet_holds_are_refused_not_dropped(
     here, simulator, monkeypatch
 ):
-    import importer.api as api
+    import importer.inputs as inputs
 
     sim = simulator()
-    monkeypatch.setattr(api, "EXCEL_MAX_DATA_ROWS", 3)  # the real limit is 1,048,575 rows
+    monkeypatch.setattr(inputs, "EXCEL_MAX_DATA_ROWS", 3)  # the real limit is 1,048,575 rows
     with pytest.raises(UsageError, match="more than 3 rows, the most a workbook sheet holds"):
         importer.run([ticket(i) for i in range(4)], **credentials(sim), **FAST)
     assert sim.stats()["calls"] == 0
@@ -240,7 +251,7 @@ def test_inf_in_any_float_column_is_a_value_not_a_crash(here):
 def test_a_timezone_aware_datetime_is_written_as_gmt8_wall_time(here):
     """The platform's times are GMT+8: 00:30 UTC is 08:30 there, never 00:30 with the zone
     dropped (a Date field would be sent 8 h off); a naive one is taken as it is."""
-    from importer.api import _as_file
+    from importer.inputs import as_input_file
     from importer.loader import open_input
     from importer.spec import load_spec
 
@@ -250,7 +261,7 @@ def test_a_timezone_aware_datetime_is_written_as_gmt8_wall_time(here):
         pd.Timestamp("2026-11-30 00:30:00", tz="Europe/Berlin"),
     ]
     frame["naive"] = [pd.Timestamp("2026-11-30 00:30:00")] * 2
-    path = _as_file(frame, "frame", here)
+    path = as_input_file(frame, "frame", here)
     table = open_input(path, load_spec(None))
     rows = list(table.rows())
     at, naive = table.headers.index("visited_at"), table.headers.index("naive")
@@ -305,3 +316,77 @@ def test_a_dataframe_goes_by_its_input_name_in_messages_the_summary_and_the_jour
         importer.validate(no_case, input_name="tickets")
     assert str(caught.value).startswith("tickets (sheet 'rows') has no column")
     assert "top-import" not in str(caught.value).split(":")[0]  # no temporary path
+
+
+class _Cell:
+    """A worksheet that records the one cell written, as (kind, value)."""
+
+    written: tuple[str, object] | None = None
+
+    def write_boolean(self, row, col, value):
+        self.written = ("boolean", value)
+        return 0
+
+    def write_number(self, row, col, value):
+        self.written = ("number", value)
+        return 0
+
+    def write_string(self, row, col, value):
+        self.written = ("string", value)
+        return 0
+
+
+@pytest.mark.parametrize(
+    ("value", "cell"),
+    [
+        (None, None),
+        (pd.NA, None),
+        (pd.NaT, None),
+        (float("nan"), None),
+        (np.nan, None),
+        (np.float32("nan"), None),
+        (1.5, ("number", 1.5)),
+        (np.float32(1.5), ("number", 1.5)),
+        (np.float64(2.5), ("number", 2.5)),
+        (np.float16(0.5), ("number", 0.5)),
+        (np.longdouble(1.5), ("number", 1.5)),  # (text "1.5" while matched by "float*" names)
+        (float("inf"), ("string", "inf")),
+        (np.float64("-inf"), ("string", "-inf")),
+        (12, ("string", "12")),
+        (np.int64(2**62 + 1), ("string", "4611686018427387905")),  # exact, never a float
+        (np.uint8(7), ("string", "7")),
+        (np.int32(-3), ("string", "-3")),
+        (True, ("boolean", True)),
+        (np.True_, ("string", "True")),
+        (pd.Timestamp("2026-11-30 00:30:00", tz="UTC"), ("string", "2026-11-30 08:30:00")),
+        (pd.Timestamp("2026-11-30 00:30:00"), ("string", "2026-11-30 00:30:00")),
+        (datetime.date(2026, 1, 2), ("string", "2026-01-02")),
+        (np.timedelta64(5, "D"), ("string", "5 days")),  # a numpy integer, but not a number
+        (pd.Timedelta("1D"), ("string", "1 days 00:00:00")),
+        (np.datetime64("NaT"), ("string", "NaT")),
+        (decimal.Decimal("1.10"), ("string", "1.10")),
+        ("nan", ("string", "nan")),
+    ],
+    ids=repr,
+)
+def test_each_python_pandas_and_numpy_value_is_the_cell_a_spreadsheet_would_hold(value, cell):
+    from importer.inputs import _write_value
+
+    sheet = _Cell()
+    _write_value(sheet, 1, 0, value)
+    assert sheet.written == cell
+
+
+def test_rows_of_dicts_are_written_without_importing_pandas_or_numpy(tmp_path):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, pathlib\n"
+        "from importer.inputs import as_input_file\n"
+        "rows = [{'a': 1, 'b': None, 'c': 1.5, 'd': 'x'}]\n"
+        f"as_input_file(rows, None, pathlib.Path({str(tmp_path)!r}))\n"
+        "print(sorted(m for m in ('pandas', 'numpy') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import math
+from dataclasses import fields
 from pathlib import Path
+from typing import get_type_hints
 
 import pytest
 
+from importer import config as config_module
 from importer.config import DEFAULT_GATEWAY, Config, load_config
 from importer.errors import ConfigError, UsageError
 from importer.protocol import Credentials
@@ -336,3 +339,39 @@ def test_policy_defaults():
 def test_impossible_policy_values_are_usage_errors(flags, words):
     with pytest.raises(UsageError, match=words):
         load_config(flags, {})
+
+
+# --- every setting's type has its converter -------------------------------------------------
+
+
+@pytest.mark.parametrize("name", [f.name for f in fields(Config)])
+def test_every_setting_is_converted_by_its_real_type(name):
+    """A field added with a type no converter handles fails here (and on import), instead of
+    passing a file's value through unchecked."""
+    hint = get_type_hints(Config)[name]
+    convert = config_module.converter_for(hint)
+    assert convert in config_module.CONVERTERS.values()
+    default = getattr(Config(), name)
+    if default is not None:  # the default is a value of the setting's type: it converts to itself
+        assert convert(default) == default
+
+
+@pytest.mark.parametrize("hint", [complex, set[str], int | str, list[str] | None])
+def test_a_type_without_a_converter_is_refused(hint):
+    with pytest.raises(TypeError, match="no converter"):
+        config_module.converter_for(hint)
+
+
+@pytest.mark.parametrize(
+    ("hint", "value", "expected"),
+    [
+        (Path | None, "out", Path("out")),
+        (float, 3, 3.0),
+        (int | None, 2.0, 2),
+        (bool | None, "yes", True),
+        (str | None, 12345678, "12345678"),
+        (tuple[str, ...], "https://x.example/hook", ("https://x.example/hook",)),
+    ],
+)
+def test_the_converter_follows_the_type_not_its_spelling(hint, value, expected):
+    assert config_module.converter_for(hint)(value) == expected
