@@ -27,6 +27,7 @@ from importer.config import (
 )
 from importer.errors import ImporterError, UsageError
 from importer.exits import ExitCode
+from importer.i18n import LANGS
 from importer.inputs import archive_input, check_outputs, expand_inputs, per_input_configs
 from importer.interrupts import Interrupts, handle_signals
 from importer.journal import open_journal
@@ -173,6 +174,13 @@ _FILE_OPTIONS = [
         "config_file",
         type=click.Path(dir_okay=False),
         help="TOML settings file (same names as the options). Default: importer.toml if present.",
+    ),
+    click.option(
+        "--lang",
+        type=click.Choice(LANGS),
+        help="The language of the workbook's sheet and column names: zh (中文) or en. Default: "
+        "from the locale (LANG=zh_CN.UTF-8 is Chinese). Exit codes, statuses and the "
+        "--summary-json keys are the same in both.",
     ),
     click.option(
         "--progress/--no-progress",

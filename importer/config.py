@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 from importer import notify
 from importer.errors import ConfigError, UsageError
+from importer.i18n import LANGS, lang_from_env
 from importer.protocol import LOOPBACK_HOSTS, Credentials
 from importer.signing import SIGN_METHODS
 
@@ -67,6 +68,7 @@ class Config:
     summary_json: Path | None = None
     progress: bool | None = None  # None: on when stderr is a TTY
     quiet: bool = False  # no progress at all, not even log lines (the Python API's default)
+    lang: str | None = None  # zh or en: what a person reads; None: from the locale (LANG...)
     deadline: str | None = None  # "HH:MM", local time: stop starting calls then
     max_runtime: str | None = None  # "90m", "2h30m", "45s", "3600": stop starting calls after
     canary: int = 20  # the first N rows to send go first, at low concurrency, and are judged
@@ -79,6 +81,12 @@ class Config:
     notify_format: str | None = None  # None: by each URL's host
     notify_on: str = "always"  # or "failure": only when the exit code is not 0
     notify_secret: str | None = field(default=None, repr=False)  # signs DingTalk/Feishu bodies
+
+    @property
+    def language(self) -> str:
+        """``lang``, else the locale's language (``LANGUAGE``, ``LC_ALL``, ``LC_MESSAGES``,
+        ``LANG``: ``zh_*`` is Chinese, anything else English)."""
+        return self.lang or lang_from_env()
 
     def credentials(self) -> Credentials:
         """The credentials for signing; a ``UsageError`` naming what is missing otherwise."""
@@ -415,6 +423,8 @@ def _in_range(name: str, value: float) -> None:
 
 
 def _check(config: Config) -> None:
+    if config.lang is not None and config.lang not in LANGS:
+        raise UsageError(f"--lang {config.lang!r} is unknown; use zh (中文) or en (English).")
     if config.sign_method not in SIGN_METHODS:
         raise UsageError(
             f"--sign-method {config.sign_method!r} is unknown; "

@@ -5,12 +5,17 @@ writes now (``label``) and is recognised on the way back by any label it has had
 ``sheet_in``): that one, the key itself, and ``_ALIASES`` (a translation, an older name). So a
 label can change, or be translated, and a workbook written before still feeds back. Status
 words are cell values, not labels: they stay the keys (``rows.Status``) for now.
+
+A label is written in the run's language (``i18n``: the English label is the message id, in
+the context of its kind: ``sheet``, ``item`` or ``column``) and recognised in every language.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from enum import Enum
+
+from importer.i18n import in_every_language, pgettext
 
 
 class Sheet(str, Enum):
@@ -37,16 +42,26 @@ _SHOWN: dict[str, str] = {}
 _ALIASES: Mapping[str, tuple[str, ...]] = {}
 
 
-def label(key: str) -> str:
-    """The text a key is written as (a plain ``str``, also for an enum member)."""
+def _context(key: str) -> str:
+    return "sheet" if isinstance(key, Sheet) else "item" if isinstance(key, Item) else "column"
+
+
+def _english(key: str) -> str:
     shown = _SHOWN.get(key)
     if shown is not None:
         return shown
     return key.value if isinstance(key, Enum) else key
 
 
+def label(key: str) -> str:
+    """The text a key is written as in the run's language (a plain ``str``, also for an enum
+    member)."""
+    return pgettext(_context(key), _english(key))
+
+
 def _known(key: str) -> set[str]:
-    return {t.strip().casefold() for t in (key, label(key), *_ALIASES.get(key, ()))}
+    every = in_every_language(_context(key), _english(key))
+    return {t.strip().casefold() for t in (key, _english(key), *every, *_ALIASES.get(key, ()))}
 
 
 def key_of(text: object, keys: Iterable[str]) -> str | None:

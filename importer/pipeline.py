@@ -33,6 +33,7 @@ from importer.dispatcher import Dispatcher, DispatchSettings
 from importer.errors import ImporterError, InputError, JournalError, UsageError
 from importer.events import NO_EVENTS, Event, EventKind, Events
 from importer.gateway import Gateway
+from importer.i18n import language
 from importer.interrupts import Interrupts
 from importer.journal import UNKNOWN_STATES, Journal, RunJournal
 from importer.labels import Sheet, is_label, label
@@ -203,7 +204,7 @@ def check_file(
 ) -> FileSummary:
     """``validate`` (builder None) or ``--dry-run`` (every valid request built and signed);
     ``shown`` and ``events`` as for ``run_file``."""
-    with _named(path, shown):
+    with _named(path, shown), language(config.language):
         name = shown or path
         table = _open(path, config, spec)
         summary = FileSummary(name, "dry-run" if builder else "validate", method=spec.method)
@@ -282,7 +283,7 @@ async def run_file(
     CLI's signal handlers, or a caller's ``StopHandle``); without it nothing but the deadline
     stops the run. ``events`` hears of each pass, the plan, each row sent and the end.
     """
-    with _named(path, shown):
+    with _named(path, shown), language(config.language):
         check_path(path)
         job = _Job(
             shown or path,
@@ -649,7 +650,7 @@ def rebuild_report(path: Path, config: Config, spec: ApiSpec, journal: Journal) 
     kept (its workbook could not be written, or it was killed), from the file as it is now; no
     network. A row whose cells changed since is not paired with the old outcome."""
     check_path(path)
-    with journal.errors():
+    with journal.errors(), language(config.language):
         return _rebuild_report(path, config, spec, journal)
 
 

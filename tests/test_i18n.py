@@ -1,0 +1,142 @@
+"""Chinese as well as English: the language switch, the catalogue's integrity, and a workbook
+written in Chinese that feeds back (asserted on what the gateway saw)."""
+
+from __future__ import annotations
+
+import gettext
+import re
+from pathlib import Path
+
+import openpyxl
+import pytest
+from helpers import clean_env, cli, read_sheet, ticket, write_csv
+
+from importer import i18n
+from importer.labels import DECISION, ERROR, SOURCE_ROW, Item, Sheet, key_of, label
+
+PO = i18n.LOCALE_DIR / "zh" / "LC_MESSAGES" / f"{i18n.DOMAIN}.po"
+MO = PO.with_suffix(".mo")
+FAST = ["--qps", "200", "--no-progress"]
+
+
+@pytest.mark.parametrize(
+    ("environ", "lang"),
+    [
+        ({}, "en"),
+        ({"LANG": "zh_CN.UTF-8"}, "zh"),
+        ({"LANG": "zh_TW.UTF-8"}, "zh"),
+        ({"LANG": "C"}, "en"),
+        ({"LANG": "en_US.UTF-8"}, "en"),
+        ({"LC_ALL": "zh_CN.UTF-8", "LANG": "en_US.UTF-8"}, "zh"),  # LC_ALL before LANG
+        ({"LC_ALL": "C", "LANG": "zh_CN.UTF-8"}, "en"),
+        ({"LANGUAGE": "zh_CN:en", "LANG": "C"}, "zh"),  # LANGUAGE first, its first entry
+        ({"LANGUAGE": "", "LC_MESSAGES": "zh_CN.UTF-8"}, "zh"),  # empty is unset
+    ],
+)
+def test_the_language_defaults_from_the_locale_as_gettext_reads_it(environ, lang):
+    assert i18n.lang_from_env(environ) == lang
+
+
+def _catalogue():
+    from babel.messages.pofile import read_po
+
+    with PO.open("rb") as fh:
+        return read_po(fh)
+
+
+def test_every_message_has_a_chinese_translation_with_the_same_placeholders():
+    messages = [m for m in _catalogue() if m.id]
+    assert messages
+    for message in messages:
+        assert message.string, f"no Chinese for {message.id!r}"
+        assert set(re.findall(r"\{[^}]*\}", message.id)) == set(
+            re.findall(r"\{[^}]*\}", message.string)
+        ), f"a placeholder changed in {message.id!r}"
+
+
+def test_the_shipped_mo_is_the_po_compiled():
+    """The .mo in the package says what the .po says (recompile with msgfmt after an edit)."""
+    with MO.open("rb") as fh:
+        shipped = gettext.GNUTranslations(fh)
+    for message in _catalogue():
+        if message.id:
+            assert shipped.pgettext(message.context, message.id) == message.string, message.id
+
+
+@pytest.mark.parametrize("key", [*Sheet, *Item, SOURCE_ROW, ERROR, DECISION])
+def test_every_label_read_back_is_in_chinese_and_recognised_in_both(key):
+    english = label(key)
+    with i18n.language("zh"):
+        chinese = label(key)
+    assert chinese != english
+    assert not chinese.isascii()
+    keys = [key]
+    assert key_of(chinese, keys) == key and key_of(english, keys) == key  # in any language
+
+
+def test_an_unknown_language_is_one_sentence(tmp_path):
+    write_csv(tmp_path / "t.csv", [ticket(0)])
+    done = cli(["validate", "t.csv", "--lang", "fr"], tmp_path, clean_env())
+    assert done.returncode == 2
+    assert "--lang" in done.stderr and "zh" in done.stderr
+
+
+def _fix_failed_rows(result: Path, fixed: Path, sheet: str, column: str, value: str) -> int:
+    """What a person does in Excel: the empty cells of ``column`` in the failed sheet filled."""
+    book = openpyxl.load_workbook(result)
+    rows = book[sheet]
+    header = [c.value for c in rows[1]]
+    at = header.index(column) + 1
+    fixes = 0
+    for row in rows.iter_rows(min_row=2):
+        if row[at - 1].value in (None, ""):
+            row[at - 1].value = value
+            fixes += 1
+    book.save(fixed)
+    return fixes
+
+
+@pytest.mark.parametrize("how", ["--lang", "LANG"])
+def test_a_chinese_workbook_is_written_and_its_failed_sheet_feeds_back(tmp_path, simulator, how):
+    sim = simulator()
+    rows = [ticket(i) for i in range(6)]
+    rows[1]["user_identify"] = ""
+    rows[4]["user_identify"] = ""
+    write_csv(tmp_path / "t.csv", rows)
+    if how == "--lang":
+        args, env = ["--lang", "zh"], sim.env()
+    else:
+        args, env = [], sim.env(LANG="zh_CN.UTF-8", LC_ALL="", LANGUAGE="")
+    first = cli(["run", "t.csv", *FAST, *args], tmp_path, env)
+    assert first.returncode == 1, first.stderr
+    result = tmp_path / "reports" / "t.result.xlsx"
+    assert openpyxl.load_workbook(result).sheetnames == ["结果", "失败", "待核对", "汇总"]
+    failed = read_sheet(result, "失败")
+    assert [r["源行号"] for r in failed] == [3, 6]
+    assert all(r["错误原因"] for r in failed)
+    assert sim.stats()["accepted"] == 4
+
+    fixes = _fix_failed_rows(result, tmp_path / "fixed.xlsx", "失败", "user_identify", "uid-fix")
+    assert fixes == 2
+    # fed back in English: --sheet failed finds the Chinese failed sheet
+    again = cli(["run", "fixed.xlsx", "--sheet", "failed", "--lang", "en", *FAST], tmp_path, env)
+    assert again.returncode == 0, again.stderr
+    assert sim.stats()["accepted"] == 6  # exactly the two fixed rows were sent
+    assert sim.stats()["duplicate_accepts"] == 0
+    second = tmp_path / "reports" / "fixed.result.xlsx"
+    assert openpyxl.load_workbook(second).sheetnames[0] == "results"
+
+
+def test_sheet_given_in_chinese_finds_the_english_sheet(tmp_path, simulator):
+    sim = simulator()
+    rows = [ticket(i) for i in range(3)]
+    rows[2]["user_identify"] = ""
+    write_csv(tmp_path / "t.csv", rows)
+    assert cli(["run", "t.csv", "--lang", "en", *FAST], tmp_path, sim.env()).returncode == 1
+    done = cli(
+        ["validate", "reports/t.result.xlsx", "--sheet", "失败", "--lang", "en"],
+        tmp_path,
+        sim.env(),
+    )
+    assert done.returncode == 1, done.stderr  # the failed row, still invalid
+    assert "1 invalid" in done.stderr or "1 invalid" in done.stdout
