@@ -178,7 +178,7 @@ _FILE_OPTIONS = [
     click.option(
         "--lang",
         type=click.Choice(LANGS),
-        help="The language of the workbook's sheet and column names: zh (中文) or en. Default: "
+        help="The language of the workbook's sheet names and result columns: zh (中文) or en. Default: "
         "from the locale (LANG=zh_CN.UTF-8 is Chinese). Exit codes, statuses and the "
         "--summary-json keys are the same in both.",
     ),

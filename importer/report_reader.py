@@ -29,7 +29,7 @@ def result_rows(path: Path) -> Iterator[dict[str, object]]:
     if path.suffix.lower() == ".csv":  # the cells as they were before writing
         with path.open(encoding="utf-8-sig", newline="") as fh:
             reader = csv.reader(fh)
-            header = unquoted(next(reader, []))
+            header = [key_of(h, RESULT_COLUMNS) or h for h in unquoted(next(reader, []))]
             for values in reader:
                 row = dict(zip(header, unquoted(values), strict=False))
                 yield {name: _csv_cell(name, text) for name, text in row.items()}

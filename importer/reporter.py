@@ -512,7 +512,9 @@ class _Sheet:
         """Column widths on every part (the Text columns formatted so); with ``table``, the
         autofilter and the status colours."""
         self._done.append((self.worksheet, self._rows, self._widths))
-        status = self.header.index("status") if "status" in self.header else None
+        # the outcome's status column (after the input's, which may hold a column so named)
+        shown = label("status")
+        status = max((i for i, h in enumerate(self.header) if h == shown), default=None)
         for worksheet, rows, widths in self._done:
             for col, width in enumerate(widths):
                 look = self._by_column[col]

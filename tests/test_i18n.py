@@ -12,7 +12,8 @@ import pytest
 from helpers import clean_env, cli, read_sheet, ticket, write_csv
 
 from importer import i18n
-from importer.labels import DECISION, ERROR, SOURCE_ROW, Item, Sheet, key_of, label
+from importer.labels import DECISION, SOURCE_ROW, Item, Sheet, key_of, label
+from importer.rows import Outcome
 
 PO = i18n.LOCALE_DIR / "zh" / "LC_MESSAGES" / f"{i18n.DOMAIN}.po"
 MO = PO.with_suffix(".mo")
@@ -63,7 +64,7 @@ def test_the_shipped_mo_is_the_po_compiled():
             assert shipped.pgettext(message.context, message.id) == message.string, message.id
 
 
-@pytest.mark.parametrize("key", [*Sheet, *Item, SOURCE_ROW, ERROR, DECISION])
+@pytest.mark.parametrize("key", [*Sheet, *Item, SOURCE_ROW, DECISION, *Outcome.COLUMNS])
 def test_every_label_read_back_is_in_chinese_and_recognised_in_both(key):
     english = label(key)
     with i18n.language("zh"):
@@ -114,6 +115,7 @@ def test_a_chinese_workbook_is_written_and_its_failed_sheet_feeds_back(tmp_path,
     failed = read_sheet(result, "失败")
     assert [r["源行号"] for r in failed] == [3, 6]
     assert all(r["错误原因"] for r in failed)
+    assert {r["状态"] for r in failed} == {"invalid"}  # status values stay the contract's words
     assert sim.stats()["accepted"] == 4
 
     fixes = _fix_failed_rows(result, tmp_path / "fixed.xlsx", "失败", "user_identify", "uid-fix")
@@ -140,3 +142,20 @@ def test_sheet_given_in_chinese_finds_the_english_sheet(tmp_path, simulator):
     )
     assert done.returncode == 1, done.stderr  # the failed row, still invalid
     assert "1 invalid" in done.stderr or "1 invalid" in done.stdout
+
+
+@pytest.mark.parametrize("out", ["r.xlsx", "r.csv"])
+def test_the_api_reads_a_chinese_report_back_by_its_keys(tmp_path, out):
+    import importer
+
+    rows = [ticket(i) for i in range(2)]
+    rows[1]["user_identify"] = ""
+    write_csv(tmp_path / "t.csv", rows)
+    result = importer.validate(tmp_path / "t.csv", lang="zh", out=tmp_path / out)
+    assert result.exit_code == 1
+    read = list(result.rows())
+    assert [(r["source_row"], r["status"]) for r in read] == [(2, "valid"), (3, "invalid")]
+    assert read[1]["error"]
+    if out.endswith(".csv"):
+        header = (tmp_path / out).read_text(encoding="utf-8-sig").splitlines()[0]
+        assert header.startswith("源行号,") and "状态" in header
