@@ -8,6 +8,7 @@ place, in one voice.
 
 from __future__ import annotations
 
+from importer.i18n import N_, _
 from importer.protocol import AnswerKind, Reply
 
 # What to do about an unknown row: decide in the check sheet (or resend all with a flag).
@@ -57,14 +58,15 @@ def advice(reply: Reply) -> str:
 
 
 _SUB_CODE_ADVICE = (  # (prefix, what to do): the first that matches
-    ("isv.missing-parameter", "fill the column named after the colon, then rerun"),
-    ("isv.invalid-parameter", "fix the value the sub_msg names in those rows, then rerun"),
-    ("isv.", "fix those rows as the sub_msg says, then rerun (the journal sends only them)"),
-    ("isp.", "the platform's side: rerun later, the journal resumes"),
-    ("accesscontrol.", "the app's quota: lower --qps, or rerun after the ban"),
+    ("isv.missing-parameter", N_("fill the column named after the colon, then rerun")),
+    ("isv.invalid-parameter", N_("fix the value the sub_msg names in those rows, then rerun")),
+    ("isv.", N_("fix those rows as the sub_msg says, then rerun (the journal sends only them)")),
+    ("isp.", N_("the platform's side: rerun later, the journal resumes")),
+    ("accesscontrol.", N_("the app's quota: lower --qps, or rerun after the ban")),
 )
 
 
 def sub_code_advice(sub_code: str) -> str:
     """What to do about rows that failed with ``sub_code`` ("" when the reference is silent)."""
-    return next((text for prefix, text in _SUB_CODE_ADVICE if sub_code.startswith(prefix)), "")
+    text = next((text for prefix, text in _SUB_CODE_ADVICE if sub_code.startswith(prefix)), "")
+    return _(text) if text else ""

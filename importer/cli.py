@@ -178,8 +178,9 @@ _FILE_OPTIONS = [
     click.option(
         "--lang",
         type=click.Choice(LANGS),
-        help="The language of the workbook's sheet names and result columns: zh (中文) or en. Default: "
-        "from the locale (LANG=zh_CN.UTF-8 is Chinese). Exit codes, statuses and the "
+        help="The language of the workbook's sheet names, result columns and row errors: zh "
+        "(中文) or en. Default: from the locale (LANG=zh_CN.UTF-8 is Chinese). Exit codes, "
+        "statuses and the "
         "--summary-json keys are the same in both.",
     ),
     click.option(

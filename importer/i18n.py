@@ -68,3 +68,14 @@ def in_every_language(context: str, message: str) -> set[str]:
     """What ``message`` is written as in each language: a workbook written in either feeds
     back."""
     return {translation(lang).pgettext(context, message) for lang in LANGS}
+
+
+def _(message: str) -> str:
+    """``message`` (English, the message id) in the current language. A text with values is a
+    ``{name}`` template, formatted after translation: the translation may move them."""
+    return translation(current()).gettext(message)
+
+
+def N_(message: str) -> str:  # gettext's name for "mark, translate later"
+    """Marks a text kept in a constant for the catalogue; ``_`` translates it where it is used."""
+    return message

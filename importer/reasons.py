@@ -12,25 +12,30 @@ from __future__ import annotations
 from dataclasses import replace
 
 from importer.advice import sub_code_advice
+from importer.i18n import N_, _
 from importer.rows import Outcome, Status
 from importer.steps import StopReason
 
-_RERUN = "run the sheet again: the journal sends only the rows not yet done"
+_RERUN = N_("run the sheet again: the journal sends only the rows not yet done")
 _WHY_NOT_SENT = {
-    StopReason.NONE: "the run ended before this row was sent",
-    StopReason.DEADLINE: "the run stopped at its --deadline / --max-runtime before this row",
-    StopReason.INTERRUPTED: "the run was interrupted (Ctrl-C or a signal) before this row",
-    StopReason.FATAL: "the platform refused the app's calls, so the run stopped (see summary)",
-    StopReason.BAN_TOO_LONG: "the app was throttled for longer than --max-ban, so the run stopped",
-    StopReason.CANARY: "too many of the first rows failed, so the run stopped (the canary)",
-    StopReason.FAILURE_RATE: "too many rows were failing, so the run stopped (--max-failure-rate)",
-    StopReason.UNREACHABLE: "the gateway could not be reached, so the run stopped",
+    StopReason.NONE: N_("the run ended before this row was sent"),
+    StopReason.DEADLINE: N_("the run stopped at its --deadline / --max-runtime before this row"),
+    StopReason.INTERRUPTED: N_("the run was interrupted (Ctrl-C or a signal) before this row"),
+    StopReason.FATAL: N_("the platform refused the app's calls, so the run stopped (see summary)"),
+    StopReason.BAN_TOO_LONG: N_(
+        "the app was throttled for longer than --max-ban, so the run stopped"
+    ),
+    StopReason.CANARY: N_("too many of the first rows failed, so the run stopped (the canary)"),
+    StopReason.FAILURE_RATE: N_(
+        "too many rows were failing, so the run stopped (--max-failure-rate)"
+    ),
+    StopReason.UNREACHABLE: N_("the gateway could not be reached, so the run stopped"),
 }
 
 
 def explain(outcome: Outcome, stopped: StopReason = StopReason.NONE) -> Outcome:
     """``outcome`` with its ``error`` made the sentence a person reads (``stopped``: why the
-    run ended early, for the rows it never sent)."""
+    run ended early, for the rows it never sent), in the run's language."""
     error = reason(outcome, stopped)
     return outcome if error == outcome.error else replace(outcome, error=error)
 
@@ -38,9 +43,8 @@ def explain(outcome: Outcome, stopped: StopReason = StopReason.NONE) -> Outcome:
 def reason(outcome: Outcome, stopped: StopReason = StopReason.NONE) -> str:
     status, error = outcome.status, outcome.error
     if status is Status.NOT_SENT:
-        if error:
-            return f"not sent: {error}; {_RERUN}"
-        return f"not sent: {_WHY_NOT_SENT.get(stopped, _WHY_NOT_SENT[StopReason.NONE])}; {_RERUN}"
+        why = error or _(_WHY_NOT_SENT.get(stopped, _WHY_NOT_SENT[StopReason.NONE]))
+        return _("not sent: {why}; {rerun}").format(why=why, rerun=_(_RERUN))
     if status is Status.FAILED:
         return _failed(outcome)
     return error
@@ -49,11 +53,17 @@ def reason(outcome: Outcome, stopped: StopReason = StopReason.NONE) -> str:
 def _failed(outcome: Outcome) -> str:
     """A failed row: the platform's words and what to do, or the transport's after retries."""
     if not outcome.code and not outcome.sub_code:
-        return f"{outcome.error}; {_RERUN}" if outcome.error else _RERUN
+        if not outcome.error:
+            return _(_RERUN)
+        return _("{error}; {rerun}").format(error=outcome.error, rerun=_(_RERUN))
     said = outcome.sub_msg or outcome.msg
-    code = outcome.sub_code or f"code {outcome.code}"
-    text = f"the platform answered {said} ({code})" if said else f"the platform answered {code}"
+    code = outcome.sub_code or _("code {code}").format(code=outcome.code)
+    if said:
+        text = _("the platform answered {said} ({code})").format(said=said, code=code)
+    else:
+        text = _("the platform answered {code}").format(code=code)
     if outcome.error and outcome.error not in text:
-        text += f"; {outcome.error}"
+        text = _("{text}; {more}").format(text=text, more=outcome.error)
     advice = sub_code_advice(outcome.sub_code) if outcome.sub_code else ""
-    return f"{text}; {advice or 'fix the row as the message says, then run the sheet again'}"
+    advice = advice or _("fix the row as the message says, then run the sheet again")
+    return _("{text}; {advice}").format(text=text, advice=advice)

@@ -118,6 +118,13 @@ class SimulatorThread:
         return env
 
 
+# The tests assert English texts: they run in an English locale whatever the machine's (a
+# Chinese LANG would switch every sentence); a test of the Chinese sets its own.
+for _name in ("LANGUAGE", "LC_ALL", "LC_MESSAGES"):
+    os.environ.pop(_name, None)
+os.environ["LANG"] = "C.UTF-8"
+
+
 def clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TOP_")}
     env.update(extra)

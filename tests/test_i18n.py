@@ -61,7 +61,9 @@ def test_the_shipped_mo_is_the_po_compiled():
         shipped = gettext.GNUTranslations(fh)
     for message in _catalogue():
         if message.id:
-            assert shipped.pgettext(message.context, message.id) == message.string, message.id
+            context = message.context
+            got = shipped.pgettext(context, message.id) if context else shipped.gettext(message.id)
+            assert got == message.string, message.id
 
 
 @pytest.mark.parametrize("key", [*Sheet, *Item, SOURCE_ROW, DECISION, *Outcome.COLUMNS])
@@ -159,3 +161,38 @@ def test_the_api_reads_a_chinese_report_back_by_its_keys(tmp_path, out):
     if out.endswith(".csv"):
         header = (tmp_path / out).read_text(encoding="utf-8-sig").splitlines()[0]
         assert header.startswith("源行号,") and "状态" in header
+
+
+def test_every_text_marked_in_the_code_is_in_the_catalogue():
+    """What ``_`` and ``N_`` mark in importer/ (Babel's extractor) has its Chinese."""
+    from babel.messages.extract import extract_from_dir
+
+    package = Path(i18n.__file__).parent
+    marked = {
+        message
+        for _, _, message, _, _ in extract_from_dir(
+            package, method_map=[("**.py", "python")], keywords={"_": None, "N_": None}
+        )
+    }
+    assert len(marked) >= 20
+    translated = {m.id for m in _catalogue() if m.id and m.string and not m.context}
+    assert marked - translated == set()
+
+
+def test_a_row_error_is_written_in_the_runs_language():
+    from importer.reasons import reason
+    from importer.rows import Status
+    from importer.steps import StopReason
+
+    declined = Outcome(Status.FAILED, "15", "Remote error", "isv.invalid-parameter", "非法参数")
+    unsent = Outcome(Status.NOT_SENT)
+    english = reason(declined)
+    assert english.startswith("the platform answered 非法参数 (isv.invalid-parameter); fix")
+    with i18n.language("zh"):
+        chinese = reason(declined)
+        stopped = reason(unsent, StopReason.DEADLINE)
+    assert chinese == (
+        "平台返回：非法参数（isv.invalid-parameter）；修改这些行中子错误信息所指的值，然后重新运行"
+    )
+    assert stopped.startswith("未发送：运行在发送此行之前已到 --deadline")
+    assert reason(unsent, StopReason.DEADLINE).startswith("not sent: the run stopped at its")
