@@ -182,6 +182,26 @@ def start_cli(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Pop
     )
 
 
+def run_at_once(
+    commands: list[list[str]], cwd: Path, env: dict[str, str], timeout: float = 120
+) -> list[tuple[int, str]]:
+    """``top-import ARGS`` for each of ``commands``, all started before any is waited for (runs
+    that meet in the journal); each one's (exit code, stderr), in order."""
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "importer", *args],
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for args in commands
+    ]
+    errors = [proc.communicate(timeout=timeout)[1] for proc in procs]
+    return [(proc.returncode, error) for proc, error in zip(procs, errors, strict=True)]
+
+
 def killed_9_when(
     args: list[str], cwd: Path, env: dict[str, str], condition: Callable[[], bool]
 ) -> int:

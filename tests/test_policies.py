@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from helpers import cli, read_sheet, statuses, ticket, write_csv
+from helpers import cli, read_sheet, run_at_once, statuses, ticket, write_csv
 
 BAD = 999  # a tenant the simulator answers with isv.invalid-parameter
 GOOD = 200110004
@@ -193,29 +193,15 @@ def test_a_run_that_does_not_fit_the_daily_quota_needs_yes(tmp_path, simulator):
 def test_runs_started_together_never_take_the_same_daily_quota(tmp_path, simulator):
     """Three runs of 40 rows with a daily quota of 100, started at once on one journal: two
     fit, the third does not (exit 2, nothing sent), whatever order their pre-flights meet."""
-    import subprocess
-    import sys
-
     sim = simulator()
     for r in range(3):
         write_csv(tmp_path / f"in{r}.csv", [ticket(r * 1000 + i) for i in range(40)])
     args = ["--daily-quota", "100", "--qps", "50"]
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "importer", "run", f"in{r}.csv", *args],
-            cwd=tmp_path,
-            env=sim.env(),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for r in range(3)
-    ]
-    errors = [proc.communicate(timeout=120)[1] for proc in procs]
-    assert sorted(proc.returncode for proc in procs) == [0, 0, 2], errors
+    ended = run_at_once([["run", f"in{r}.csv", *args] for r in range(3)], tmp_path, sim.env())
+    assert sorted(code for code, _ in ended) == [0, 0, 2], ended
     assert sim.stats()["calls"] == 80
     assert max(sim.accepted().values()) == 1
-    (refused,) = [e for proc, e in zip(procs, errors, strict=True) if proc.returncode == 2]
+    (refused,) = [error for code, error in ended if code == 2]
     assert "takes at least 40 calls, but only 20 of the daily quota of 100 are left" in refused
 
 

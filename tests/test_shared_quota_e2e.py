@@ -4,7 +4,7 @@ real CLI against the real simulator."""
 from __future__ import annotations
 
 import pytest
-from helpers import cli, ticket, write_csv
+from helpers import cli, run_at_once, ticket, write_csv
 
 FAST = ["--qps", "1000", "--canary", "0", "--no-progress"]
 
@@ -47,28 +47,14 @@ def test_a_qps_auto_run_joins_at_the_limit_of_the_runs_already_sending(
 
 @pytest.mark.parametrize("runs", [2, 4])
 def test_runs_on_one_journal_share_the_app_keys_quota(tmp_path, simulator, runs):
-    import subprocess
-    import sys
-
     quota = 40
     sim = simulator(qps=quota)
     rows = quota * 3 // runs  # about three seconds of sending at the full quota
     for r in range(runs):
         write_csv(tmp_path / f"in{r}.csv", [ticket(r * 1000 + i) for i in range(rows)])
     args = ["--qps", str(quota), "--canary", "0", "--no-progress"]
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "importer", "run", f"in{r}.csv", *args],
-            cwd=tmp_path,
-            env=sim.env(),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for r in range(runs)
-    ]
-    errors = [proc.communicate(timeout=120)[1] for proc in procs]
-    assert [proc.returncode for proc in procs] == [0] * runs, errors
+    ended = run_at_once([["run", f"in{r}.csv", *args] for r in range(runs)], tmp_path, sim.env())
+    assert [code for code, _ in ended] == [0] * runs, ended
     stats = sim.stats()
     assert stats["rejected"].get("7", 0) == 0  # no throttle: never more than N in a second
     assert stats["max_calls_in_a_second"] <= quota
