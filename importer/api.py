@@ -57,7 +57,13 @@ from importer.protocol import Credentials, RequestBuilder
 from importer.report_reader import pandas_column, result_rows
 from importer.spec import ApiSpec, load_spec
 from importer.summary import FileSummary, Plan, summary_document
-from importer.target import API_FOLDER, SendTarget, scratch_folder, with_own_journal
+from importer.target import (
+    API_FOLDER,
+    SendTarget,
+    scratch_folder,
+    wants_own_journal,
+    with_own_journal,
+)
 
 _OPTIONS = frozenset(f.name for f in fields(Config)) - {"qps_auto"}
 
@@ -339,8 +345,8 @@ async def _prepared(
         if no_workbook:
             config = replace(config, out=None, out_dir=folder / "reports")
         settings = Path(config_file) if config_file else None
-        if kind == "result":
-            config = with_own_journal(config, folder, given("journal", options, settings))
+        if kind == "result" and wants_own_journal(config, given("journal", options, settings)):
+            config = with_own_journal(config, folder)
         path = as_input_file(source, input_name, folder)
         shown = None if isinstance(source, (str, os.PathLike)) else Path(path.stem)
         yield path, config, not no_workbook, shown

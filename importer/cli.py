@@ -37,7 +37,12 @@ from importer.protocol import Credentials, RequestBuilder
 from importer.rows import Status
 from importer.spec import ApiSpec, builtin_methods, load_spec
 from importer.summary import FileSummary, Plan, duration_text, plural, summary_document
-from importer.target import SIMULATED_FOLDER, scratch_folder, with_own_journal
+from importer.target import (
+    SIMULATED_FOLDER,
+    scratch_folder,
+    wants_own_journal,
+    with_own_journal,
+)
 
 RATE_AFTER_CALLS = 10  # fewer calls than this get no calls/s in the end line
 
@@ -384,9 +389,9 @@ def run(inputs: tuple[str, ...], config_file: str | None, **flags: Any) -> int:
     if config.dry_run and config.archive is not None:
         raise UsageError("--archive moves inputs after a real run; it does nothing with --dry-run.")
     with contextlib.ExitStack() as stack:
-        if config.simulate and not config.dry_run and not given("journal", flags, config_file):
+        if wants_own_journal(config, given("journal", flags, config_file)):
             folder = stack.enter_context(scratch_folder(SIMULATED_FOLDER))
-            config = with_own_journal(config, Path(folder), journal_given=False)
+            config = with_own_journal(config, Path(folder))
         return _run_inputs(inputs, flags, config, spec, credentials)
 
 

@@ -42,12 +42,15 @@ def scratch_folder(prefix: str) -> tempfile.TemporaryDirectory:
     return tempfile.TemporaryDirectory(prefix=f"{prefix}{os.getpid()}-")
 
 
-def with_own_journal(config: Config, folder: Path, journal_given: bool) -> Config:
-    """A simulated send keeps its successes in a journal of its own in ``folder`` (unless
-    ``--journal`` names one), so they never make a real run skip a row."""
-    if config.simulate and not config.dry_run and not journal_given:
-        return replace(config, journal=folder / SIMULATED_JOURNAL)
-    return config
+def wants_own_journal(config: Config, journal_given: bool) -> bool:
+    """A simulated send keeps its successes in a journal of its own (unless ``--journal``
+    names one), so they never make a real run skip a row."""
+    return config.simulate and not config.dry_run and not journal_given
+
+
+def with_own_journal(config: Config, folder: Path) -> Config:
+    """``config`` with the journal of its own, in the temporary ``folder``."""
+    return replace(config, journal=folder / SIMULATED_JOURNAL)
 
 
 def _own_journal(journal: Path) -> bool:
