@@ -60,8 +60,8 @@ def label(key: str) -> str:
 
 
 def _known(key: str) -> set[str]:
-    every = in_every_language(_context(key), _english(key))
-    return {t.strip().casefold() for t in (key, _english(key), *every, *_ALIASES.get(key, ()))}
+    every = in_every_language(_context(key), _english(key))  # the English label among them
+    return {t.strip().casefold() for t in (key, *every, *_ALIASES.get(key, ()))}
 
 
 def key_of(text: object, keys: Iterable[str]) -> str | None:

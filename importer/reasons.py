@@ -55,7 +55,7 @@ def _failed(outcome: Outcome) -> str:
     if not outcome.code and not outcome.sub_code:
         if not outcome.error:
             return _(_RERUN)
-        return _("{error}; {rerun}").format(error=outcome.error, rerun=_(_RERUN))
+        return _then(outcome.error, _(_RERUN))
     said = outcome.sub_msg or outcome.msg
     code = outcome.sub_code or _("code {code}").format(code=outcome.code)
     if said:
@@ -63,7 +63,12 @@ def _failed(outcome: Outcome) -> str:
     else:
         text = _("the platform answered {code}").format(code=code)
     if outcome.error and outcome.error not in text:
-        text = _("{text}; {more}").format(text=text, more=outcome.error)
+        text = _then(text, outcome.error)
     advice = sub_code_advice(outcome.sub_code) if outcome.sub_code else ""
     advice = advice or _("fix the row as the message says, then run the sheet again")
-    return _("{text}; {advice}").format(text=text, advice=advice)
+    return _then(text, advice)
+
+
+def _then(first: str, then: str) -> str:
+    """Two parts of one sentence: what happened, then what else or what to do."""
+    return _("{first}; {then}").format(first=first, then=then)
