@@ -27,7 +27,7 @@ from importer.config import (
 )
 from importer.errors import ImporterError, UsageError
 from importer.exits import ExitCode
-from importer.i18n import LANGS
+from importer.i18n import LANGS, _, choose, lang_from_env, language
 from importer.inputs import archive_input, check_outputs, expand_inputs, per_input_configs
 from importer.interrupts import Interrupts, handle_signals
 from importer.journal import open_journal
@@ -74,15 +74,18 @@ def guarded(func: Callable[..., int]) -> Callable[..., None]:
 
     def wrapper(*args: Any, **kwargs: Any) -> None:
         _settings.clear()  # (a command run in-process after another must not tell its robots)
-        try:
-            code = func(*args, **kwargs)
-        except ImporterError as exc:
-            fail(str(exc))
-            code = exits.for_error(exc)
-            _tell(func.__name__, code, str(exc), kwargs.get("summary_json"))
-        except KeyboardInterrupt:
-            fail("interrupted.")
-            code = ExitCode.SIGINT
+        # The language of every sentence, the errors in the settings themselves included:
+        # --lang, else the locale; build_config moves to importer.toml's lang once it is read.
+        with language(kwargs.get("lang") or lang_from_env()):
+            try:
+                code = func(*args, **kwargs)
+            except ImporterError as exc:
+                fail(str(exc))
+                code = exits.for_error(exc)
+                _tell(func.__name__, code, str(exc), kwargs.get("summary_json"))
+            except KeyboardInterrupt:
+                fail(_("interrupted."))
+                code = ExitCode.SIGINT
         sys.exit(code)
 
     wrapper.__name__ = func.__name__
@@ -114,6 +117,7 @@ def build_config(flags: dict[str, Any], config_file: str | None) -> Config:
     path = Path(config_file) if config_file else None
     given = {k: v for k, v in flags.items() if v is not None and v != ()}  # () a repeatable unset
     config = load_config(given, os.environ, path)
+    choose(config.language)
     in_use = config_file_in_use(path)
     warning = exposed_secret(in_use) if in_use is not None else None
     if warning:

@@ -55,6 +55,13 @@ def language(lang: str) -> Iterator[None]:
         _current.reset(token)
 
 
+def choose(lang: str) -> None:
+    """From here on in this context, text is in ``lang``: the CLI's language once the command's
+    settings (``lang`` in importer.toml) are known, inside the ``language`` block it opened from
+    ``--lang`` or the locale for the sentences before that."""
+    _current.set(lang)
+
+
 def current() -> str:
     return _current.get()
 
