@@ -2,67 +2,19 @@
 
 Each ``bash`` and ``cron`` block of README.md is run line by line through ``bash`` (the
 ``top-import`` console script of this environment on PATH), so the README cannot drift from
-what the tool does. Lines that only install (``pip install``) or set credentials (``export``)
+what the tool does (``docblocks``: the same machinery runs the Chinese guide's blocks, in
+test_guide_zh.py). Lines that only install (``pip install``) or set credentials (``export``)
 are left to the test, which gives the simulator's key and secret in the environment instead.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import shutil
-import subprocess
-import sys
 from datetime import datetime, timedelta
-from pathlib import Path
 
+from docblocks import blocks, commands, scratch, shell
 from helpers import statuses
-
-ROOT = Path(__file__).resolve().parents[1]
-_FENCE = re.compile(r"^```(\w*)\s*$")
-
-
-def blocks(kind: str) -> list[list[str]]:
-    """The fenced blocks of README.md of this kind (``bash``, ``cron``), as lines."""
-    found: list[list[str]] = []
-    current: list[str] = []
-    inside: str | None = None  # the kind of the block we are in
-    for line in (ROOT / "README.md").read_text(encoding="utf-8").splitlines():
-        fence = _FENCE.match(line)
-        if fence and inside is None:
-            inside, current = fence.group(1), []
-        elif fence:
-            if inside == kind:
-                found.append(current)
-            inside = None
-        elif inside is not None:
-            current.append(line)
-    return found
-
-
-def commands(block: list[str]) -> list[str]:
-    """The command lines of a block: comments, installs and credential exports left out."""
-    out = []
-    for line in block:
-        line = line.strip()
-        if not line or line.startswith("#") or line.startswith("export "):
-            continue
-        out.append(line.removeprefix("pip install -e . && "))
-    return out
-
-
-def shell(line: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
-    env = dict(env, PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}")
-    done = subprocess.run(
-        ["bash", "-c", line], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
-    )
-    assert "Traceback" not in done.stderr, done.stderr
-    return done
-
-
-def scratch(tmp_path: Path) -> Path:
-    shutil.copytree(ROOT / "samples", tmp_path / "samples")
-    return tmp_path
 
 
 def test_the_quick_start_runs_the_main_job_on_a_fresh_folder(tmp_path):
