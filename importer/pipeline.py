@@ -217,7 +217,7 @@ def check_file(
         with _writer(out, table, spec, path, call_columns=False) as writer:
             for row in table.rows():
                 progress.advance()
-                decided, _ = triage.decide(row)
+                decided, _note = triage.decide(row)
                 if isinstance(decided, Outcome):
                     outcome = decided
                 else:
@@ -351,7 +351,7 @@ async def _run_copy(job: _Job, copy: snapshot.Snapshot, journal: Journal) -> Fil
         _report(job, table, run_journal, summary)
         # A signal that came while the workbook was written (the loop was busy) is handled now:
         # it marks this input's exit code, and the caller starts no further input.
-        for _ in range(3):
+        for _tick in range(3):
             await asyncio.sleep(0)
         summary.interrupt_signal = job.interrupts.signal
     finally:

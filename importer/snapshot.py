@@ -82,7 +82,7 @@ def take(original: Path, folder: Path) -> Snapshot:
     _remove_stale(folder)
     copy = folder / f"{_PREFIX}{os.getpid()}-{secrets.token_hex(4)}{original.suffix}"
     try:
-        for _ in range(ATTEMPTS):
+        for _attempt in range(ATTEMPTS):
             before = _identity(original.stat())
             key = _copy(original, copy)
             if _identity(original.stat()) == before:

@@ -275,11 +275,11 @@ class RunJournal(abc.ABC):
         try:
             verdicts = self._write([h for h, _ in claims], outcomes) if claims or outcomes else []
         except BaseException as exc:
-            for _, future in claims:
+            for _key, future in claims:
                 if not future.done():
                     future.set_exception(JournalError(f"The journal cannot be written: {exc}."))
             raise
-        for (_, future), verdict in zip(claims, verdicts, strict=True):
+        for (_key, future), verdict in zip(claims, verdicts, strict=True):
             if not future.done():
                 future.set_result(verdict)
         if self._error is not None:
