@@ -47,6 +47,7 @@ from importer.config import SECRET_KEYS, Config, given, load_config
 from importer.errors import AbortedError, ImporterError, UsageError
 from importer.events import NO_EVENTS, Events, Observer
 from importer.exits import ExitCode
+from importer.i18n import LANGS, _, choose, lang_from_env, language
 from importer.inputs import as_input_file, check_outputs, per_input_configs
 from importer.interrupts import Interrupts, StopHandle
 from importer.interrupts import handle_signals as install_handlers
@@ -96,7 +97,10 @@ class Result:
             import pandas as pd
         except ImportError:
             raise UsageError(
-                "to_pandas() needs pandas: pip install 'top-import[pandas]'; rows() needs nothing."
+                _(
+                    "to_pandas() needs pandas: pip install 'top-import[pandas]'; rows() needs "
+                    "nothing."
+                )
             ) from None
         frame = pd.DataFrame(list(self.rows()))
         for column in frame.columns:
@@ -111,8 +115,19 @@ def run(source: Any, **options: Any) -> Result:
     """Send every valid row of ``source`` (a path, a pandas DataFrame or an iterable of dicts);
     see the module's docstring for the options. Not inside a running event loop: there, await
     ``run_async``."""
-    _no_running_loop("run")
+    with _language_of(options):
+        _no_running_loop("run")
     return asyncio.run(run_async(source, **options))
+
+
+@contextlib.contextmanager
+def _language_of(options: Mapping[str, Any]) -> Iterator[None]:
+    """The call's sentences (its errors, its warnings) in ``lang=``, else in the locale's
+    language, as the CLI's are: until its settings are read, when ``_prepared`` moves to theirs
+    (``lang`` in importer.toml counts too)."""
+    lang = options.get("lang")
+    with language(lang if lang in LANGS else lang_from_env()):
+        yield
 
 
 def _no_running_loop(name: str) -> None:
@@ -121,8 +136,10 @@ def _no_running_loop(name: str) -> None:
     except RuntimeError:  # no loop running: the usual case
         return
     raise UsageError(
-        f"importer.{name}() was called inside a running event loop (a Jupyter notebook?); "
-        f"there, await importer.{name}_async(...) instead."
+        _(
+            "importer.{name}() was called inside a running event loop (a Jupyter notebook?); "
+            "there, await importer.{name}_async(...) instead."
+        ).format(name=name)
     )
 
 
@@ -140,43 +157,48 @@ async def run_async(
     names a DataFrame or rows in the report (default ``dataframe`` / ``rows``); ``on_event``
     hears of each pass, the plan, each row sent and the end (``importer.Event``); ``stop`` is a
     ``StopHandle`` whose ``stop()``/``abort()`` does what SIGINT / a second Ctrl-C does."""
-    prepared = _prepared(source, input_name, config_file, options, "result")
-    async with prepared as (path, config, keep, shown):
-        configs = per_input_configs([path], config, "result")
-        check_outputs(config, configs)
-        interrupts = stop.bind(asyncio.get_running_loop()) if stop else Interrupts()
-        if handle_signals and threading.current_thread() is not threading.main_thread():
-            raise UsageError(
-                "handle_signals=True works only in the main thread (Python delivers signals "
-                "there); in another thread, pass handle_signals=False and stop the run from your "
-                "code, or run it in the main thread."
-            )
-        with install_handlers(interrupts) if handle_signals else contextlib.nullcontext():
-            sent = await send_files(
-                [path],
-                config,
-                configs=configs,
-                interrupts=interrupts,
-                shown={path: shown} if shown else None,
-                events=Events(on_event),
-            )
-        if not sent:  # stopped before it began
-            raise UsageError(
-                f"{shown or path}: not sent: the run was stopped (its StopHandle) before it began."
-            )
-        [ended] = sent
-        if isinstance(ended, ImporterError):
-            summaries, code = [], exits.for_error(ended)
-        else:
-            summaries, code = [ended], exits.for_file(ended)
-        for warning in await command_ended(config, "run", summaries, code):
-            warnings.warn(warning, RuntimeWarning, stacklevel=2)
-        if isinstance(ended, ImporterError):
-            raise ended
-        result = _result(ended, keep, source, config.api)
-    if result.exit_code == ExitCode.ABORTED:
-        raise AbortedError(result.summary.message or ExitCode.ABORTED.meaning, result)
-    return result
+    with _language_of(options):
+        prepared = _prepared(source, input_name, config_file, options, "result")
+        async with prepared as (path, config, keep, shown):
+            configs = per_input_configs([path], config, "result")
+            check_outputs(config, configs)
+            interrupts = stop.bind(asyncio.get_running_loop()) if stop else Interrupts()
+            if handle_signals and threading.current_thread() is not threading.main_thread():
+                raise UsageError(
+                    _(
+                        "handle_signals=True works only in the main thread (Python delivers "
+                        "signals there); in another thread, pass handle_signals=False and stop "
+                        "the run from your code, or run it in the main thread."
+                    )
+                )
+            with install_handlers(interrupts) if handle_signals else contextlib.nullcontext():
+                sent = await send_files(
+                    [path],
+                    config,
+                    configs=configs,
+                    interrupts=interrupts,
+                    shown={path: shown} if shown else None,
+                    events=Events(on_event),
+                )
+            if not sent:  # stopped before it began
+                raise UsageError(
+                    _(
+                        "{path}: not sent: the run was stopped (its StopHandle) before it began."
+                    ).format(path=shown or path)
+                )
+            [ended] = sent
+            if isinstance(ended, ImporterError):
+                summaries, code = [], exits.for_error(ended)
+            else:
+                summaries, code = [ended], exits.for_file(ended)
+            for warning in await command_ended(config, "run", summaries, code):
+                warnings.warn(warning, RuntimeWarning, stacklevel=2)
+            if isinstance(ended, ImporterError):
+                raise ended
+            result = _result(ended, keep, source, config.api)
+        if result.exit_code == ExitCode.ABORTED:
+            raise AbortedError(result.summary.message or ExitCode.ABORTED.meaning, result)
+        return result
 
 
 def validate(
@@ -189,7 +211,8 @@ def validate(
 ) -> Result:
     """Check every row of ``source`` against the API spec; nothing is signed or sent. Inside
     a running event loop (a Jupyter notebook), await ``validate_async`` instead."""
-    _no_running_loop("validate")
+    with _language_of(options):
+        _no_running_loop("validate")
     return asyncio.run(
         validate_async(
             source, input_name=input_name, config_file=config_file, on_event=on_event, **options
@@ -208,18 +231,19 @@ async def validate_async(
     """``validate`` as a coroutine, for a caller with an event loop already (Jupyter). The
     check itself is CPU work: it runs in a thread, so the loop stays responsive (and
     ``on_event`` is called in that thread)."""
-    prepared = _prepared(source, input_name, config_file, options, "validate")
-    async with prepared as (path, config, keep, shown):
-        configs = per_input_configs([path], config, "validate")
-        check_outputs(config, configs)
-        spec = load_spec(config.api)
-        summary = await asyncio.to_thread(
-            check_file, path, configs[path], spec, None, shown, Events(on_event)
-        )
-        code = exits.for_file(summary)
-        for warning in await command_ended(config, "validate", [summary], code):
-            warnings.warn(warning, RuntimeWarning, stacklevel=2)
-        return _result(summary, keep, source, config.api)
+    with _language_of(options):
+        prepared = _prepared(source, input_name, config_file, options, "validate")
+        async with prepared as (path, config, keep, shown):
+            configs = per_input_configs([path], config, "validate")
+            check_outputs(config, configs)
+            spec = load_spec(config.api)
+            summary = await asyncio.to_thread(
+                check_file, path, configs[path], spec, None, shown, Events(on_event)
+            )
+            code = exits.for_file(summary)
+            for warning in await command_ended(config, "validate", [summary], code):
+                warnings.warn(warning, RuntimeWarning, stacklevel=2)
+            return _result(summary, keep, source, config.api)
 
 
 async def send_files(
@@ -321,7 +345,9 @@ def write_summary_json(path: Path, document: dict) -> str:
     except OSError as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
-        return f"warning: cannot write the summary {path}: {exc.strerror or exc}"
+        return _("warning: cannot write the summary {path}: {why}").format(
+            path=path, why=exc.strerror or exc
+        )
     return ""
 
 
@@ -340,6 +366,7 @@ async def _prepared(
     if no_workbook:
         options = {k: v for k, v in options.items() if k != "out"}
     config = _config(options, config_file)
+    choose(config.language)  # lang in importer.toml too, now that the settings are read
     with scratch_folder(API_FOLDER) as scratch:
         folder = Path(scratch)
         if no_workbook:
@@ -356,14 +383,20 @@ def _config(options: Mapping[str, Any], config_file: str | os.PathLike | None) -
     unknown = sorted(set(options) - _OPTIONS)
     if unknown:
         raise UsageError(
-            f"Unknown option {', '.join(unknown)}; the options are the CLI's, in snake_case."
+            _("Unknown option {names}; the options are the CLI's, in snake_case.").format(
+                names=", ".join(unknown)
+            )
         )
     if options.get("archive") is not None:
-        raise UsageError("archive is the CLI's inbox; move the file yourself after the result.")
+        raise UsageError(_("archive is the CLI's inbox; move the file yourself after the result."))
     secrets = {k: options[k] for k in SECRET_KEYS if options.get(k) is not None}
     for key, value in secrets.items():
         if not isinstance(value, str):
-            raise UsageError(f"{key} must be text (a str), not a {type(value).__name__}.")
+            raise UsageError(
+                _("{key} must be text (a str), not a {type}.").format(
+                    key=key, type=type(value).__name__
+                )
+            )
     flags = {k: v for k, v in options.items() if v is not None and k not in SECRET_KEYS}
     if not flags.get("progress"):
         flags.setdefault("quiet", True)  # no bar and no log line unless progress=True
@@ -377,7 +410,7 @@ def _approve(config: Config):
     def approve(plan: Plan) -> None:
         problem = plan.problem()
         if problem is not None and not config.yes:
-            raise UsageError(f"{problem} (yes=True sends anyway)")
+            raise UsageError(_("{problem} (yes=True sends anyway)").format(problem=problem))
 
     return approve
 

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 from importer import notify
 from importer.errors import ConfigError, UsageError
-from importer.i18n import LANGS, lang_from_env
+from importer.i18n import LANGS, N_, _, lang_from_env
 from importer.protocol import LOOPBACK_HOSTS, Credentials
 from importer.signing import SIGN_METHODS
 
@@ -40,6 +40,8 @@ ENV_VARS = {
     "notify_secret": "TOP_NOTIFY_SECRET",
 }
 SECRET_KEYS = frozenset({"app_secret", "session", "notify_secret"})
+# what a missing credential is called in the sentence that asks for it
+_CREDENTIALS = {"app_key": N_("app key ({variable})"), "app_secret": N_("app secret ({variable})")}
 
 
 @dataclass(frozen=True)
@@ -91,15 +93,23 @@ class Config:
     def credentials(self) -> Credentials:
         """The credentials for signing; a ``UsageError`` naming what is missing otherwise."""
         missing = [
-            f"{name} ({ENV_VARS[key]})"
-            for key, name in (("app_key", "app key"), ("app_secret", "app secret"))
+            _(name).format(variable=ENV_VARS[key])
+            for key, name in _CREDENTIALS.items()
             if not getattr(self, key)
         ]
+        if len(missing) == 1:
+            raise UsageError(
+                _(
+                    "Missing {what}: set it in the environment or in {file}, or use --simulate "
+                    "to run against the built-in simulator."
+                ).format(what=missing[0], file=DEFAULT_CONFIG_FILE)
+            )
         if missing:
             raise UsageError(
-                f"Missing {' and '.join(missing)}: set {'them' if len(missing) > 1 else 'it'} "
-                "in the environment or in "
-                f"{DEFAULT_CONFIG_FILE}, or use --simulate to run against the built-in simulator."
+                _(
+                    "Missing {first} and {second}: set them in the environment or in {file}, or "
+                    "use --simulate to run against the built-in simulator."
+                ).format(first=missing[0], second=missing[1], file=DEFAULT_CONFIG_FILE)
             )
         return Credentials(self.app_key or "", self.app_secret or "", self.session or None)
 
@@ -155,10 +165,14 @@ def parse_duration(text: str) -> float:
         seconds = h * 3600 + m * 60 + s
     else:
         raise UsageError(
-            f"--max-runtime {text!r} is not a duration; write e.g. 3600, 90s, 45m or 2h30m."
+            _(
+                "--max-runtime {value} is not a duration; write e.g. 3600, 90s, 45m or 2h30m."
+            ).format(value=repr(text))
         )
     if seconds > MAX_RUNTIME_S:
-        raise UsageError(f"--max-runtime {text} is longer than 30 days (720h); give less.")
+        raise UsageError(
+            _("--max-runtime {value} is longer than 30 days (720h); give less.").format(value=text)
+        )
     return float(seconds)
 
 
@@ -166,7 +180,11 @@ def parse_clock(text: str) -> tuple[int, int]:
     """(hour, minute) of "HH:MM" (a usage error otherwise)."""
     match = re.match(r"^(\d{1,2}):(\d{2})$", text.strip())
     if not match or int(match.group(1)) > 23 or int(match.group(2)) > 59:
-        raise UsageError(f"--deadline {text!r} is not a time of day; write HH:MM, e.g. 06:30.")
+        raise UsageError(
+            _("--deadline {value} is not a time of day; write HH:MM, e.g. 06:30.").format(
+                value=repr(text)
+            )
+        )
     return int(match.group(1)), int(match.group(2))
 
 
@@ -181,8 +199,11 @@ def _setting(name: str, value: Any, source: str) -> dict[str, Any]:
         try:
             return {"qps": _coerce(name, value, source), "qps_auto": False}
         except ConfigError:
-            expected = f'a number of calls per second nor "{AUTO}"'
-            raise ConfigError(f"{source}: qps = {value!r} is neither {expected}.") from None
+            raise ConfigError(
+                _(
+                    '{source}: qps = {value} is neither a number of calls per second nor "{auto}".'
+                ).format(source=source, value=repr(value), auto=AUTO)
+            ) from None
     return {name: _coerce(name, value, source)}
 
 
@@ -277,7 +298,11 @@ def _coerce(name: str, value: Any, source: str) -> Any:
     if value is None:
         return None
     convert = _CONVERT[name]
-    bad = ConfigError(f"{source}: {name} = {value!r} is not a valid {_SHOWN[name]}.")
+    bad = ConfigError(
+        _("{source}: {name} = {value} is not a valid {type}.").format(
+            source=source, name=name, value=repr(value), type=_SHOWN[name]
+        )
+    )
     if isinstance(value, bool) and convert is not _to_bool:
         raise bad  # bool is an int in Python: true must not become 1
     try:
@@ -291,20 +316,26 @@ def read_config_file(path: Path) -> dict[str, Any]:
         with path.open("rb") as fh:
             data = tomllib.load(fh)
     except FileNotFoundError:
-        raise ConfigError(f"Config file {path} does not exist.") from None
+        raise ConfigError(_("Config file {path} does not exist.").format(path=path)) from None
     except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"Config file {path} cannot be read: {exc}.") from None
+        raise ConfigError(
+            _("Config file {path} cannot be read: {why}.").format(path=path, why=exc)
+        ) from None
     out: dict[str, Any] = {}
     for raw_key, value in data.items():
         key = raw_key.replace("-", "_")
         if key == "columns":
             if not isinstance(value, dict):
-                raise ConfigError(f"Config file {path}: [columns] must map headers to fields.")
+                raise ConfigError(
+                    _("Config file {path}: [columns] must map headers to fields.").format(path=path)
+                )
             out["columns"] = MappingProxyType({str(k): str(v) for k, v in value.items()})
         elif key in _CONVERT:
-            out.update(_setting(key, value, f"Config file {path}"))
+            out.update(_setting(key, value, _("Config file {path}").format(path=path)))
         else:
-            raise ConfigError(f"Config file {path}: unknown setting {raw_key!r}.")
+            raise ConfigError(
+                _("Config file {path}: unknown setting {key}.").format(path=path, key=repr(raw_key))
+            )
     return out
 
 
@@ -320,10 +351,10 @@ def exposed_secret(path: Path) -> str | None:
     held = [k for k in data if k.replace("-", "_") in SECRET_KEYS]
     if os.name != "posix" or not held or not mode & 0o077:
         return None
-    return (
-        f"{path} holds {' and '.join(held)} and other users of this machine can read it "
-        f"(mode {stat.S_IMODE(mode):o}); run: chmod 600 {path}"
-    )
+    return _(
+        "{path} holds {keys} and other users of this machine can read it (mode {mode}); run: "
+        "chmod 600 {path}"
+    ).format(path=path, keys=" and ".join(held), mode=f"{stat.S_IMODE(mode):o}")
 
 
 def config_file_in_use(config_file: Path | None) -> Path | None:
@@ -358,9 +389,15 @@ def load_config(
         if key in SECRET_KEYS and value is not None:
             # argv is visible to every user of the machine (ps, /proc) and lands in shell history.
             raise UsageError(
-                f"The {key.replace('_', ' ')} is never taken from the command line (other users "
-                f"can read it there); set {ENV_VARS[key]} in the environment or {key} in "
-                f"{DEFAULT_CONFIG_FILE}."
+                _(
+                    "The {what} is never taken from the command line (other users can read it "
+                    "there); set {variable} in the environment or {key} in {file}."
+                ).format(
+                    what=key.replace("_", " "),
+                    variable=ENV_VARS[key],
+                    key=key,
+                    file=DEFAULT_CONFIG_FILE,
+                )
             )
         if value is not None:
             values.update(_setting(key, value, f"--{key.replace('_', '-')}"))
@@ -372,11 +409,16 @@ def load_config(
 def _check_notify(config: Config) -> None:
     if config.notify_format is not None and config.notify_format not in notify.FORMATS:
         raise UsageError(
-            f"--notify-format {config.notify_format!r} is unknown; use one of "
-            f"{', '.join(notify.FORMATS)}."
+            _("--notify-format {value} is unknown; use one of {choices}.").format(
+                value=repr(config.notify_format), choices=", ".join(notify.FORMATS)
+            )
         )
     if config.notify_on not in notify.WHEN:
-        raise UsageError(f"--notify-on {config.notify_on!r} is unknown; use always or failure.")
+        raise UsageError(
+            _("--notify-on {value} is unknown; use always or failure.").format(
+                value=repr(config.notify_on)
+            )
+        )
     for url in config.notify:
         try:
             parts = urlsplit(url)
@@ -385,15 +427,19 @@ def _check_notify(config: Config) -> None:
             hostname.encode("idna") if hostname else None
         except (ValueError, UnicodeError):
             raise UsageError(
-                f"--notify {url[:20]!r}... is not a URL that can be sent to; give the robot's "
-                "https:// webhook URL."
+                _(
+                    "--notify {url}... is not a URL that can be sent to; give the robot's "
+                    "https:// webhook URL."
+                ).format(url=repr(url[:20]))
             ) from None
         shown = f"{parts.scheme}://{hostname}" if hostname else repr(url[:20])
         loopback = hostname in LOOPBACK_HOSTS
         if not hostname or not (parts.scheme == "https" or (parts.scheme == "http" and loopback)):
             raise UsageError(
-                f"--notify {shown}... is not an https:// webhook URL (plain http is only for "
-                "127.0.0.1): it holds the robot's token, so it never goes over plain HTTP."
+                _(
+                    "--notify {url}... is not an https:// webhook URL (plain http is only for "
+                    "127.0.0.1): it holds the robot's token, so it never goes over plain HTTP."
+                ).format(url=shown)
             )
 
 
@@ -416,19 +462,29 @@ def _in_range(name: str, value: float) -> None:
     # written so that NaN fails both comparisons
     if (value > low if excluded else value >= low) and value <= high:
         return
-    lowest = f"greater than {low:g}" if excluded else f"at least {low:g}"
+    if excluded:
+        message = _("--{option} must be greater than {low} and at most {high}; got {value}.")
+    else:
+        message = _("--{option} must be at least {low} and at most {high}; got {value}.")
     raise UsageError(
-        f"--{name.replace('_', '-')} must be {lowest} and at most {high:g}; got {value:g}."
+        message.format(
+            option=name.replace("_", "-"), low=f"{low:g}", high=f"{high:g}", value=f"{value:g}"
+        )
     )
 
 
 def _check(config: Config) -> None:
     if config.lang is not None and config.lang not in LANGS:
-        raise UsageError(f"--lang {config.lang!r} is unknown; use zh (中文) or en (English).")
+        raise UsageError(
+            _("--lang {value} is unknown; use zh (中文) or en (English).").format(
+                value=repr(config.lang)
+            )
+        )
     if config.sign_method not in SIGN_METHODS:
         raise UsageError(
-            f"--sign-method {config.sign_method!r} is unknown; "
-            f"use one of {', '.join(SIGN_METHODS)}."
+            _("--sign-method {value} is unknown; use one of {choices}.").format(
+                value=repr(config.sign_method), choices=", ".join(SIGN_METHODS)
+            )
         )
     for name in RANGES:
         value = getattr(config, name)
@@ -437,12 +493,18 @@ def _check(config: Config) -> None:
     out = config.out
     if out is not None and not is_result_name(out):
         raise UsageError(
-            f"--out {str(out)!r} is not a result file name; give one ending with .xlsx or .csv."
+            _("--out {path} is not a result file name; give one ending with .xlsx or .csv.").format(
+                path=repr(str(out))
+            )
         )
     config.stop_at(datetime.now())  # parses --deadline and --max-runtime now, not mid-run
     _check_notify(config)
     if not config.gateway.startswith(("http://", "https://")):
-        raise UsageError(f"--gateway {config.gateway!r} must be an http:// or https:// URL.")
+        raise UsageError(
+            _("--gateway {url} must be an http:// or https:// URL.").format(
+                url=repr(config.gateway)
+            )
+        )
 
 
 RESULT_SUFFIXES = (".xlsx", ".csv")  # what a result file can be written as

@@ -26,11 +26,11 @@ import xlsxwriter
 
 from importer.config import Config
 from importer.errors import UsageError
+from importer.i18n import N_, _
 from importer.labels import Item
 from importer.loader import EXCEL_CELL_LIMIT, summary_item
 from importer.protocol import GMT8
 from importer.reporter import EXCEL_MAX_DATA_ROWS
-from importer.summary import plural
 
 _GLOB_CHARS = frozenset("*?[")
 _CUT = -2  # xlsxwriter's status for a string longer than a cell holds
@@ -50,20 +50,26 @@ def expand_inputs(inputs: Sequence[str], config: Config, say: Callable[[str], No
             matches = [m for m in found if m.is_file()]
             odd = [m for m in found if not m.is_file() and not m.is_dir()]
             if odd:
-                say(
-                    f"{text}: skipped {plural(len(odd), 'entry', 'entries')} that "
-                    f"{'is' if len(odd) == 1 else 'are'} not a regular file (a pipe, a device, a "
-                    f"broken link): {', '.join(str(m) for m in odd[:3])}"
-                    + (", ..." if len(odd) > 3 else "")
-                )
+                if len(odd) == 1:
+                    skipped = _(
+                        "{pattern}: skipped 1 entry that is not a regular file (a pipe, a device, "
+                        "a broken link): {entries}"
+                    )
+                else:
+                    skipped = _(
+                        "{pattern}: skipped {count} entries that are not a regular file (a pipe, "
+                        "a device, a broken link): {entries}"
+                    )
+                entries = ", ".join(str(m) for m in odd[:3]) + (", ..." if len(odd) > 3 else "")
+                say(skipped.format(pattern=text, count=f"{len(odd):,}", entries=entries))
             if not matches:
-                say(f"{text}: no file matches; nothing to do")
+                say(_("{pattern}: no file matches; nothing to do").format(pattern=text))
             paths += matches
         else:
             paths.append(Path(text))
     paths = list(dict.fromkeys(paths))
     if config.out is not None and len(paths) > 1:
-        raise UsageError("--out takes one input; with several inputs use --out-dir.")
+        raise UsageError(_("--out takes one input; with several inputs use --out-dir."))
     return paths
 
 
@@ -82,19 +88,22 @@ def as_input_file(source: Any, input_name: str | None, folder: Path) -> Path:
     elif isinstance(source, Iterable) and not isinstance(source, (bytes, Mapping)):
         dicts = list(source)
         if not all(isinstance(d, Mapping) for d in dicts):
-            raise UsageError("Rows must be dicts of column -> value (or give a path).")
+            raise UsageError(_("Rows must be dicts of column -> value (or give a path)."))
         headers = list(dict.fromkeys(str(k) for d in dicts for k in d))
         rows = ([d.get(h) for h in headers] for d in dicts)
         name = input_name or "rows"
     else:
         raise UsageError(
-            f"Cannot read a {type(source).__name__}: give a path, a pandas DataFrame or an "
-            "iterable of dicts."
+            _(
+                "Cannot read a {type}: give a path, a pandas DataFrame or an iterable of dicts."
+            ).format(type=type(source).__name__)
         )
     if len(headers) > EXCEL_COLUMNS:
         raise UsageError(
-            f"{len(headers):,} columns are more than a workbook sheet holds ({EXCEL_COLUMNS:,}); "
-            "keep the columns the API needs, or write a CSV file and give its path."
+            _(
+                "{count} columns are more than a workbook sheet holds ({most}); keep the columns "
+                "the API needs, or write a CSV file and give its path."
+            ).format(count=f"{len(headers):,}", most=f"{EXCEL_COLUMNS:,}")
         )
     path = folder / f"{name}.xlsx"
     options = {"constant_memory": True, "strings_to_formulas": False, "strings_to_urls": False}
@@ -106,16 +115,25 @@ def as_input_file(source: Any, input_name: str | None, folder: Path) -> Path:
         for r, values in enumerate(rows, start=1):
             if r > EXCEL_MAX_DATA_ROWS:
                 raise UsageError(
-                    f"The {name} has more than {EXCEL_MAX_DATA_ROWS:,} rows, the most a workbook "
-                    "sheet holds; nothing was sent. Write it to a CSV file (df.to_csv) and give "
-                    "its path, or send it in parts."
+                    _(
+                        "The {name} has more than {most} rows, the most a workbook sheet holds; "
+                        "nothing was sent. Write it to a CSV file (df.to_csv) and give its path, "
+                        "or send it in parts."
+                    ).format(name=name, most=f"{EXCEL_MAX_DATA_ROWS:,}")
                 )
             for col, value in enumerate(values):
                 if _write_value(sheet, r, col, value) == _CUT:
                     raise UsageError(
-                        f"The {name}'s row {r + 1}, column {headers[col]!r}, holds more than "
-                        f"{EXCEL_CELL_LIMIT:,} characters, more than a workbook cell holds; "
-                        "nothing was sent. Write it to a CSV file and give its path."
+                        _(
+                            "The {name}'s row {row}, column {column}, holds more than {most} "
+                            "characters, more than a workbook cell holds; nothing was sent. Write "
+                            "it to a CSV file and give its path."
+                        ).format(
+                            name=name,
+                            row=r + 1,
+                            column=repr(headers[col]),
+                            most=f"{EXCEL_CELL_LIMIT:,}",
+                        )
                     )
     finally:
         book.close()
@@ -224,17 +242,27 @@ def check_outputs(config: Config, configs: dict[Path, Config]) -> None:
     (a ``UsageError`` naming it otherwise): each result workbook, --summary-json, --archive."""
     for input_config in configs.values():
         if input_config.out is not None:
-            _check_file(input_config.out, "the result file", "--out / --out-dir")
+            _check_file(input_config.out, _RESULT_FILE, "--out / --out-dir")
     if config.summary_json is not None:
-        _check_file(config.summary_json, "the summary", "--summary-json")
+        _check_file(config.summary_json, _SUMMARY_FILE, "--summary-json")
     if config.archive is not None:
         _check_folder(config.archive, "--archive")
 
 
+# what a file checked by check_outputs is, named with its path in the sentence that refuses it
+_RESULT_FILE = N_("the result file {path}")
+_SUMMARY_FILE = N_("the summary {path}")
+
+
 def _check_file(path: Path, what: str, option: str) -> None:
+    named = _(what).format(path=path)
     if path.is_dir():
-        raise UsageError(f"Cannot write {what} {path}: it is a folder; give a file in {option}.")
-    _check_folder(path.parent, option, f"{what} {path}")
+        raise UsageError(
+            _("Cannot write {what}: it is a folder; give a file in {option}.").format(
+                what=named, option=option
+            )
+        )
+    _check_folder(path.parent, option, named)
 
 
 def _check_folder(folder: Path, option: str, what: str = "") -> None:
@@ -244,11 +272,13 @@ def _check_folder(folder: Path, option: str, what: str = "") -> None:
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".top-import-probe-"):
             pass
     except OSError as exc:
-        target = what or f"into {folder}"
+        target = what or _("into {folder}").format(folder=folder)
         reason = exc.strerror or str(exc)
         raise UsageError(
-            f"Cannot write {target} ({reason}); fix the folder's permissions or choose another "
-            f"with {option}. Nothing was sent."
+            _(
+                "Cannot write {what} ({why}); fix the folder's permissions or choose another with "
+                "{option}. Nothing was sent."
+            ).format(what=target, why=reason, option=option)
         ) from None
 
 

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable, Iterator
 
 from importer.dispatcher import Dispatcher
+from importer.i18n import _
 from importer.steps import StopReason
 
 
@@ -50,11 +51,11 @@ class Interrupts:
     def handle(self, signum: int) -> None:
         if self.signal is None:
             self.signal = signum
-            print(
-                "top-import: stopping — letting calls in flight finish and writing the "
-                "workbook (Ctrl-C again to stop the calls at once)",
-                file=sys.stderr,
+            said = _(
+                "stopping — letting calls in flight finish and writing the workbook (Ctrl-C "
+                "again to stop the calls at once)"
             )
+            print(f"top-import: {said}", file=sys.stderr)
             self.stop()
         elif signum == signal.SIGINT:
             self.abort()

@@ -43,6 +43,7 @@ from python_calamine import (
 )
 
 from importer.errors import InputError
+from importer.i18n import _
 from importer.labels import DECISION, SOURCE_ROW, Item, Sheet, is_label, key_of, sheet_in
 from importer.rows import EXACT_FLOAT_LIMIT, RESULT_COLUMNS, Row
 from importer.spec import ApiSpec, normalise_header
@@ -63,7 +64,6 @@ def unquoted(cells: list[str]) -> list[str]:
 
 
 _NO_NUMERIC: frozenset[int] = frozenset()
-_WHAT_TO_DO = "use .csv, .tsv, .txt, .xlsx, .xlsm, .xls or .ods"
 
 # A raw row: (row number in the file, cells, indexes of number cells).
 _RawRow = tuple[int, list[str], frozenset[int]]
@@ -209,7 +209,11 @@ def open_input(
     )
     if unquote:
         raw_headers = unquoted(raw_headers)
-    where = f"{path} (sheet {source.sheet!r})" if source.sheet is not None else str(path)
+    where = (
+        _("{path} (sheet {sheet})").format(path=path, sheet=repr(source.sheet))
+        if source.sheet is not None
+        else str(path)
+    )
 
     fields_of = _map_headers(raw_headers, spec, column_map, where)
     keep = tuple(
@@ -225,8 +229,15 @@ def open_input(
             continue
         if name in columns:
             raise InputError(
-                f"{where} has two columns for field {name}: {headers[columns[name]]!r} and "
-                f"{headers[new]!r}; delete or rename one of them."
+                _(
+                    "{where} has two columns for field {name}: {first} and {second}; delete or "
+                    "rename one of them."
+                ).format(
+                    where=where,
+                    name=name,
+                    first=repr(headers[columns[name]]),
+                    second=repr(headers[new]),
+                )
             )
         columns[name] = new
 
@@ -234,15 +245,19 @@ def open_input(
         twice = [i for i, h in enumerate(raw_headers) if is_label(h, name) and fields_of[i] is None]
         if len(twice) > 1:
             raise InputError(
-                f"{where} has {len(twice)} {name} columns; keep one (which one is meant cannot be "
-                "guessed) and run again."
+                _(
+                    "{where} has {count} {name} columns; keep one (which one is meant cannot be "
+                    "guessed) and run again."
+                ).format(where=where, count=len(twice), name=name)
             )
     missing = [f.name for f in spec.required_fields if f.name not in columns]
     if missing:
-        found = ", ".join(headers) if headers else "(none)"
+        found = ", ".join(headers) if headers else _("(none)")
         raise InputError(
-            f"{where} has no column for required field(s) {', '.join(missing)}; headers found: "
-            f"{found}. Rename a column or map it in [columns] of importer.toml."
+            _(
+                "{where} has no column for required field(s) {fields}; headers found: {found}. "
+                "Rename a column or map it in [columns] of importer.toml."
+            ).format(where=where, fields=", ".join(missing), found=found)
         )
     return InputTable(
         path=path,
@@ -307,8 +322,16 @@ def _map_headers(
         name = column_map.get(header) or mapped.get(key)
         if name is not None and name not in field_names:
             raise InputError(
-                f"[columns] of importer.toml maps {header!r} of {where} to {name!r}, which is not "
-                f"a field of {spec.method}; use one of: {', '.join(sorted(field_names))}."
+                _(
+                    "[columns] of importer.toml maps {header} of {where} to {name}, which is not "
+                    "a field of {method}; use one of: {fields}."
+                ).format(
+                    header=repr(header),
+                    where=where,
+                    name=repr(name),
+                    method=spec.method,
+                    fields=", ".join(sorted(field_names)),
+                )
             )
         out.append(name or index.get(key))
     return out
@@ -318,17 +341,29 @@ def check_path(path: Path) -> None:
     """An ``InputError`` unless ``path`` is an existing regular file (or a link to one) of a
     kind the loader reads; checked before anything opens it."""
     if not path.exists():
-        raise InputError(f"{path} does not exist; check the path and the current directory.")
+        raise InputError(
+            _("{path} does not exist; check the path and the current directory.").format(path=path)
+        )
     if path.is_dir():
-        raise InputError(f"{path} is a directory; give the path of an input file ({_WHAT_TO_DO}).")
+        raise InputError(
+            _(
+                "{path} is a directory; give the path of an input file (use .csv, .tsv, .txt, "
+                ".xlsx, .xlsm, .xls or .ods)."
+            ).format(path=path)
+        )
     if not path.is_file():  # a FIFO would block the open for ever, /dev/zero never end
         raise InputError(
-            f"{path} is not a regular file (a pipe, a device or a socket); save the rows to a "
-            "file and give its path."
+            _(
+                "{path} is not a regular file (a pipe, a device or a socket); save the rows to a "
+                "file and give its path."
+            ).format(path=path)
         )
     if path.suffix.lower() not in _SOURCES:
         raise InputError(
-            f"{path} has an unsupported extension {path.suffix or '(none)'!r}; {_WHAT_TO_DO}."
+            _(
+                "{path} has an unsupported extension {suffix}; use .csv, .tsv, .txt, .xlsx, "
+                ".xlsm, .xls or .ods."
+            ).format(path=path, suffix=repr(path.suffix or "(none)"))
         )
 
 
@@ -363,7 +398,9 @@ def _read_sample(path: Path) -> bytes:
             return fh.read(SAMPLE_BYTES)
     except OSError as exc:
         raise InputError(
-            f"{path} cannot be read ({exc.strerror}); check its permissions."
+            _("{path} cannot be read ({why}); check its permissions.").format(
+                path=path, why=exc.strerror
+            )
         ) from None
 
 
@@ -375,12 +412,16 @@ def blank(cells: list[str]) -> bool:
 def _first_non_blank(path: Path, raw_rows: Generator[_RawRow, None, None]) -> tuple[int, list[str]]:
     """The header: the first row with a non-blank cell (rows above it are only counted)."""
     try:
-        for number, cells, _ in raw_rows:
+        for number, cells, _numeric in raw_rows:
             if not blank(cells):
                 return number, cells
     finally:
         raw_rows.close()
-    raise InputError(f"{path} has no header row (it is empty); put the column headers in row 1.")
+    raise InputError(
+        _("{path} has no header row (it is empty); put the column headers in row 1.").format(
+            path=path
+        )
+    )
 
 
 # -- CSV -------------------------------------------------------------------------------------------
@@ -430,9 +471,11 @@ def _confirm_encoding(path: Path, encoding: str) -> str | None:
                     if unicode_before or not block[:start].isascii():
                         line = lines + block[:start].count(b"\n")
                         raise InputError(
-                            f"{path} is not one encoding throughout: it starts as UTF-8 but line "
-                            f"{line} is not UTF-8 (GBK? two exports joined?); save the whole "
-                            "file again as CSV UTF-8. Nothing was sent."
+                            _(
+                                "{path} is not one encoding throughout: it starts as UTF-8 but "
+                                "line {line} is not UTF-8 (GBK? two exports joined?); save the "
+                                "whole file again as CSV UTF-8. Nothing was sent."
+                            ).format(path=path, line=line)
                         ) from None
                     break  # the first text beyond ASCII is not UTF-8: GB18030, checked below
                 unicode_before = unicode_before or not block.isascii()
@@ -443,13 +486,17 @@ def _confirm_encoding(path: Path, encoding: str) -> str | None:
                 except UnicodeDecodeError:  # cut in the middle of a character at the very end
                     if unicode_before:
                         raise InputError(
-                            f"{path} ends in the middle of a UTF-8 character (cut short?); "
-                            "save the whole file again as CSV UTF-8. Nothing was sent."
+                            _(
+                                "{path} ends in the middle of a UTF-8 character (cut short?); "
+                                "save the whole file again as CSV UTF-8. Nothing was sent."
+                            ).format(path=path)
                         ) from None
                 else:
                     return "utf-8"
     except OSError as exc:
-        raise InputError(f"{path} cannot be read ({exc.strerror}).") from None
+        raise InputError(
+            _("{path} cannot be read ({why}).").format(path=path, why=exc.strerror)
+        ) from None
     return "gb18030" if _decodes(path, "gb18030") else None
 
 
@@ -463,7 +510,9 @@ def _decodes(path: Path, encoding: str) -> bool:
     except UnicodeDecodeError:
         return False
     except OSError as exc:
-        raise InputError(f"{path} cannot be read ({exc.strerror}).") from None
+        raise InputError(
+            _("{path} cannot be read ({why}).").format(path=path, why=exc.strerror)
+        ) from None
     return True
 
 
@@ -497,15 +546,21 @@ class _CsvSource:
     def sniff(cls, path: Path, tab: bool) -> _CsvSource:
         sample = _read_sample(path)
         if not sample:
-            raise InputError(f"{path} is empty; put the column headers in row 1 and rows below.")
+            raise InputError(
+                _("{path} is empty; put the column headers in row 1 and rows below.").format(
+                    path=path
+                )
+            )
         complete = len(sample) < SAMPLE_BYTES
         encoding = detect_encoding(sample, complete=complete)
         if encoding is not None and not complete:
             encoding = _confirm_encoding(path, encoding)
         if encoding is None:
             raise InputError(
-                f"{path} is not UTF-8 or GB18030 text (is it a workbook with the wrong "
-                "extension?); save it as CSV UTF-8 or give the workbook its .xlsx name."
+                _(
+                    "{path} is not UTF-8 or GB18030 text (is it a workbook with the wrong "
+                    "extension?); save it as CSV UTF-8 or give the workbook its .xlsx name."
+                ).format(path=path)
             )
         text = sample.decode(encoding, errors="ignore").lstrip("\r\n")
         header_line = text.split("\n", 1)[0]
@@ -530,22 +585,30 @@ class _CsvSource:
                     line = reader.line_num + 1
         except UnicodeDecodeError:
             raise InputError(
-                f"{self.path} is not valid {self.encoding} text after row {number}; save it as "
-                "CSV UTF-8 and try again."
+                _(
+                    "{path} is not valid {encoding} text after row {row}; save it as CSV UTF-8 "
+                    "and try again."
+                ).format(path=self.path, encoding=self.encoding, row=number)
             ) from None
         except csv.Error as exc:
             if "unexpected end of data" in str(exc):
                 raise InputError(
-                    f"{self.path} line {line}: a quote opened there is never closed, so every "
-                    'later line would become one cell; close it (a quote inside a value is ""), '
-                    "or save the file again from Excel."
+                    _(
+                        "{path} line {line}: a quote opened there is never closed, so every "
+                        "later line would become one cell; close it (a quote inside a value is "
+                        '""), or save the file again from Excel.'
+                    ).format(path=self.path, line=line)
                 ) from None
             raise InputError(
-                f"{self.path} line {line} (row {number + 1}) cannot be read as CSV ({exc}); "
-                "fix that row or save the file again from Excel."
+                _(
+                    "{path} line {line} (row {row}) cannot be read as CSV ({why}); fix that row "
+                    "or save the file again from Excel."
+                ).format(path=self.path, line=line, row=number + 1, why=exc)
             ) from None
         except OSError as exc:
-            raise InputError(f"{self.path} cannot be read ({exc.strerror}).") from None
+            raise InputError(
+                _("{path} cannot be read ({why}).").format(path=self.path, why=exc.strerror)
+            ) from None
 
 
 # -- workbooks -------------------------------------------------------------------------------------
@@ -618,10 +681,17 @@ def _check_used_range(path: Path, sheet: str) -> None:
     ref = (first_col + first_row + (b":" + last_col + last_row if last_col else b"")).decode()
     if rows * cols > MAX_SHEET_CELLS:
         raise InputError(
-            f"{path} sheet {sheet!r} has a used range of {ref} ({rows * cols:,} cells, more than "
-            f"the {MAX_SHEET_CELLS:,} a run reads): a stray cell far from the data? In Excel, "
-            "Ctrl+End goes to it; delete the rows and columns after your data, save, and run "
-            "again."
+            _(
+                "{path} sheet {sheet} has a used range of {range} ({cells} cells, more than the "
+                "{most} a run reads): a stray cell far from the data? In Excel, Ctrl+End goes to "
+                "it; delete the rows and columns after your data, save, and run again."
+            ).format(
+                path=path,
+                sheet=repr(sheet),
+                range=ref,
+                cells=f"{rows * cols:,}",
+                most=f"{MAX_SHEET_CELLS:,}",
+            )
         )
 
 
@@ -672,7 +742,7 @@ class _SheetSource:
         finally:
             book.close()
         if not names:
-            raise InputError(f"{path} has no sheets; put the rows in a sheet.")
+            raise InputError(_("{path} has no sheets; put the rows in a sheet.").format(path=path))
         if requested is None:  # the first sheet the user sees in Excel
             return cls(path, shown[0] if shown else names[0])
         if requested not in names:  # a report's sheet asked by its key (or an earlier label)
@@ -680,7 +750,11 @@ class _SheetSource:
             requested = (sheet_in(names, key) if key else None) or requested
         if requested not in names:
             found = ", ".join(names)
-            raise InputError(f"{path} has no sheet {requested!r}; sheets found: {found}.")
+            raise InputError(
+                _("{path} has no sheet {sheet}; sheets found: {found}.").format(
+                    path=path, sheet=repr(requested), found=found
+                )
+            )
         return cls(path, requested)
 
     def header(self) -> tuple[int, list[str]]:
@@ -697,8 +771,10 @@ class _SheetSource:
             return book.get_sheet_by_name(self.sheet)
         except (CalamineError, ValueError) as exc:
             raise InputError(
-                f"{self.path} sheet {self.sheet!r} cannot be read ({exc}); open it in Excel and "
-                "save it again as .xlsx."
+                _(
+                    "{path} sheet {sheet} cannot be read ({why}); open it in Excel and save it "
+                    "again as .xlsx."
+                ).format(path=self.path, sheet=repr(self.sheet), why=exc)
             ) from None
         finally:
             book.close()
@@ -754,10 +830,19 @@ def _check_xls_ranges(path: Path) -> None:
             rows, cols = max(0, last_row - first_row), max(0, last_col - first_col)
             if rows * cols > MAX_SHEET_CELLS:
                 raise InputError(
-                    f"{path} sheet {sheet!r} says its used range is {rows:,} rows by {cols:,} "
-                    f"columns ({rows * cols:,} cells, more than the {MAX_SHEET_CELLS:,} a run "
-                    "reads): open it in Excel or LibreOffice and save it as .xlsx (first delete "
-                    "any rows and columns after your data: Ctrl+End goes to the last used cell)."
+                    _(
+                        "{path} sheet {sheet} says its used range is {rows} rows by {columns} "
+                        "columns ({cells} cells, more than the {most} a run reads): open it in "
+                        "Excel or LibreOffice and save it as .xlsx (first delete any rows and "
+                        "columns after your data: Ctrl+End goes to the last used cell)."
+                    ).format(
+                        path=path,
+                        sheet=repr(sheet),
+                        rows=f"{rows:,}",
+                        columns=f"{cols:,}",
+                        cells=f"{rows * cols:,}",
+                        most=f"{MAX_SHEET_CELLS:,}",
+                    )
                 )
             break  # one per sheet, before its cells: the rest need not be walked
 
@@ -788,12 +873,16 @@ def _open_book(path: Path) -> CalamineWorkbook:
         return CalamineWorkbook.from_path(str(path))
     except PasswordError:
         raise InputError(
-            f"{path} is password-protected; save a copy without a password and use that."
+            _("{path} is password-protected; save a copy without a password and use that.").format(
+                path=path
+            )
         ) from None
     except (CalamineError, OSError, ValueError) as exc:
         raise InputError(
-            f"{path} cannot be read as a {path.suffix.lower()} workbook ({exc}); open it in "
-            "Excel and save it again as .xlsx, or export it as CSV UTF-8."
+            _(
+                "{path} cannot be read as a {suffix} workbook ({why}); open it in Excel and save "
+                "it again as .xlsx, or export it as CSV UTF-8."
+            ).format(path=path, suffix=path.suffix.lower(), why=exc)
         ) from None
 
 

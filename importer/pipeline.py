@@ -33,7 +33,7 @@ from importer.dispatcher import Dispatcher, DispatchSettings
 from importer.errors import ImporterError, InputError, JournalError, UsageError
 from importer.events import NO_EVENTS, Event, EventKind, Events
 from importer.gateway import Gateway
-from importer.i18n import language
+from importer.i18n import _, language
 from importer.interrupts import Interrupts
 from importer.journal import UNKNOWN_STATES, Journal, RunJournal
 from importer.labels import Sheet, is_label, label
@@ -47,7 +47,7 @@ from importer.rows import Decision, Outcome, RequestRecord, Row, Status
 from importer.sharing import shared_quota
 from importer.spec import ApiSpec
 from importer.steps import IN_FLIGHT_AT_THE_END, NEVER_TRIED, StopReason
-from importer.summary import Dashboard, FileSummary, Plan, plural
+from importer.summary import Dashboard, FileSummary, Plan
 from importer.triage import DONE, SEND, Done, Triage
 
 SNAPSHOT_FOLDER = ".top-import-snapshots"  # beside the journal: the runs' private input copies
@@ -57,7 +57,11 @@ _BATCH = 2000  # rows without a call are committed in batches: a crash loses no 
 def report_path(config: Config, input_path: Path) -> Path:
     path = config.out or config.out_dir / f"{input_path.stem}.result.xlsx"
     if path.resolve() == input_path.resolve():
-        raise UsageError(f"--out {path} is the input file itself; choose another output path.")
+        raise UsageError(
+            _("--out {path} is the input file itself; choose another output path.").format(
+                path=path
+            )
+        )
     return path
 
 
@@ -135,8 +139,10 @@ def _sheet_notes(shown: Path, table: InputTable, config: Config, spec: ApiSpec) 
     ``check`` sheet holds decisions, say which sheet was read and how to send the other."""
     if table.fed_back and is_label(table.sheet, Sheet.CHECK) and not table.has_decisions:
         return [
-            f"{shown}: its check sheet has no decision column (renamed or deleted?), so every "
-            "row stays unknown; name the column decision again and write done or resend in it."
+            _(
+                "{path}: its check sheet has no decision column (renamed or deleted?), so every "
+                "row stays unknown; name the column decision again and write done or resend in it."
+            ).format(path=shown)
         ]
     if config.sheet is not None or not table.fed_back or not is_label(table.sheet, Sheet.RESULTS):
         return []
@@ -150,19 +156,32 @@ def _sheet_notes(shown: Path, table: InputTable, config: Config, spec: ApiSpec) 
                 if row.shown_row in edited and edited.pop(row.shown_row) != row.cells:
                     changed += 1
         if changed:
-            notes.append(
-                f"{shown}: read its results sheet (the first), not its failed sheet, which has "
-                f"edits in {plural(changed, 'row')}; to send the edited rows, run {shown} "
-                "--sheet failed."
-            )
+            if changed == 1:
+                note = _(
+                    "{path}: read its results sheet (the first), not its failed sheet, which has "
+                    "edits in 1 row; to send the edited rows, run {path} --sheet failed."
+                )
+            else:
+                note = _(
+                    "{path}: read its results sheet (the first), not its failed sheet, which has "
+                    "edits in {count} rows; to send the edited rows, run {path} --sheet failed."
+                )
+            notes.append(note.format(path=shown, count=f"{changed:,}"))
     check = _sheet_of(table, label(Sheet.CHECK), config, spec)
     if check is not None:
         decided = sum(1 for row in check.rows() if (row.decision or "").strip())
         if decided:
-            notes.append(
-                f"{shown}: read its results sheet (the first), not its check sheet, which has "
-                f"{plural(decided, 'decision')}; to apply them, run {shown} --sheet check."
-            )
+            if decided == 1:
+                note = _(
+                    "{path}: read its results sheet (the first), not its check sheet, which has "
+                    "1 decision; to apply them, run {path} --sheet check."
+                )
+            else:
+                note = _(
+                    "{path}: read its results sheet (the first), not its check sheet, which has "
+                    "{count} decisions; to apply them, run {path} --sheet check."
+                )
+            notes.append(note.format(path=shown, count=f"{decided:,}"))
     return notes
 
 
@@ -217,7 +236,7 @@ def check_file(
         with _writer(out, table, spec, path, call_columns=False) as writer:
             for row in table.rows():
                 progress.advance()
-                decided, _ = triage.decide(row)
+                decided, _note = triage.decide(row)
                 if isinstance(decided, Outcome):
                     outcome = decided
                 else:
@@ -308,9 +327,11 @@ async def run_file(
             if copy.changed():
                 summary.input_changed = True
                 summary.notes.append(
-                    f"{job.path} changed while it was being sent; this run sent and reported the "
-                    "version it started with. Run it again to send the new content (the journal "
-                    "skips what already succeeded)."
+                    _(
+                        "{path} changed while it was being sent; this run sent and reported the "
+                        "version it started with. Run it again to send the new content (the "
+                        "journal skips what already succeeded)."
+                    ).format(path=job.path)
                 )
             events(Event(EventKind.FINISHED, job.path, summary=summary))
             return summary
@@ -351,20 +372,44 @@ async def _run_copy(job: _Job, copy: snapshot.Snapshot, journal: Journal) -> Fil
         _report(job, table, run_journal, summary)
         # A signal that came while the workbook was written (the loop was busy) is handled now:
         # it marks this input's exit code, and the caller starts no further input.
-        for _ in range(3):
+        for _tick in range(3):
             await asyncio.sleep(0)
         summary.interrupt_signal = job.interrupts.signal
     finally:
         run_journal.finish(keep_results=summary.workbook is None)
     unknown = summary.counts[Status.UNKNOWN]
     if unknown:
-        where = f"the check sheet of {summary.workbook}" if summary.workbook else "the journal"
-        summary.notes.append(
-            f"{job.path}: {plural(unknown, 'row')} unknown: the call may have "
-            f"reached the platform but no answer came back. They are listed in {where}: "
-            f"{CHECK_ADVICE.replace(' it ', ' each ', 1)}."
-        )
+        summary.notes.append(_unknown_note(job.path, unknown, summary.workbook))
     return summary
+
+
+def _unknown_note(path: Path, unknown: int, workbook: Path | None) -> str:
+    """What to do about the rows whose answer was lost, where they are listed."""
+    if unknown == 1:
+        if workbook:
+            note = _(
+                "{path}: 1 row unknown: the call may have reached the platform but no answer "
+                "came back. They are listed in the check sheet of {workbook}: {advice}."
+            )
+        else:
+            note = _(
+                "{path}: 1 row unknown: the call may have reached the platform but no answer "
+                "came back. They are listed in the journal: {advice}."
+            )
+    elif workbook:
+        note = _(
+            "{path}: {count} rows unknown: the call may have reached the platform but no answer "
+            "came back. They are listed in the check sheet of {workbook}: {advice}."
+        )
+    else:
+        note = _(
+            "{path}: {count} rows unknown: the call may have reached the platform but no answer "
+            "came back. They are listed in the journal: {advice}."
+        )
+    # the advice says "check it" of one row; here it is said of each (a translation of it has
+    # its own words, which the replace leaves as they are)
+    advice = _(CHECK_ADVICE).replace(" it ", " each ", 1)
+    return note.format(path=path, count=f"{unknown:,}", workbook=workbook, advice=advice)
 
 
 def _preflight(job: _Job, table: InputTable, run_journal: RunJournal) -> Plan:
@@ -515,18 +560,21 @@ def _deadline_message(stop_at: datetime, started: float, config: Config) -> str:
     option = (
         f"--deadline {config.deadline}" if by_deadline else f"--max-runtime {config.max_runtime}"
     )
+    at = f"{stop_at:%Y-%m-%d %H:%M}"
     if stop_at.timestamp() <= started:
         if not by_deadline:
-            return f"{option} left no time to send, so nothing was sent; give it more time."
-        return (
-            f"{option} had already passed when the run started (at {stop_at:%Y-%m-%d %H:%M}), "
-            "so nothing was sent: a deadline that passed within the last 12 hours stops a run "
-            "at once; run it again inside the window."
-        )
-    return (
-        f"stopped starting calls at {stop_at:%Y-%m-%d %H:%M} ({option}); the rows not sent "
-        "are in the workbook, and rerunning the same command resumes with them."
-    )
+            return _(
+                "{option} left no time to send, so nothing was sent; give it more time."
+            ).format(option=option)
+        return _(
+            "{option} had already passed when the run started (at {at}), so nothing was sent: a "
+            "deadline that passed within the last 12 hours stops a run at once; run it again "
+            "inside the window."
+        ).format(option=option, at=at)
+    return _(
+        "stopped starting calls at {at} ({option}); the rows not sent are in the workbook, and "
+        "rerunning the same command resumes with them."
+    ).format(option=option, at=at)
 
 
 def _report(job: _Job, table: InputTable, run_journal: RunJournal, summary: FileSummary) -> None:
@@ -538,8 +586,10 @@ def _report(job: _Job, table: InputTable, run_journal: RunJournal, summary: File
     except UsageError as exc:  # a full disk, a folder gone: the journal keeps the rows
         _count_from_journal(run_journal, summary)
         summary.notes.append(
-            f"{exc} This run's results are kept in the journal: once that is fixed, "
-            f"'top-import report {job.path}' writes the workbook (nothing is sent again)."
+            _(
+                "{error} This run's results are kept in the journal: once that is fixed, "
+                "'top-import report {path}' writes the workbook (nothing is sent again)."
+            ).format(error=exc, path=job.path)
         )
 
 
@@ -658,8 +708,10 @@ def _rebuild_report(path: Path, config: Config, spec: ApiSpec, journal: Journal)
     run_journal = journal.last_results(path)
     if run_journal is None:
         raise UsageError(
-            f"{journal.path} holds no results of a run of {path} to report: they are kept only "
-            "when a run could not write its workbook or was killed, until the next run of it."
+            _(
+                "{journal} holds no results of a run of {path} to report: they are kept only "
+                "when a run could not write its workbook or was killed, until the next run of it."
+            ).format(journal=journal.path, path=path)
         )
     table = _open(path, config, spec)
     summary = FileSummary(path, "report", method=spec.method, limits=_limits(config))

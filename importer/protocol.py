@@ -17,6 +17,7 @@ from enum import Enum
 from urllib.parse import quote, urlencode
 
 from importer.errors import UsageError
+from importer.i18n import _
 from importer.rows import RequestRecord
 from importer.signing import sign
 from importer.spec import ApiSpec
@@ -68,8 +69,10 @@ class RequestBuilder:
     ) -> None:
         if spec.needs_session and not (credentials.session or "").strip():
             raise UsageError(
-                f"{spec.method} needs a user session: set TOP_SESSION (or session in "
-                "importer.toml) to the session key the user authorised."
+                _(
+                    "{method} needs a user session: set TOP_SESSION (or session in importer.toml) "
+                    "to the session key the user authorised."
+                ).format(method=spec.method)
             )
         for name, value in (
             ("TOP_APP_KEY", credentials.app_key),
@@ -80,8 +83,10 @@ class RequestBuilder:
                 value.encode("utf-8")
             except UnicodeEncodeError:  # bytes from the environment that are not text
                 raise UsageError(
-                    f"{name} holds bytes that are not UTF-8 text; set it again (its value is "
-                    "not shown)."
+                    _(
+                        "{variable} holds bytes that are not UTF-8 text; set it again (its value "
+                        "is not shown)."
+                    ).format(variable=name)
                 ) from None
         self.spec = spec
         self._secret = credentials.secret

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from importer.errors import InputError
+from importer.i18n import _
 from importer.processes import pid_alive
 
 BLOCK = 1 << 20
@@ -77,12 +78,14 @@ def take(original: Path, folder: Path) -> Snapshot:
                 folder.chmod(0o700)  # made by an earlier version, 0755
     except OSError as exc:
         raise InputError(
-            f"Cannot create {folder} for the private copy of {original}: {exc.strerror or exc}."
+            _("Cannot create {folder} for the private copy of {path}: {why}.").format(
+                folder=folder, path=original, why=exc.strerror or exc
+            )
         ) from None
     _remove_stale(folder)
     copy = folder / f"{_PREFIX}{os.getpid()}-{secrets.token_hex(4)}{original.suffix}"
     try:
-        for _ in range(ATTEMPTS):
+        for _attempt in range(ATTEMPTS):
             before = _identity(original.stat())
             key = _copy(original, copy)
             if _identity(original.stat()) == before:
@@ -92,15 +95,21 @@ def take(original: Path, folder: Path) -> Snapshot:
             copy.unlink()
         if exc.errno in _NO_ROOM:
             raise InputError(
-                f"Cannot make the private copy of {original} in {folder} "
-                f"({exc.strerror or exc}); free some space there (it is beside the journal) or "
-                "give a --journal on a disk with room. Nothing was sent."
+                _(
+                    "Cannot make the private copy of {path} in {folder} ({why}); free some space "
+                    "there (it is beside the journal) or give a --journal on a disk with room. "
+                    "Nothing was sent."
+                ).format(path=original, folder=folder, why=exc.strerror or exc)
             ) from None
-        raise InputError(f"{original} cannot be read ({exc.strerror or exc}).") from None
+        raise InputError(
+            _("{path} cannot be read ({why}).").format(path=original, why=exc.strerror or exc)
+        ) from None
     copy.unlink()
     raise InputError(
-        f"{original} kept changing while it was read (still being copied or saved?); "
-        "run again once it is complete."
+        _(
+            "{path} kept changing while it was read (still being copied or saved?); run again "
+            "once it is complete."
+        ).format(path=original)
     )
 
 

@@ -68,6 +68,7 @@ from importlib import resources
 from pathlib import Path
 
 from importer.errors import SpecError
+from importer.i18n import _
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -248,17 +249,27 @@ def load_spec(api: str | None) -> ApiSpec:
     if api.endswith(".toml"):
         path = Path(api)
         if not path.is_file():
-            raise SpecError(f"API spec file {api} does not exist; give a path to a .toml spec.")
+            raise SpecError(
+                _("API spec file {path} does not exist; give a path to a .toml spec.").format(
+                    path=api
+                )
+            )
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
-            raise SpecError(f"API spec file {api} cannot be read as UTF-8 text: {exc}.") from None
+            raise SpecError(
+                _("API spec file {path} cannot be read as UTF-8 text: {why}.").format(
+                    path=api, why=exc
+                )
+            ) from None
         return parse_spec(text, source=api)
     resource = _builtin_dir() / f"{api}.toml"
     if not resource.is_file():
         known = ", ".join(builtin_methods())
         raise SpecError(
-            f"Unknown API {api!r}; built-in APIs are: {known} (or give a path to a .toml spec)."
+            _(
+                "Unknown API {api}; built-in APIs are: {known} (or give a path to a .toml spec)."
+            ).format(api=repr(api), known=known)
         )
     return parse_spec(resource.read_text(encoding="utf-8"), source=api)
 
@@ -268,14 +279,22 @@ def parse_spec(text: str, source: str = "spec") -> ApiSpec:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise SpecError(f"API spec {source} is not valid TOML: {exc}.") from None
+        raise SpecError(
+            _("API spec {source} is not valid TOML: {why}.").format(source=source, why=exc)
+        ) from None
     mistakes: list[str] = []
     spec = _Parser(mistakes.append).spec(data)
     if mistakes:
         if len(mistakes) == 1:
-            raise SpecError(f"API spec {source}: {mistakes[0]}")
+            raise SpecError(
+                _("API spec {source}: {mistake}").format(source=source, mistake=mistakes[0])
+            )
         listed = "\n".join(f"  - {m}" for m in mistakes)
-        raise SpecError(f"API spec {source} has {len(mistakes)} mistakes:\n{listed}")
+        raise SpecError(
+            _("API spec {source} has {count} mistakes:\n{listed}").format(
+                source=source, count=len(mistakes), listed=listed
+            )
+        )
     assert spec is not None
     return spec
 
@@ -294,51 +313,75 @@ class _Parser:
         report = self.report
         for key in data:
             if key not in _TOP_KEYS:
-                report(f"unknown key {key!r}; the keys of a spec are: {', '.join(_TOP_KEYS)}.")
+                report(
+                    _("unknown key {key}; the keys of a spec are: {keys}.").format(
+                        key=repr(key), keys=", ".join(_TOP_KEYS)
+                    )
+                )
         method = data.get("method")
         if not isinstance(method, str) or not method.strip():
-            report('there is no method; add method = "the.top.method" (a string).')
+            report(_('there is no method; add method = "the.top.method" (a string).'))
             method = ""
         elif not _METHOD.match(method):
             report(
-                f"method {method!r} is not a TOP method name; write dotted words such as "
-                '"taobao.item.get".'
+                _(
+                    "method {method} is not a TOP method name; write dotted words such as "
+                    '"taobao.item.get".'
+                ).format(method=repr(method))
             )
         object_param = data.get("object_param")
         if object_param is not None and (
             not isinstance(object_param, str) or not _NAME.match(object_param)
         ):
             report(
-                f"object_param {object_param!r} is not a parameter name; use letters, digits "
-                "and _, or leave object_param out when every field is a flat parameter."
+                _(
+                    "object_param {name} is not a parameter name; use letters, digits and _, or "
+                    "leave object_param out when every field is a flat parameter."
+                ).format(name=repr(object_param))
             )
             object_param = None
         fields = self.fields(data.get("fields"), object_param)
         names = {f.name for f in fields}
         if object_param and fields and not any(not f.is_flat for f in fields):
             report(
-                f"object_param {object_param!r} has no fields; give some fields "
-                'location = "object" or leave object_param out.'
+                _(
+                    'object_param {name} has no fields; give some fields location = "object" or '
+                    "leave object_param out."
+                ).format(name=repr(object_param))
             )
         if object_param and object_param in names:
-            report(f"field {object_param!r} has the name of the object parameter.")
+            report(
+                _("field {name} has the name of the object parameter.").format(
+                    name=repr(object_param)
+                )
+            )
         needs_session = data.get("needs_session", False)
         if not isinstance(needs_session, bool):
-            report(f"needs_session is {needs_session!r}; write true or false.")
+            report(
+                _("{key} is {value}; write true or false.").format(
+                    key="needs_session", value=repr(needs_session)
+                )
+            )
             needs_session = False
         idempotent = data.get("idempotent", False)
         if not isinstance(idempotent, bool):
-            report(f"idempotent is {idempotent!r}; write true or false.")
+            report(
+                _("{key} is {value}; write true or false.").format(
+                    key="idempotent", value=repr(idempotent)
+                )
+            )
             idempotent = False
         envelope = data.get("response_envelope")
         if envelope is None:
             envelope = method.replace(".", "_") + "_response"
         elif not isinstance(envelope, str) or not _NAME.match(envelope):
-            report(f"response_envelope {envelope!r} is not a JSON key name.")
+            report(
+                _("response_envelope {value} is not a JSON key name.").format(value=repr(envelope))
+            )
             envelope = ""
         title = data.get("title", "")
         if not isinstance(title, str):
-            report(f"title {title!r} must be a string.")
+            report(_("title {value} must be a string.").format(value=repr(title)))
             title = ""
         return ApiSpec(
             method=method,
@@ -357,20 +400,24 @@ class _Parser:
         rule = data.get("success")
         if rule is not None:
             if path is not None:
-                self.report("give either success_path or success, not both.")
+                self.report(_("give either success_path or success, not both."))
             if rule != NO_ERROR:
                 self.report(
-                    f'success is {rule!r}; the only rule is success = "no_error" (any envelope '
-                    'without error_response succeeds); for a path write success_path = "a.b".'
+                    _(
+                        'success is {value}; the only rule is success = "no_error" (any envelope '
+                        'without error_response succeeds); for a path write success_path = "a.b".'
+                    ).format(value=repr(rule))
                 )
             return ""
         if path is None:
             return "result.success"
         if not isinstance(path, str) or not _PATH.match(path):
             self.report(
-                f"success_path {path!r} is not a dotted path of JSON keys such as "
-                '"result.success"; for "no error_response means success" write '
-                'success = "no_error".'
+                _(
+                    "success_path {value} is not a dotted path of JSON keys such as "
+                    '"result.success"; for "no error_response means success" write '
+                    'success = "no_error".'
+                ).format(value=repr(path))
             )
             return "result.success"
         return path
@@ -380,23 +427,29 @@ class _Parser:
             return ()
         if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
             self.report(
-                f'identity must be a list of field names, such as ["case_id"], not {value!r}.'
+                _(
+                    'identity must be a list of field names, such as ["case_id"], not {value}.'
+                ).format(value=repr(value))
             )
             return ()
         for name in value:
             if names and name not in names:
-                self.report(f"identity names {name!r}, which is not a field of the spec.")
+                self.report(
+                    _("identity names {name}, which is not a field of the spec.").format(
+                        name=repr(name)
+                    )
+                )
         if len(set(value)) != len(value):
-            self.report("identity names a field twice.")
+            self.report(_("identity names a field twice."))
         return tuple(value)
 
     def fields(self, raw_fields: object, object_param: str | None) -> list[FieldSpec]:
         report = self.report
         if raw_fields is None or raw_fields == []:
-            report("there are no [[fields]]; add one [[fields]] table per parameter.")
+            report(_("there are no [[fields]]; add one [[fields]] table per parameter."))
             return []
         if not isinstance(raw_fields, list) or not all(isinstance(r, dict) for r in raw_fields):
-            report("fields must be [[fields]] tables, one per parameter.")
+            report(_("fields must be [[fields]] tables, one per parameter."))
             return []
         fields: list[FieldSpec] = []
         headers: dict[str, str] = {}
@@ -405,12 +458,16 @@ class _Parser:
             if spec is None:
                 continue
             if any(f.name == spec.name for f in fields):
-                report(f"field {spec.name!r} is defined twice.")
+                report(_("field {name} is defined twice.").format(name=repr(spec.name)))
                 continue
             for header in spec.headers:
                 other = headers.setdefault(normalise_header(header), spec.name)
                 if other != spec.name:
-                    report(f"header {header!r} names both {other!r} and {spec.name!r}.")
+                    report(
+                        _("header {header} names both {first} and {second}.").format(
+                            header=repr(header), first=repr(other), second=repr(spec.name)
+                        )
+                    )
             fields.append(spec)
         return fields
 
@@ -419,25 +476,38 @@ class _Parser:
         name = raw.get("name")
         named = isinstance(name, str) and bool(name)
         if not named:  # its other mistakes are still listed, under its number
-            report(f'field #{i} has no name; add name = "the_parameter".')
-            name, label = "", f"field #{i}"
+            report(_('field #{number} has no name; add name = "the_parameter".').format(number=i))
+            # the field as every later sentence about it names it
+            name, label = "", _("field #{number}").format(number=i)
         else:
-            label = f"field {name!r}"
+            label = _("field {name}").format(name=repr(name))
             if not _NAME.match(name):
-                report(f"{label}: the name is not a parameter name; use letters, digits and _.")
+                report(
+                    _(
+                        "{field}: the name is not a parameter name; use letters, digits and _."
+                    ).format(field=label)
+                )
         for key in raw:
             if key in _TOP_KEYS and key not in _FIELD_KEYS:
                 report(
-                    f"{label} has the key {key!r} of the spec itself; put the spec's own keys "
-                    "above the first [[fields]] (TOML puts every key below it into that table)."
+                    _(
+                        "{field} has the key {key} of the spec itself; put the spec's own keys "
+                        "above the first [[fields]] (TOML puts every key below it into that table)."
+                    ).format(field=label, key=repr(key))
                 )
             elif key not in _FIELD_KEYS:
                 report(
-                    f"{label} has an unknown key {key!r}; its keys are: {', '.join(_FIELD_KEYS)}."
+                    _("{field} has an unknown key {key}; its keys are: {keys}.").format(
+                        field=label, key=repr(key), keys=", ".join(_FIELD_KEYS)
+                    )
                 )
         ftype = raw.get("type")
         if ftype is None:
-            report(f"{label} has no type; use one of {', '.join(FIELD_TYPES)}.")
+            report(
+                _("{field} has no type; use one of {types}.").format(
+                    field=label, types=", ".join(FIELD_TYPES)
+                )
+            )
             ftype = "String"
         elif ftype not in FIELD_TYPES:
             hint = ""
@@ -445,20 +515,32 @@ class _Parser:
                 t for t in FIELD_TYPES if t.casefold() == str(ftype).replace(" ", "").casefold()
             ]
             if close:
-                hint = f" (types are case-sensitive: {close[0]!r})"
+                hint = _(" (types are case-sensitive: {type})").format(type=repr(close[0]))
             elif str(ftype).casefold().startswith("list"):
-                hint = " (a list is List<String> or List<Number>)"
-            report(f"{label} has type {ftype!r}; use one of {', '.join(FIELD_TYPES)}{hint}.")
+                hint = _(" (a list is List<String> or List<Number>)")
+            report(
+                _("{field} has type {type}; use one of {types}{hint}.").format(
+                    field=label, type=repr(ftype), types=", ".join(FIELD_TYPES), hint=hint
+                )
+            )
             ftype = "String"
         required = raw.get("required", False)
         if not isinstance(required, bool):
-            report(f"{label}: required must be true or false, not {required!r}.")
+            report(
+                _("{field}: required must be true or false, not {value}.").format(
+                    field=label, value=repr(required)
+                )
+            )
             required = False
         aliases = raw.get("aliases", [])
         if not isinstance(aliases, list) or not all(
             isinstance(a, str) and a.strip() for a in aliases
         ):
-            report(f'{label}: aliases must be a list of column headers, such as ["caseId"].')
+            report(
+                _('{field}: aliases must be a list of column headers, such as ["caseId"].').format(
+                    field=label
+                )
+            )
             aliases = []
         example = raw.get("example", "")
         if isinstance(example, bool):
@@ -467,15 +549,25 @@ class _Parser:
             example = ",".join(str(e) for e in example)
         location = raw.get("location", "object" if object_param else "flat")
         if location not in LOCATIONS:
-            report(f'{label} has location {location!r}; use "object" or "flat".')
+            report(
+                _('{field} has location {value}; use "object" or "flat".').format(
+                    field=label, value=repr(location)
+                )
+            )
             location = "flat"
         elif location == "object" and not object_param:
             report(
-                f"{label} is in the object parameter but the spec has no object_param; add "
-                'object_param = "the_request" or set location = "flat".'
+                _(
+                    "{field} is in the object parameter but the spec has no object_param; add "
+                    'object_param = "the_request" or set location = "flat".'
+                ).format(field=label)
             )
         if location == "flat" and name in SYSTEM_PARAMS:
-            report(f"{label} is a flat parameter named like a system parameter; rename it.")
+            report(
+                _("{field} is a flat parameter named like a system parameter; rename it.").format(
+                    field=label
+                )
+            )
         max_length = self.limit(label, raw, "max_length", ("String", "List<String>"))
         allowed = self.allowed(label, raw.get("allowed"), ftype)
         max_items = self.limit(label, raw, "max_items", tuple(LIST_TYPES))
@@ -498,10 +590,18 @@ class _Parser:
         if value is None:
             return None
         if not _is_int(value) or value < 1:
-            self.report(f"{label}: {key} must be a whole number of at least 1, not {value!r}.")
+            self.report(
+                _("{field}: {key} must be a whole number of at least 1, not {value}.").format(
+                    field=label, key=key, value=repr(value)
+                )
+            )
             return None
         if raw.get("type") in FIELD_TYPES and raw.get("type") not in types:
-            self.report(f"{label}: {key} applies to {' and '.join(types)} fields only.")
+            self.report(
+                _("{field}: {key} applies to {types} fields only.").format(
+                    field=label, key=key, types=" and ".join(types)
+                )
+            )
             return None
         return value
 
@@ -510,10 +610,16 @@ class _Parser:
             return ()
         item_type = LIST_TYPES.get(ftype, ftype)
         if item_type not in ("String", "Number"):
-            self.report(f"{label}: allowed applies to String, Number and List fields only.")
+            self.report(
+                _("{field}: allowed applies to String, Number and List fields only.").format(
+                    field=label
+                )
+            )
             return ()
         if not isinstance(value, list) or not value:
-            self.report(f"{label}: allowed must be a non-empty list of values.")
+            self.report(
+                _("{field}: allowed must be a non-empty list of values.").format(field=label)
+            )
             return ()
         out: list[str] = []
         for v in value:
@@ -521,9 +627,17 @@ class _Parser:
                 if _is_int(v) or (isinstance(v, str) and re.fullmatch(r"-?\d{1,19}", v.strip())):
                     out.append(str(int(v)))
                     continue
-                self.report(f"{label}: allowed value {v!r} is not a whole number.")
+                self.report(
+                    _("{field}: allowed value {value} is not a whole number.").format(
+                        field=label, value=repr(v)
+                    )
+                )
             elif isinstance(v, str) and v.strip():
                 out.append(v.strip())
             else:
-                self.report(f"{label}: allowed value {v!r} is not a non-empty string.")
+                self.report(
+                    _("{field}: allowed value {value} is not a non-empty string.").format(
+                        field=label, value=repr(v)
+                    )
+                )
         return tuple(dict.fromkeys(out))

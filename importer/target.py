@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from importer.config import Config
 from importer.errors import UsageError
+from importer.i18n import _
 from importer.processes import pid_alive
 from importer.protocol import LOOPBACK_HOSTS, Credentials
 from importer.spec import ApiSpec
@@ -86,14 +87,14 @@ class SendTarget:
         self._simulator = Simulator(settings, specs=specs)
         await self._simulator.__aenter__()
         journal = self._config.journal
-        kept = (
-            f"journal {journal}"
-            if not _own_journal(journal)
-            else "a journal of its own, removed at the end (--journal PATH keeps one)"
-        )
-        self._say(
-            f"simulating the platform at {self._simulator.url} (app key {settings.app_key}); {kept}"
-        )
+        if _own_journal(journal):
+            said = _(
+                "simulating the platform at {url} (app key {app_key}); a journal of its own, "
+                "removed at the end (--journal PATH keeps one)"
+            )
+        else:
+            said = _("simulating the platform at {url} (app key {app_key}); journal {journal}")
+        self._say(said.format(url=self._simulator.url, app_key=settings.app_key, journal=journal))
         # A spec that needs a session needs TOP_SESSION here too, as on the real gateway: a
         # trial run that passed only because the simulator made one up would fail there.
         credentials = Credentials(settings.app_key, settings.secret, self._config.session)
@@ -109,6 +110,8 @@ def check_gateway_url(url: str) -> None:
     parts = urlsplit(url)
     if parts.scheme == "http" and parts.hostname not in LOOPBACK_HOSTS:
         raise UsageError(
-            f"--gateway {url} is plain HTTP; use https:// (plain HTTP is only for a simulator "
-            "on 127.0.0.1)."
+            _(
+                "--gateway {url} is plain HTTP; use https:// (plain HTTP is only for a simulator "
+                "on 127.0.0.1)."
+            ).format(url=url)
         )

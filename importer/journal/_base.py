@@ -21,6 +21,7 @@ from pathlib import Path
 
 from importer.advice import CHECK_ADVICE
 from importer.errors import JournalError
+from importer.i18n import _
 from importer.protocol import GMT8, platform_stamp
 from importer.rows import Outcome, Status
 
@@ -126,6 +127,10 @@ CallState = tuple[str, str, str, str]
 _CALL_STATE = {Status.SUCCESS: "success", Status.UNKNOWN: "unknown"}
 
 
+def _cannot_write(why: BaseException) -> str:
+    return _("The journal cannot be written: {why}.").format(why=why)
+
+
 class Journal(abc.ABC):
     """Where the runs of one process record what they send; shared by the runs of its inputs.
     ``path`` names it in messages (a file, or later a database's address)."""
@@ -228,7 +233,7 @@ class RunJournal(abc.ABC):
 
     def results(self) -> Iterator[tuple[int, Outcome]]:
         """Every recorded row of this run, in source-row order."""
-        for source_row, _, outcome in self.paired_results():
+        for source_row, _digest, outcome in self.paired_results():
             yield source_row, outcome
 
     def calls_per_minute(self) -> list[tuple[float, int]]:
@@ -273,18 +278,20 @@ class RunJournal(abc.ABC):
         claims, outcomes = self._claims, self._outcomes
         self._claims, self._outcomes = [], []
         try:
-            verdicts = self._write([h for h, _ in claims], outcomes) if claims or outcomes else []
+            verdicts = (
+                self._write([h for h, _future in claims], outcomes) if claims or outcomes else []
+            )
         except BaseException as exc:
-            for _, future in claims:
+            for _key, future in claims:
                 if not future.done():
-                    future.set_exception(JournalError(f"The journal cannot be written: {exc}."))
+                    future.set_exception(JournalError(_cannot_write(exc)))
             raise
-        for (_, future), verdict in zip(claims, verdicts, strict=True):
+        for (_key, future), verdict in zip(claims, verdicts, strict=True):
             if not future.done():
                 future.set_result(verdict)
         if self._error is not None:
             error, self._error = self._error, None
-            raise JournalError(f"The journal cannot be written: {error}.") from None
+            raise JournalError(_cannot_write(error)) from None
 
     def _write(self, claims: list[str], outcomes: list[Settled]) -> list[Outcome | None]:
         """One transaction: claims, then outcomes (call states, usage, results). Returns each
@@ -304,7 +311,7 @@ class RunJournal(abc.ABC):
                     claimed[row_key] = prior
                 verdicts.append(verdict)
             states: list[CallState] = []
-            for _, row_key, outcome, _ in outcomes:
+            for _row, row_key, outcome, _digest in outcomes:
                 calls += outcome.calls
                 if row_key is None:
                     continue
@@ -329,7 +336,7 @@ class RunJournal(abc.ABC):
         self._claimed.update(claimed)
         if calls:  # kept in memory: written with the report (a chart; not worth a statement)
             self._minutes[int(now // 60)] += calls
-        for _, row_key, _, _ in outcomes:
+        for _row, row_key, _outcome, _digest in outcomes:
             if row_key is not None:
                 self._claimed.pop(row_key, None)
         return verdicts

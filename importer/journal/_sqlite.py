@@ -45,6 +45,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from importer.errors import JournalError, LockedError
+from importer.i18n import _
 from importer.journal._base import (
     BEAT_S,
     KILLED,
@@ -114,9 +115,18 @@ CREATE TABLE IF NOT EXISTS reservations (
 
 def _busy(path: Path, exc: Exception) -> JournalError:
     return JournalError(
-        f"Journal {path} is busy: another process held its write lock for too long ({exc}); "
-        "nothing was sent: try again when it has finished."
+        _(
+            "Journal {path} is busy: another process held its write lock for too long ({why}); "
+            "nothing was sent: try again when it has finished."
+        ).format(path=path, why=exc)
     )
+
+
+def _unusable(path: Path, exc: Exception) -> str:
+    return _(
+        "Journal {path} is not a usable top-import journal ({why}); it was left untouched: pass "
+        "another --journal path or move the file away."
+    ).format(path=path, why=exc)
 
 
 class SQLiteJournal(Journal):
@@ -134,7 +144,11 @@ class SQLiteJournal(Journal):
         self._beat_s = beat_s
         self._clock = clock  # wall time: started, beats, leases, liveness (a fake one in tests)
         if self.path.is_dir():
-            raise JournalError(f"Journal {self.path} is a directory; give a file with --journal.")
+            raise JournalError(
+                _("Journal {path} is a directory; give a file with --journal.").format(
+                    path=self.path
+                )
+            )
         with self._opening():
             self._open()
         self.host = socket.gethostname()
@@ -148,8 +162,9 @@ class SQLiteJournal(Journal):
             lock = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
             raise JournalError(
-                f"Cannot create the journal {self.path}: {exc.strerror or exc}; pass another "
-                "--journal path."
+                _("Cannot create the journal {path}: {why}; pass another --journal path.").format(
+                    path=self.path, why=exc.strerror or exc
+                )
             ) from None
         try:
             if fcntl is not None:
@@ -186,23 +201,19 @@ class SQLiteJournal(Journal):
         except sqlite3.OperationalError as exc:
             if "locked" in str(exc) or "busy" in str(exc):
                 raise _busy(self.path, exc) from None
-            raise JournalError(
-                f"Journal {self.path} is not a usable top-import journal ({exc}); "
-                "it was left untouched: pass another --journal path or move the file away."
-            ) from None
+            raise JournalError(_unusable(self.path, exc)) from None
         except sqlite3.DatabaseError as exc:
-            raise JournalError(
-                f"Journal {self.path} is not a usable top-import journal ({exc}); "
-                "it was left untouched: pass another --journal path or move the file away."
-            ) from None
+            raise JournalError(_unusable(self.path, exc)) from None
 
     def _check_foreign(self) -> None:
         with self.path.open("rb") as fh:
             head = fh.read(16)
         if head != b"SQLite format 3\x00":
             raise JournalError(
-                f"Journal {self.path} is not a top-import journal (not an SQLite file); "
-                "it was left untouched: pass another --journal path or move the file away."
+                _(
+                    "Journal {path} is not a top-import journal (not an SQLite file); it was left "
+                    "untouched: pass another --journal path or move the file away."
+                ).format(path=self.path)
             )
 
     def _check_schema(self) -> None:
@@ -218,13 +229,17 @@ class SQLiteJournal(Journal):
             probe.close()
         if meta.get("schema") != SCHEMA_NAME:
             raise JournalError(
-                f"Journal {self.path} is an SQLite file of another program; it was left "
-                "untouched: pass another --journal path."
+                _(
+                    "Journal {path} is an SQLite file of another program; it was left untouched: "
+                    "pass another --journal path."
+                ).format(path=self.path)
             )
         if meta.get("version") != SCHEMA_VERSION:
             raise JournalError(
-                f"Journal {self.path} has version {meta.get('version')}, this top-import reads "
-                f"version {SCHEMA_VERSION}; use a new --journal path."
+                _(
+                    "Journal {path} has version {version}, this top-import reads version "
+                    "{expected}; use a new --journal path."
+                ).format(path=self.path, version=meta.get("version"), expected=SCHEMA_VERSION)
             )
 
     def close(self) -> None:
@@ -246,8 +261,10 @@ class SQLiteJournal(Journal):
                 continue
             if finished_at is None:
                 raise LockedError(
-                    f"{input_path} is being imported right now by process {pid} on {host} "
-                    f"(journal {self.path}); its workbook is written when it ends: report it then."
+                    _(
+                        "{path} is being imported right now by process {pid} on {host} (journal "
+                        "{journal}); its workbook is written when it ends: report it then."
+                    ).format(path=input_path, pid=pid, host=host, journal=self.path)
                 )
             if not kept and finished_at != KILLED:
                 return None  # it ended well: its workbook holds its results
@@ -281,11 +298,23 @@ class SQLiteJournal(Journal):
                 "WHERE input_key = ? AND finished_at IS NULL",
                 (input_key,),
             ).fetchall():
-                same = input_path if other_input == input_path else f"{other_input} (same content)"
+                if other_input == input_path:
+                    same = input_path
+                else:
+                    same = _("{path} (same content)").format(path=other_input)
                 raise LockedError(
-                    f"{input_path}: {same} is already being imported with journal {self.path} by "
-                    f"process {pid} on {other_host}, started {platform_stamp(started)}; wait for "
-                    "it to finish (a second run would send the same rows twice)."
+                    _(
+                        "{path}: {other} is already being imported with journal {journal} by "
+                        "process {pid} on {host}, started {started}; wait for it to finish (a "
+                        "second run would send the same rows twice)."
+                    ).format(
+                        path=input_path,
+                        other=same,
+                        journal=self.path,
+                        pid=pid,
+                        host=other_host,
+                        started=platform_stamp(started),
+                    )
                 )
             db.execute("DELETE FROM leases WHERE renewed_at < ?", (self._clock() - 60,))
             db.execute(
@@ -419,7 +448,7 @@ class _SQLiteRun(RunJournal):
     def _add_results(self, outcomes: Sequence[Settled]) -> None:
         self._db.executemany(
             _INSERT_RESULT,
-            [(self.run_id, row, *o.values(), d, o.sent) for row, _, o, d in outcomes],
+            [(self.run_id, row, *o.values(), d, o.sent) for row, _key, o, d in outcomes],
         )
 
     def _add_minutes(self, minutes: Sequence[tuple[int, int]]) -> None:
@@ -471,8 +500,8 @@ class _SQLiteRun(RunJournal):
                 "WHERE app_key = ? AND run_id != ? AND renewed_at >= ?",
                 (app_key, self.run_id, now - LEASE_STALE_S),
             ).fetchall()
-        seen = all(renewed >= since for _, renewed in others)
-        return min((q for q, _ in others), default=math.inf), len(others) + 1, seen
+        seen = all(renewed >= since for _qps, renewed in others)
+        return min((q for q, _renewed in others), default=math.inf), len(others) + 1, seen
 
     def reserve(self, calls: int, now: float) -> QuotaView:
         db, app_key, day = self._db, self._key[0], quota_day(now)
@@ -505,11 +534,11 @@ class _SQLiteRun(RunJournal):
             if self._alive(True, host, pid, beat_at, now)
         ]
         today = [(run_id, left) for run_id, left, held_day in live if held_day == day]
-        sending = set(leases) | {run_id for run_id, left, _ in live if left}
+        sending = set(leases) | {run_id for run_id, left, _day in live if left}
         return QuotaView(
             used=int(used),
-            reserved=sum(left for _, left in today),
-            reserving=sum(1 for _, left in today if left),
+            reserved=sum(left for _run, left in today),
+            reserving=sum(1 for _run, left in today if left),
             sending=len(sending),
             lowest=min(leases.values(), default=math.inf),
         )
@@ -632,12 +661,16 @@ def sqlite_errors(path: Path) -> Iterator[None]:
     except sqlite3.Error as exc:
         if isinstance(exc, sqlite3.OperationalError) and "full" in str(exc):
             raise JournalError(
-                f"Journal {path}: the disk is full ({exc}); free some space and run the same "
-                "command again: what was recorded is kept, rows in flight are unknown."
+                _(
+                    "Journal {path}: the disk is full ({why}); free some space and run the same "
+                    "command again: what was recorded is kept, rows in flight are unknown."
+                ).format(path=path, why=exc)
             ) from None
         raise JournalError(
-            f"Journal {path} is damaged ({exc}); the run stopped there: move the file away "
-            "(keep it, it records what was sent) and run with another --journal or a backup."
+            _(
+                "Journal {path} is damaged ({why}); the run stopped there: move the file away "
+                "(keep it, it records what was sent) and run with another --journal or a backup."
+            ).format(path=path, why=exc)
         ) from None
 
 
