@@ -36,7 +36,7 @@ from importer.pipeline import check_file, rebuild_report
 from importer.protocol import Credentials, RequestBuilder
 from importer.rows import Status
 from importer.spec import ApiSpec, builtin_methods, load_spec
-from importer.summary import FileSummary, Plan, duration_text, plural, summary_document
+from importer.summary import FileSummary, Plan, duration_text, listed, plural, summary_document
 from importer.target import (
     SIMULATED_FOLDER,
     scratch_folder,
@@ -50,6 +50,11 @@ RATE_AFTER_CALLS = 10  # fewer calls than this get no calls/s in the end line
 def fail(message: str) -> None:
     """A line on stderr (``top-import: ...``)."""
     _echo(f"top-import: {message}", err=True)
+
+
+def warn(message: str) -> None:
+    """A warning on stderr (``top-import: warning: ...``; Chinese ``top-import: 警告：...``)."""
+    fail(_("warning: {warning}").format(warning=message))
 
 
 def say(line: str) -> None:
@@ -121,24 +126,31 @@ def build_config(flags: dict[str, Any], config_file: str | None) -> Config:
     in_use = config_file_in_use(path)
     warning = exposed_secret(in_use) if in_use is not None else None
     if warning:
-        fail(f"warning: {warning}")
+        warn(warning)
     _settings.append(config)
     return config
 
 
 def summary_line(summary: FileSummary) -> str:
-    counts = ", ".join(f"{n} {s.value}" for s, n in sorted(summary.counts.items())) or "no rows"
-    line = f"{summary.input}: {plural(summary.rows_read, 'row')}: {counts}"
+    """``t.csv: 5 rows: 3 success, 2 failed; 5 calls; workbook reports/t.result.xlsx`` (the
+    status words are the contract's in both languages)."""
+    counts = listed([f"{n} {s.value}" for s, n in sorted(summary.counts.items())])
+    line = _("{input}: {rows}: {counts}").format(
+        input=summary.input, rows=plural(summary.rows_read, "row"), counts=counts or _("no rows")
+    )
     if summary.command == "run":
-        line += f"; {plural(summary.calls, 'call')}"
+        calls = plural(summary.calls, "call")
         if summary.calls >= RATE_AFTER_CALLS:  # over a handful, the rate is the first latency
-            line += f", {summary.calls_per_second:.1f} calls/s"
+            rate = f"{summary.calls_per_second:.1f}"
+            line += _("; {calls}, {rate} calls/s").format(calls=calls, rate=rate)
+        else:
+            line += _("; {calls}").format(calls=calls)
     if summary.workbook is not None:
-        line += f"; workbook {summary.workbook}"
+        line += _("; workbook {path}").format(path=summary.workbook)
     else:  # it could not be written: the line below says why and what to do
-        line += "; no workbook"
+        line += _("; no workbook")
     if summary.archived is not None:
-        line += f"; archived to {summary.archived}"
+        line += _("; archived to {path}").format(path=summary.archived)
     return line
 
 
@@ -391,7 +403,9 @@ def run(inputs: tuple[str, ...], config_file: str | None, **flags: Any) -> int:
     config = build_config(flags, config_file)
     spec, credentials = api.load_for(config)
     if config.dry_run and config.archive is not None:
-        raise UsageError("--archive moves inputs after a real run; it does nothing with --dry-run.")
+        raise UsageError(
+            _("--archive moves inputs after a real run; it does nothing with --dry-run.")
+        )
     with contextlib.ExitStack() as stack:
         if wants_own_journal(config, given("journal", flags, config_file)):
             folder = stack.enter_context(scratch_folder(SIMULATED_FOLDER))
@@ -466,20 +480,27 @@ def _print_and_archive(path: Path, summary: FileSummary, config: Config) -> tupl
     Returns its summary (with where it was archived) and its exit code."""
     code = exits.for_file(summary)
     if code == ExitCode.OK and config.archive is not None and summary.input_changed:
-        fail(f"{path}: not archived: it changed while it was being sent")
+        fail(_("{path}: not archived: it changed while it was being sent").format(path=path))
     elif code == ExitCode.OK and config.archive is not None:
         try:
             summary = replace(summary, archived=archive_input(path, config.archive))
         except OSError as exc:
-            fail(f"{path}: sent, but cannot be moved to {config.archive}: {exc}")
+            fail(
+                _("{path}: sent, but cannot be moved to {folder}: {why}").format(
+                    path=path, folder=config.archive, why=exc
+                )
+            )
             code = ExitCode.USAGE
     say(summary_line(summary))
     for line in summary.reason_lines():
         say(line)
     if summary.auto_reached is not None:
         fail(
-            f"{path}: --qps auto ended at {summary.auto_reached:g} "
-            f"calls/s after {plural(summary.auto_throttles, 'throttle')}"
+            _("{path}: --qps auto ended at {rate} calls/s after {throttles}").format(
+                path=path,
+                rate=f"{summary.auto_reached:g}",
+                throttles=plural(summary.auto_throttles, "throttle"),
+            )
         )
     if summary.message:
         fail(summary.message)
@@ -493,9 +514,13 @@ def _warn_idle_options(flags: dict[str, Any], config: Config, paths: list[Path])
     if config.sheet:
         for path in paths:
             if path.suffix.lower() in CSV_SUFFIXES:
-                fail(f"warning: --sheet {config.sheet} does nothing for {path} (a CSV file)")
+                warn(
+                    _("--sheet {sheet} does nothing for {path} (a CSV file)").format(
+                        sheet=config.sheet, path=path
+                    )
+                )
     if flags.get("qps_max") is not None and not config.qps_auto:
-        fail("warning: --qps-max does nothing without --qps auto")
+        warn(_("--qps-max does nothing without --qps auto"))
 
 
 def _preflight(config: Config) -> Callable[[Plan], None]:
@@ -508,12 +533,21 @@ def _preflight(config: Config) -> Callable[[Plan], None]:
         if problem is None:
             return
         if config.yes:
-            fail(f"{plan.input}: does not fit the daily quota; sending anyway (--yes)")
+            fail(
+                _("{input}: does not fit the daily quota; sending anyway (--yes)").format(
+                    input=plan.input
+                )
+            )
             return
         if sys.stdin.isatty() and sys.stderr.isatty():
-            if click.confirm(f"top-import: {problem}. Send anyway?", default=False, err=True):
+            question = _("{problem}. Send anyway?").format(problem=problem)
+            if click.confirm(f"top-import: {question}", default=False, err=True):
                 return
-            raise UsageError(f"{plan.input}: not sent (the daily quota check was declined).")
+            raise UsageError(
+                _("{input}: not sent (the daily quota check was declined).").format(
+                    input=plan.input
+                )
+            )
         raise UsageError(problem)
 
     return approve
@@ -541,13 +575,17 @@ def _per_file(
         valid = summary.counts[Status.VALID]
         if valid and config.qps_auto:
             say(
-                f"  sending {plural(valid, 'valid row')} with --qps auto takes as long as the "
-                "app's limit says"
+                _("  sending {rows} with --qps auto takes as long as the app's limit says").format(
+                    rows=plural(valid, "valid row")
+                )
             )
         elif valid:
             say(
-                f"  sending {plural(valid, 'valid row')} at --qps {config.qps:g} would take "
-                f"about {duration_text(valid / config.qps)}"
+                _("  sending {rows} at --qps {qps} would take about {duration}").format(
+                    rows=plural(valid, "valid row"),
+                    qps=f"{config.qps:g}",
+                    duration=duration_text(valid / config.qps),
+                )
             )
     return finish(config, command, summaries, exits.worst(codes), refused)
 
@@ -592,7 +630,11 @@ def report(inputs: tuple[str, ...], config_file: str | None, **flags: Any) -> in
     config = build_config(flags, config_file)
     spec = load_spec(config.api)
     if not config.journal.is_file():
-        raise UsageError(f"There is no journal at {config.journal}; give the run's --journal.")
+        raise UsageError(
+            _("There is no journal at {path}; give the run's --journal.").format(
+                path=config.journal
+            )
+        )
     paths = expand_inputs(inputs, config, say)
     configs = per_input_configs(paths, config, rebuild=True)
     check_outputs(config, configs)
@@ -687,7 +729,11 @@ def simulate(host: str, port: int, **knobs: Any) -> int:
     except KeyboardInterrupt:
         pass
     except OSError as exc:
-        raise UsageError(f"cannot listen on {host}:{port} ({exc.strerror}); try --port.") from None
+        raise UsageError(
+            _("cannot listen on {host}:{port} ({why}); try --port.").format(
+                host=host, port=port, why=exc.strerror
+            )
+        ) from None
     return ExitCode.OK
 
 

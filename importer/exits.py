@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from enum import IntEnum
 
 from importer.errors import AbortedError, ImporterError
+from importer.i18n import N_, _
 from importer.rows import Status
 from importer.steps import StopReason
 from importer.summary import FileSummary
@@ -27,18 +28,20 @@ class ExitCode(IntEnum):
 
     @property
     def meaning(self) -> str:
-        return _MEANINGS[self]
+        """What the code says, in the current language (the code itself is the contract)."""
+        return _(_MEANINGS[self])
 
 
 _MEANINGS = {
-    ExitCode.OK: "every row succeeded, was skipped as already sent, or is valid",
-    ExitCode.ROWS: "some rows failed, are invalid, duplicate, unknown or not sent",
-    ExitCode.USAGE: "nothing was sent: fix the option, input, spec or journal named",
-    ExitCode.ABORTED: "the run stopped early: the platform refused the app, or too many rows "
-    "failed",
-    ExitCode.SIGHUP: "stopped by SIGHUP, after writing the workbook",
-    ExitCode.SIGINT: "stopped by Ctrl-C (SIGINT), after writing the workbook",
-    ExitCode.SIGTERM: "stopped by SIGTERM, after writing the workbook",
+    ExitCode.OK: N_("every row succeeded, was skipped as already sent, or is valid"),
+    ExitCode.ROWS: N_("some rows failed, are invalid, duplicate, unknown or not sent"),
+    ExitCode.USAGE: N_("nothing was sent: fix the option, input, spec or journal named"),
+    ExitCode.ABORTED: N_(
+        "the run stopped early: the platform refused the app, or too many rows failed"
+    ),
+    ExitCode.SIGHUP: N_("stopped by SIGHUP, after writing the workbook"),
+    ExitCode.SIGINT: N_("stopped by Ctrl-C (SIGINT), after writing the workbook"),
+    ExitCode.SIGTERM: N_("stopped by SIGTERM, after writing the workbook"),
 }
 SIGNALS = {1: ExitCode.SIGHUP, 2: ExitCode.SIGINT, 15: ExitCode.SIGTERM}
 ABORTS = frozenset(

@@ -83,6 +83,12 @@ def _(message: str) -> str:
     return translation(current()).gettext(message)
 
 
+def ngettext(singular: str, plural: str, n: int) -> str:
+    """``singular`` or ``plural`` (English, the message ids) as ``n`` asks, in the current
+    language: Chinese has one form (``Plural-Forms: nplurals=1``), ``3 行`` as ``1 行``."""
+    return translation(current()).ngettext(singular, plural, n)
+
+
 def N_(message: str) -> str:  # gettext's name for "mark, translate later"
     """Marks a text kept in a constant for the catalogue; ``_`` translates it where it is used."""
     return message

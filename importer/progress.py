@@ -20,10 +20,14 @@ from pathlib import Path
 from tqdm import tqdm
 
 from importer.events import NO_EVENTS, Event, EventKind, Events
+from importer.i18n import _, pgettext
 from importer.rows import Status
+from importer.summary import listed, plural
 
 LOG_EVERY_S = 5.0
 CHECK_EVERY = 1024  # rows of a fast pass between two looks at the clock
+# The passes (``phase``, an events value: English in both languages), as a person reads them.
+PHASES = ("checking", "pre-flight", "sending", "writing the workbook")
 
 
 class Progress:
@@ -43,15 +47,22 @@ class Progress:
         self._events, self._source, self._phase = events, source or Path(label), phase
         self._counts: Counter[Status] = Counter()
         self._label = label
+        self._description = shown_label(label, phase)  # in the run's language, set by now
         self._clock = clock
         self._started = clock()
         self._last_log = self._started
         self._done = 0
-        self._shown = 0  # rows the bar has been told of
+        self._told = 0  # rows the bar has been told of
         self._quiet = quiet and not enabled
         use_bar = not self._quiet and (sys.stderr.isatty() if enabled is None else enabled)
         self._bar = (
-            tqdm(total=total, desc=label, unit="row", file=sys.stderr, dynamic_ncols=True)
+            tqdm(
+                total=total,
+                desc=self._description,
+                unit=pgettext("progress unit", "row"),
+                file=sys.stderr,
+                dynamic_ncols=True,
+            )
             if use_bar
             else None
         )
@@ -82,8 +93,8 @@ class Progress:
         if self._bar is not None:
             if now - self._last_log >= 0.1 or not postfix:
                 self._last_log = now
-                self._bar.update(self._done - self._shown)
-                self._shown = self._done
+                self._bar.update(self._done - self._told)
+                self._told = self._done
                 if postfix:
                     self._bar.set_postfix(
                         success=self._counts[Status.SUCCESS],
@@ -92,22 +103,27 @@ class Progress:
                     )
         elif now - self._last_log >= LOG_EVERY_S:
             self._last_log = now
-            print(f"top-import: {self._label}: {self.line()}", file=sys.stderr, flush=True)
+            text = _("{label}: {progress}").format(label=self._description, progress=self.line())
+            print(f"top-import: {text}", file=sys.stderr, flush=True)
 
     def line(self) -> str:
+        """``1,234 rows settled (1,200 success, 34 failed), 9.5 rows/s`` (the status words are
+        the contract's in both languages)."""
         rate = self._done / max(self._clock() - self._started, 1e-9)
-        rows = f"{self._done:,} row" if self._done == 1 else f"{self._done:,} rows"
+        rows = plural(self._done, "row")
         if not self._counts:
-            return f"{rows}, {rate:,.0f} rows/s"
-        parts = ", ".join(f"{n:,} {s.value}" for s, n in sorted(self._counts.items()))
-        return f"{rows} settled ({parts}), {rate:.1f} rows/s"
+            return _("{rows}, {rate} rows/s").format(rows=rows, rate=f"{rate:,.0f}")
+        parts = listed([f"{n:,} {s.value}" for s, n in sorted(self._counts.items())])
+        return _("{rows} settled ({statuses}), {rate} rows/s").format(
+            rows=rows, statuses=parts, rate=f"{rate:.1f}"
+        )
 
     def close(self) -> None:
         if self._events:
             self._events(Event(EventKind.PASS_ENDED, self._source, self._phase, self._done))
         if self._bar is not None:
-            self._bar.update(self._done - self._shown)
-            self._shown = self._done
+            self._bar.update(self._done - self._told)
+            self._told = self._done
             if self._counts:
                 self._bar.set_postfix(
                     success=self._counts[Status.SUCCESS],
@@ -115,3 +131,12 @@ class Progress:
                     refresh=False,
                 )
             self._bar.close()
+
+
+def shown_label(label: str, phase: str) -> str:
+    """The pass as a person reads it: the pipeline's ``t.csv: sending`` with the phase in the
+    current language (``t.csv：发送``)."""
+    name, colon, tail = label.rpartition(": ")
+    if not colon or tail != phase or phase not in PHASES:
+        return label
+    return _("{input}: {phase}").format(input=name, phase=pgettext("phase", phase))

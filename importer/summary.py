@@ -16,7 +16,8 @@ from urllib.parse import urlsplit
 
 from importer import __version__
 from importer.advice import sub_code_advice
-from importer.labels import Item, label
+from importer.i18n import N_, _, ngettext, pgettext
+from importer.labels import Item, Sheet, label
 from importer.pacing import AUTO_START_QPS
 from importer.protocol import platform_stamp
 from importer.rows import Outcome, Status
@@ -95,13 +96,20 @@ class FileSummary:
         """What a person reads under the summary line, before opening the workbook: ``412
         rows invalid: case_id rounded by Excel (e.g. row 8)``, the commonest reasons first."""
         lines = [
-            f"  {plural(n, 'row')} invalid: {reason}"
-            + (f" (e.g. row {row})" if row is not None else "")
+            (
+                _("  {rows} invalid: {reason} (e.g. row {row})")
+                if row is not None
+                else _("  {rows} invalid: {reason}")
+            ).format(rows=plural(n, "row"), reason=reason, row=row)
             for reason, n, row in self.top_reasons(limit)
         ]
         others = len(self.reasons) - limit
         if others > 0:
-            lines.append(f"  and {plural(others, 'other reason')}: see the failed sheet")
+            lines.append(
+                _("  and {others}: see the {sheet} sheet").format(
+                    others=plural(others, "other reason"), sheet=label(Sheet.FAILED)
+                )
+            )
         return lines
 
     def sheet(self) -> list[tuple[str, object]]:
@@ -147,12 +155,23 @@ class FileSummary:
         """The ``summary`` sheet, top to bottom, for the exit code this input ends with."""
         rows = sum(self.counts.values())
         done = self.counts[Status.SUCCESS] + self.counts[Status.VALID]
-        share = f" ({done / rows:.1%})" if rows else ""
         word = "valid" if self.command in ("validate", "dry-run") else "success"
-        headline = f"{self.input.name}: {plural(rows, 'row')}, {done:,} {word}{share}"
+        headline = (
+            _("{input}: {rows}, {done} {status} ({share})")
+            if rows
+            else _("{input}: {rows}, {done} {status}")
+        ).format(
+            input=self.input.name,
+            rows=plural(rows, "row"),
+            done=f"{done:,}",
+            status=word,
+            share=f"{done / rows:.1%}" if rows else "",
+        )
         headline += f" · {duration_text(self.ended - self.started)}"
         if self.calls:
-            headline += f" · {plural(self.calls, 'call')}, {self.calls_per_second:.1f} calls/s"
+            headline += _(" · {calls}, {rate} calls/s").format(
+                calls=plural(self.calls, "call"), rate=f"{self.calls_per_second:.1f}"
+            )
         codes = [
             (
                 sub_code,
@@ -166,7 +185,7 @@ class FileSummary:
         minutes = [(minute_stamp(start), n) for start, n in self.per_minute]
         return Dashboard(
             headline=headline,
-            verdict=f"exit {code}: {meaning}",
+            verdict=_("exit {code}: {meaning}").format(code=code, meaning=meaning),
             statuses=[(s.value, self.counts[s]) for s in Status if self.counts[s]],
             codes=codes,
             per_minute=minutes,
@@ -245,17 +264,58 @@ def minute_stamp(epoch: float) -> str:
     return moment.strftime("%H:%M" if moment.date() == today else "%m-%d %H:%M")
 
 
+# The nouns the sentences count, as gettext's (singular, plural) message ids: Chinese counts
+# them in its one form with the noun's measure word (3 行, 3 次调用, 其他 3 种原因). A noun
+# missing here is counted in English in both languages (a test checks every one has Chinese).
+_COUNTED: dict[str, tuple[str, str]] = {
+    "row": ("{n} row", "{n} rows"),
+    "valid row": ("{n} valid row", "{n} valid rows"),
+    "call": ("{n} call", "{n} calls"),
+    "throttle": ("{n} throttle", "{n} throttles"),
+    "other reason": ("{n} other reason", "{n} other reasons"),
+    "other run": ("{n} other run", "{n} other runs"),
+    "entry": ("{n} entry", "{n} entries"),
+    "decision": ("{n} decision", "{n} decisions"),
+}
+
+
 def plural(n: int, word: str, many: str | None = None) -> str:
-    """``1 row``, ``2 rows``, ``1,234 rows``; ``many`` where adding an s is wrong (entries)."""
-    return f"{n:,} {word}" if n == 1 else f"{n:,} {many or word + 's'}"
+    """``1 row``, ``2 rows``, ``1,234 rows`` (Chinese: ``1,234 行``); ``many`` where adding an s
+    is wrong (entries)."""
+    one, other = _COUNTED.get(word, ("{n} " + _braced(word), "{n} " + _braced(many or word + "s")))
+    return ngettext(one, other, n).format(n=f"{n:,}")
+
+
+def _braced(text: str) -> str:
+    return text.replace("{", "{{").replace("}", "}}")
 
 
 def duration_text(seconds: float) -> str:
-    """``2h05m09s``, ``2m10s``, ``7s``; a moment is ``1s``, not ``0s``."""
+    """``2h05m09s``, ``2m10s``, ``7s`` (Chinese: ``2小时05分09秒``); a moment is ``1s``, not
+    ``0s``."""
     seconds = max(1, round(seconds)) if seconds > 0 else 0
     h, rest = divmod(seconds, 3600)
     m, s = divmod(rest, 60)
-    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s" if m else f"{s}s"
+    if h:
+        return _("{h}h{m}m{s}s").format(h=h, m=f"{m:02d}", s=f"{s:02d}")
+    if m:
+        return _("{m}m{s}s").format(m=m, s=f"{s:02d}")
+    return _("{s}s").format(s=s)
+
+
+def listed(parts: list[str]) -> str:
+    """``a, b, c`` with the language's separator (Chinese: ``a，b，c``)."""
+    return pgettext("list", ", ").join(parts)
+
+
+# What the pre-flight holds back, by kind ({n}: how many rows), in Plan.line's order.
+HELD = (
+    N_("{n} already sent"),
+    N_("{n} duplicate"),
+    N_("{n} invalid"),
+    N_("{n} unknown, not resent"),
+    N_("{n} marked done, not sent"),
+)
 
 
 @dataclass(frozen=True)
@@ -297,57 +357,79 @@ class Plan:
 
     def line(self) -> str:
         """``t.csv: 1,234 rows to send (56 already sent, 3 duplicate); about 2m10s at 9.5 ...``"""
-        held = [
-            f"{n:,} {what}"
-            for n, what in (
-                (self.already_sent, "already sent"),
-                (self.duplicate, "duplicate"),
-                (self.invalid, "invalid"),
-                (self.unknown, "unknown, not resent"),
-                (self.done, "marked done, not sent"),
-            )
-            if n
-        ]
-        text = f"{self.input}: {plural(self.to_send, 'row')} to send"
-        if held:
-            text += f" ({', '.join(held)})"
+        counts = (self.already_sent, self.duplicate, self.invalid, self.unknown, self.done)
+        held = [_(what).format(n=f"{n:,}") for n, what in zip(counts, HELD, strict=True) if n]
+        rows = plural(self.to_send, "row")
+        text = (
+            _("{input}: {rows} to send ({held})") if held else _("{input}: {rows} to send")
+        ).format(input=self.input, rows=rows, held=listed(held))
         if self.to_send and self.rate is None:
-            joined = " (the limit of the runs already sending for this app key)"
             text += (
-                f"; --qps auto: from {self.auto_start:g} calls/s{joined if self.joins else ''} "
-                f"up to the rate the platform allows (at most {self.qps_max:,g})"
-            )
+                _(
+                    "; --qps auto: from {start} calls/s (the limit of the runs already sending "
+                    "for this app key) up to the rate the platform allows (at most {most})"
+                )
+                if self.joins
+                else _(
+                    "; --qps auto: from {start} calls/s up to the rate the platform allows "
+                    "(at most {most})"
+                )
+            ).format(start=f"{self.auto_start:g}", most=f"{self.qps_max:,g}")
         elif self.to_send and self.rate:
             rate = f"{self.rate:,.0f}" if self.rate >= 100 else f"{self.rate:.3g}"
-            text += f"; about {duration_text(self.to_send / self.rate)} at {rate} calls/s"
+            text += _("; about {duration} at {rate} calls/s").format(
+                duration=duration_text(self.to_send / self.rate), rate=rate
+            )
             if self.sharing:
-                others = plural(self.sharing, "other run")
-                verb = "is" if self.sharing == 1 else "are"
-                text += f" (its share: {others} {verb} sending for this app key)"
+                text += ngettext(
+                    " (its share: {others} is sending for this app key)",
+                    " (its share: {others} are sending for this app key)",
+                    self.sharing,
+                ).format(others=plural(self.sharing, "other run"))
         if self.daily_quota is not None:
             text += (
-                f"; daily quota {self.daily_quota:,}: {plural(self.used_today, 'call')} used "
-                f"today (GMT+8), {self._reserved()}{self.quota_left:,} left"
+                _(
+                    "; daily quota {quota}: {used} used today (GMT+8), {reserved} planned by "
+                    "{runs} sending now, {left} left"
+                )
+                if self.reserved
+                else _("; daily quota {quota}: {used} used today (GMT+8), {left} left")
+            ).format(
+                quota=f"{self.daily_quota:,}",
+                used=plural(self.used_today, "call"),
+                reserved=f"{self.reserved:,}",
+                runs=plural(self.reserving, "other run"),
+                left=f"{self.quota_left:,}",
             )
         return text
-
-    def _reserved(self) -> str:
-        if not self.reserved:
-            return ""
-        return f"{self.reserved:,} planned by {plural(self.reserving, 'other run')} sending now, "
 
     def problem(self) -> str | None:
         """Why the run should not start unasked (it does not fit the daily quota), or None."""
         if self.fits:
             return None
         left = self.quota_left or 0
-        taken = f"{self.used_today:,} used today"
-        if self.reserved:
-            taken += f", {self.reserved:,} planned by the runs sending now"
-        return (
-            f"{self.input}: sending {plural(self.to_send, 'row')} takes at least "
-            f"{plural(self.to_send, 'call')}, but only {left:,} of the daily quota of "
-            f"{self.daily_quota:,} {'is' if left == 1 else 'are'} left ({taken}); rerun with "
-            "--yes, or after 00:00 GMT+8"
-            + (", or when they have finished" if self.reserved else "")
+        taken = (
+            _("{used} used today, {reserved} planned by the runs sending now")
+            if self.reserved
+            else _("{used} used today")
+        ).format(used=f"{self.used_today:,}", reserved=f"{self.reserved:,}")
+        todo = (
+            _("rerun with --yes, or after 00:00 GMT+8, or when they have finished")
+            if self.reserved
+            else _("rerun with --yes, or after 00:00 GMT+8")
+        )
+        return ngettext(
+            "{input}: sending {rows} takes at least {calls}, but only {left} of the daily quota "
+            "of {quota} is left ({taken}); {todo}",
+            "{input}: sending {rows} takes at least {calls}, but only {left} of the daily quota "
+            "of {quota} are left ({taken}); {todo}",
+            left,
+        ).format(
+            input=self.input,
+            rows=plural(self.to_send, "row"),
+            calls=plural(self.to_send, "call"),
+            left=f"{left:,}",
+            quota=f"{self.daily_quota:,}",
+            taken=taken,
+            todo=todo,
         )

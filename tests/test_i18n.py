@@ -49,10 +49,17 @@ def test_every_message_has_a_chinese_translation_with_the_same_placeholders():
     messages = [m for m in _catalogue() if m.id]
     assert messages
     for message in messages:
-        assert message.string, f"no Chinese for {message.id!r}"
-        assert set(re.findall(r"\{[^}]*\}", message.id)) == set(
-            re.findall(r"\{[^}]*\}", message.string)
-        ), f"a placeholder changed in {message.id!r}"
+        # a plural entry (ngettext) has two ids and a form per plural (Chinese: one)
+        ids, strings = (
+            (message.id, message.string)
+            if message.pluralizable
+            else ((message.id,), (message.string,))
+        )
+        assert all(strings), f"no Chinese for {message.id!r}"
+        for text in (*ids, *strings):
+            assert set(re.findall(r"\{[^}]*\}", ids[0])) == set(re.findall(r"\{[^}]*\}", text)), (
+                f"a placeholder changed in {message.id!r}"
+            )
 
 
 def test_the_shipped_mo_is_the_po_compiled():
@@ -60,7 +67,10 @@ def test_the_shipped_mo_is_the_po_compiled():
     with MO.open("rb") as fh:
         shipped = gettext.GNUTranslations(fh)
     for message in _catalogue():
-        if message.id:
+        if message.pluralizable:
+            for n in (1, 2):
+                assert shipped.ngettext(*message.id, n) == message.string[0], message.id
+        elif message.id:
             context = message.context
             got = shipped.pgettext(context, message.id) if context else shipped.gettext(message.id)
             assert got == message.string, message.id
