@@ -92,3 +92,9 @@ def ngettext(singular: str, plural: str, n: int) -> str:
 def N_(message: str) -> str:  # gettext's name for "mark, translate later"
     """Marks a text kept in a constant for the catalogue; ``_`` translates it where it is used."""
     return message
+
+
+def both(template: str, **values: object) -> tuple[str, str]:
+    """``template`` filled in English (a key things are counted by, the same in every language)
+    and in the current language (what a person reads)."""
+    return template.format(**values), _(template).format(**values)

@@ -76,6 +76,13 @@ def is_label(text: object, key: str) -> bool:
     return key_of(text, (key,)) is not None
 
 
+def shown_status(word: str) -> str:
+    """A status word as the dashboard shows it: the word in English, ``成功 (success)`` in
+    Chinese. A status *cell* stays the word itself (what is filtered, fed back and compared)."""
+    shown = pgettext("status", word)
+    return word if shown == word else f"{shown} ({word})"
+
+
 def sheet_in(names: Iterable[str], key: str) -> str | None:
     """The name a workbook gives the sheet ``key`` (its label now, or one it had), or None."""
     return next((name for name in names if is_label(name, key)), None)

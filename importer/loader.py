@@ -43,7 +43,7 @@ from python_calamine import (
 )
 
 from importer.errors import InputError
-from importer.i18n import _
+from importer.i18n import N_, _, both
 from importer.labels import DECISION, SOURCE_ROW, Item, Sheet, is_label, key_of, sheet_in
 from importer.rows import EXACT_FLOAT_LIMIT, RESULT_COLUMNS, Row
 from importer.spec import ApiSpec, normalise_header
@@ -138,10 +138,10 @@ class InputTable:
                 continue
             if unquote:
                 raw = unquoted(raw)
-            problem = ""
+            problem = shown_problem = ""
             cells = raw
             if len(raw) != width:
-                cells, problem = _fit(raw, width)
+                cells, problem, shown_problem = _fit(raw, width)
             if keep is not None:
                 cells = [cells[i] for i in keep]
                 if numeric:
@@ -149,42 +149,53 @@ class InputTable:
             if blank(cells):
                 continue  # blank: counted, not yielded
             if workbook and not problem:
-                problem = _cut_cell(cells, self.headers)
+                problem, shown_problem = _cut_cell(cells, self.headers)
             shown = raw[origin].strip() if origin is not None and origin < len(raw) else ""
             first = int(shown) if shown.isascii() and shown.isdigit() else None
             decided = None
             if decision is not None:
                 decided = raw[decision].strip() if decision < len(raw) else ""
-            yield Row(number, tuple(cells), numeric, problem, first, decided)
+            yield Row(number, tuple(cells), numeric, problem, first, decided, shown_problem)
 
 
 EXCEL_CELL_LIMIT = 32_767  # characters a workbook cell holds; Excel and xlsxwriter cut longer text
 
 
-def _cut_cell(cells: list[str], headers: tuple[str, ...]) -> str:
+def _cut_cell(cells: list[str], headers: tuple[str, ...]) -> tuple[str, str]:
     """A cell as long as a workbook cell can be may have been cut (a result workbook cuts longer
-    text, and so does Excel): the row must not send it as if it were whole."""
+    text, and so does Excel): the row must not send it as if it were whole. The problem in
+    English and as shown, or two empty texts."""
     for i, cell in enumerate(cells):
         if len(cell) >= EXCEL_CELL_LIMIT:
             name = headers[i] if i < len(headers) else f"column {i + 1}"
-            return (
-                f"{name} holds {len(cell):,} characters, the most a workbook cell can: it may "
-                "have been cut; take the whole value from the original file (or use CSV)"
+            return both(
+                N_(
+                    "{name} holds {length} characters, the most a workbook cell can: it may "
+                    "have been cut; take the whole value from the original file (or use CSV)"
+                ),
+                name=name,
+                length=f"{len(cell):,}",
             )
-    return ""
+    return "", ""
 
 
-def _fit(cells: list[str], width: int) -> tuple[list[str], str]:
-    """Pad a short row; a row with extra non-empty cells is kept, cut, and marked invalid."""
+def _fit(cells: list[str], width: int) -> tuple[list[str], str, str]:
+    """Pad a short row; a row with extra non-empty cells is kept, cut, and marked invalid (the
+    problem in English and as shown)."""
     if len(cells) < width:
-        return cells + [""] * (width - len(cells)), ""
+        return cells + [""] * (width - len(cells)), "", ""
     extra = [c for c in cells[width:] if c.strip()]
     if not extra:
-        return cells[:width], ""
+        return cells[:width], "", ""
     shown = ", ".join(repr(c) for c in extra[:3]) + (", ..." if len(extra) > 3 else "")
-    return cells[:width], (
-        f"the row has {len(cells)} cells but the header has {width} (extra: {shown}); "
-        "quote values that contain the delimiter, or add a header for the extra column"
+    return cells[:width], *both(
+        N_(
+            "the row has {count} cells but the header has {width} (extra: {extra}); "
+            "quote values that contain the delimiter, or add a header for the extra column"
+        ),
+        count=len(cells),
+        width=width,
+        extra=shown,
     )
 
 

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
 
+from importer.i18n import N_, _, both
 from importer.rows import (
     EXACT_FLOAT_LIMIT,
     EXCEL_DIGITS,
@@ -50,12 +51,12 @@ _INTEGER = re.compile(r"^[+-]?(\d+)(?:\.0*)?$")
 _SCIENTIFIC = re.compile(r"^[+-]?\d+(?:[.,]\d*)?[eE][+-]?\d+$")
 # What to do about a rounded ID: in the user's own file, and in a result workbook of top-import
 # fed back (whose ID columns are formatted as Text, so a full ID typed there stays whole).
-FIX_EXCEL = "format the column as Text in Excel, re-enter the full values and export again"
-FIX_IN_RESULT = (
+FIX_EXCEL = N_("format the column as Text in Excel, re-enter the full values and export again")
+FIX_IN_RESULT = N_(
     "type the full value into this cell (the column is formatted as Text, so it stays whole) "
     "and run the sheet again"
 )
-ROUNDED = "rounded by Excel"  # the rule of every way a rounded number shows
+ROUNDED = N_("rounded by Excel")  # the rule of every way a rounded number shows
 _TRUE = frozenset({"true", "1", "yes", "y", "是"})
 _FALSE = frozenset({"false", "0", "no", "n", "否"})
 _DATE = re.compile(r"^(\d{4})[-/](\d{1,2})[-/](\d{1,2})(?:[ T]+(\d{1,2}):(\d{2})(?::(\d{2}))?)?$")
@@ -65,20 +66,27 @@ _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 class _FieldError(ValueError):
-    """A cell breaking a rule: the message (after the field and the value), the rule alone (by
-    which invalid rows are counted), and whether it is a number Excel rounded (what to do about
-    it depends on the file: ``RowValidator``)."""
+    """A cell breaking a rule: the message (after the field and the value, in the run's
+    language), the rule alone in English (by which invalid rows are counted: the keys of the
+    summary's ``invalid_reasons``) and as a person reads it (``shown``: the English rule is its
+    message id), and whether it is a number Excel rounded (what to do about it depends on the
+    file: ``RowValidator``)."""
 
-    def __init__(self, message: str, rule: str, rounded: bool = False) -> None:
+    def __init__(
+        self, message: str, rule: str, shown: str | None = None, rounded: bool = False
+    ) -> None:
         super().__init__(message)
         self.rule = rule
+        self.shown = _(rule) if shown is None else shown
         self.rounded = rounded
 
 
 def _rounded(how: str, rule: str = ROUNDED) -> _FieldError:
     return _FieldError(
-        f"{how}, so Excel has rounded it to {EXCEL_DIGITS} significant digits and its last "
-        "digits are lost",
+        _(
+            "{how}, so Excel has rounded it to {digits} significant digits and its last "
+            "digits are lost"
+        ).format(how=how, digits=EXCEL_DIGITS),
         rule,
         rounded=True,
     )
@@ -88,32 +96,33 @@ def parse_number(text: str, from_number_cell: bool) -> int:
     """An integer in int64 written as digits (``200110004`` or ``200110004.0``)."""
     if _SCIENTIFIC.match(text):
         raise _rounded(
-            "is in scientific notation (or is not a whole number written out)",
-            "is in scientific notation",
+            _("is in scientific notation (or is not a whole number written out)"),
+            N_("is in scientific notation"),
         )
     match = _INTEGER.match(text)
     if not match:
         raise _FieldError(
-            "must be a whole number (Number: an integer, e.g. 200110004)", "is not a whole number"
+            _("must be a whole number (Number: an integer, e.g. 200110004)"),
+            N_("is not a whole number"),
         )
     # int() refuses more than 4300 digits (a ValueError, not our row error): check length first.
     if len(match.group(1).lstrip("0")) > len(str(INT64_MAX)):
-        raise _FieldError("is outside the int64 range of a Number", "is outside int64")
+        raise _FieldError(_("is outside the int64 range of a Number"), N_("is outside int64"))
     value = int(text.split(".", 1)[0])
     if not INT64_MIN <= value <= INT64_MAX:
-        raise _FieldError("is outside the int64 range of a Number", "is outside int64")
+        raise _FieldError(_("is outside the int64 range of a Number"), N_("is outside int64"))
     if from_number_cell and abs(value) > EXACT_FLOAT_LIMIT:
-        raise _rounded("came from a number cell beyond 2^53")
+        raise _rounded(_("came from a number cell beyond 2^53"))
     return value
 
 
 def check_string(text: str, from_number_cell: bool) -> str:
     """A String value, refused where it shows Excel's 15-digit rounding."""
     if _SCIENTIFIC.match(text):
-        raise _rounded("is in scientific notation")
+        raise _rounded(_("is in scientific notation"))
     if from_number_cell and rounded_by_excel(text):
         digits = sum(ch.isdigit() for ch in text)
-        raise _rounded(f"came from a number cell of {digits} digits")
+        raise _rounded(_("came from a number cell of {digits} digits").format(digits=digits))
     return text
 
 
@@ -124,21 +133,25 @@ def parse_boolean(text: str) -> bool:
     if folded in _FALSE:
         return False
     raise _FieldError(
-        "must be true or false (Boolean: true/false, 1/0, yes/no, 是/否)", "is not true or false"
+        _("must be true or false (Boolean: true/false, 1/0, yes/no, 是/否)"),
+        N_("is not true or false"),
     )
 
 
 def parse_date(text: str) -> str:
     """A date, with or without a time, as ``yyyy-MM-dd HH:mm:ss``."""
     match = _DATE.match(text)
-    rule = "must be a date written yyyy-MM-dd HH:mm:ss (or yyyy-MM-dd)"
+    rule = _("must be a date written yyyy-MM-dd HH:mm:ss (or yyyy-MM-dd)")
     if not match:
-        raise _FieldError(rule, "is not a date")
+        raise _FieldError(rule, N_("is not a date"))
     year, month, day, hour, minute, second = (int(g) if g else 0 for g in match.groups())
     try:
         value = datetime(year, month, day, hour, minute, second)
     except ValueError as exc:
-        raise _FieldError(f"is not a real date or time ({exc}); {rule}", "is not a date") from None
+        raise _FieldError(
+            _("is not a real date or time ({why}); {rule}").format(why=exc, rule=rule),
+            N_("is not a date"),
+        ) from None
     return value.strftime("%Y-%m-%d %H:%M:%S")
 
 
@@ -146,13 +159,15 @@ def _check_rules(fspec: FieldSpec, value: str) -> None:
     """``max_length`` and ``allowed`` for one value (a list's item, or the field's value)."""
     if fspec.max_length is not None and len(value) > fspec.max_length:
         raise _FieldError(
-            f"is {len(value)} characters long; at most {fspec.max_length} are allowed",
-            f"is longer than {fspec.max_length} characters",
+            _("is {length} characters long; at most {most} are allowed").format(
+                length=len(value), most=fspec.max_length
+            ),
+            *both(N_("is longer than {most} characters"), most=fspec.max_length),
         )
     if fspec.allowed and value not in fspec.allowed:
         raise _FieldError(
-            f"is not one of the allowed values: {', '.join(fspec.allowed)}",
-            "is not an allowed value",
+            _("is not one of the allowed values: {values}").format(values=", ".join(fspec.allowed)),
+            N_("is not an allowed value"),
         )
 
 
@@ -178,21 +193,27 @@ def convert(fspec: FieldSpec, text: str, numeric: bool) -> object:
     items = [item.strip() for item in _LIST_SEPARATOR.split(text)]
     if not all(items):
         raise _FieldError(
-            "has an empty item; separate the items of a list with single commas",
-            "has an empty item",
+            _("has an empty item; separate the items of a list with single commas"),
+            N_("has an empty item"),
         )
     if fspec.max_items is not None and len(items) > fspec.max_items:
         raise _FieldError(
-            f"has {len(items)} items; at most {fspec.max_items} are allowed",
-            f"has more than {fspec.max_items} items",
+            _("has {count} items; at most {most} are allowed").format(
+                count=len(items), most=fspec.max_items
+            ),
+            *both(N_("has more than {most} items"), most=fspec.max_items),
         )
     values = []
     for item in items:
         try:
             values.append(_scalar(fspec, fspec.item_type, item, numeric))
         except _FieldError as exc:
-            rule = exc.rule if exc.rounded else f"has an item that {exc.rule}"
-            raise _FieldError(f"has an item {item!r} that {exc}", rule, exc.rounded) from None
+            message = _("has an item {item} that {problem}").format(item=repr(item), problem=exc)
+            if exc.rounded:
+                raise _FieldError(message, exc.rule, exc.shown, rounded=True) from None
+            rule = f"has an item that {exc.rule}"
+            shown = _("has an item that {rule}").format(rule=exc.shown)
+            raise _FieldError(message, rule, shown) from None
     return values
 
 
@@ -236,7 +257,8 @@ class RowValidator:
 
     def validate(self, row: Row) -> RequestRecord | RowError:
         if row.problem:
-            return RowError(row.source_row, "", "", row.problem, row.problem)
+            shown = row.shown_problem or row.problem
+            return RowError(row.source_row, "", "", shown, row.problem, shown)
         cells = row.cells
         if _CONTROL.search("".join(cells)):
             return self._control(row)
@@ -248,18 +270,21 @@ class RowValidator:
             text = raw.strip()
             if not text:
                 if fspec.required:
-                    message = f"{fspec.name} is required but empty"
-                    return RowError(row.source_row, fspec.name, raw, message, message)
+                    rule, shown = both(N_("{field} is required but empty"), field=fspec.name)
+                    return RowError(row.source_row, fspec.name, raw, shown, rule, shown)
                 continue
             numeric = index in row.numeric
             try:
                 value = converter(text, numeric)
             except _FieldError as exc:
-                message = f"{fspec.name} {text!r} {exc}"
+                message = _("{field} {value} {problem}").format(
+                    field=fspec.name, value=repr(text), problem=exc
+                )
                 if exc.rounded:
-                    message += f"; {self._fix_rounded}"
+                    message = _("{first}; {then}").format(first=message, then=_(self._fix_rounded))
                 rule = f"{fspec.name} {exc.rule}"
-                return RowError(row.source_row, fspec.name, raw, message, rule)
+                shown = _("{field} {rule}").format(field=fspec.name, rule=exc.shown)
+                return RowError(row.source_row, fspec.name, raw, message, rule, shown)
             if fspec.is_flat:
                 flat.append((fspec.name, as_text(value)))
             else:
@@ -281,16 +306,16 @@ class RowValidator:
             found = _CONTROL.search(cell)
             if found is None:
                 continue
-            name = self._names.get(index, f"column {index + 1}")
+            english = self._names.get(index, f"column {index + 1}")  # the rule's key
+            name = self._names.get(index) or _("column {number}").format(number=index + 1)
             char = found.group()
-            message = (
-                f"{name} holds the control character U+{ord(char):04X} at character "
-                f"{found.start() + 1}; it is invisible in Excel and is never sent: delete it "
-                "(retype the cell) and run again"
-            )
-            return RowError(
-                row.source_row, name, cell, message, f"{name} holds a control character"
-            )
+            message = _(
+                "{name} holds the control character {char} at character {at}; it is invisible "
+                "in Excel and is never sent: delete it (retype the cell) and run again"
+            ).format(name=name, char=f"U+{ord(char):04X}", at=found.start() + 1)
+            template = N_("{name} holds a control character")
+            rule, shown = template.format(name=english), _(template).format(name=name)
+            return RowError(row.source_row, name, cell, message, rule, shown)
         raise AssertionError("no control character")  # pragma: no cover - searched before
 
 

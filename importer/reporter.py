@@ -60,7 +60,8 @@ from xlsxwriter.exceptions import XlsxWriterException
 
 from importer.config import is_result_name
 from importer.errors import UsageError
-from importer.labels import DECISION, ERROR, SOURCE_ROW, Sheet, is_label, label
+from importer.i18n import _, pgettext
+from importer.labels import DECISION, ERROR, SOURCE_ROW, Sheet, is_label, label, shown_status
 from importer.loader import cell_text
 from importer.processes import pid_alive
 from importer.rows import (
@@ -134,7 +135,7 @@ def part_title(name: str, part: int) -> str:
 def is_part_of(title: str, key: str) -> bool:
     """Whether ``title`` is a part of the sheet ``key`` (``results``, ``results_2``...), by any
     label the sheet has had (``labels``)."""
-    base, _, part = title.rpartition("_")
+    base, _sep, part = title.rpartition("_")
     return is_label(title, key) or (part.isdigit() and is_label(base, key))
 
 
@@ -186,7 +187,9 @@ class ReportWriter:
         suffix = self.path.suffix.lower()
         if not is_result_name(self.path):
             raise UsageError(
-                f"Cannot write the result file {self.path}: its name must end with .xlsx or .csv."
+                _(
+                    "Cannot write the result file {path}: its name must end with .xlsx or .csv."
+                ).format(path=self.path)
             )
         self._prepare_directory()
         self._remove_stale()
@@ -304,8 +307,10 @@ class ReportWriter:
     def _prepare_directory(self) -> None:
         if self.path.is_dir():
             raise UsageError(
-                f"Cannot write the result file {self.path}: it is a directory; "
-                "give a file name ending with .xlsx or .csv."
+                _(
+                    "Cannot write the result file {path}: it is a directory; "
+                    "give a file name ending with .xlsx or .csv."
+                ).format(path=self.path)
             )
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -315,8 +320,10 @@ class ReportWriter:
     def _unwritable(self, exc: BaseException) -> UsageError:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         return UsageError(
-            f"Cannot write the result file {self.path} ({reason}); "
-            "choose a path in a writable directory with free space."
+            _(
+                "Cannot write the result file {path} ({reason}); "
+                "choose a path in a writable directory with free space."
+            ).format(path=self.path, reason=reason)
         )
 
 
@@ -599,42 +606,54 @@ def _write_dashboard(workbook: Any, looks: _Looks, board: Dashboard) -> None:
         row = first + max(len(rows), 1) + 1
         return first
 
-    total = sum(n for _, n in board.statuses) or 1
-    first = table("Rows per status", ("status", "rows", "share"), [])
+    total = sum(n for _status, n in board.statuses) or 1
+    per_status = _("Rows per status")
+    first = table(per_status, (pgettext("column", "status"), _("rows"), _("share")), [])
     for offset, (status, n) in enumerate(board.statuses):  # rows in order (constant_memory)
-        write(first + offset, 0, status, looks.status.get(status))
+        write(first + offset, 0, shown_status(status), looks.status.get(status))
         sheet._write_number(first + offset, 1, n)
         sheet._write_number(first + offset, 2, n / total, looks.percent)
     row = first + max(len(board.statuses), 1) + 1
     if board.statuses:
         colours = [
             {"fill": {"color": _STATUS_COLOURS.get(s, ("", "#BFBFBF"))[1]}}
-            for s, _ in board.statuses
+            for s, _n in board.statuses
         ]
         series = {"points": colours, "data_labels": {"value": True}}
-        chart = _chart(workbook, "column", "Rows per status", first, len(board.statuses), series)
+        chart = _chart(workbook, "column", per_status, first, len(board.statuses), series)
         charts.append((first - 2, chart))
     if board.reasons:  # the reason last: long text, it runs on over the empty cells right
         table(
-            "Invalid rows by reason",
-            ("rows", "example row", "reason (field and rule)"),
-            [(n, f"row {row}" if row is not None else "", why) for why, n, row in board.reasons],
+            _("Invalid rows by reason"),
+            (_("rows"), _("example row"), _("reason (field and rule)")),
+            [
+                (n, _("row {row}").format(row=row) if row is not None else "", why)
+                for why, n, row in board.reasons
+            ],
         )
     if board.codes:
+        top = _("Top sub_codes")
         first = table(
-            "Top sub_codes",
-            ("sub_code", "rows", "the platform's message", "example row", "what to do"),
+            top,
+            (
+                pgettext("column", "sub_code"),
+                _("rows"),
+                _("the platform's message"),
+                _("example row"),
+                _("what to do"),
+            ),
             board.codes,
         )
         series = {"fill": {"color": "#FFC7CE"}, "border": {"color": "#9C0006"}}
-        chart = _chart(workbook, "bar", "Top sub_codes", first, len(board.codes), series)
+        chart = _chart(workbook, "bar", top, first, len(board.codes), series)
         chart.set_y_axis({"reverse": True})
         charts.append((first - 2, chart))
-    table("Run", SUMMARY_HEADER, [(str(item), value) for item, value in board.run])
+    header = tuple(pgettext("column", name) for name in SUMMARY_HEADER)
+    table(_("Run"), header, [(str(item), value) for item, value in board.run])
     if board.per_minute:
-        first = table("Calls per minute", ("minute", "calls"), board.per_minute)
+        first = table(_("Calls per minute"), (_("minute"), _("calls")), board.per_minute)
         marker = {"type": "circle" if len(board.per_minute) < 30 else "none"}
-        title = "Calls per minute (local time)"
+        title = _("Calls per minute (local time)")
         chart = _chart(workbook, "line", title, first, len(board.per_minute), {"marker": marker})
         charts.append((first - 2, chart))
     at = 3  # the charts stack down column G, never over each other

@@ -34,14 +34,15 @@ class Status(str, Enum):
 class Row:
     """One non-header line of an input file.
 
-    ``source_row`` is the row number the user sees (header = 1), ``origin_row`` the one of the
-    original file when the input is a report of top-import (its ``source_row`` column);
-    ``cells`` are the cells as read,
-    in column order; ``numeric`` holds the indexes of cells that were number cells in a workbook
-    (their text may already be rounded by Excel); ``problem`` is set when the loader could not
-    line the row up with the header (the row is then invalid, the others still go);
-    ``decision`` is the ``decision`` cell of a ``check`` sheet fed back (None for any other
-    input), what a person found on the platform about an ``unknown`` row.
+        ``source_row`` is the row number the user sees (header = 1), ``origin_row`` the one of the
+        original file when the input is a report of top-import (its ``source_row`` column);
+        ``cells`` are the cells as read,
+        in column order; ``numeric`` holds the indexes of cells that were number cells in a workbook
+        (their text may already be rounded by Excel); ``problem`` is set when the loader could not
+        line the row up with the header (the row is then invalid, the others still go; in English,
+    and as a person reads it in ``shown_problem``);
+        ``decision`` is the ``decision`` cell of a ``check`` sheet fed back (None for any other
+        input), what a person found on the platform about an ``unknown`` row.
     """
 
     source_row: int
@@ -50,6 +51,7 @@ class Row:
     problem: str = ""
     origin_row: int | None = None  # in a report fed back: the row of the original file
     decision: str | None = None
+    shown_problem: str = ""  # ``problem`` (English, the key rows are counted by) as shown
 
     @property
     def shown_row(self) -> int:
@@ -84,6 +86,7 @@ class RowError:
     value: str
     message: str
     rule: str = field(default="", compare=False)
+    shown_rule: str = field(default="", compare=False)  # ``rule`` in the run's language
 
 
 @dataclass(slots=True)
@@ -103,8 +106,10 @@ class Outcome:
     # attempts whose request left the machine (None: all of them); the daily quota counts these
     sent: int | None = None
     # an invalid row's reason without its value ("case_id came from a number cell ..."), to
-    # count rows by reason; not a report column, not kept in the journal
+    # count rows by reason (in English: the summary JSON's keys); not a report column, not
+    # kept in the journal
     reason: str = ""
+    shown_reason: str = ""  # ``reason`` in the run's language, as the dashboard shows it
 
     COLUMNS = (
         "status",

@@ -6,6 +6,7 @@ Neither ever holds the app secret or the session key.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -37,6 +38,7 @@ class FileSummary:
     sub_code_msgs: dict = field(default_factory=dict)  # sub_code -> the platform's first sub_msg
     reasons: Counter = field(default_factory=Counter)  # invalid rows per reason (field and rule)
     reason_rows: dict = field(default_factory=dict)  # reason -> the first row that had it
+    shown_reasons: dict = field(default_factory=dict)  # reason -> it in the run's language
     per_minute: list = field(default_factory=list)  # (minute start, calls): the journal's
     rows_read: int = 0
     calls: int = 0  # requests that left the machine (the journal's and the platform's count)
@@ -85,12 +87,16 @@ class FileSummary:
         does not keep them)."""
         if outcome.status is Status.INVALID and outcome.reason:
             self.reasons[outcome.reason] += 1
+            self.shown_reasons.setdefault(outcome.reason, outcome.shown_reason or outcome.reason)
             if row is not None:
                 self.reason_rows.setdefault(outcome.reason, row)
 
     def top_reasons(self, limit: int = 10) -> list[tuple[str, int, int | None]]:
-        """(reason, rows, example row) of the invalid rows, the commonest first."""
-        return [(r, n, self.reason_rows.get(r)) for r, n in self.reasons.most_common(limit)]
+        """(reason as shown, rows, example row) of the invalid rows, the commonest first."""
+        return [
+            (self.shown_reasons.get(r, r), n, self.reason_rows.get(r))
+            for r, n in self.reasons.most_common(limit)
+        ]
 
     def reason_lines(self, limit: int = 5) -> list[str]:
         """What a person reads under the summary line, before opening the workbook: ``412
@@ -114,33 +120,43 @@ class FileSummary:
 
     def sheet(self) -> list[tuple[str, object]]:
         """The ``summary`` sheet: never the secret or the session."""
+        item = functools.partial(pgettext, "item")
         pairs: list[tuple[str, object]] = [
-            ("command", self.command),
+            (item("command"), self.command),
             (label(Item.INPUT), str(self.input)),
-            ("api", self.method),
-            ("gateway host", urlsplit(self.gateway).netloc if self.gateway else ""),
-            ("app key", self.app_key),
-            ("sign method", self.sign_method),
-            ("start", stamp(self.started)),
-            ("end", stamp(self.ended)),
-            ("start (platform clock)", platform_stamp(self.started)),
-            ("duration s", round(self.ended - self.started, 3)),
-            ("rows read", self.rows_read),
+            (item("api"), self.method),
+            (item("gateway host"), urlsplit(self.gateway).netloc if self.gateway else ""),
+            (item("app key"), self.app_key),
+            (item("sign method"), self.sign_method),
+            (item("start"), stamp(self.started)),
+            (item("end"), stamp(self.ended)),
+            (item("start (platform clock)"), platform_stamp(self.started)),
+            (item("duration s"), round(self.ended - self.started, 3)),
+            (item("rows read"), self.rows_read),
         ]
         if self.run_id is not None:
             pairs.append((label(Item.JOURNAL_RUN), self.run_id))
-        pairs += [(f"status {s.value}", n) for s, n in sorted(self.counts.items())]
-        pairs += [(f"sub_code {s}", n) for s, n in sorted(self.sub_codes.items())]
-        pairs += [("calls", self.calls), ("calls/s", round(self.calls_per_second, 2))]
+        pairs += [
+            (item("status {status}").format(status=pgettext("status", s.value)), n)
+            for s, n in sorted(self.counts.items())
+        ]
+        pairs += [
+            (item("sub_code {code}").format(code=code), n)
+            for code, n in sorted(self.sub_codes.items())
+        ]
+        pairs += [(item("calls"), self.calls), (item("calls/s"), round(self.calls_per_second, 2))]
         if self.attempts != self.calls:
-            pairs.append(("tries that never connected", self.attempts - self.calls))
-        pairs += [(f"limit {k}", v) for k, v in self.limits.items()]
+            pairs.append((item("tries that never connected"), self.attempts - self.calls))
+        pairs += [
+            (item("limit {name}").format(name=pgettext("limit", k)), v)
+            for k, v in self.limits.items()
+        ]
         if self.auto_reached is not None:
-            pairs.append(("limit qps auto reached", self.auto_reached))
-            pairs.append(("limit qps auto throttles", self.auto_throttles))
+            pairs.append((item("limit qps auto reached"), self.auto_reached))
+            pairs.append((item("limit qps auto throttles"), self.auto_throttles))
         if self.message:
-            pairs.append(("stopped", self.message))
-        pairs.append(("top-import version", __version__))
+            pairs.append((item("stopped"), self.message))
+        pairs.append((item("top-import version"), __version__))
         return pairs
 
     def take_counts(self, other: FileSummary) -> None:
@@ -150,6 +166,7 @@ class FileSummary:
         self.sub_code_rows, self.sub_code_msgs = other.sub_code_rows, other.sub_code_msgs
         if other.reasons:
             self.reasons, self.reason_rows = other.reasons, other.reason_rows
+            self.shown_reasons = other.shown_reasons
 
     def dashboard(self, code: int, meaning: str) -> Dashboard:
         """The ``summary`` sheet, top to bottom, for the exit code this input ends with."""
@@ -164,7 +181,7 @@ class FileSummary:
             input=self.input.name,
             rows=plural(rows, "row"),
             done=f"{done:,}",
-            status=word,
+            status=pgettext("status", word),
             share=f"{done / rows:.1%}" if rows else "",
         )
         headline += f" · {duration_text(self.ended - self.started)}"

@@ -80,7 +80,15 @@ class Triage:
         no call (with an empty note), or ``Done``."""
         result = self._validator.validate(row)
         if isinstance(result, RowError):
-            return Outcome(Status.INVALID, error=result.message, reason=result.rule), ""
+            return (
+                Outcome(
+                    Status.INVALID,
+                    error=result.message,
+                    reason=result.rule,
+                    shown_reason=result.shown_rule or result.rule,
+                ),
+                "",
+            )
         decision = None
         if row.decision is not None:
             try:

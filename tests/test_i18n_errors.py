@@ -192,29 +192,7 @@ def test_the_english_sentences_are_unchanged():
 PACKAGE = Path(i18n.__file__).parent
 # The modules whose errors and warnings are sentences for people (the CLI prints them as
 # "top-import: <sentence>", the API raises them).
-MODULES = [
-    "config.py",
-    "loader.py",
-    "spec.py",
-    "inputs.py",
-    "api.py",
-    "snapshot.py",
-    "journal/_base.py",
-    "journal/_sqlite.py",
-    "journal/__init__.py",
-    "pipeline.py",
-    "pacing.py",
-    "protocol.py",
-    "dispatcher.py",
-    "gateway.py",
-    "target.py",
-    "signing.py",
-    "rows.py",
-    "__init__.py",
-    "processes.py",
-    "interrupts.py",
-    "phases.py",
-]
+MODULES = sorted(str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py"))
 # The errors a person reads (importer.errors); ValueError, TypeError and the like are raised for
 # a programmer's mistake (a bad argument in code) and are not scanned.
 ERRORS = {
