@@ -22,6 +22,7 @@ from collections import Counter, deque
 from dataclasses import dataclass
 
 from importer.advice import RERUN_ADVICE
+from importer.i18n import N_, _, pgettext, shown
 from importer.protocol import AnswerKind, Reply
 from importer.steps import StopReason
 
@@ -85,19 +86,21 @@ class FailureDigest:
         """``isv.invalid-parameter ×6 (e.g. row 3), code 500 ×2 (e.g. row 9)``: most first."""
         # most_common keeps first-seen order among equal counts
         parts = [
-            f"{key} ×{count} (e.g. row {self.example[key]})"
+            _("{code} ×{count} (e.g. row {row})").format(
+                code=shown(key), count=count, row=self.example[key]
+            )
             for key, count in self.counts.most_common(n)
         ]
         if len(self.counts) > n:
-            parts.append(f"{len(self.counts) - n} more codes")
-        return ", ".join(parts)
+            parts.append(_("{count} more codes").format(count=len(self.counts) - n))
+        return pgettext("list", ", ").join(parts)
 
 
 def failure_key(reply: Reply) -> str:
     """How a business failure is named in messages: its sub_code, else its code."""
     if reply.sub_code:
         return reply.sub_code
-    return f"code {reply.code}" if reply.code else "result.success false"
+    return N_("code {code}").format(code=reply.code) if reply.code else "result.success false"
 
 
 @dataclass(frozen=True)
@@ -143,8 +146,16 @@ class RunGuard:
             return None
         return Verdict(
             StopReason.CANARY,
-            f"Canary: {failed} of {rows} rows failed with business errors (more than "
-            f"--max-failure-rate {max_rate:g}): {self.digest.top()}; {RERUN_ADVICE}",
+            _(
+                "Canary: {failed} of {rows} rows failed with business errors (more than "
+                "--max-failure-rate {rate}): {top}; {advice}"
+            ).format(
+                failed=failed,
+                rows=rows,
+                rate=f"{max_rate:g}",
+                top=self.digest.top(),
+                advice=_(RERUN_ADVICE),
+            ),
         )
 
     def answered(self, reply: Reply, source_row: int) -> Verdict | None:
@@ -157,9 +168,16 @@ class RunGuard:
         b = self.breaker
         return Verdict(
             StopReason.FAILURE_RATE,
-            f"Failure rate: {b.failed} of the last {b.window} answers were business errors "
-            f"(more than --max-failure-rate {b.max_rate:g}); so far {self.digest.top()}; "
-            f"{RERUN_ADVICE}",
+            _(
+                "Failure rate: {failed} of the last {window} answers were business errors "
+                "(more than --max-failure-rate {rate}); so far {top}; {advice}"
+            ).format(
+                failed=b.failed,
+                window=b.window,
+                rate=f"{b.max_rate:g}",
+                top=self.digest.top(),
+                advice=_(RERUN_ADVICE),
+            ),
         )
 
     def attempted(self, reply: Reply) -> Verdict | None:
@@ -172,10 +190,11 @@ class RunGuard:
             return None
         return Verdict(
             StopReason.UNREACHABLE,
-            f"The gateway {self._where} cannot be reached: {reply.error} "
-            f"({self._unconnected} calls in a row got no connection). Check --gateway / "
-            "TOP_GATEWAY, the network and any proxy; nothing of the rest was sent, and a "
-            "rerun resumes.",
+            _(
+                "The gateway {where} cannot be reached: {why} ({count} calls in a row got no "
+                "connection). Check --gateway / TOP_GATEWAY, the network and any proxy; nothing "
+                "of the rest was sent, and a rerun resumes."
+            ).format(where=self._where, why=shown(reply.error), count=self._unconnected),
         )
 
 

@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from yarl import URL
 
+from importer.i18n import N_
 from importer.protocol import (
     FORM_CONTENT_TYPE,
     LOOPBACK_HOSTS,
@@ -105,16 +106,21 @@ class Gateway:
                     return _redirect(status, response.headers.get("Location", ""))
                 body = await _read_bounded(response)
         except aiohttp.ConnectionTimeoutError:
-            return not_sent(f"could not connect within {self.timeout / 2:g} s")
+            # a row's texts are kept in English in the journal (i18n.shown shows them)
+            within = f"{self.timeout / 2:g}"
+            return not_sent(N_("could not connect within {seconds} s").format(seconds=within))
         except aiohttp.ClientConnectorError as exc:
-            return not_sent(f"connection error: {self._safe_text(exc, request)}")
+            text = self._safe_text(exc, request)
+            return not_sent(N_("connection error: {why}").format(why=text))
         except asyncio.TimeoutError:  # aiohttp's SocketTimeoutError is one too
-            return uncertain(f"no answer within --timeout {self.timeout:g} s")
+            timeout = f"{self.timeout:g}"
+            return uncertain(N_("no answer within --timeout {seconds} s").format(seconds=timeout))
         except (aiohttp.ClientError, OSError) as exc:
             text = self._safe_text(exc, request)
-            return uncertain(f"connection lost after the call was sent: {text}")
+            return uncertain(N_("connection lost after the call was sent: {why}").format(why=text))
         if body is None:
-            return uncertain(f"an answer larger than {MAX_BODY_BYTES:,} bytes (not read)")
+            larger = N_("an answer larger than {size} bytes (not read)")
+            return uncertain(larger.format(size=f"{MAX_BODY_BYTES:,}"))
         return classify(status, body, spec)
 
     def _safe_text(self, exc: BaseException, request: SignedRequest) -> str:
@@ -155,6 +161,8 @@ def _redirect(status: int, location: str) -> Reply:
     target = _URL_QUERY.sub("", location).strip() or "no Location"
     return Reply(
         AnswerKind.FATAL,
-        error=f"HTTP {status} redirect to {target} (not followed: the signed query would go "
-        "with it); point --gateway / TOP_GATEWAY at the gateway itself",
+        error=N_(
+            "HTTP {status} redirect to {target} (not followed: the signed query would go with "
+            "it); point --gateway / TOP_GATEWAY at the gateway itself"
+        ).format(status=status, target=target),
     )

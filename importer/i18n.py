@@ -16,6 +16,8 @@ import contextlib
 import functools
 import gettext
 import os
+import re
+import string
 from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
 from pathlib import Path
@@ -98,3 +100,111 @@ def both(template: str, **values: object) -> tuple[str, str]:
     """``template`` filled in English (a key things are counted by, the same in every language)
     and in the current language (what a person reads)."""
     return template.format(**values), _(template).format(**values)
+
+
+def and_then(first: str, then: str) -> str:
+    """Two parts of a text kept in English (what happened, then what else or what to do), as
+    ``shown`` finds them: joined by "; "."""
+    return f"{first}; {then}"
+
+
+# -- a text kept in English, shown in the run's language -------------------------------------
+#
+# The journal keeps what happened to a row in English (its texts are data, the same whichever
+# language a run spoke), and a report shows them in the language of the run that writes it:
+# ``shown`` finds the catalogue's message a text was made from (a message, or a ``{name}``
+# template filled with values, or two of them joined by "; ") and gives it in the current
+# language, its values shown so too. A text the catalogue does not know stays as it is.
+
+
+def shown(text: str) -> str:
+    """``text`` (English, made from the catalogue's messages) in the current language."""
+    lang = current()
+    if lang == "en" or not text:
+        return text
+    return _shown(lang, text) or _partly(lang, text)
+
+
+@functools.lru_cache(maxsize=8192)  # a report repeats its texts row after row
+def _shown(lang: str, text: str) -> str | None:
+    """``text`` in ``lang``, or None when the catalogue does not know it whole."""
+    translated = translation(lang).gettext(text)
+    if translated != text:
+        return translated
+    at = text.find("; ")
+    while at > 0:  # "{first}; {then}": the first split whose halves are both known
+        first, then = _shown(lang, text[:at]), _shown(lang, text[at + 2 :])
+        if first is not None and then is not None:
+            return _joined(lang, first, then)
+        at = text.find("; ", at + 2)
+    for template in _templates(lang):  # a template with "; " of its own, or none
+        values = template.values(text)
+        if values is not None:
+            return template.translated.format(
+                **{name: _shown(lang, value) or value for name, value in values.items()}
+            )
+    return None
+
+
+def _partly(lang: str, text: str) -> str:
+    """A text the catalogue does not know whole: its known parts (between "; ") shown."""
+    parts = text.split("; ")
+    shown_parts = [_shown(lang, part) for part in parts]
+    if not any(shown_parts):
+        return text
+    result = shown_parts[0] or parts[0]
+    for part, shown_part in zip(parts[1:], shown_parts[1:], strict=True):
+        result = _joined(lang, result, shown_part or part)
+    return result
+
+
+def _joined(lang: str, first: str, then: str) -> str:
+    return translation(lang).gettext("{first}; {then}").format(first=first, then=then)
+
+
+class _Template:
+    """A catalogue message with ``{name}`` values, and how to find them in a text made of it."""
+
+    def __init__(self, message: str, translated: str) -> None:
+        self.translated = translated
+        parts, names = [], set()
+        for literal, name, _spec, _conversion in string.Formatter().parse(message):
+            parts.append(re.escape(literal))
+            if name is not None:
+                parts.append(f"(?P={name})" if name in names else f"(?P<{name}>.+?)")
+                names.add(name)
+        self.prefix = message.split("{", 1)[0]
+        self.words = sum(len(literal) for literal, *_rest in string.Formatter().parse(message))
+        self._pattern = re.compile("".join(parts), re.DOTALL)
+
+    def values(self, text: str) -> dict[str, str] | None:
+        if not text.startswith(self.prefix):
+            return None
+        match = self._pattern.fullmatch(text)
+        return match.groupdict() if match else None
+
+
+@functools.cache
+def _templates(lang: str) -> tuple[_Template, ...]:
+    """The catalogue's templates that have words of their own (not ``{first}; {then}``), the
+    most words first: the most particular match wins."""
+    catalogue = _messages(lang)
+    found = [
+        _Template(message, translated)
+        for message, translated in catalogue.items()
+        if "{" in message and re.search("[A-Za-z]", re.sub(r"\{\w*\}", "", message))
+    ]
+    return tuple(sorted(found, key=lambda t: -t.words))
+
+
+def _messages(lang: str) -> dict[str, str]:
+    """The catalogue of ``lang``: English message -> translation (no context, no plural).
+    gettext keeps it as ``_catalog``, not a documented name: test_i18n fails loudly if it goes."""
+    catalogue = getattr(translation(lang), "_catalog", None)
+    if not isinstance(catalogue, dict):
+        raise RuntimeError("gettext no longer keeps its catalogue as _catalog")  # pragma: no cover
+    return {
+        message: translated
+        for message, translated in catalogue.items()
+        if isinstance(message, str) and message and "\x04" not in message
+    }

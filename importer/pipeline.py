@@ -33,7 +33,7 @@ from importer.dispatcher import Dispatcher, DispatchSettings
 from importer.errors import ImporterError, InputError, JournalError, UsageError
 from importer.events import NO_EVENTS, Event, EventKind, Events
 from importer.gateway import Gateway
-from importer.i18n import _, language
+from importer.i18n import N_, _, language
 from importer.interrupts import Interrupts
 from importer.journal import UNKNOWN_STATES, Journal, RunJournal
 from importer.labels import Sheet, is_label, label
@@ -632,13 +632,15 @@ def _paired(
     if recorded is None or recorded[0] != row.source_row:
         if unrecorded is not None:
             return unrecorded(row)
-        return Outcome(Status.NOT_SENT, error="no outcome recorded for this row")
+        return Outcome(Status.NOT_SENT, error=N_("no outcome recorded for this row"))
     source_row, digest, outcome = recorded
     if digest is not None and digest != row.digest():
         return Outcome(
             Status.UNKNOWN,
-            error=f"the outcome recorded for row {source_row} belongs to other cells; "
-            "check this row on the platform",
+            error=N_(
+                "the outcome recorded for row {row} belongs to other cells; check this row on "
+                "the platform"
+            ).format(row=source_row),
         )
     return outcome
 

@@ -17,7 +17,7 @@ from enum import Enum
 from urllib.parse import quote, urlencode
 
 from importer.errors import UsageError
-from importer.i18n import _
+from importer.i18n import N_, _
 from importer.rows import RequestRecord
 from importer.signing import sign
 from importer.spec import ApiSpec
@@ -209,29 +209,39 @@ MAX_BODY_BYTES = 1 << 20  # the platform's answers are a few hundred bytes
 def classify(status: int, body: bytes, spec: ApiSpec) -> Reply:
     """One HTTP answer -> one ``Reply``."""
     if status in NOT_ACTED_STATUSES:
-        return transport_failure(f"HTTP {status} from the gateway")
+        return transport_failure(N_("HTTP {status} from the gateway").format(status=status))
     if status >= 500:
-        return uncertain(f"HTTP {status} from the gateway, after the call was sent")
+        return uncertain(
+            N_("HTTP {status} from the gateway, after the call was sent").format(status=status)
+        )
     if status != 200:
         # A 3xx/4xx from the gateway URL itself (wrong path, a proxy refusing us) repeats for
         # every row: stop rather than fail each row the same way.
         return Reply(
             AnswerKind.FATAL,
-            error=f"HTTP {status} from the gateway; check --gateway / TOP_GATEWAY",
+            error=N_("HTTP {status} from the gateway; check --gateway / TOP_GATEWAY").format(
+                status=status
+            ),
         )
     try:
         doc = json.loads(body)
     except (ValueError, UnicodeDecodeError):
-        snippet = body[:60].decode("utf-8", "replace").strip() or "an empty body"
-        return uncertain(f"unreadable answer ({snippet!r})")
+        snippet = body[:60].decode("utf-8", "replace").strip()
+        if not snippet:
+            return uncertain(N_("unreadable answer (an empty body)"))
+        return uncertain(N_("unreadable answer ({snippet})").format(snippet=repr(snippet)))
     if not isinstance(doc, dict):
-        return uncertain("unexpected answer: not a JSON object")
+        return uncertain(N_("unexpected answer: not a JSON object"))
     error = doc.get("error_response")
     if isinstance(error, dict):
         return classify_error(error)
     envelope = doc.get(spec.response_envelope)
     if not isinstance(envelope, dict):
-        return uncertain(f"unexpected answer: neither error_response nor {spec.response_envelope}")
+        return uncertain(
+            N_("unexpected answer: neither error_response nor {envelope}").format(
+                envelope=spec.response_envelope
+            )
+        )
     # code, msg and system_time sit beside the success flag (result.success -> result).
     parent = spec.success_path.rpartition(".")[0] if spec.success_path else "result"
     result = _dig(envelope, parent) if parent else envelope
@@ -287,8 +297,11 @@ def platform_stamp(epoch: float) -> str:
 def describe(reply: Reply) -> str:
     """What the platform said, in one line, for messages (never includes credentials)."""
     if not reply.code:
-        return reply.error or "no answer"
-    text = f"code {reply.code} {reply.msg}".strip()
+        return reply.error or N_("no answer")
+    if reply.msg:
+        text = N_("code {code} {msg}").format(code=reply.code, msg=reply.msg)
+    else:
+        text = N_("code {code}").format(code=reply.code)
     if reply.sub_code:
         text += f" ({reply.sub_code}: {reply.sub_msg})" if reply.sub_msg else f" ({reply.sub_code})"
     return text

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from importer.advice import sub_code_advice
-from importer.i18n import N_, _
+from importer.i18n import N_, _, shown
 from importer.rows import Outcome, Status
 from importer.steps import StopReason
 
@@ -43,11 +43,12 @@ def explain(outcome: Outcome, stopped: StopReason = StopReason.NONE) -> Outcome:
 def reason(outcome: Outcome, stopped: StopReason = StopReason.NONE) -> str:
     status, error = outcome.status, outcome.error
     if status is Status.NOT_SENT:
-        why = error or _(_WHY_NOT_SENT.get(stopped, _WHY_NOT_SENT[StopReason.NONE]))
+        default = _WHY_NOT_SENT.get(stopped, _WHY_NOT_SENT[StopReason.NONE])
+        why = shown(error) if error else _(default)
         return _("not sent: {why}; {rerun}").format(why=why, rerun=_(_RERUN))
     if status is Status.FAILED:
         return _failed(outcome)
-    return error
+    return shown(error)
 
 
 def _failed(outcome: Outcome) -> str:
@@ -55,7 +56,7 @@ def _failed(outcome: Outcome) -> str:
     if not outcome.code and not outcome.sub_code:
         if not outcome.error:
             return _(_RERUN)
-        return _then(outcome.error, _(_RERUN))
+        return _then(shown(outcome.error), _(_RERUN))
     said = outcome.sub_msg or outcome.msg
     code = outcome.sub_code or _("code {code}").format(code=outcome.code)
     if said:
@@ -63,7 +64,7 @@ def _failed(outcome: Outcome) -> str:
     else:
         text = _("the platform answered {code}").format(code=code)
     if outcome.error and outcome.error not in text:
-        text = _then(text, outcome.error)
+        text = _then(text, shown(outcome.error))
     advice = sub_code_advice(outcome.sub_code) if outcome.sub_code else ""
     advice = advice or _("fix the row as the message says, then run the sheet again")
     return _then(text, advice)

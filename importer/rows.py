@@ -11,6 +11,8 @@ import zlib
 from dataclasses import dataclass, field
 from enum import Enum
 
+from importer.i18n import N_
+
 EXACT_FLOAT_LIMIT = 2**53  # a number cell's value is exact up to here; beyond, digits are lost
 
 
@@ -166,8 +168,10 @@ class Decision(str, Enum):
             return _DECISION_WORDS[word]
         except KeyError:
             raise ValueError(
-                f"decision {text.strip()!r} is not a decision: write done (已完成) when the "
-                "platform has the row, resend (重发) when it does not, or leave it blank"
+                N_(
+                    "decision {word} is not a decision: write done (已完成) when the platform "
+                    "has the row, resend (重发) when it does not, or leave it blank"
+                ).format(word=repr(text.strip()))
             ) from None
 
 

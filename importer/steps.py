@@ -29,6 +29,7 @@ from dataclasses import dataclass, replace
 from enum import Enum
 
 from importer.advice import EARLIER_LOST, UNKNOWN_ADVICE, advice
+from importer.i18n import N_, _, and_then, shown
 from importer.protocol import AnswerKind, Reply, describe
 from importer.rows import Outcome, Status
 
@@ -108,7 +109,7 @@ def next_step(reply: Reply, tries: Tries, limits: RetryLimits, rng: random.Rando
     step = _next_step(reply, tries, limits, rng)
     if tries.lost and step.status in (Status.FAILED, Status.NOT_SENT):
         error = step.error or platform_words(reply)
-        return replace(step, status=Status.UNKNOWN, error=f"{error}; {EARLIER_LOST}")
+        return replace(step, status=Status.UNKNOWN, error=and_then(error, EARLIER_LOST))
     return step
 
 
@@ -117,7 +118,7 @@ def _next_step(reply: Reply, tries: Tries, limits: RetryLimits, rng: random.Rand
     if kind is AnswerKind.ACCEPTED:
         return Step(Action.SETTLE, Status.SUCCESS, final=True)
     if kind is AnswerKind.DECLINED:
-        error = "" if reply.msg else "the API answered result.success = false"
+        error = "" if reply.msg else N_("the API answered result.success = false")
         return Step(Action.SETTLE, Status.FAILED, error, final=True)
     if kind is AnswerKind.REJECTED:
         return Step(Action.SETTLE, Status.FAILED, final=True)
@@ -127,15 +128,19 @@ def _next_step(reply: Reply, tries: Tries, limits: RetryLimits, rng: random.Rand
             Status.FAILED,
             reply.error or advice(reply),
             reason=StopReason.FATAL,
-            message=f"The platform refused the call: {describe(reply)}; {advice(reply)}.",
+            message=_("The platform refused the call: {what}; {advice}.").format(
+                what=shown(describe(reply)), advice=_(advice(reply))
+            ),
         )
     if kind is AnswerKind.THROTTLED:
         return _throttled(reply, tries, limits)
     if kind is AnswerKind.UNCERTAIN and not limits.resend_uncertain:
-        return Step(Action.SETTLE, Status.UNKNOWN, f"{reply.error}; {UNKNOWN_ADVICE}")
+        return Step(Action.SETTLE, Status.UNKNOWN, and_then(reply.error, UNKNOWN_ADVICE))
     # transient, or uncertain with at-least-once chosen
     if tries.retries >= limits.retries:
-        error = f"{platform_words(reply)} (after {tries.attempts} attempts)"
+        error = N_("{answer} (after {attempts} attempts)").format(
+            answer=platform_words(reply), attempts=tries.attempts
+        )
         return Step(Action.SETTLE, last_status(reply, tries), error)
     delay = backoff_delay(tries.retries, limits.backoff_base, limits.backoff_cap, rng)
     return Step(Action.RETRY, delay=delay)
@@ -147,24 +152,28 @@ def _throttled(reply: Reply, tries: Tries, limits: RetryLimits) -> Step:
         return Step(
             Action.STOP,
             Status.FAILED,
-            f"{describe(reply)}: a ban of {ban} s",
+            N_("{answer}: a ban of {ban} s").format(answer=describe(reply), ban=ban),
             reason=StopReason.BAN_TOO_LONG,
-            message=f"The platform throttled the app for {ban} s, longer than --max-ban "
-            f"{limit} s: {describe(reply)}; {advice(reply)}.",
+            message=_(
+                "The platform throttled the app for {ban} s, longer than --max-ban {limit} s: "
+                "{answer}; {advice}."
+            ).format(ban=ban, limit=limit, answer=shown(describe(reply)), advice=_(advice(reply))),
         )
     if tries.throttles >= MAX_THROTTLE_RETRIES:
-        error = f"{describe(reply)} (still throttled after {tries.attempts} attempts)"
+        error = N_("{answer} (still throttled after {attempts} attempts)").format(
+            answer=describe(reply), attempts=tries.attempts
+        )
         return Step(Action.SETTLE, Status.FAILED, error)
     return Step(Action.THROTTLE, delay=reply.ban_seconds)
 
 
-IN_FLIGHT_INTERRUPTED = f"interrupted with the call in flight; {UNKNOWN_ADVICE}"
+IN_FLIGHT_INTERRUPTED = and_then(N_("interrupted with the call in flight"), UNKNOWN_ADVICE)
 # the report of a run that died (kill -9, the machine stopped): the rows it had started, and
 # the rows it never reached
-IN_FLIGHT_AT_THE_END = (
-    f"the run was killed (or its machine stopped) with this call in flight; {UNKNOWN_ADVICE}"
+IN_FLIGHT_AT_THE_END = and_then(
+    N_("the run was killed (or its machine stopped) with this call in flight"), UNKNOWN_ADVICE
 )
-NEVER_TRIED = "the run was killed (or its machine stopped) before this row's call"
+NEVER_TRIED = N_("the run was killed (or its machine stopped) before this row's call")
 
 
 def outcome_of(
@@ -191,9 +200,8 @@ def cut_off(tries: Tries, elapsed_ms: int) -> Outcome:
     (``unknown`` when that was a lost answer, else ``failed``)."""
     if tries.last is None:
         return Outcome(Status.NOT_SENT)
-    error = (
-        f"{platform_words(tries.last)} (after {tries.attempts} attempts; "
-        "the run stopped before a retry)"
+    error = N_("{answer} (after {attempts} attempts; the run stopped before a retry)").format(
+        answer=platform_words(tries.last), attempts=tries.attempts
     )
     return outcome_of(last_status(tries.last, tries), tries.last, tries, elapsed_ms, error)
 

@@ -21,22 +21,24 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from importer.advice import CHECK_ADVICE
+from importer.i18n import N_, _
 from importer.journal import UNKNOWN_STATES, PriorCall, RunJournal
 from importer.records import DuplicateFilter, RowValidator
 from importer.rows import Decision, Outcome, RequestRecord, Row, RowError, Status
 from importer.spec import ApiSpec
 
-RESENT_NOTE = "an earlier call of this payload got no answer; sent again (--resend-unknown)"
-RESENT_BY_DECISION = "sent again: the check sheet's decision was resend"
-DONE_NOTE = "recorded as done (the check sheet's decision): the platform has it; not sent"
-UNDECIDED_NOTE = f"no decision yet: {CHECK_ADVICE}"
-NOT_THAT_CALL = (
+# Kept in the journal's results in English, shown in the report's language (i18n.shown).
+RESENT_NOTE = N_("an earlier call of this payload got no answer; sent again (--resend-unknown)")
+RESENT_BY_DECISION = N_("sent again: the check sheet's decision was resend")
+DONE_NOTE = N_("recorded as done (the check sheet's decision): the platform has it; not sent")
+UNDECIDED_NOTE = N_("no decision yet: {advice}").format(advice=CHECK_ADVICE)
+NOT_THAT_CALL = N_(
     "the decision is about an unknown call of this row's cells, and the journal holds none: the "
     "row was edited (or comes from another journal); put the cells back as the check sheet had "
     "them, or send changed cells from the failed sheet or the original file"
 )
-NOT_THAT_CALL_RULE = "decision on a row that is not unknown"
-STALE_DECISION = (
+NOT_THAT_CALL_RULE = N_("decision on a row that is not unknown")
+STALE_DECISION = N_(
     "this payload was tried again after this workbook was written (a resend whose answer was "
     "lost too, or a run stopped with it in flight), so the decision here is out of date: check "
     "it on the platform again and decide in the check sheet of the newest workbook"
@@ -94,11 +96,13 @@ class Triage:
             try:
                 decision = Decision.read(row.decision)
             except ValueError as exc:
-                rule = "decision is not done or resend"
-                return Outcome(Status.INVALID, error=str(exc), reason=rule), ""
+                rule = N_("decision is not done or resend")
+                invalid = Outcome(Status.INVALID, error=str(exc), reason=rule, shown_reason=_(rule))
+                return invalid, ""
         first = self._duplicates.first_row(result)
         if first is not None:
-            return Outcome(Status.DUPLICATE, error=f"same payload as row {first}"), ""
+            same = N_("same payload as row {row}").format(row=first)
+            return Outcome(Status.DUPLICATE, error=same), ""
         journal = self._journal
         if journal is None:
             return result, ""
@@ -118,7 +122,13 @@ class Triage:
         if decision is not None and (prior is None or prior.state not in UNKNOWN_STATES):
             # what a person decided is about an unknown call of these very cells: edited cells,
             # or a row the journal never held as unknown, are not that call
-            return Outcome(Status.INVALID, error=NOT_THAT_CALL, reason=NOT_THAT_CALL_RULE), ""
+            invalid = Outcome(
+                Status.INVALID,
+                error=NOT_THAT_CALL,
+                reason=NOT_THAT_CALL_RULE,
+                shown_reason=_(NOT_THAT_CALL_RULE),
+            )
+            return invalid, ""
         if decision is Decision.DONE:
             return Done(result, Outcome(Status.SUCCESS, error=DONE_NOTE)), ""
         if decision is Decision.RESEND:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from importer.advice import CHECK_ADVICE
 from importer.errors import JournalError
-from importer.i18n import _
+from importer.i18n import N_, _
 from importer.protocol import GMT8, platform_stamp
 from importer.rows import Outcome, Status
 
@@ -33,10 +33,10 @@ BEAT_STALE_S = 60.0  # a run silent for this long died (on any host), whatever i
 UNKNOWN_STATES = frozenset({"in_flight", "unknown"})
 KILLED = 0  # runs.finished_at of a run whose process died: found so by a later run or report
 
-KEPT_UNKNOWN_NOTE = (
+KEPT_UNKNOWN_NOTE = N_(
     "an earlier call of this payload got no answer (its outcome is unknown), so it was not sent "
-    f"again: {CHECK_ADVICE}"
-)
+    "again: {advice}"
+).format(advice=CHECK_ADVICE)
 
 
 def quota_day(epoch: float) -> str:
@@ -97,23 +97,32 @@ def refusal(
     """
     if prior is None or prior.state == "failed":
         return None
-    by = f" by the run of {prior.input_path}" if prior.input_path else ""
+    # kept in English in the journal's results; a report shows it in its language (i18n.shown)
+    by = prior.input_path
     if prior.state == "success":
         # never a success of a run that overlapped this one (it may be sending the same rows)
         before = prior.run_ended is not None and prior.run_ended < started
         if resend_success and before and not prior.live:
             return None
-        when = platform_stamp(prior.finished_at) if prior.finished_at else "an earlier run"
+        when = platform_stamp(prior.finished_at) if prior.finished_at else N_("an earlier run")
         return Outcome(
             Status.SKIPPED,
             request_id=prior.request_id,
             system_time=prior.system_time,
-            error=f"already sent successfully at {when}{by}",
+            error=(
+                N_("already sent successfully at {when} by the run of {input}")
+                if by
+                else N_("already sent successfully at {when}")
+            ).format(when=when, input=by),
         )
     if prior.state == "in_flight" and prior.live:
         return Outcome(
             Status.DUPLICATE,
-            error=f"being sent right now{by} (process {prior.pid}); not sent twice",
+            error=(
+                N_("being sent right now by the run of {input} (process {pid}); not sent twice")
+                if by
+                else N_("being sent right now (process {pid}); not sent twice")
+            ).format(input=by, pid=prior.pid),
         )
     # unknown: an answer was lost, or its run died with the call in flight
     return None if resend_unknown else Outcome(Status.UNKNOWN, error=KEPT_UNKNOWN_NOTE)
