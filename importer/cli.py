@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -27,7 +28,7 @@ from importer.config import (
 )
 from importer.errors import ImporterError, UsageError
 from importer.exits import ExitCode
-from importer.i18n import LANGS, _, choose, lang_from_env, language
+from importer.i18n import LANGS, _, choose, click_speaks, lang_from_env, lang_in_argv, language
 from importer.inputs import archive_input, check_outputs, expand_inputs, per_input_configs
 from importer.interrupts import Interrupts, handle_signals
 from importer.journal import open_journal
@@ -170,6 +171,53 @@ def finish(
     return code
 
 
+# -- help in the chosen language ----------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _translated(things: Sequence[Any], attribute: str = "help"):
+    """Each thing's ``attribute`` (an English help text: the catalogue's message id) in the
+    current language for the block: click reads it there to format the help."""
+    kept = [getattr(thing, attribute, None) for thing in things]
+    for thing, text in zip(things, kept, strict=True):
+        if text:  # a docstring's message id is as click shows it: without its indentation
+            setattr(thing, attribute, _(inspect.cleandoc(text)))
+    try:
+        yield
+    finally:
+        for thing, text in zip(things, kept, strict=True):
+            setattr(thing, attribute, text)
+
+
+class _Command(click.Command):
+    """A command whose ``--help`` is in the chosen language (``--lang``, else the locale)."""
+
+    def format_help_text(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        with _translated([self]):
+            super().format_help_text(ctx, formatter)
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        with _translated(self.get_params(ctx)):
+            super().format_options(ctx, formatter)
+
+    def get_short_help_str(self, limit: int = 45) -> str:
+        with _translated([self]):
+            return super().get_short_help_str(limit)
+
+
+class _Group(_Command, click.Group):
+    command_class = _Command
+
+
+LANG_OPTION = click.option(
+    "--lang",
+    type=click.Choice(LANGS),
+    help="The language of everything a person reads (messages, --help, the workbook's sheet "
+    "names, result columns, dashboard and row errors): zh (中文) or en. Default: from the "
+    "locale (LANG=zh_CN.UTF-8 is Chinese). Exit codes, statuses and the --summary-json keys "
+    "are the same in both.",
+)
+
 # -- shared options ------------------------------------------------------------------------------
 
 _FILE_OPTIONS = [
@@ -196,14 +244,7 @@ _FILE_OPTIONS = [
         type=click.Path(dir_okay=False),
         help="TOML settings file (same names as the options). Default: importer.toml if present.",
     ),
-    click.option(
-        "--lang",
-        type=click.Choice(LANGS),
-        help="The language of the workbook's sheet names, result columns and row errors: zh "
-        "(中文) or en. Default: from the locale (LANG=zh_CN.UTF-8 is Chinese). Exit codes, "
-        "statuses and the "
-        "--summary-json keys are the same in both.",
-    ),
+    LANG_OPTION,
     click.option(
         "--progress/--no-progress",
         default=None,
@@ -246,8 +287,17 @@ def file_options(func):
     return func
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(
+    cls=_Group,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.version_option(__version__, prog_name="top-import")
+@click.option(
+    "--lang",
+    type=click.Choice(LANGS),
+    expose_value=False,  # read before click parses (main), so --help is in it too
+    help="The language of everything a person reads: zh (中文) or en. Default: the locale.",
+)
 def cli() -> None:
     """top-import: turn spreadsheet rows (CSV, XLSX, XLS, ODS) into signed Taobao Open Platform
     API calls, one call a row, and report what happened to every row in a result workbook.
@@ -694,8 +744,9 @@ def report(inputs: tuple[str, ...], config_file: str | None, **flags: Any) -> in
 )
 @click.option("--bad-tenant", type=int, multiple=True, help="tenant_id answered isv.* (repeat).")
 @click.option("--seed", type=int, help="Seed of the fault injection.")
+@LANG_OPTION
 @guarded
-def simulate(host: str, port: int, **knobs: Any) -> int:
+def simulate(host: str, port: int, lang: str | None = None, **knobs: Any) -> int:
     """Run the built-in TOP gateway simulator in the foreground (Ctrl-C stops it)."""
     from importer.simulator import SimulatorSettings, serve_forever
 
@@ -739,8 +790,9 @@ def simulate(host: str, port: int, **knobs: Any) -> int:
 
 @cli.command()
 @click.argument("spec_file", required=False, type=click.Path())
+@LANG_OPTION
 @guarded
-def apis(spec_file: str | None) -> int:
+def apis(spec_file: str | None, lang: str | None = None) -> int:
     """List the built-in API specs: fields, types, required flags and accepted column headers.
 
     With SPEC_FILE, check that spec file and describe it.
@@ -752,4 +804,8 @@ def apis(spec_file: str | None) -> int:
 
 
 def main() -> None:
-    cli(prog_name="top-import")
+    # The language is known before click parses, so that --help and click's own errors
+    # ("No such option") are in it: --lang anywhere on the line, else the locale.
+    lang = lang_in_argv(sys.argv[1:]) or lang_from_env()
+    with language(lang), click_speaks(lang):
+        cli(prog_name="top-import")

@@ -68,6 +68,41 @@ def current() -> str:
     return _current.get()
 
 
+def lang_in_argv(argv: list[str]) -> str | None:
+    """The ``--lang`` of a command line, wherever it stands (before or after ``--help``), so
+    that the help and click's own errors are in it too; None when not given or not a
+    language (click then says so)."""
+    for at, arg in enumerate(argv):
+        if arg == "--":
+            break
+        value = argv[at + 1] if arg == "--lang" and at + 1 < len(argv) else None
+        if arg.startswith("--lang="):
+            value = arg.partition("=")[2]
+        if value is not None:
+            return value if value in LANGS else None
+    return None
+
+
+@contextlib.contextmanager
+def click_speaks(lang: str) -> Iterator[None]:
+    """click's own words ("Usage:", "Options", "[default: ...]", its errors) in ``lang`` for
+    the block. click translates them with the standard library's gettext (its global domain, in
+    the language of the locale variables): for the block that domain is ours and ``LANGUAGE``
+    the language chosen, as ``gettext.textdomain`` and gettext's documentation intend."""
+    domain, before = gettext.textdomain(), os.environ.get("LANGUAGE")
+    gettext.bindtextdomain(DOMAIN, str(LOCALE_DIR))
+    gettext.textdomain(DOMAIN)
+    os.environ["LANGUAGE"] = lang
+    try:
+        yield
+    finally:
+        gettext.textdomain(domain)
+        if before is None:
+            os.environ.pop("LANGUAGE", None)
+        else:
+            os.environ["LANGUAGE"] = before
+
+
 def pgettext(context: str, message: str) -> str:
     """``message`` (English, in ``context``) in the current language."""
     return translation(current()).pgettext(context, message)
