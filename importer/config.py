@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 from importer import notify
 from importer.errors import ConfigError, UsageError
-from importer.i18n import LANGS, N_, _, lang_from_env
+from importer.i18n import LANGS, N_, _, lang_from_env, pgettext
 from importer.protocol import LOOPBACK_HOSTS, Credentials
 from importer.signing import SIGN_METHODS
 
@@ -354,7 +354,7 @@ def exposed_secret(path: Path) -> str | None:
     return _(
         "{path} holds {keys} and other users of this machine can read it (mode {mode}); run: "
         "chmod 600 {path}"
-    ).format(path=path, keys=" and ".join(held), mode=f"{stat.S_IMODE(mode):o}")
+    ).format(path=path, keys=pgettext("list", " and ").join(held), mode=f"{stat.S_IMODE(mode):o}")
 
 
 def config_file_in_use(config_file: Path | None) -> Path | None:

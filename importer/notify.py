@@ -28,6 +28,7 @@ from urllib.parse import quote, urlsplit
 import aiohttp
 
 from importer.exits import ExitCode
+from importer.i18n import _, pgettext
 from importer.summary import FileSummary, summary_document
 
 WHEN = ("always", "failure")
@@ -119,23 +120,28 @@ def message(
     """(title, markdown text) of a command's end, for the robots; ``error``: the sentence of
     the error that stopped it before any input (a missing credential, an unreadable spec)."""
     exit_code = ExitCode(code)
-    title = f"top-import {command}: exit {code}"
+    # in the command's language (a group chat reads it); the command, the sub_codes and the
+    # stop reason's word stay as the machine says them
+    title = _("top-import {command}: exit {code}").format(command=command, code=code)
     lines = [f"### {title}", f"{exit_code.meaning}", ""]
     for summary in summaries:
-        counts = ", ".join(f"{n:,} {status.value}" for status, n in summary.counts.most_common())
-        lines.append(f"- **{summary.input.name}**: {counts or 'no rows'}")
+        counts = pgettext("list", ", ").join(
+            _("{count} {status}").format(count=f"{n:,}", status=pgettext("status", status.value))
+            for status, n in summary.counts.most_common()
+        )
+        lines.append(f"- **{summary.input.name}**: {counts or _('no rows')}")
         for sub_code, n in summary.sub_codes.most_common(_TOP_CODES):
             example = summary.sub_code_rows.get(sub_code)
-            seen = f" (e.g. row {example})" if example else ""
+            seen = _(" (e.g. row {row})").format(row=example) if example else ""
             lines.append(f"  - {sub_code} ×{n:,}{seen}")
         if summary.stop_reason.value and summary.stop_reason.value != "interrupted":
-            lines.append(f"  - stopped: {summary.stop_reason.value}")
+            lines.append("  - " + _("stopped: {why}").format(why=summary.stop_reason.value))
         if summary.workbook is not None:
-            lines.append(f"  - workbook: {summary.workbook}")
+            lines.append("  - " + _("workbook: {path}").format(path=summary.workbook))
     if error:
-        lines.append(f"- stopped: {_printable(error, 300)}")
+        lines.append("- " + _("stopped: {why}").format(why=_printable(error, 300)))
     elif not summaries:
-        lines.append("- no input to send")
+        lines.append("- " + _("no input to send"))
     return title, "\n".join(lines)
 
 
@@ -196,9 +202,9 @@ def delivery_failure(kind: str, status: int, answer: bytes) -> str | None:
     try:
         data = json.loads(answer)
     except ValueError:
-        return "an answer that is not JSON"
+        return _("an answer that is not JSON")
     if not isinstance(data, dict):
-        return "an answer that is not a JSON object"
+        return _("an answer that is not a JSON object")
     return RECEIVERS[kind].refused(data)
 
 
@@ -213,12 +219,13 @@ def _failure(exc: BaseException) -> str:
     """What went wrong, without the exception's own text: aiohttp's messages quote the URL
     (the token, a signature) in forms no redaction can follow, so only the kind is said."""
     if isinstance(exc, asyncio.TimeoutError):
-        return f"no answer within {TIMEOUT_S:g} s"
+        return _("no answer within {seconds} s").format(seconds=f"{TIMEOUT_S:g}")
+    kind = type(exc).__name__
     if isinstance(exc, aiohttp.ClientResponseError):
-        return f"an answer that is not valid HTTP ({type(exc).__name__})"
+        return _("an answer that is not valid HTTP ({kind})").format(kind=kind)
     if isinstance(exc, (aiohttp.ClientConnectionError, OSError)):
-        return f"cannot connect ({type(exc).__name__})"
-    return f"the URL or the request failed ({type(exc).__name__})"
+        return _("cannot connect ({kind})").format(kind=kind)
+    return _("the URL or the request failed ({kind})").format(kind=kind)
 
 
 async def send(
@@ -262,7 +269,10 @@ async def _post(
         why = _failure(exc)
     if why is None:
         return None
-    return f"warning: the {kind} notification to {where(url)} was not delivered ({why})"
+    failed = _("the {kind} notification to {where} was not delivered ({why})")
+    return _("warning: {warning}").format(
+        warning=failed.format(kind=kind, where=where(url), why=why)
+    )
 
 
 __all__ = [

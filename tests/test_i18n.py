@@ -216,3 +216,25 @@ def test_a_row_error_is_written_in_the_runs_language():
     )
     assert stopped.startswith("未发送：运行在发送此行之前已到 --deadline")
     assert reason(unsent, StopReason.DEADLINE).startswith("not sent: the run stopped at its")
+
+
+def test_the_robots_message_is_in_the_commands_language(tmp_path):
+    from collections import Counter
+
+    from importer import notify
+    from importer.rows import Status
+    from importer.summary import FileSummary
+
+    summary = FileSummary(input=tmp_path / "t.csv", command="run")
+    summary.counts = Counter({Status.SUCCESS: 3, Status.FAILED: 1})
+    summary.sub_codes = Counter({"isv.invalid-parameter": 1})
+    summary.sub_code_rows = {"isv.invalid-parameter": 4}
+    summary.workbook = tmp_path / "reports" / "t.result.xlsx"
+    with i18n.language("zh"):
+        title, text = notify.message("run", [summary], 1)
+        lost = notify._failure(TimeoutError())
+    assert title == "top-import run：退出码 1"
+    assert "3 行成功，1 行失败" in text and "（例如第 4 行）" in text and "工作簿：" in text
+    assert lost.endswith(" 秒内没有应答")
+    english_title, english = notify.message("run", [summary], 1)
+    assert english_title == "top-import run: exit 1" and "3 success, 1 failed" in english
