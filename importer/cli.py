@@ -28,7 +28,16 @@ from importer.config import (
 )
 from importer.errors import ImporterError, UsageError
 from importer.exits import ExitCode
-from importer.i18n import LANGS, _, choose, click_speaks, lang_from_env, lang_in_argv, language
+from importer.i18n import (
+    LANGS,
+    _,
+    choose,
+    click_speaks,
+    lang_from_env,
+    lang_in_argv,
+    language,
+    pgettext,
+)
 from importer.inputs import archive_input, check_outputs, expand_inputs, per_input_configs
 from importer.interrupts import Interrupts, handle_signals
 from importer.journal import open_journal
@@ -133,9 +142,14 @@ def build_config(flags: dict[str, Any], config_file: str | None) -> Config:
 
 
 def summary_line(summary: FileSummary) -> str:
-    """``t.csv: 5 rows: 3 success, 2 failed; 5 calls; workbook reports/t.result.xlsx`` (the
-    status words are the contract's in both languages)."""
-    counts = listed([f"{n} {s.value}" for s, n in sorted(summary.counts.items())])
+    """``t.csv: 5 rows: 3 success, 2 failed; 5 calls; workbook reports/t.result.xlsx``
+    (Chinese: ``3 行成功，2 行失败``: the status in words, as the dashboard shows it)."""
+    counts = listed(
+        [
+            _("{count} {status}").format(count=n, status=pgettext("status", s.value))
+            for s, n in sorted(summary.counts.items())
+        ]
+    )
     line = _("{input}: {rows}: {counts}").format(
         input=summary.input, rows=plural(summary.rows_read, "row"), counts=counts or _("no rows")
     )
