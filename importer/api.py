@@ -273,7 +273,7 @@ async def send_files(
     ended: list[FileSummary | ImporterError] = []
     async with SendTarget(config, credentials, spec, say) as (url, creds):
         RequestBuilder(spec, creds, config.sign_method)  # a session it needs: before the journal
-        journal = open_journal(config.journal)
+        journal = open_journal(config.journal, config.out_dir)
         try:
             for path in paths:
                 if interrupts.stopped:

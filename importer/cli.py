@@ -40,7 +40,7 @@ from importer.i18n import (
 )
 from importer.inputs import archive_input, check_outputs, expand_inputs, per_input_configs
 from importer.interrupts import Interrupts, handle_signals
-from importer.journal import open_journal
+from importer.journal import is_url, open_journal
 from importer.loader import CSV_SUFFIXES
 from importer.pipeline import check_file, rebuild_report
 from importer.protocol import Credentials, RequestBuilder
@@ -374,7 +374,9 @@ def cli() -> None:
 @click.option(
     "--journal",
     type=click.Path(dir_okay=False),
-    help="The resume journal (SQLite). Default: reports/journal.sqlite.",
+    help="The resume journal: a file (SQLite), or postgresql://user@host:5432/db, which "
+    "several hosts share (the password from PGPASSWORD, ~/.pgpass or importer.toml, never "
+    "here). Env TOP_JOURNAL. Default: reports/journal.sqlite.",
 )
 @click.option(
     "--no-resume",
@@ -680,7 +682,9 @@ def validate(inputs: tuple[str, ...], config_file: str | None, **flags: Any) -> 
 @click.option(
     "--journal",
     type=click.Path(dir_okay=False),
-    help="The resume journal (SQLite). Default: reports/journal.sqlite.",
+    help="The resume journal: a file (SQLite), or postgresql://user@host:5432/db, which "
+    "several hosts share (the password from PGPASSWORD, ~/.pgpass or importer.toml, never "
+    "here). Env TOP_JOURNAL. Default: reports/journal.sqlite.",
 )
 @guarded
 def report(inputs: tuple[str, ...], config_file: str | None, **flags: Any) -> int:
@@ -693,7 +697,7 @@ def report(inputs: tuple[str, ...], config_file: str | None, **flags: Any) -> in
     """
     config = build_config(flags, config_file)
     spec = load_spec(config.api)
-    if not config.journal.is_file():
+    if not is_url(config.journal) and not Path(config.journal).is_file():
         raise UsageError(
             _("There is no journal at {path}; give the run's --journal.").format(
                 path=config.journal
@@ -702,7 +706,7 @@ def report(inputs: tuple[str, ...], config_file: str | None, **flags: Any) -> in
     paths = expand_inputs(inputs, config, say)
     configs = per_input_configs(paths, config, rebuild=True)
     check_outputs(config, configs)
-    journal = open_journal(config.journal)
+    journal = open_journal(config.journal, config.out_dir)
     try:
         return _per_file(
             paths, config, "report", lambda p: rebuild_report(p, configs[p], spec, journal)

@@ -38,6 +38,7 @@ ENV_VARS = {
     "app_secret": "TOP_APP_SECRET",
     "session": "TOP_SESSION",
     "notify_secret": "TOP_NOTIFY_SECRET",
+    "journal": "TOP_JOURNAL",
 }
 SECRET_KEYS = frozenset({"app_secret", "session", "notify_secret"})
 # what a missing credential is called in the sentence that asks for it
@@ -63,7 +64,8 @@ class Config:
     retries: int = 5
     timeout: float = 15.0
     max_ban: float = 300.0
-    journal: Path = Path("reports/journal.sqlite")
+    # a file (SQLite), or a postgresql:// URL (a str: a Path would fold its //)
+    journal: Path | str = Path("reports/journal.sqlite")
     resume: bool = True
     resend_unknown: bool | None = None  # None: the spec's idempotent decides
     dry_run: bool = False
@@ -223,6 +225,13 @@ def _to_path(value: Any) -> Path:
     return Path(value)
 
 
+def _to_journal(value: Any) -> Path | str:
+    """A ``postgresql://`` URL as it is, anything else a file path."""
+    if isinstance(value, str) and value.lower().startswith(("postgresql://", "postgres://")):
+        return value
+    return _to_path(value)
+
+
 def _to_int(value: Any) -> int:
     if isinstance(value, float) and not value.is_integer():
         raise ValueError(value)
@@ -289,7 +298,11 @@ def converter_for(hint: Any) -> Callable[[Any], Any]:
 
 # each setting's converter, from Config's real types (resolved once), and its type as written
 # in the class, which the error message shows
-_CONVERT = {name: converter_for(hint) for name, hint in get_type_hints(Config).items()}
+_SPECIAL = {"journal": _to_journal}
+_CONVERT = {
+    name: _SPECIAL[name] if name in _SPECIAL else converter_for(hint)
+    for name, hint in get_type_hints(Config).items()
+}
 _SHOWN = {f.name: str(f.type) for f in fields(Config)}
 
 
@@ -349,12 +362,22 @@ def exposed_secret(path: Path) -> str | None:
     except (OSError, tomllib.TOMLDecodeError):
         return None
     held = [k for k in data if k.replace("-", "_") in SECRET_KEYS]
+    if isinstance(data.get("journal"), str) and _url_password(data["journal"]):
+        held.append("journal")  # its URL holds the database's password
     if os.name != "posix" or not held or not mode & 0o077:
         return None
     return _(
         "{path} holds {keys} and other users of this machine can read it (mode {mode}); run: "
         "chmod 600 {path}"
     ).format(path=path, keys=pgettext("list", " and ").join(held), mode=f"{stat.S_IMODE(mode):o}")
+
+
+def _url_password(url: str) -> bool:
+    """Whether a ``postgresql://`` journal URL holds a password."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("postgresql", "postgres"):
+        return False
+    return bool(parts.password) or "password=" in parts.query.lower()
 
 
 def config_file_in_use(config_file: Path | None) -> Path | None:
@@ -384,7 +407,7 @@ def load_config(
         values.update(read_config_file(config_file))
     for key, var in ENV_VARS.items():
         if env.get(var):
-            values[key] = env[var]
+            values[key] = _to_journal(env[var]) if key == "journal" else env[var]
     for key, value in flags.items():
         if key in SECRET_KEYS and value is not None:
             # argv is visible to every user of the machine (ps, /proc) and lands in shell history.
@@ -398,6 +421,14 @@ def load_config(
                     key=key,
                     file=DEFAULT_CONFIG_FILE,
                 )
+            )
+        if key == "journal" and isinstance(value, str) and _url_password(value):
+            raise UsageError(
+                _(
+                    "The journal's password is never taken from the command line (other users "
+                    "can read it there); leave it out of --journal and set PGPASSWORD, use "
+                    "~/.pgpass, or write journal in {file} (chmod 600)."
+                ).format(file=DEFAULT_CONFIG_FILE)
             )
         if value is not None:
             values.update(_setting(key, value, f"--{key.replace('_', '-')}"))

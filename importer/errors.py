@@ -9,7 +9,8 @@ in one place (``importer.exits``) and the CLI prints them without a traceback::
      ├── SpecError         unknown API or invalid spec file          (exit 2)
      ├── InputError        unreadable input, missing column          (exit 2)
      ├── JournalError      corrupt or foreign journal                (exit 2)
-     │    └── LockedError  the same input is being run already       (exit 2)
+     │    ├── LockedError  the same input is being run already       (exit 2)
+     │    └── JournalLost  its server went away mid-run              (exit 3)
      └── AbortedError      the platform or a policy stopped the run  (exit 3; the API)
 
 A bad *row* is never an exception: it is an ``Outcome`` in the report.
@@ -49,6 +50,11 @@ class InputError(ImporterError):
 
 class JournalError(ImporterError):
     """The resume journal is unusable."""
+
+
+class JournalLost(JournalError):
+    """The journal's server went away mid-run (stopped, a network cut, a failover): nothing
+    more is sent, since nothing more can be claimed (exit 3)."""
 
 
 class LockedError(JournalError):

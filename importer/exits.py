@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from enum import IntEnum
 
-from importer.errors import AbortedError, ImporterError
+from importer.errors import AbortedError, ImporterError, JournalLost
 from importer.i18n import N_, _
 from importer.rows import Status
 from importer.steps import StopReason
@@ -64,7 +64,7 @@ def for_signal(signal: int | None) -> ExitCode:
 
 
 def for_error(error: ImporterError) -> ExitCode:
-    return ExitCode.ABORTED if isinstance(error, AbortedError) else ExitCode.USAGE
+    return ExitCode.ABORTED if isinstance(error, (AbortedError, JournalLost)) else ExitCode.USAGE
 
 
 def for_file(summary: FileSummary) -> ExitCode:

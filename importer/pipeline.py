@@ -320,7 +320,7 @@ async def run_file(
             interrupts or Interrupts(),
             events,
         )
-        copy = snapshot.take(path, journal.path.parent / SNAPSHOT_FOLDER)
+        copy = snapshot.take(path, journal.folder / SNAPSHOT_FOLDER)
         try:
             with copy.named_as_original(), journal.errors():
                 summary = await _run_copy(job, copy, journal)

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from importer.config import Config
 from importer.errors import UsageError
 from importer.i18n import _
+from importer.journal import is_url, redacted
 from importer.processes import pid_alive
 from importer.protocol import LOOPBACK_HOSTS, Credentials
 from importer.spec import ApiSpec
@@ -54,7 +55,9 @@ def with_own_journal(config: Config, folder: Path) -> Config:
     return replace(config, journal=folder / SIMULATED_JOURNAL)
 
 
-def _own_journal(journal: Path) -> bool:
+def _own_journal(journal: Path | str) -> bool:
+    if not isinstance(journal, Path):
+        return False  # a database's URL
     return journal.name == SIMULATED_JOURNAL and journal.parent.name.startswith(_SCRATCH)
 
 
@@ -94,7 +97,8 @@ class SendTarget:
             )
         else:
             said = _("simulating the platform at {url} (app key {app_key}); journal {journal}")
-        self._say(said.format(url=self._simulator.url, app_key=settings.app_key, journal=journal))
+        shown = redacted(journal) if is_url(journal) else journal  # never a password
+        self._say(said.format(url=self._simulator.url, app_key=settings.app_key, journal=shown))
         # A spec that needs a session needs TOP_SESSION here too, as on the real gateway: a
         # trial run that passed only because the simulator made one up would fail there.
         credentials = Credentials(settings.app_key, settings.secret, self._config.session)

@@ -349,8 +349,10 @@ def test_every_setting_is_converted_by_its_real_type(name):
     """A field added with a type no converter handles fails here (and on import), instead of
     passing a file's value through unchecked."""
     hint = get_type_hints(Config)[name]
-    convert = config_module.converter_for(hint)
-    assert convert in config_module.CONVERTERS.values()
+    convert = config_module._CONVERT[name]
+    if name not in config_module._SPECIAL:
+        assert convert is config_module.converter_for(hint)
+    assert convert in {*config_module.CONVERTERS.values(), *config_module._SPECIAL.values()}
     default = getattr(Config(), name)
     if default is not None:  # the default is a value of the setting's type: it converts to itself
         assert convert(default) == default
@@ -375,3 +377,39 @@ def test_a_type_without_a_converter_is_refused(hint):
 )
 def test_the_converter_follows_the_type_not_its_spelling(hint, value, expected):
     assert config_module.converter_for(hint)(value) == expected
+
+
+# --- a journal on a server ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("source", ["flag", "env", "file"])
+def test_a_postgresql_journal_url_is_kept_whole(tmp_path, source):
+    url = "postgresql://importer@db.example:5432/top"
+    file = tmp_path / "importer.toml"
+    file.write_text(f'journal = "{url}"\n' if source == "file" else "")
+    flags = {"journal": url} if source == "flag" else {}
+    env = {"TOP_JOURNAL": url} if source == "env" else {}
+    assert load_config(flags, env, file).journal == url
+    assert load_config({"journal": "j.sqlite"}, {}).journal == Path("j.sqlite")
+    assert load_config({}, {"TOP_JOURNAL": "x/j.sqlite"}).journal == Path("x/j.sqlite")
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["postgresql://importer:s3cret@db:5432/top", "postgres://db/top?password=s3cret"],
+)
+def test_the_journals_password_is_refused_on_the_command_line(url):
+    with pytest.raises(UsageError) as refused:
+        load_config({"journal": url}, {})
+    assert "s3cret" not in str(refused.value) and "PGPASSWORD" in str(refused.value)
+    assert load_config({}, {"TOP_JOURNAL": url}).journal == url  # the environment may hold it
+
+
+def test_a_readable_importer_toml_with_the_journals_password_is_warned_of(tmp_path):
+    file = tmp_path / "importer.toml"
+    file.write_text('journal = "postgresql://importer:s3cret@db/top"\n')
+    file.chmod(0o644)
+    warning = config_module.exposed_secret(file)
+    assert warning is not None and "journal" in warning and "s3cret" not in warning
+    file.chmod(0o600)
+    assert config_module.exposed_secret(file) is None

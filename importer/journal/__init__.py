@@ -2,8 +2,9 @@
 known, shared by the runs (and hosts) that send for one app key.
 
 One interface (``Journal``, ``RunJournal`` in ``_base``: the rule of "never twice", a run's
-liveness, the batching) and its backends: ``SQLiteJournal`` (a file, the default).
-``open_journal`` picks the backend for what ``--journal`` names.
+liveness, the batching) and its backends: ``SQLiteJournal`` (a file, the default) and
+``PostgresJournal`` (a database several hosts share: ``postgresql://...``). ``open_journal``
+picks the backend for what ``--journal`` names.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from importer.journal._base import (
     refusal,
     run_alive,
 )
+from importer.journal._postgres import PostgresJournal, is_url, redacted
 from importer.journal._sqlite import SQLiteJournal, sqlite_errors
 
 __all__ = [
@@ -35,18 +37,24 @@ __all__ = [
     "LEASE_STALE_S",
     "UNKNOWN_STATES",
     "Journal",
+    "PostgresJournal",
     "PriorCall",
     "QuotaView",
     "RunJournal",
     "SQLiteJournal",
+    "is_url",
     "open_journal",
     "quota_day",
+    "redacted",
     "refusal",
     "run_alive",
     "sqlite_errors",
 ]
 
 
-def open_journal(target: Path | str) -> Journal:
-    """The journal ``--journal`` names: a file path is an SQLite journal."""
+def open_journal(target: Path | str, folder: Path = Path("reports")) -> Journal:
+    """The journal ``--journal`` names: a ``postgresql://`` URL is a PostgreSQL journal (the
+    snapshots of its inputs go to ``folder``), a file path an SQLite journal."""
+    if is_url(target):
+        return PostgresJournal(str(target), folder=folder)
     return SQLiteJournal(Path(target))

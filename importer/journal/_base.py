@@ -142,9 +142,11 @@ def _cannot_write(why: BaseException) -> str:
 
 class Journal(abc.ABC):
     """Where the runs of one process record what they send; shared by the runs of its inputs.
-    ``path`` names it in messages (a file, or later a database's address)."""
+    ``path`` names it in messages (a file, or a database's address without its password);
+    ``folder`` is the local folder of its runs' input snapshots."""
 
-    path: Path
+    path: Path | str
+    folder: Path
 
     @abc.abstractmethod
     def start_run(
@@ -291,9 +293,11 @@ class RunJournal(abc.ABC):
                 self._write([h for h, _future in claims], outcomes) if claims or outcomes else []
             )
         except BaseException as exc:
+            # a backend's own sentence (a lost server: exit 3) is kept as it is
+            error = exc if isinstance(exc, JournalError) else JournalError(_cannot_write(exc))
             for _key, future in claims:
                 if not future.done():
-                    future.set_exception(JournalError(_cannot_write(exc)))
+                    future.set_exception(error)
             raise
         for (_key, future), verdict in zip(claims, verdicts, strict=True):
             if not future.done():
@@ -312,13 +316,15 @@ class RunJournal(abc.ABC):
         # immediate: the claim reads, then writes; no other run may write in between
         self._begin(immediate=bool(claims))
         try:
+            priors = self._priors(claims) if claims else {}
             for row_key in claims:
-                prior = self.prior(row_key)
+                prior = priors.get(row_key)
                 verdict = self.judge(prior, True if row_key in self._resend else None)
                 if verdict is None:
-                    self._claim(row_key)
                     claimed[row_key] = prior
                 verdicts.append(verdict)
+            if claimed:
+                self._claim_all(list(claimed))
             states: list[CallState] = []
             for _row, row_key, outcome, _digest in outcomes:
                 calls += outcome.calls
@@ -375,6 +381,15 @@ class RunJournal(abc.ABC):
     @abc.abstractmethod
     def prior(self, row_key: str) -> PriorCall | None:
         """What the journal holds for this run's app key and method and ``row_key``."""
+
+    def _priors(self, row_keys: Sequence[str]) -> dict[str, PriorCall | None]:
+        """``prior`` of each payload (inside the batch's transaction); a backend whose every
+        statement is a network round trip reads them in one."""
+        return {row_key: self.prior(row_key) for row_key in row_keys}
+
+    def _claim_all(self, row_keys: Sequence[str]) -> None:
+        for row_key in row_keys:
+            self._claim(row_key)
 
     @abc.abstractmethod
     def _claim(self, row_key: str) -> None:

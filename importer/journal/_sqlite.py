@@ -140,6 +140,7 @@ class SQLiteJournal(Journal):
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.path = Path(path)
+        self.folder = self.path.parent
         self._busy_timeout = busy_timeout
         self._beat_s = beat_s
         self._clock = clock  # wall time: started, beats, leases, liveness (a fake one in tests)

@@ -1,0 +1,746 @@
+"""The PostgreSQL journal: the same tables as the SQLite one, on a server several hosts share.
+
+``--journal postgresql://user@host:5432/db`` (or ``TOP_JOURNAL``, ``journal`` in importer.toml):
+every host that sends for one app key on one database shares never-twice, the input locks, the
+quota leases and the daily usage. What differs from SQLite, and why:
+
+- **The write lock.** SQLite has one (``BEGIN IMMEDIATE``); here a batch that claims takes a
+  transaction advisory lock on its app key and method (``pg_advisory_xact_lock``), so two hosts
+  claiming the same new payload are one after the other, and the second sees the first's claim.
+- **Liveness** is judged on the server: a run holds a session advisory lock (taken by its
+  heartbeat's connection) for as long as it lives, and beats ``beat_at`` on the server's clock
+  (``clock_timestamp()``). A process killed on any host closes its connections, so the server
+  drops its lock at once: within seconds its input lock and quota lease are free for the other
+  hosts and its in-flight claims are ``unknown`` (never resent, never locked for ever). A host
+  that vanishes without closing its connections is judged dead once its beat is
+  ``BEAT_STALE_S`` old (TCP keepalives end its sessions in about that time too).
+- **Fail closed.** Any error of the connection mid-run is ``JournalLost`` (exit 3): no claim,
+  no call. The connections give up after ``NETWORK_TIMEOUT_S`` of silence (``tcp_user_timeout``
+  and keepalives), so a network cut stops a run within seconds, and a lease not renewed for
+  ``LEASE_STALE_S`` is no longer counted by the others.
+- **Round trips.** A batch reads the prior state of all its claims in one statement and writes
+  each kind of row with one ``executemany`` (psycopg pipelines it): two or three round trips
+  per event-loop tick, whatever the number of rows settled in it.
+
+The schema is created on first use under a session advisory lock, with its version in ``meta``,
+so eight hosts opening an empty database at once all proceed. The password is never part of
+what is shown (``redacted``), and never taken from the command line (``config``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import socket
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from importer.errors import JournalError, JournalLost, LockedError, UsageError
+from importer.i18n import _
+from importer.journal._base import (
+    BEAT_S,
+    BEAT_STALE_S,
+    KILLED,
+    LEASE_STALE_S,
+    CallState,
+    Journal,
+    PriorCall,
+    QuotaView,
+    RunJournal,
+    Settled,
+    quota_day,
+)
+from importer.processes import pid_alive
+from importer.protocol import platform_stamp
+from importer.rows import Outcome, Status
+
+SCHEMES = ("postgresql://", "postgres://")
+SCHEMA_NAME = "top-import-journal"
+SCHEMA_VERSION = "1"
+NETWORK_TIMEOUT_S = 5  # a connection silent this long is lost (a cut cable, a dead server)
+# the first key of every advisory lock of top-import ("top" in ASCII): the second is 0 for the
+# schema, a run's id for its liveness, a hash of the app key and method for its claims
+LOCK_SPACE = 0x746F70
+_NOW = "extract(epoch from clock_timestamp())"  # the server's clock: one clock for every host
+_LOCK_HELD = (
+    "EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted "
+    f"AND l.classid = {LOCK_SPACE} AND l.objid::bigint = r.run_id AND l.objsubid = 2 "
+    "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()))"
+)
+# a run is alive: not finished, its liveness lock held, its beat fresh (on the server's clock)
+_ALIVE = f"(r.finished_at IS NULL AND {_LOCK_HELD} AND {_NOW} - r.beat_at <= {BEAT_STALE_S})"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS calls (
+    app_key TEXT NOT NULL, method TEXT NOT NULL, payload_hash TEXT NOT NULL,
+    state TEXT NOT NULL, request_id TEXT, system_time TEXT, finished_at DOUBLE PRECISION,
+    run_id BIGINT NOT NULL,
+    PRIMARY KEY (app_key, method, payload_hash)
+);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id BIGSERIAL PRIMARY KEY, input_key TEXT NOT NULL, input_path TEXT NOT NULL,
+    app_key TEXT NOT NULL, method TEXT NOT NULL, pid INTEGER NOT NULL, host TEXT NOT NULL,
+    started_at DOUBLE PRECISION NOT NULL, finished_at DOUBLE PRECISION,
+    beat_at DOUBLE PRECISION
+);
+CREATE INDEX IF NOT EXISTS runs_live ON runs (input_key, finished_at);
+CREATE TABLE IF NOT EXISTS results (
+    run_id BIGINT NOT NULL, source_row INTEGER NOT NULL, status TEXT NOT NULL,
+    code TEXT, msg TEXT, sub_code TEXT, sub_msg TEXT, request_id TEXT, system_time TEXT,
+    attempts INTEGER, elapsed_ms BIGINT, error TEXT, row_digest BIGINT, sent INTEGER,
+    PRIMARY KEY (run_id, source_row)
+);
+CREATE TABLE IF NOT EXISTS usage (
+    app_key TEXT NOT NULL, day TEXT NOT NULL, calls BIGINT NOT NULL,
+    PRIMARY KEY (app_key, day)
+);
+CREATE TABLE IF NOT EXISTS minutes (
+    run_id BIGINT NOT NULL, minute BIGINT NOT NULL, calls BIGINT NOT NULL,
+    PRIMARY KEY (run_id, minute)
+);
+CREATE TABLE IF NOT EXISTS leases (
+    run_id BIGINT PRIMARY KEY, app_key TEXT NOT NULL, qps DOUBLE PRECISION NOT NULL,
+    since DOUBLE PRECISION NOT NULL, renewed_at DOUBLE PRECISION NOT NULL
+);
+CREATE TABLE IF NOT EXISTS reservations (
+    run_id BIGINT PRIMARY KEY, app_key TEXT NOT NULL, day TEXT NOT NULL,
+    planned BIGINT NOT NULL, made BIGINT NOT NULL DEFAULT 0
+);
+"""
+
+
+def is_url(target: object) -> bool:
+    """Whether ``--journal`` names a PostgreSQL database rather than a file."""
+    return isinstance(target, str) and target.lower().startswith(SCHEMES)
+
+
+def redacted(url: str) -> str:
+    """The URL as messages show it: without its password (or any query, which may hold one)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = (f"{parts.username}@" if parts.username else "") + host
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def _driver() -> Any:
+    try:
+        import psycopg
+    except ImportError:
+        raise UsageError(
+            _(
+                "A PostgreSQL journal needs the psycopg driver: pip install "
+                "'top-import[postgres]' (or pip install 'psycopg[binary]')."
+            )
+        ) from None
+    return psycopg
+
+
+def _connect(url: str) -> Any:
+    """A connection in autocommit (the journal says BEGIN and COMMIT itself) that gives up on a
+    silent network within seconds (fail closed); the password from the URL, ``PGPASSWORD``,
+    ``~/.pgpass`` or a ``PGSERVICE``, as libpq finds it."""
+    psycopg = _driver()
+    return psycopg.connect(
+        url,
+        autocommit=True,
+        connect_timeout=NETWORK_TIMEOUT_S,
+        keepalives=1,
+        keepalives_idle=1,
+        keepalives_interval=1,
+        keepalives_count=NETWORK_TIMEOUT_S,
+        tcp_user_timeout=NETWORK_TIMEOUT_S * 1000,
+        application_name="top-import",
+    )
+
+
+def _why(exc: BaseException) -> str:
+    """The driver's words on one line, never the password (libpq does not print it)."""
+    return " ".join(str(exc).split())[:300] or type(exc).__name__
+
+
+class PostgresJournal(Journal):
+    """A journal in a PostgreSQL database; opened once per process, shared by its runs."""
+
+    def __init__(
+        self,
+        url: str,
+        folder: Path = Path("reports"),
+        beat_s: float = BEAT_S,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._url = url
+        self.path = redacted(url)
+        self.folder = Path(folder)
+        self._beat_s = beat_s
+        self._clock = clock
+        self.host = socket.gethostname()
+        psycopg = _driver()
+        try:
+            self._db = _connect(url)
+        except psycopg.Error as exc:
+            raise JournalError(
+                _(
+                    "Cannot open the journal {journal}: {why}; check the URL, that the server "
+                    "runs and that the password is in PGPASSWORD, ~/.pgpass or importer.toml. "
+                    "Nothing was sent."
+                ).format(journal=self.path, why=_why(exc))
+            ) from None
+        with self.errors():
+            self._create()
+
+    def _create(self) -> None:
+        """The tables, once, whoever opens first: under a session advisory lock, so hosts that
+        open an empty database together wait for the first one and find its tables."""
+        db = self._db
+        db.execute("SELECT pg_advisory_lock(%s, 0)", (LOCK_SPACE,))
+        try:
+            db.execute(_SCHEMA)
+            meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+            if not meta:
+                db.execute(
+                    "INSERT INTO meta VALUES ('schema', %s), ('version', %s) "
+                    "ON CONFLICT DO NOTHING",
+                    (SCHEMA_NAME, SCHEMA_VERSION),
+                )
+                meta = {"schema": SCHEMA_NAME, "version": SCHEMA_VERSION}
+        finally:
+            db.execute("SELECT pg_advisory_unlock(%s, 0)", (LOCK_SPACE,))
+        if meta.get("schema") != SCHEMA_NAME:
+            raise JournalError(
+                _(
+                    "Journal {journal} holds the tables of another program; it was left "
+                    "untouched: give another database."
+                ).format(journal=self.path)
+            )
+        if meta.get("version") != SCHEMA_VERSION:
+            raise JournalError(
+                _(
+                    "Journal {path} has version {version}, this top-import reads version "
+                    "{expected}; use a new --journal path."
+                ).format(path=self.path, version=meta.get("version"), expected=SCHEMA_VERSION)
+            )
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._db.close()
+
+    @contextlib.contextmanager
+    def errors(self) -> Iterator[None]:
+        psycopg = _driver()
+        try:
+            yield
+        except psycopg.Error as exc:
+            raise lost(self.path, exc) from None
+
+    def _close_dead_runs(self) -> None:
+        """Inside a transaction: the unfinished runs found dead (their liveness lock gone, or
+        their beat stale, or their process gone on this host) end as ``KILLED``."""
+        rows = self._db.execute(
+            f"SELECT r.run_id, r.pid, r.host, {_ALIVE} FROM runs r WHERE r.finished_at IS NULL"
+        ).fetchall()
+        dead = [
+            run_id
+            for run_id, pid, host, alive in rows
+            if not alive or (host == self.host and not pid_alive(pid))
+        ]
+        if dead:
+            self._db.execute(
+                "UPDATE runs SET finished_at = %s WHERE run_id = ANY(%s)", (KILLED, dead)
+            )
+
+    def last_results(self, input_path: Path) -> RunJournal | None:
+        target = str(Path(input_path).resolve())
+        with self.errors(), _transaction(self._db):
+            self._close_dead_runs()
+            rows = self._db.execute(
+                "SELECT run_id, input_path, app_key, method, finished_at, pid, host, "
+                "EXISTS (SELECT 1 FROM results WHERE run_id = r.run_id) FROM runs r "
+                "ORDER BY run_id DESC"
+            ).fetchall()
+        for run_id, path, app_key, method, finished_at, pid, host, kept in rows:
+            if str(Path(path).resolve()) != target:
+                continue
+            if finished_at is None:
+                raise LockedError(
+                    _(
+                        "{path} is being imported right now by process {pid} on {host} (journal "
+                        "{journal}); its workbook is written when it ends: report it then."
+                    ).format(path=input_path, pid=pid, host=host, journal=self.path)
+                )
+            if not kept and finished_at != KILLED:
+                return None
+            return _PostgresRun(self, run_id, app_key, method)
+        return None
+
+    def start_run(
+        self,
+        *,
+        input_path: str,
+        input_key: str,
+        app_key: str,
+        method: str,
+        resend_unknown: bool = False,
+        resend_success: bool = False,
+    ) -> RunJournal:
+        db = self._db
+        with self.errors():
+            # alive before it exists: the heartbeat's connection holds the liveness lock of
+            # the run's id, so no other host starting now can judge the new run dead
+            (run_id,) = db.execute("SELECT nextval('runs_run_id_seq')").fetchone()
+            heart = _Heartbeat(self._url, run_id, self._beat_s)
+        try:
+            self._insert_run(run_id, input_path, input_key, app_key, method)
+        except BaseException:
+            heart.stop()
+            raise
+        return _PostgresRun(
+            self,
+            run_id,
+            app_key,
+            method,
+            resend_unknown=resend_unknown,
+            resend_success=resend_success,
+            heart=heart,
+        )
+
+    def _insert_run(
+        self, run_id: int, input_path: str, input_key: str, app_key: str, method: str
+    ) -> None:
+        db = self._db
+        with self.errors(), _transaction(db):
+            # one start at a time on the database: two hosts starting the same input never
+            # both find it free
+            db.execute("SELECT pg_advisory_xact_lock(%s, 1)", (LOCK_SPACE,))
+            self._close_dead_runs()
+            for pid, other_host, started, other_input in db.execute(
+                "SELECT pid, host, started_at, input_path FROM runs "
+                "WHERE input_key = %s AND finished_at IS NULL",
+                (input_key,),
+            ).fetchall():
+                same = (
+                    input_path
+                    if other_input == input_path
+                    else _("{path} (same content)").format(path=other_input)
+                )
+                raise LockedError(
+                    _(
+                        "{path}: {other} is already being imported with journal {journal} by "
+                        "process {pid} on {host}, started {started}; wait for it to finish (a "
+                        "second run would send the same rows twice)."
+                    ).format(
+                        path=input_path,
+                        other=same,
+                        journal=self.path,
+                        pid=pid,
+                        host=other_host,
+                        started=platform_stamp(started),
+                    )
+                )
+            db.execute(f"DELETE FROM leases WHERE renewed_at < {_NOW} - 60")
+            db.execute(
+                "DELETE FROM reservations WHERE run_id NOT IN "
+                "(SELECT run_id FROM runs WHERE finished_at IS NULL)"
+            )
+            for table in ("results", "minutes"):
+                db.execute(
+                    f"DELETE FROM {table} WHERE run_id IN (SELECT run_id FROM runs "
+                    "WHERE input_path = %s AND finished_at IS NOT NULL)",
+                    (input_path,),
+                )
+            db.execute(
+                "INSERT INTO runs (run_id, input_key, input_path, app_key, method, pid, host, "
+                f"started_at, beat_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, {_NOW})",
+                (
+                    run_id,
+                    input_key,
+                    input_path,
+                    app_key,
+                    method,
+                    os.getpid(),
+                    self.host,
+                    self._clock(),
+                ),
+            )
+
+
+def lost(journal: str, exc: BaseException) -> JournalLost:
+    return JournalLost(
+        _(
+            "The journal {journal} cannot be reached ({why}); the run stopped sending, since no "
+            "call can be claimed: rows in flight are unknown, the rest not sent. Run the same "
+            "command again once the server is back: it resumes, and sends nothing twice."
+        ).format(journal=journal, why=_why(exc))
+    )
+
+
+class _PostgresRun(RunJournal):
+    """One run's rows in the PostgreSQL journal."""
+
+    def __init__(
+        self,
+        journal: PostgresJournal,
+        run_id: int,
+        app_key: str,
+        method: str,
+        *,
+        resend_unknown: bool = False,
+        resend_success: bool = False,
+        heart: _Heartbeat | None = None,
+    ) -> None:
+        super().__init__(
+            run_id,
+            app_key,
+            method,
+            resend_unknown=resend_unknown,
+            resend_success=resend_success,
+            clock=journal._clock,
+        )
+        self._journal = journal
+        self._db = journal._db
+        self._host = journal.host
+        self._heart = heart
+        self._psycopg = _driver()
+        # the claims of one app key and method, one batch at a time on any host
+        self._claim_lock = (LOCK_SPACE, _lock_key(app_key, method))
+
+    @contextlib.contextmanager
+    def _lost(self) -> Iterator[None]:
+        try:
+            yield
+        except self._psycopg.Error as exc:
+            raise lost(self._journal.path, exc) from None
+
+    def _write(self, claims: list[str], outcomes: list[Settled]) -> list[Outcome | None]:
+        if self._heart is not None and self._heart.lost is not None:
+            # the server no longer knows this run is alive: others may take its place
+            raise lost(self._journal.path, self._heart.lost)
+        with self._lost():
+            return super()._write(claims, outcomes)
+
+    def _begin(self, immediate: bool) -> None:
+        self._db.execute("BEGIN")
+        if immediate:
+            self._db.execute("SELECT pg_advisory_xact_lock(%s, %s)", self._claim_lock)
+
+    def _commit(self) -> None:
+        self._db.execute("COMMIT")
+
+    def _rollback(self) -> None:
+        with contextlib.suppress(Exception):
+            self._db.execute("ROLLBACK")
+
+    def _prior_of(self, row: tuple) -> PriorCall:
+        state, request_id, system_time, finished_at, run_id, alive, path, pid, host = row[1:10]
+        unfinished, run_ended, run_started = row[10], row[11], row[12]
+        if alive and host == self._host and not pid_alive(pid):
+            alive = False
+        return PriorCall(
+            state,
+            request_id or "",
+            system_time or "",
+            finished_at,
+            run_id,
+            bool(alive),
+            path or "",
+            pid or 0,
+            run_ended=run_ended if run_ended is not None else (None if unfinished else 0.0),
+            run_started=run_started,
+        )
+
+    def prior(self, row_key: str) -> PriorCall | None:
+        return self._priors([row_key]).get(row_key)
+
+    def _priors(self, row_keys: Sequence[str]) -> dict[str, PriorCall | None]:
+        with self._lost():
+            rows = self._db.execute(_PRIORS, (*self._key, list(row_keys))).fetchall()
+        return {row[0]: self._prior_of(row) for row in rows}
+
+    def _claim(self, row_key: str) -> None:
+        self._claim_all([row_key])
+
+    def _claim_all(self, row_keys: Sequence[str]) -> None:
+        self._db.execute(_CLAIM, (*self._key, self.run_id, list(row_keys)))
+
+    def _release(self, row_key: str, before: PriorCall | None) -> None:
+        if before is None:
+            self._db.execute(_FORGET_CALL, (*self._key, row_key, self.run_id))
+        else:
+            restore = (before.state, before.run_id, *self._key, row_key, self.run_id)
+            self._db.execute(_RESTORE_CALL, restore)
+
+    def _settle_calls(self, states: Sequence[CallState], now: float) -> None:
+        with self._db.cursor() as cur:
+            cur.executemany(
+                _SETTLE_CALL,
+                [
+                    (request_id, system_time, now, self.run_id, state, *self._key, row_key, state)
+                    for row_key, state, request_id, system_time in states
+                ],
+            )
+
+    def _count_calls(self, day: str, calls: int) -> None:
+        self._db.execute(_ADD_USAGE, (self._key[0], day, calls, calls, self.run_id))
+
+    def _add_results(self, outcomes: Sequence[Settled]) -> None:
+        with self._db.cursor() as cur:
+            cur.executemany(
+                _INSERT_RESULT,
+                [(self.run_id, row, *o.values(), d, o.sent) for row, _key, o, d in outcomes],
+            )
+
+    def _add_minutes(self, minutes: Sequence[tuple[int, int]]) -> None:
+        with self._lost(), _transaction(self._db), self._db.cursor() as cur:
+            cur.executemany(_ADD_MINUTE, [(self.run_id, m, n) for m, n in minutes])
+
+    def _minutes_recorded(self) -> list[tuple[float, int]]:
+        with self._lost():
+            rows = self._db.execute(
+                "SELECT minute, calls FROM minutes WHERE run_id = %s ORDER BY minute",
+                (self.run_id,),
+            ).fetchall()
+        return [(minute * 60.0, calls) for minute, calls in rows]
+
+    def mark_done(
+        self, source_row: int, row_key: str, outcome: Outcome, digest: int | None = None
+    ) -> None:
+        db = self._db
+        with self._lost(), _transaction(db):
+            db.execute("SELECT pg_advisory_xact_lock(%s, %s)", self._claim_lock)
+            db.execute(_MARK_DONE, (*self._key, row_key, self._clock(), self.run_id))
+            db.execute(
+                _INSERT_RESULT, (self.run_id, source_row, *outcome.values(), digest, outcome.sent)
+            )
+
+    def paired_results(self) -> Iterator[tuple[int, int | None, Outcome]]:
+        with self._lost():
+            rows = self._db.execute(
+                "SELECT source_row, row_digest, status, code, msg, sub_code, sub_msg, "
+                "request_id, system_time, attempts, elapsed_ms, error, sent FROM results "
+                "WHERE run_id = %s ORDER BY source_row",
+                (self.run_id,),
+            ).fetchall()
+        for row in rows:
+            outcome = Outcome(Status(row[2]), *(v if v is not None else "" for v in row[3:12]))
+            outcome.sent = row[12]
+            yield row[0], row[1], outcome
+
+    # -- the quota, on the server's clock ---------------------------------------------------------
+
+    def share(self, qps: float, now: float) -> tuple[float, int, bool]:
+        db, app_key = self._db, self._key[0]
+        with self._lost(), _transaction(db):
+            (since,) = db.execute(
+                "INSERT INTO leases (run_id, app_key, qps, since, renewed_at) "
+                f"VALUES (%s, %s, %s, {_NOW}, {_NOW}) ON CONFLICT (run_id) DO UPDATE SET "
+                "qps = excluded.qps, renewed_at = excluded.renewed_at RETURNING since",
+                (self.run_id, app_key, qps),
+            ).fetchone()
+            others = db.execute(
+                "SELECT l.qps, l.renewed_at FROM leases l JOIN runs r ON r.run_id = l.run_id "
+                f"WHERE l.app_key = %s AND l.run_id != %s AND l.renewed_at >= {_NOW} - %s "
+                f"AND {_ALIVE}",
+                (app_key, self.run_id, LEASE_STALE_S),
+            ).fetchall()
+        seen = all(renewed >= since for _qps, renewed in others)
+        return min((q for q, _renewed in others), default=math.inf), len(others) + 1, seen
+
+    def reserve(self, calls: int, now: float) -> QuotaView:
+        db, app_key, day = self._db, self._key[0], quota_day(now)
+        with self._lost(), _transaction(db):
+            db.execute("SELECT pg_advisory_xact_lock(%s, 2)", (LOCK_SPACE,))
+            (used,) = db.execute(
+                "SELECT coalesce(sum(calls), 0) FROM usage WHERE app_key = %s AND day = %s",
+                (app_key, day),
+            ).fetchone()
+            held = db.execute(
+                "SELECT x.run_id, greatest(0, x.planned - x.made), x.day, r.pid, r.host "
+                f"FROM reservations x JOIN runs r ON r.run_id = x.run_id "
+                f"WHERE x.app_key = %s AND x.run_id != %s AND {_ALIVE}",
+                (app_key, self.run_id),
+            ).fetchall()
+            leases = dict(
+                db.execute(
+                    "SELECT l.run_id, l.qps FROM leases l JOIN runs r ON r.run_id = l.run_id "
+                    f"WHERE l.app_key = %s AND l.run_id != %s AND l.renewed_at >= {_NOW} - %s "
+                    f"AND {_ALIVE}",
+                    (app_key, self.run_id, LEASE_STALE_S),
+                ).fetchall()
+            )
+            db.execute(
+                "INSERT INTO reservations (run_id, app_key, day, planned, made) "
+                "VALUES (%s, %s, %s, %s, 0) ON CONFLICT (run_id) DO UPDATE SET "
+                "app_key = excluded.app_key, day = excluded.day, planned = excluded.planned, "
+                "made = 0",
+                (self.run_id, app_key, day, calls),
+            )
+        live = [
+            (run_id, left, held_day)
+            for run_id, left, held_day, pid, host in held
+            if not (host == self._host and not pid_alive(pid))
+        ]
+        today = [(run_id, left) for run_id, left, held_day in live if held_day == day]
+        sending = set(leases) | {run_id for run_id, left, _day in live if left}
+        return QuotaView(
+            used=int(used),
+            reserved=int(sum(left for _run, left in today)),
+            reserving=sum(1 for _run, left in today if left),
+            sending=len(sending),
+            lowest=min(leases.values(), default=math.inf),
+        )
+
+    def peers(self, now: float) -> float | None:
+        with self._lost():
+            (lowest,) = self._db.execute(
+                "SELECT min(l.qps) FROM leases l JOIN runs r ON r.run_id = l.run_id "
+                f"WHERE l.app_key = %s AND l.run_id != %s AND l.renewed_at >= {_NOW} - %s "
+                f"AND {_ALIVE}",
+                (self._key[0], self.run_id, LEASE_STALE_S),
+            ).fetchone()
+        return lowest
+
+    def end_share(self) -> None:
+        with contextlib.suppress(Exception):
+            self._db.execute("DELETE FROM leases WHERE run_id = %s", (self.run_id,))
+
+    def calls_on(self, day: str) -> int:
+        with self._lost():
+            row = self._db.execute(
+                "SELECT calls FROM usage WHERE app_key = %s AND day = %s", (self._key[0], day)
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    def finish(self, keep_results: bool = False) -> None:
+        try:
+            if keep_results:
+                with contextlib.suppress(Exception):
+                    self._save_minutes()
+            db = self._db
+            with self._lost(), _transaction(db):
+                if not keep_results:
+                    db.execute("DELETE FROM results WHERE run_id = %s", (self.run_id,))
+                    db.execute("DELETE FROM minutes WHERE run_id = %s", (self.run_id,))
+                db.execute("DELETE FROM reservations WHERE run_id = %s", (self.run_id,))
+                db.execute("DELETE FROM leases WHERE run_id = %s", (self.run_id,))
+                db.execute(
+                    "UPDATE runs SET finished_at = %s WHERE run_id = %s",
+                    (self._clock(), self.run_id),
+                )
+        finally:
+            if self._heart is not None:  # its connection's end frees the liveness lock
+                self._heart.stop()
+
+
+class _Heartbeat:
+    """Holds a run's liveness lock on a connection of its own and beats ``beat_at`` on the
+    server's clock, from a thread: the run's own thread may be busy for minutes. ``lost`` is
+    what broke the connection, once it has (the run then stops: the others may judge it dead)."""
+
+    def __init__(self, url: str, run_id: int, beat_s: float) -> None:
+        self._run_id, self._beat_s = run_id, beat_s
+        self.lost: BaseException | None = None
+        self._db = _connect(url)
+        self._db.execute("SELECT pg_advisory_lock(%s, %s)", (LOCK_SPACE, run_id))
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="journal-heartbeat", daemon=True)
+        self._thread.start()
+
+    def _beat(self) -> None:
+        try:
+            while not self._stopped.wait(self._beat_s):
+                self._db.execute(
+                    f"UPDATE runs SET beat_at = {_NOW} WHERE run_id = %s AND finished_at IS NULL",
+                    (self._run_id,),
+                )
+        except Exception as exc:  # the server or the network went away
+            self.lost = exc
+        finally:
+            with contextlib.suppress(Exception):
+                self._db.close()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._thread.join()
+
+
+@contextlib.contextmanager
+def _transaction(db: Any) -> Iterator[None]:
+    db.execute("BEGIN")
+    try:
+        yield
+        db.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(Exception):
+            db.execute("ROLLBACK")
+        raise
+
+
+def _lock_key(app_key: str, method: str) -> int:
+    """A stable 31-bit number for an app key and method (the second key of its claim lock)."""
+    return zlib.crc32(f"{app_key}\x00{method}".encode()) & 0x7FFFFFFF
+
+
+_PRIORS = (
+    "SELECT c.payload_hash, c.state, c.request_id, c.system_time, c.finished_at, c.run_id, "
+    f"coalesce({_ALIVE}, false), r.input_path, r.pid, r.host, "
+    "r.run_id IS NOT NULL AND r.finished_at IS NULL, r.finished_at, r.started_at "
+    "FROM calls c LEFT JOIN runs r ON r.run_id = c.run_id "
+    "WHERE c.app_key = %s AND c.method = %s AND c.payload_hash = ANY(%s)"
+)
+_CLAIM = (
+    "INSERT INTO calls (app_key, method, payload_hash, state, run_id) "
+    "SELECT %s, %s, key, 'in_flight', %s FROM unnest(%s::text[]) AS key "
+    # A success stays a success: --no-resume may send it again, but resume must not.
+    "ON CONFLICT (app_key, method, payload_hash) DO UPDATE SET run_id = excluded.run_id, "
+    "state = CASE calls.state WHEN 'success' THEN 'success' ELSE 'in_flight' END"
+)
+_FORGET_CALL = (
+    "DELETE FROM calls WHERE app_key = %s AND method = %s AND payload_hash = %s "
+    "AND run_id = %s AND state = 'in_flight'"
+)
+_RESTORE_CALL = (
+    "UPDATE calls SET state = %s, run_id = %s WHERE app_key = %s AND method = %s "
+    "AND payload_hash = %s AND run_id = %s AND state = 'in_flight'"
+)
+_SETTLE_CALL = (
+    "UPDATE calls SET request_id = %s, system_time = %s, finished_at = %s, run_id = %s, "
+    "state = %s WHERE app_key = %s AND method = %s AND payload_hash = %s "
+    "AND (state != 'success' OR %s = 'success')"
+)
+_ADD_USAGE = (
+    "WITH u AS (INSERT INTO usage (app_key, day, calls) VALUES (%s, %s, %s) "
+    "ON CONFLICT (app_key, day) DO UPDATE SET calls = usage.calls + excluded.calls) "
+    "UPDATE reservations SET made = made + %s WHERE run_id = %s"
+)
+_ADD_MINUTE = (
+    "INSERT INTO minutes (run_id, minute, calls) VALUES (%s, %s, %s) "
+    "ON CONFLICT (run_id, minute) DO UPDATE SET calls = minutes.calls + excluded.calls"
+)
+_MARK_DONE = (
+    "INSERT INTO calls (app_key, method, payload_hash, state, finished_at, run_id) "
+    "VALUES (%s, %s, %s, 'success', %s, %s) "
+    "ON CONFLICT (app_key, method, payload_hash) DO UPDATE SET state = 'success', "
+    "finished_at = excluded.finished_at, run_id = excluded.run_id "
+    "WHERE calls.state != 'success'"
+)
+_INSERT_RESULT = (
+    "INSERT INTO results (run_id, source_row, status, code, msg, sub_code, sub_msg, "
+    "request_id, system_time, attempts, elapsed_ms, error, row_digest, sent) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+    "ON CONFLICT (run_id, source_row) DO UPDATE SET status = excluded.status, "
+    "code = excluded.code, msg = excluded.msg, sub_code = excluded.sub_code, "
+    "sub_msg = excluded.sub_msg, request_id = excluded.request_id, "
+    "system_time = excluded.system_time, attempts = excluded.attempts, "
+    "elapsed_ms = excluded.elapsed_ms, error = excluded.error, "
+    "row_digest = excluded.row_digest, sent = excluded.sent"
+)
