@@ -28,3 +28,27 @@ def simulator() -> Iterator[Callable[..., SimulatorThread]]:
     yield start
     for sim in started:
         sim.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """A real PostgreSQL server for this test process (one per xdist worker), started on first
+    use; the tests skip, saying why, only where no server binary is installed."""
+    import pgserver
+
+    if pgserver.binaries() is None:
+        pytest.skip("no PostgreSQL server binaries (apt-get install postgresql-15)")
+    server = pgserver.Server()
+    server.start()
+    yield server
+    server.remove()
+
+
+@pytest.fixture
+def pg_journal(pg_server, request):
+    """The URL of an empty database of its own on ``pg_server`` (no password in it)."""
+    import re
+
+    name = "t_" + re.sub(r"\W", "_", request.node.name.lower())[:50]
+    name += f"_{abs(hash(request.node.nodeid)) % 10**6}"
+    return pg_server.create_database(name)

@@ -64,13 +64,16 @@ SCHEMES = ("postgresql://", "postgres://")
 SCHEMA_NAME = "top-import-journal"
 SCHEMA_VERSION = "1"
 NETWORK_TIMEOUT_S = 5  # a connection silent this long is lost (a cut cable, a dead server)
-# the first key of every advisory lock of top-import ("top" in ASCII): the second is 0 for the
-# schema, a run's id for its liveness, a hash of the app key and method for its claims
+# the first key of top-import's advisory locks ("top" in ASCII, then +1 and +2): in LOCK_SPACE
+# the second key is 0 for the schema, 1 for starting a run, 2 for the daily quota; in
+# LIVE_SPACE a run's id (its liveness); in CLAIM_SPACE a hash of the app key and method
 LOCK_SPACE = 0x746F70
+LIVE_SPACE = LOCK_SPACE + 1
+CLAIM_SPACE = LOCK_SPACE + 2
 _NOW = "extract(epoch from clock_timestamp())"  # the server's clock: one clock for every host
 _LOCK_HELD = (
     "EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted "
-    f"AND l.classid = {LOCK_SPACE} AND l.objid::bigint = r.run_id AND l.objsubid = 2 "
+    f"AND l.classid = {LIVE_SPACE} AND l.objid::bigint = r.run_id AND l.objsubid = 2 "
     "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()))"
 )
 # a run is alive: not finished, its liveness lock held, its beat fresh (on the server's clock)
@@ -412,7 +415,7 @@ class _PostgresRun(RunJournal):
         self._heart = heart
         self._psycopg = _driver()
         # the claims of one app key and method, one batch at a time on any host
-        self._claim_lock = (LOCK_SPACE, _lock_key(app_key, method))
+        self._claim_lock = (CLAIM_SPACE, _lock_key(app_key, method))
 
     @contextlib.contextmanager
     def _lost(self) -> Iterator[None]:
@@ -650,7 +653,7 @@ class _Heartbeat:
         self._run_id, self._beat_s = run_id, beat_s
         self.lost: BaseException | None = None
         self._db = _connect(url)
-        self._db.execute("SELECT pg_advisory_lock(%s, %s)", (LOCK_SPACE, run_id))
+        self._db.execute("SELECT pg_advisory_lock(%s, %s)", (LIVE_SPACE, run_id))
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._beat, name="journal-heartbeat", daemon=True)
         self._thread.start()

@@ -1,0 +1,258 @@
+"""The journal on a real PostgreSQL server, as several hosts share it: never twice across
+hosts, liveness judged on the server (a host killed frees its input and its quota share at
+once, its in-flight rows unknown for the others), fail closed when the server goes away, safe
+concurrent first opens, and the password in no output. "Another host" is a process with its
+own host name (``unshare --uts``)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import openpyxl
+import pytest
+from helpers import cli, read_sheet, ticket, wait_for, write_csv
+
+from importer.errors import JournalError, LockedError
+from importer.journal import PostgresJournal, open_journal
+from importer.rows import Outcome, Status
+
+SLOW = ["--qps", "200", "--no-progress", "--retries", "0"]
+
+
+def _as_host(host: str, args: list[str]) -> list[str]:
+    """``top-import ARGS`` as a process whose host name is ``host``."""
+    return ["unshare", "--uts", "sh", "-c", f'hostname {host} && exec "$0" "$@"',
+            sys.executable, "-m", "importer", *args]  # fmt: skip
+
+
+needs_unshare = pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("unshare") is None,
+    reason="another host is played with unshare --uts, which needs root",
+)
+
+
+def _open_run(journal, key="k", path="t.csv", **kw):
+    return journal.start_run(input_path=path, input_key=key, app_key="app", method="m", **kw)
+
+
+# -- the journal's rules, on the server --------------------------------------------------------
+
+
+def test_a_claim_on_one_host_refuses_the_same_payload_on_another(
+    pg_journal, pg_server, monkeypatch
+):
+    monkeypatch.setenv("PGPASSWORD", pg_server.password)
+    a, b = PostgresJournal(pg_journal), PostgresJournal(pg_journal)
+    b.host = "B"  # the same database seen from another machine
+    run_a, run_b = _open_run(a, key="a"), _open_run(b, key="b", path="u.csv")
+    assert run_a.claim("p1") is None
+    refused = run_b.claim("p1")  # A is alive: never beside it
+    assert refused is not None and refused.status is Status.DUPLICATE
+    run_a.settle(2, "p1", Outcome(Status.SUCCESS, request_id="r1", attempts=1))
+    skipped = run_b.claim("p1")
+    assert skipped is not None and skipped.status is Status.SKIPPED
+    assert run_b.claim("p2") is None
+    run_a.finish()
+    run_b.finish()
+    # the same content twice is locked while the first runs, on any host
+    first = _open_run(a, key="same")
+    with pytest.raises(LockedError, match="already being imported"):
+        _open_run(b, key="same", path="copy.csv")
+    first.finish()
+    _open_run(b, key="same", path="copy.csv").finish()
+    a.close()
+    b.close()
+
+
+def test_a_killed_hosts_lock_and_claims_are_free_at_once(pg_journal, pg_server, tmp_path):
+    script = (
+        "import os, sys\n"
+        "from importer.journal import PostgresJournal\n"
+        f"j = PostgresJournal({pg_journal!r})\n"
+        "r = j.start_run(input_path='t.csv', input_key='k', app_key='app', method='m')\n"
+        "assert r.claim('p1') is None\n"
+        "print('claimed', flush=True)\n"
+        "sys.stdin.read()\n"
+    )
+    env = {**os.environ, "PGPASSWORD": pg_server.password}
+    child = subprocess.Popen(
+        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env
+    )
+    try:
+        assert child.stdout.readline().strip() == b"claimed"
+        os.environ["PGPASSWORD"] = pg_server.password
+        other = PostgresJournal(pg_journal)
+        with pytest.raises(LockedError):
+            _open_run(other)  # alive: its lock holds
+        child.kill()  # kill -9: the server drops its connections, and its liveness lock
+        child.wait()
+        started = time.monotonic()
+        wait_for(lambda: _can_start(other))
+        assert time.monotonic() - started < 10
+        run = _open_run(other, key="k2", path="u.csv")
+        kept = run.claim("p1")
+        assert kept is not None and kept.status is Status.UNKNOWN  # never resent, never stuck
+        run.finish()
+        other.close()
+    finally:
+        child.kill()
+        os.environ.pop("PGPASSWORD", None)
+
+
+def _can_start(journal) -> bool:
+    try:
+        _open_run(journal).finish()
+    except LockedError:
+        return False
+    return True
+
+
+def test_eight_first_opens_at_once_on_an_empty_database(pg_journal, pg_server):
+    script = (
+        "from importer.journal import PostgresJournal\n"
+        f"j = PostgresJournal({pg_journal!r})\n"
+        "import sys; r = j.start_run(input_path=sys.argv[1], input_key=sys.argv[1], "
+        "app_key='app', method='m')\n"
+        "assert r.claim('p-' + sys.argv[1]) is None\n"
+        "r.finish(); j.close()\n"
+    )
+    env = {**os.environ, "PGPASSWORD": pg_server.password}
+    opens = [
+        subprocess.Popen([sys.executable, "-c", script, f"in{i}"], env=env, stderr=subprocess.PIPE)
+        for i in range(8)
+    ]
+    for process in opens:
+        _out, err = process.communicate(timeout=120)
+        assert process.returncode == 0, err.decode()
+    import psycopg
+
+    with psycopg.connect(pg_journal, password=pg_server.password) as db:
+        assert db.execute("SELECT count(*) FROM calls").fetchone() == (8,)
+        assert db.execute("SELECT count(*) FROM meta").fetchone() == (2,)
+
+
+def test_a_wrong_password_or_no_server_is_one_sentence_without_the_password(
+    pg_journal, pg_server, monkeypatch
+):
+    monkeypatch.setenv("PGPASSWORD", "not-the-password")
+    with pytest.raises(JournalError) as wrong:
+        PostgresJournal(pg_journal)
+    assert "not-the-password" not in str(wrong.value) and "Nothing was sent" in str(wrong.value)
+    monkeypatch.setenv("PGPASSWORD", pg_server.password)
+    with pytest.raises(JournalError, match="Cannot open the journal"):
+        open_journal("postgresql://top@127.0.0.1:1/none")
+
+
+# -- the real command, two hosts, a server that goes away ---------------------------------------
+
+
+def _rows(tmp_path, n):
+    return write_csv(tmp_path / "t.csv", [ticket(i) for i in range(n)])
+
+
+def test_a_run_on_postgresql_resumes_and_reports(tmp_path, simulator, pg_journal, pg_server):
+    sim = simulator()
+    _rows(tmp_path, 30)
+    env = sim.env(**pg_server.env())
+    first = cli(["run", "t.csv", "--journal", pg_journal, *SLOW], tmp_path, env)
+    assert first.returncode == 0, first.stderr
+    assert sim.stats()["accepted"] == 30
+    again = cli(["run", "t.csv", "--journal", pg_journal, *SLOW], tmp_path, env)
+    assert again.returncode == 0, again.stderr
+    assert sim.stats()["calls"] == 30  # all skipped: nothing sent twice
+    statuses = {r["status"] for r in read_sheet(tmp_path / "reports" / "t.result.xlsx")}
+    assert statuses == {"skipped"}
+    # TOP_JOURNAL does the same as --journal
+    via_env = cli(["run", "t.csv", *SLOW], tmp_path, {**env, "TOP_JOURNAL": pg_journal})
+    assert via_env.returncode == 0 and sim.stats()["calls"] == 30
+    for done in (first, again, via_env):
+        assert pg_server.password not in done.stdout + done.stderr
+
+
+def test_the_password_on_the_command_line_is_refused_and_never_shown(tmp_path, pg_server):
+    _rows(tmp_path, 3)
+    url = f"postgresql://top:{pg_server.password}@127.0.0.1:{pg_server.port}/postgres"
+    done = cli(["run", "t.csv", "--simulate", "--journal", url], tmp_path)
+    assert done.returncode == 2
+    assert "PGPASSWORD" in done.stderr and pg_server.password not in done.stderr + done.stdout
+
+
+@needs_unshare
+def test_host_a_killed_mid_send_host_b_finishes_and_nothing_is_sent_twice(
+    tmp_path, simulator, pg_journal, pg_server
+):
+    sim = simulator(latency_ms=150)
+    _rows(tmp_path, 60)
+    env = sim.env(**pg_server.env())
+    args = ["run", "t.csv", "--journal", pg_journal, "--qps", "40", "--concurrency", "4",
+            "--canary", "0", "--retries", "0", "--no-progress"]  # fmt: skip
+    a = subprocess.Popen(
+        _as_host("host-a", args), cwd=tmp_path, env=env, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: sim.stats()["calls"] >= 12)
+    finally:
+        os.killpg(a.pid, signal.SIGKILL)  # kill -9 host A's run mid-send
+        a.wait()
+    started = time.monotonic()
+    b = subprocess.run(
+        _as_host("host-b", args), cwd=tmp_path, env=env, capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert time.monotonic() - started < 60
+    assert b.returncode == 1, b.stderr  # A's in-flight rows are unknown: to check
+    stats = sim.stats()
+    assert stats["duplicate_accepts"] == 0
+    rows = read_sheet(tmp_path / "reports" / "t.result.xlsx")
+    statuses = [r["status"] for r in rows]
+    assert 1 <= statuses.count("unknown") <= 4  # what A had in flight (at most --concurrency)
+    assert statuses.count("success") + statuses.count("skipped") + statuses.count("unknown") == 60
+    assert "host-a" not in b.stderr or "imported" not in b.stderr  # not refused as locked
+
+
+def test_the_server_stopped_mid_run_stops_the_run_and_a_rerun_sends_each_payload_once(
+    tmp_path, simulator, pg_server
+):
+    import pgserver
+
+    own = pgserver.Server()  # stopped below: a server of its own
+    own.start()
+    try:
+        url = own.create_database("stop_test")
+        sim = simulator(latency_ms=50)
+        _rows(tmp_path, 200)
+        env = sim.env(**own.env())
+        args = ["run", "t.csv", "--journal", url, "--qps", "50", "--concurrency", "2",
+                "--canary", "0", "--retries", "0", "--no-progress"]  # fmt: skip
+        run = subprocess.Popen(
+            [sys.executable, "-m", "importer", *args], cwd=tmp_path, env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        wait_for(lambda: sim.stats()["calls"] >= 10)
+        own.stop("immediate")
+        stopped_at = time.monotonic(), sim.stats()["calls"]
+        out, err = run.communicate(timeout=60)
+        assert run.returncode == 3, err
+        assert time.monotonic() - stopped_at[0] < 15
+        assert sim.stats()["calls"] - stopped_at[1] <= 4  # in flight then, no new call after
+        lines = [line for line in err.splitlines() if "cannot be reached" in line]
+        assert len(lines) == 1 and own.password not in out + err
+        own.start()
+        again = subprocess.run(
+            [sys.executable, "-m", "importer", *args], cwd=tmp_path, env=env,
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert again.returncode in (0, 1), again.stderr
+        stats = sim.stats()
+        assert stats["duplicate_accepts"] == 0
+        book = openpyxl.load_workbook(sorted((tmp_path / "reports").glob("t*.result.xlsx"))[-1])
+        statuses = [row[0] for row in book["results"].iter_rows(min_row=2, values_only=True)]
+        assert len(statuses) > 0
+    finally:
+        own.remove()
