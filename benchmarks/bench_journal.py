@@ -14,6 +14,11 @@
 2. journal alone, no network: ``in_flight`` + ``settle`` of N payloads in a tight loop, µs per
    call, and the share of that spent in COMMIT (the WAL append).
 
+3. ``--postgres``: a whole ``top-import run`` of ``--rows`` rows (20,000) against the simulator
+   (20 ms latency, ``--qps 10000 --concurrency 64``), its journal an SQLite file or a database
+   on a local PostgreSQL server (started here as the tests start theirs), alternately; prints
+   the best wall time of each and the ratio PostgreSQL/SQLite of their rates (target >= 0.9).
+
 Prints, never asserts: the figures depend on the machine.
 """
 
@@ -214,12 +219,79 @@ async def main(calls: int, rounds: int) -> None:
         journal_alone(calls, Path(tmp))
 
 
+def postgres_vs_sqlite(rows: int, rounds: int) -> None:
+    """The whole CLI on each journal, alternately; the best round of each."""
+    import csv
+    import os
+    import subprocess
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    import pgserver
+
+    if pgserver.binaries() is None:
+        print("no PostgreSQL server binaries: skipped")
+        return
+    server = pgserver.Server()
+    server.start()
+    try:
+        with (
+            tempfile.TemporaryDirectory() as tmp,
+            SimulatorProcess(app_key=APP_KEY, secret="bench-secret", latency_ms=20.0) as sim,
+        ):
+            folder = Path(tmp)
+            with (folder / "t.csv").open("w", newline="", encoding="utf-8") as fh:
+                out = csv.writer(fh)
+                out.writerow(["corp_id", "user_identify", "case_id", "tenant_id",
+                              "open_conversation_id"])  # fmt: skip
+                for i in range(rows):
+                    out.writerow([f"ding{i:032d}", f"uid{i:09d}", str(396743391396743391 + i),
+                                  "200110004", f"cid{i:09d}=="])  # fmt: skip
+            env = {**os.environ, "TOP_APP_KEY": APP_KEY, "TOP_APP_SECRET": "bench-secret",
+                   "TOP_GATEWAY": sim.url, **server.env()}  # fmt: skip
+            best: dict[str, float] = {}
+            for round_ in range(rounds):
+                for kind in ("sqlite", "postgresql"):
+                    target = (
+                        str(folder / f"j{round_}.sqlite")
+                        if kind == "sqlite"
+                        else server.create_database(f"bench_{round_}")
+                    )
+                    started = time.perf_counter()
+                    done = subprocess.run(
+                        [sys.executable, "-m", "importer", "run", "t.csv", "--journal", target,
+                         "--qps", "10000", "--concurrency", "64", "--canary", "0",
+                         "--no-progress", "--out", f"{kind}{round_}.xlsx"],
+                        cwd=folder, env=env, capture_output=True, text=True,
+                    )  # fmt: skip
+                    took = time.perf_counter() - started
+                    if done.returncode != 0:
+                        print(f"{kind}: exit {done.returncode}: {done.stderr.strip()[-300:]}")
+                        return
+                    best[kind] = min(best.get(kind, took), took)
+                    print(f"  round {round_ + 1} {kind:10}: {took:6.2f} s")
+            sqlite = best["sqlite"]
+            print(f"  sqlite     best: {sqlite:6.2f} s  ({rows / sqlite:,.0f} rows/s)")
+            print(
+                f"  postgresql best: {best['postgresql']:6.2f} s  "
+                f"({rows / best['postgresql']:,.0f} rows/s)"
+            )
+            print(f"  ratio postgresql/sqlite (rate): {best['sqlite'] / best['postgresql']:.2f}")
+    finally:
+        server.remove()
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--postgres", action="store_true", help="the whole run, PG vs SQLite")
+    parser.add_argument("--rows", type=int, default=20_000, help="rows of the --postgres run")
     parser.add_argument("--calls", type=int, default=5_000, help="calls a round")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds, best kept")
     parser.add_argument("--quick", action="store_true", help="1000 calls, 2 rounds")
     args = parser.parse_args()
     if args.quick:
         args.calls, args.rounds = 1_000, 2
-    asyncio.run(main(args.calls, args.rounds))
+    if args.postgres:
+        postgres_vs_sqlite(args.rows, args.rounds)
+    else:
+        asyncio.run(main(args.calls, args.rounds))

@@ -63,6 +63,7 @@ from importer.rows import Outcome, Status
 SCHEMES = ("postgresql://", "postgres://")
 SCHEMA_NAME = "top-import-journal"
 SCHEMA_VERSION = "1"
+PICTURE_MAX = 500_000  # calls of one app key and method a run's look-ups hold in memory
 NETWORK_TIMEOUT_S = 5  # a connection silent this long is lost (a cut cable, a dead server)
 # the first key of top-import's advisory locks ("top" in ASCII, then +1 and +2): in LOCK_SPACE
 # the second key is 0 for the schema, 1 for starting a run, 2 for the daily quota; in
@@ -414,6 +415,7 @@ class _PostgresRun(RunJournal):
         self._host = journal.host
         self._heart = heart
         self._psycopg = _driver()
+        self._picture: dict[str, PriorCall] | bool | None = None  # see ``prior``
         # the claims of one app key and method, one batch at a time on any host
         self._claim_lock = (CLAIM_SPACE, _lock_key(app_key, method))
 
@@ -462,7 +464,25 @@ class _PostgresRun(RunJournal):
         )
 
     def prior(self, row_key: str) -> PriorCall | None:
+        """A look-up (the pre-flight's, the feed's; never the claim's, which reads under the
+        claim lock): from a picture of the journal's calls for this app key and method, read
+        in one statement at the first look-up, so a pass over a million rows is not a million
+        round trips. What changed since is found by the claim, which decides."""
+        if self._picture is None:
+            self._picture = self._take_picture()
+        if self._picture is not False:
+            return self._picture.get(row_key)
         return self._priors([row_key]).get(row_key)
+
+    def _take_picture(self) -> dict[str, PriorCall] | bool:
+        with self._lost():
+            (count,) = self._db.execute(
+                "SELECT count(*) FROM calls WHERE app_key = %s AND method = %s", self._key
+            ).fetchone()
+            if count > PICTURE_MAX:
+                return False  # too many to hold: one look-up a row
+            rows = self._db.execute(_PRIORS_ALL, self._key).fetchall()
+        return {row[0]: self._prior_of(row) for row in rows}
 
     def _priors(self, row_keys: Sequence[str]) -> dict[str, PriorCall | None]:
         with self._lost():
@@ -700,6 +720,7 @@ _PRIORS = (
     "FROM calls c LEFT JOIN runs r ON r.run_id = c.run_id "
     "WHERE c.app_key = %s AND c.method = %s AND c.payload_hash = ANY(%s)"
 )
+_PRIORS_ALL = _PRIORS.replace(" AND c.payload_hash = ANY(%s)", "")
 _CLAIM = (
     "INSERT INTO calls (app_key, method, payload_hash, state, run_id) "
     "SELECT %s, %s, key, 'in_flight', %s FROM unnest(%s::text[]) AS key "
