@@ -20,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 
 from importer.advice import CHECK_ADVICE
-from importer.errors import JournalError
+from importer.errors import JournalError, LockedError
 from importer.i18n import N_, _
 from importer.protocol import GMT8, platform_stamp
 from importer.rows import Outcome, Status
@@ -126,6 +126,49 @@ def refusal(
         )
     # unknown: an answer was lost, or its run died with the call in flight
     return None if resend_unknown else Outcome(Status.UNKNOWN, error=KEPT_UNKNOWN_NOTE)
+
+
+def wrong_version(journal: object, version: object, expected: str) -> JournalError:
+    return JournalError(
+        _(
+            "Journal {path} has version {version}, this top-import reads version "
+            "{expected}; use a new --journal path."
+        ).format(path=journal, version=version, expected=expected)
+    )
+
+
+def input_locked(
+    input_path: str, other_input: str, journal: object, pid: int, host: str, started: float
+) -> LockedError:
+    """A live run (on any host) holds the same content: the second would send it twice."""
+    same = (
+        input_path
+        if other_input == input_path
+        else _("{path} (same content)").format(path=other_input)
+    )
+    return LockedError(
+        _(
+            "{path}: {other} is already being imported with journal {journal} by "
+            "process {pid} on {host}, started {started}; wait for it to finish (a "
+            "second run would send the same rows twice)."
+        ).format(
+            path=input_path,
+            other=same,
+            journal=journal,
+            pid=pid,
+            host=host,
+            started=platform_stamp(started),
+        )
+    )
+
+
+def being_imported(input_path: object, pid: int, host: str, journal: object) -> LockedError:
+    return LockedError(
+        _(
+            "{path} is being imported right now by process {pid} on {host} (journal "
+            "{journal}); its workbook is written when it ends: report it then."
+        ).format(path=input_path, pid=pid, host=host, journal=journal)
+    )
 
 
 # (source_row, row_key or None, outcome, digest of the row's cells or None)

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from importer.errors import JournalError, JournalLost, LockedError, UsageError
+from importer.errors import JournalError, JournalLost, UsageError
 from importer.i18n import _
 from importer.journal._base import (
     BEAT_S,
@@ -54,10 +54,12 @@ from importer.journal._base import (
     QuotaView,
     RunJournal,
     Settled,
+    being_imported,
+    input_locked,
     quota_day,
+    wrong_version,
 )
 from importer.processes import pid_alive
-from importer.protocol import platform_stamp
 from importer.rows import Outcome, Status
 
 SCHEMES = ("postgresql://", "postgres://")
@@ -228,12 +230,7 @@ class PostgresJournal(Journal):
                 ).format(journal=self.path)
             )
         if meta.get("version") != SCHEMA_VERSION:
-            raise JournalError(
-                _(
-                    "Journal {path} has version {version}, this top-import reads version "
-                    "{expected}; use a new --journal path."
-                ).format(path=self.path, version=meta.get("version"), expected=SCHEMA_VERSION)
-            )
+            raise wrong_version(self.path, meta.get("version"), SCHEMA_VERSION)
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -276,12 +273,7 @@ class PostgresJournal(Journal):
             if str(Path(path).resolve()) != target:
                 continue
             if finished_at is None:
-                raise LockedError(
-                    _(
-                        "{path} is being imported right now by process {pid} on {host} (journal "
-                        "{journal}); its workbook is written when it ends: report it then."
-                    ).format(path=input_path, pid=pid, host=host, journal=self.path)
-                )
+                raise being_imported(input_path, pid, host, self.path)
             if not kept and finished_at != KILLED:
                 return None
             return _PostgresRun(self, run_id, app_key, method)
@@ -332,25 +324,7 @@ class PostgresJournal(Journal):
                 "WHERE input_key = %s AND finished_at IS NULL",
                 (input_key,),
             ).fetchall():
-                same = (
-                    input_path
-                    if other_input == input_path
-                    else _("{path} (same content)").format(path=other_input)
-                )
-                raise LockedError(
-                    _(
-                        "{path}: {other} is already being imported with journal {journal} by "
-                        "process {pid} on {host}, started {started}; wait for it to finish (a "
-                        "second run would send the same rows twice)."
-                    ).format(
-                        path=input_path,
-                        other=same,
-                        journal=self.path,
-                        pid=pid,
-                        host=other_host,
-                        started=platform_stamp(started),
-                    )
-                )
+                raise input_locked(input_path, other_input, self.path, pid, other_host, started)
             db.execute(f"DELETE FROM leases WHERE renewed_at < {_NOW} - 60")
             db.execute(
                 "DELETE FROM reservations WHERE run_id NOT IN "

@@ -44,7 +44,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from importer.errors import JournalError, LockedError
+from importer.errors import JournalError
 from importer.i18n import _
 from importer.journal._base import (
     BEAT_S,
@@ -56,11 +56,13 @@ from importer.journal._base import (
     QuotaView,
     RunJournal,
     Settled,
+    being_imported,
+    input_locked,
     quota_day,
     run_alive,
+    wrong_version,
 )
 from importer.processes import pid_alive
-from importer.protocol import platform_stamp
 from importer.rows import Outcome, Status
 
 try:
@@ -236,12 +238,7 @@ class SQLiteJournal(Journal):
                 ).format(path=self.path)
             )
         if meta.get("version") != SCHEMA_VERSION:
-            raise JournalError(
-                _(
-                    "Journal {path} has version {version}, this top-import reads version "
-                    "{expected}; use a new --journal path."
-                ).format(path=self.path, version=meta.get("version"), expected=SCHEMA_VERSION)
-            )
+            raise wrong_version(self.path, meta.get("version"), SCHEMA_VERSION)
 
     def close(self) -> None:
         self._db.close()
@@ -261,12 +258,7 @@ class SQLiteJournal(Journal):
             if Path(path).resolve() != target:
                 continue
             if finished_at is None:
-                raise LockedError(
-                    _(
-                        "{path} is being imported right now by process {pid} on {host} (journal "
-                        "{journal}); its workbook is written when it ends: report it then."
-                    ).format(path=input_path, pid=pid, host=host, journal=self.path)
-                )
+                raise being_imported(input_path, pid, host, self.path)
             if not kept and finished_at != KILLED:
                 return None  # it ended well: its workbook holds its results
             return _SQLiteRun(self._db, run_id, app_key, method, host=self.host, path=self.path)
@@ -299,24 +291,7 @@ class SQLiteJournal(Journal):
                 "WHERE input_key = ? AND finished_at IS NULL",
                 (input_key,),
             ).fetchall():
-                if other_input == input_path:
-                    same = input_path
-                else:
-                    same = _("{path} (same content)").format(path=other_input)
-                raise LockedError(
-                    _(
-                        "{path}: {other} is already being imported with journal {journal} by "
-                        "process {pid} on {host}, started {started}; wait for it to finish (a "
-                        "second run would send the same rows twice)."
-                    ).format(
-                        path=input_path,
-                        other=same,
-                        journal=self.path,
-                        pid=pid,
-                        host=other_host,
-                        started=platform_stamp(started),
-                    )
-                )
+                raise input_locked(input_path, other_input, self.path, pid, other_host, started)
             db.execute("DELETE FROM leases WHERE renewed_at < ?", (self._clock() - 60,))
             db.execute(
                 "DELETE FROM reservations WHERE run_id NOT IN "
