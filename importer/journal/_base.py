@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import concurrent.futures
 import contextlib
 import math
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -183,6 +185,23 @@ def _cannot_write(why: BaseException) -> str:
     return _("The journal cannot be written: {why}.").format(why=why)
 
 
+@dataclass(slots=True)
+class _Batch:
+    """The claims and outcomes committed together, and (threaded) the writer's commit of them."""
+
+    claims: list[tuple[str, asyncio.Future[Outcome | None]]]
+    outcomes: list[Settled]
+    done: concurrent.futures.Future[list[Outcome | None]] | None = None
+
+    def keys(self) -> list[str]:
+        return [row_key for row_key, _future in self.claims]
+
+    def resolve(self, verdicts: list[Outcome | None]) -> None:
+        for (_key, future), verdict in zip(self.claims, verdicts, strict=True):
+            if not future.done():
+                future.set_result(verdict)
+
+
 class Journal(abc.ABC):
     """Where the runs of one process record what they send; shared by the runs of its inputs.
     ``path`` names it in messages (a file, or a database's address without its password);
@@ -224,7 +243,10 @@ class RunJournal(abc.ABC):
     """One run's view of the journal: resume look-ups, claims, settled outcomes.
 
     The rule (``refusal`` with this run's policy) and the batching live here; a backend gives
-    the storage steps, run inside one ``_transaction`` per batch."""
+    the storage steps, run inside one ``_transaction`` per batch. A backend whose commit is a
+    network round trip sets ``threaded``: its batches are committed on a thread of their own."""
+
+    threaded = False
 
     def __init__(
         self,
@@ -252,6 +274,10 @@ class RunJournal(abc.ABC):
         self._resend: set[str] = set()  # payloads a person decided to resend (the check sheet)
         self._flush_scheduled = False
         self._error: Exception | None = None
+        # one batch at a time reaches the storage, whichever thread writes it
+        self._lock = threading.Lock()
+        self._writer: concurrent.futures.ThreadPoolExecutor | None = None  # see ``threaded``
+        self._writing: _Batch | None = None  # the batch the writer commits now
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(run_id={self.run_id}, method={self._key[1]!r})"
@@ -322,62 +348,130 @@ class RunJournal(abc.ABC):
 
     def _flush_soon(self) -> None:
         self._flush_scheduled = False
+        if self.threaded:
+            if self._writing is None:  # else the batch gathers until the writer is done
+                self._write_next()
+            return
         try:
             self.flush()
         except Exception as exc:  # a callback cannot raise to anyone: keep it for flush()
             self._error = exc
 
-    def flush(self) -> None:
-        """Commit whatever the current tick queued; raise what an earlier tick's commit hit."""
+    def _take(self) -> _Batch | None:
         claims, outcomes = self._claims, self._outcomes
         self._claims, self._outcomes = [], []
+        return _Batch(claims, outcomes) if claims or outcomes else None
+
+    # -- threaded: while the writer commits one batch, the event loop goes on and the next gathers
+    #
+    # Against a server a commit is several network round trips; on the event loop's thread it
+    # would stall every call in flight. The writer commits one batch at a time, and the claims
+    # and outcomes queued meanwhile form the next batch (a group commit): the busier the run, the
+    # larger its batches. A call still starts only once its claim is committed.
+
+    def _write_next(self) -> None:
+        batch = self._take()
+        if batch is None:
+            return
+        if self._writer is None:
+            self._writer = concurrent.futures.ThreadPoolExecutor(1, "journal-writer")
+        loop = asyncio.get_running_loop()
+        batch.done = self._writer.submit(self._write, batch.keys(), batch.outcomes)
+        self._writing = batch
+
+        def written(_done: object) -> None:  # on the writer's thread
+            with contextlib.suppress(RuntimeError):  # the loop has closed: flush() took it
+                loop.call_soon_threadsafe(self._written, batch)
+
+        batch.done.add_done_callback(written)
+
+    def _written(self, batch: _Batch) -> None:
+        if self._writing is not batch:
+            return  # flush() delivered it
+        self._writing = None
         try:
-            verdicts = (
-                self._write([h for h, _future in claims], outcomes) if claims or outcomes else []
-            )
+            self._deliver(batch)
+        except Exception as exc:  # kept for flush(), as a callback's error is
+            self._error = exc
+            return
+        self._write_next()
+
+    def _deliver(self, batch: _Batch) -> None:
+        """Settle the batch's claims with what its commit found (or the error it hit)."""
+        assert batch.done is not None
+        try:
+            verdicts = batch.done.result()
         except BaseException as exc:
-            # a backend's own sentence (a lost server: exit 3) is kept as it is
-            error = exc if isinstance(exc, JournalError) else JournalError(_cannot_write(exc))
-            for _key, future in claims:
-                if not future.done():
-                    future.set_exception(error)
+            self._fail(batch, exc)
             raise
-        for (_key, future), verdict in zip(claims, verdicts, strict=True):
+        batch.resolve(verdicts)
+
+    def _fail(self, batch: _Batch, exc: BaseException) -> None:
+        # a backend's own sentence (a lost server: exit 3) is kept as it is
+        error = exc if isinstance(exc, JournalError) else JournalError(_cannot_write(exc))
+        for _key, future in batch.claims:
             if not future.done():
-                future.set_result(verdict)
+                future.set_exception(error)
+
+    def close_writer(self) -> None:
+        """Commit what is queued and end the writer's thread (a threaded backend's ``finish``)."""
+        try:
+            if self._writing is not None or self._claims or self._outcomes:
+                self.flush()
+        finally:
+            if self._writer is not None:
+                self._writer.shutdown()
+                self._writer = None
+
+    def flush(self) -> None:
+        """Commit whatever is queued (after the batch the writer commits now, if any); raise
+        what an earlier batch's commit hit."""
+        writing, self._writing = self._writing, None
+        if writing is not None:
+            try:
+                self._deliver(writing)
+            except BaseException as exc:
+                error = exc if isinstance(exc, JournalError) else JournalError(_cannot_write(exc))
+                raise error from None
+        batch = self._take()
+        if batch is not None:
+            try:
+                verdicts = self._write(batch.keys(), batch.outcomes)
+            except BaseException as exc:
+                self._fail(batch, exc)
+                raise
+            batch.resolve(verdicts)
         if self._error is not None:
             error, self._error = self._error, None
+            if isinstance(error, JournalError):
+                raise error
             raise JournalError(_cannot_write(error)) from None
 
     def _write(self, claims: list[str], outcomes: list[Settled]) -> list[Outcome | None]:
         """One transaction: claims, then outcomes (call states, usage, results). Returns each
         claim's verdict: None when claimed, else the outcome of a row not to send."""
+        with self._lock:
+            return self._write_locked(claims, outcomes)
+
+    def _write_locked(self, claims: list[str], outcomes: list[Settled]) -> list[Outcome | None]:
+        """A payload the journal holds nothing of (the common case) is claimed by the batch's
+        first transaction, with the outcomes; one it holds needs the rule, so it is judged and
+        claimed by a second one, which reads it again under the lock."""
         now = self._clock()
-        verdicts: list[Outcome | None] = []
-        claimed: dict[str, PriorCall | None] = {}
         calls = 0
         # immediate: the claim reads, then writes; no other run may write in between
         self._begin(immediate=bool(claims))
         try:
-            priors = self._priors(claims) if claims else {}
-            for row_key in claims:
-                prior = priors.get(row_key)
-                verdict = self.judge(prior, True if row_key in self._resend else None)
-                if verdict is None:
-                    claimed[row_key] = prior
-                verdicts.append(verdict)
-            if claimed:
-                self._claim_all(list(claimed))
+            held_of = self._claim_new(claims) if claims else list
             states: list[CallState] = []
             for _row, row_key, outcome, _digest in outcomes:
                 calls += outcome.calls
                 if row_key is None:
                     continue
                 if not outcome.attempts:
-                    if row_key in self._claimed or row_key in claimed:
+                    if row_key in self._claimed:
                         # claimed, then stopped before the call: what it held before comes back
-                        before = claimed.pop(row_key, None) or self._claimed.get(row_key)
-                        self._release(row_key, before)
+                        self._release(row_key, self._claimed[row_key])
                     continue
                 state = _CALL_STATE.get(outcome.status, "failed")
                 states.append((row_key, state, outcome.request_id, outcome.system_time))
@@ -391,12 +485,39 @@ class RunJournal(abc.ABC):
         except BaseException:
             self._rollback()
             raise
-        self._claimed.update(claimed)
+        held = held_of()
         if calls:  # kept in memory: written with the report (a chart; not worth a statement)
             self._minutes[int(now // 60)] += calls
         for _row, row_key, _outcome, _digest in outcomes:
             if row_key is not None:
                 self._claimed.pop(row_key, None)
+        verdicts = self._judge_held(held) if held else {}
+        for row_key in claims:
+            if row_key not in held:
+                self._claimed[row_key] = None
+        return [verdicts.get(row_key) for row_key in claims]
+
+    def _judge_held(self, held: Sequence[str]) -> dict[str, Outcome | None]:
+        """Claim the payloads the journal holds that the rule lets this run send; the verdict
+        of each (None: claimed)."""
+        verdicts: dict[str, Outcome | None] = {}
+        claimed: dict[str, PriorCall | None] = {}
+        self._begin(immediate=True)
+        try:
+            priors = self._priors(held)  # again: it may have changed since, not under the lock
+            for row_key in held:
+                prior = priors.get(row_key)
+                verdict = self.judge(prior, True if row_key in self._resend else None)
+                if verdict is None:
+                    claimed[row_key] = prior
+                verdicts[row_key] = verdict
+            if claimed:
+                self._claim_all(list(claimed))
+            self._commit()
+        except BaseException:
+            self._rollback()
+            raise
+        self._claimed.update(claimed)
         return verdicts
 
     def _save_minutes(self) -> None:
@@ -433,6 +554,18 @@ class RunJournal(abc.ABC):
     def _claim_all(self, row_keys: Sequence[str]) -> None:
         for row_key in row_keys:
             self._claim(row_key)
+
+    def _claim_new(self, row_keys: Sequence[str]) -> Callable[[], Sequence[str]]:
+        """Inside the batch's transaction: claim each payload the journal holds nothing of (a
+        new payload may always be sent). Returns what gives, once the batch is committed, the
+        payloads it does hold (for ``_judge_held``): a backend that pipelines its statements
+        reads the answer after the commit, so the batch is one round trip."""
+        priors = self._priors(row_keys)
+        new = [row_key for row_key in row_keys if priors.get(row_key) is None]
+        if new:
+            self._claim_all(new)
+        held = [row_key for row_key in row_keys if priors.get(row_key) is not None]
+        return lambda: held
 
     @abc.abstractmethod
     def _claim(self, row_key: str) -> None:
