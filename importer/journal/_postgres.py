@@ -37,6 +37,7 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -396,7 +397,8 @@ class _PostgresRun(RunJournal):
         self._psycopg = _driver()
         self._picture: dict[str, PriorCall] | bool | None = None  # see ``prior``
         self._writes: Any = None  # the writer thread's connection, opened at its first batch
-        self._pipe: Any = None  # its pipeline while a batch is being written
+        self._pending: _Pending | None = None  # the batch being written
+        self._new: set[str] = set()  # the payloads the last batch claimed as new
         self._unanalyzed = 0  # claims since the planner's statistics of calls were refreshed
         self._analyze_after = ANALYZE_AFTER
         # the claims of one app key and method, one batch at a time on any host
@@ -433,30 +435,39 @@ class _PostgresRun(RunJournal):
             self._writes.execute("ANALYZE calls")
             self._unanalyzed, self._analyze_after = 0, self._analyze_after * 2
 
-    # A batch is two round trips, in pipeline mode: BEGIN, the claim lock and the look-up of
-    # the claims' priors (whose answer the rule needs), then every write and the COMMIT.
+    # A batch is one statement, so one round trip and its own transaction: each of its writes is
+    # a data-modifying part of it (``_Pending``). Only a batch that reads before it writes (the
+    # rule must see the state of a payload the journal holds) or gives claims back is a
+    # transaction of several statements (``_open``).
 
     def _begin(self, immediate: bool) -> None:
         if self._writes is None:
             self._writes = _connect(self._journal._url)
-        self._pipe = self._writes.pipeline()
-        self._pipe.__enter__()
-        self._writes.execute("BEGIN")
-        if immediate:
-            self._writes.execute("SELECT pg_advisory_xact_lock(%s, %s)", self._claim_lock)
+        self._pending = _Pending(immediate)
+
+    def _open(self) -> None:
+        pending = self._pending
+        if not pending.open:
+            self._writes.execute("BEGIN")
+            if pending.immediate:
+                self._writes.execute("SELECT pg_advisory_xact_lock(%s, %s)", self._claim_lock)
+            pending.open = True
 
     def _commit(self) -> None:
-        self._writes.execute("COMMIT")
-        pipe, self._pipe = self._pipe, None
-        pipe.__exit__(None, None, None)  # the sync: raises what any statement of it hit
+        pending = self._pending
+        cursor = None
+        if pending.parts:
+            cursor = self._writes.execute(*pending.statement())
+        if pending.open:
+            self._writes.execute("COMMIT")
+        self._new = {row[0] for row in cursor.fetchall()} if pending.claims else set()
+        self._pending = None
 
     def _rollback(self) -> None:
-        pipe, self._pipe = self._pipe, None
-        with contextlib.suppress(Exception):
-            if pipe is not None:
-                pipe.__exit__(None, None, None)
-        with contextlib.suppress(Exception):
-            self._writes.execute("ROLLBACK")
+        pending, self._pending = self._pending, None
+        if pending is not None and pending.open:
+            with contextlib.suppress(Exception):
+                self._writes.execute("ROLLBACK")
 
     def _prior_of(self, row: tuple) -> PriorCall:
         state, request_id, system_time, finished_at, run_id, alive, path, pid, host = row[1:10]
@@ -505,22 +516,24 @@ class _PostgresRun(RunJournal):
         return {row[0]: self._prior_of(row) for row in rows}
 
     def _priors(self, row_keys: Sequence[str]) -> dict[str, PriorCall | None]:
+        self._open()
         return self._look_up(self._writes, row_keys)
 
     def _claim_new(self, row_keys: Sequence[str]) -> Callable[[], Sequence[str]]:
-        # queued in the batch's pipeline; its answer is read once the batch is committed
-        cursor = self._writes.execute(
-            _CLAIM_NEW, (*self._key, self.run_id, list(row_keys), *self._key, list(row_keys))
-        )
-        return lambda: [row[0] for row in cursor.fetchall()]
+        keys = list(row_keys)
+        self._pending.add(_NEW, (*self._key, self.run_id, keys, *self._claim_lock))
+        self._pending.claims = True
+        return lambda: [row_key for row_key in keys if row_key not in self._new]
 
     def _claim(self, row_key: str) -> None:
         self._claim_all([row_key])
 
     def _claim_all(self, row_keys: Sequence[str]) -> None:
+        self._open()
         self._writes.execute(_CLAIM, (*self._key, self.run_id, list(row_keys)))
 
     def _release(self, row_key: str, before: PriorCall | None) -> None:
+        self._open()
         if before is None:
             self._writes.execute(_FORGET_CALL, (*self._key, row_key, self.run_id))
         else:
@@ -529,17 +542,17 @@ class _PostgresRun(RunJournal):
 
     def _settle_calls(self, states: Sequence[CallState], now: float) -> None:
         last = {row_key: (state, rid, st) for row_key, state, rid, st in states}
-        columns = list(zip(*((key, *rest) for key, rest in last.items()), strict=True))
-        self._writes.execute(_SETTLE_CALLS, (now, self.run_id, *map(list, columns), *self._key))
+        columns = zip(*((key, *rest) for key, rest in last.items()), strict=True)
+        self._pending.add(_SETTLED, (now, self.run_id, *map(list, columns), *self._key))
 
     def _count_calls(self, day: str, calls: int) -> None:
-        self._writes.execute(_ADD_USAGE, (self._key[0], day, calls, calls, self.run_id))
+        self._pending.add(_USED, (self._key[0], day, calls, calls, self.run_id))
 
     def _add_results(self, outcomes: Sequence[Settled]) -> None:
-        # one statement whatever the batch's size; a row settled twice in it: the last counts
+        # a row settled twice in one batch: the last counts (a statement writes a row once)
         last = {row: (row, *o.values(), d, o.sent) for row, _key, o, d in outcomes}
         columns = zip(*last.values(), strict=True)
-        self._writes.execute(_INSERT_RESULTS, (self.run_id, *map(list, columns)))
+        self._pending.add(_KEPT, (self.run_id, *map(list, columns)))
 
     def _add_minutes(self, minutes: Sequence[tuple[int, int]]) -> None:
         with self._lost(), _transaction(self._db), self._db.cursor() as cur:
@@ -732,6 +745,25 @@ def _transaction(db: Any) -> Iterator[None]:
         raise
 
 
+@dataclass(slots=True)
+class _Pending:
+    """A batch's writes, sent as one statement at its commit (``statement``)."""
+
+    immediate: bool  # it claims: under the claim lock
+    open: bool = False  # an explicit transaction was begun (it read before it wrote)
+    claims: bool = False  # its statement returns the payloads it claimed as new
+    parts: list[tuple[str, tuple]] = field(default_factory=list)
+
+    def add(self, cte: str, params: tuple) -> None:
+        self.parts.append((cte, params))
+
+    def statement(self) -> tuple[str, tuple]:
+        after = _AFTER_NEW if self.claims else ""
+        ctes = ", ".join(cte.replace("{after}", after) for cte, _params in self.parts)
+        main = "SELECT payload_hash FROM new" if self.claims else "SELECT 1"
+        return f"WITH {ctes} {main}", tuple(p for _cte, params in self.parts for p in params)
+
+
 def _lock_key(app_key: str, method: str) -> int:
     """A stable 31-bit number for an app key and method (the second key of its claim lock)."""
     return zlib.crc32(f"{app_key}\x00{method}".encode()) & 0x7FFFFFFF
@@ -752,15 +784,6 @@ _CLAIM = (
     "ON CONFLICT (app_key, method, payload_hash) DO UPDATE SET run_id = excluded.run_id, "
     "state = CASE calls.state WHEN 'success' THEN 'success' ELSE 'in_flight' END"
 )
-# Claims each new payload; returns those the journal held (the main query sees the table as
-# it was before the insert), but not one a run gave back meanwhile (it was inserted: it is new).
-_CLAIM_NEW = (
-    "WITH new AS (INSERT INTO calls (app_key, method, payload_hash, state, run_id) "
-    "SELECT %s, %s, key, 'in_flight', %s FROM unnest(%s::text[]) AS key "
-    "ON CONFLICT (app_key, method, payload_hash) DO NOTHING RETURNING payload_hash) "
-    "SELECT c.payload_hash FROM calls c WHERE c.app_key = %s AND c.method = %s "
-    "AND c.payload_hash = ANY(%s) AND c.payload_hash NOT IN (SELECT payload_hash FROM new)"
-)
 _FORGET_CALL = (
     "DELETE FROM calls WHERE app_key = %s AND method = %s AND payload_hash = %s "
     "AND run_id = %s AND state = 'in_flight'"
@@ -768,20 +791,6 @@ _FORGET_CALL = (
 _RESTORE_CALL = (
     "UPDATE calls SET state = %s, run_id = %s WHERE app_key = %s AND method = %s "
     "AND payload_hash = %s AND run_id = %s AND state = 'in_flight'"
-)
-_SETTLE_CALLS = (
-    "UPDATE calls c SET request_id = v.request_id, system_time = v.system_time, "
-    "finished_at = %s, run_id = %s, state = v.state "
-    "FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[]) "
-    "AS v(payload_hash, state, request_id, system_time) "
-    "WHERE c.app_key = %s AND c.method = %s AND c.payload_hash = v.payload_hash "
-    # a success stays a success
-    "AND (c.state != 'success' OR v.state = 'success')"
-)
-_ADD_USAGE = (
-    "WITH u AS (INSERT INTO usage (app_key, day, calls) VALUES (%s, %s, %s) "
-    "ON CONFLICT (app_key, day) DO UPDATE SET calls = usage.calls + excluded.calls) "
-    "UPDATE reservations SET made = made + %s WHERE run_id = %s"
 )
 _ADD_MINUTE = (
     "INSERT INTO minutes (run_id, minute, calls) VALUES (%s, %s, %s) "
@@ -810,8 +819,40 @@ _INSERT_RESULT = (
     f"{_RESULT_COLUMNS} VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
     f"{_RESULT_CONFLICT}"
 )
-_INSERT_RESULTS = (
-    f"{_RESULT_COLUMNS} SELECT %s, * FROM unnest(%s::int[], %s::text[], %s::text[], "
-    "%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::int[], %s::bigint[], "
-    f"%s::text[], %s::bigint[], %s::int[]) {_RESULT_CONFLICT}"
+
+# The parts of a batch's statement (``_Pending``), each a data-modifying CTE. When the batch
+# claims, ``new`` takes the claim lock before its first insert, and every other part reads its
+# count (``{after}``) so it writes nothing before then: every statement that waits for the
+# claim lock holds no lock yet, so two batches (of any hosts) never wait for each other in a
+# circle, whatever order the server would run the parts in.
+# Claims each new payload (one the journal holds nothing of) under the claim lock, and returns
+# the payloads it claimed; the others are judged by a second transaction.
+_NEW = (
+    "new AS (INSERT INTO calls (app_key, method, payload_hash, state, run_id) "
+    "SELECT %s, %s, key, 'in_flight', %s FROM unnest(%b::text[]) AS key, "
+    "(SELECT pg_advisory_xact_lock(%s, %s)) AS claim_lock "
+    "ON CONFLICT (app_key, method, payload_hash) DO NOTHING RETURNING payload_hash)"
+)
+_AFTER_NEW = ", (SELECT count(*) FROM new) AS after_new"
+_SETTLED = (
+    "settled AS (UPDATE calls c SET request_id = v.request_id, system_time = v.system_time, "
+    "finished_at = %s, run_id = %s, state = v.state "
+    "FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[]) "
+    "AS v(payload_hash, state, request_id, system_time){after} "
+    "WHERE c.app_key = %s AND c.method = %s AND c.payload_hash = v.payload_hash "
+    # a success stays a success
+    "AND (c.state != 'success' OR v.state = 'success'))"
+)
+_USED = (
+    "used AS (INSERT INTO usage (app_key, day, calls) SELECT %s, %s, %s "
+    "FROM (SELECT 1) AS one{after} "
+    "ON CONFLICT (app_key, day) DO UPDATE SET calls = usage.calls + excluded.calls), "
+    "made AS (UPDATE reservations SET made = made + %s FROM (SELECT 1) AS one{after} "
+    "WHERE run_id = %s)"
+)
+_KEPT = (
+    f"kept AS ({_RESULT_COLUMNS} SELECT %s, u.* FROM unnest(%b::int[], %b::text[], %b::text[], "
+    "%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::int[], %b::bigint[], "
+    "%b::text[], %b::bigint[], %b::int[]) AS u{after} "
+    f"{_RESULT_CONFLICT})"
 )
