@@ -187,7 +187,7 @@ def _cannot_write(why: BaseException) -> str:
 
 @dataclass(slots=True)
 class _Batch:
-    """The claims and outcomes committed together, and (threaded) the writer's commit of them."""
+    """The claims and outcomes committed together, and (``writers``) a writer's commit of them."""
 
     claims: list[tuple[str, asyncio.Future[Outcome | None]]]
     outcomes: list[Settled]
@@ -244,9 +244,10 @@ class RunJournal(abc.ABC):
 
     The rule (``refusal`` with this run's policy) and the batching live here; a backend gives
     the storage steps, run inside one ``_transaction`` per batch. A backend whose commit is a
-    network round trip sets ``threaded``: its batches are committed on a thread of their own."""
+    network round trip sets ``writers``: its batches are committed on threads of their own, that
+    many at once (0: on the event loop's thread, at the end of the tick)."""
 
-    threaded = False
+    writers = 0
 
     def __init__(
         self,
@@ -274,10 +275,10 @@ class RunJournal(abc.ABC):
         self._resend: set[str] = set()  # payloads a person decided to resend (the check sheet)
         self._flush_scheduled = False
         self._error: Exception | None = None
-        # one batch at a time reaches the storage, whichever thread writes it
+        # guards what the writers share (``_claimed``, ``_minutes``), never held across I/O
         self._lock = threading.Lock()
-        self._writer: concurrent.futures.ThreadPoolExecutor | None = None  # see ``threaded``
-        self._writing: _Batch | None = None  # the batch the writer commits now
+        self._writer: concurrent.futures.ThreadPoolExecutor | None = None  # see ``writers``
+        self._writing: list[_Batch] = []  # the batches the writers commit now, oldest first
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(run_id={self.run_id}, method={self._key[1]!r})"
@@ -348,8 +349,8 @@ class RunJournal(abc.ABC):
 
     def _flush_soon(self) -> None:
         self._flush_scheduled = False
-        if self.threaded:
-            if self._writing is None:  # else the batch gathers until the writer is done
+        if self.writers:
+            if len(self._writing) < self.writers:  # else the batch gathers until one is done
                 self._write_next()
             return
         try:
@@ -362,22 +363,24 @@ class RunJournal(abc.ABC):
         self._claims, self._outcomes = [], []
         return _Batch(claims, outcomes) if claims or outcomes else None
 
-    # -- threaded: while the writer commits one batch, the event loop goes on and the next gathers
+    # -- writers: while they commit, the event loop goes on and the next batch gathers
     #
-    # Against a server a commit is several network round trips; on the event loop's thread it
-    # would stall every call in flight. The writer commits one batch at a time, and the claims
-    # and outcomes queued meanwhile form the next batch (a group commit): the busier the run, the
-    # larger its batches. A call still starts only once its claim is committed.
+    # Against a server a commit is a network round trip; on the event loop's thread it would
+    # stall every call in flight. Each writer commits one batch at a time on a connection of its
+    # own, and the claims and outcomes queued meanwhile form the next batch (a group commit):
+    # the busier the run, the larger its batches. A call still starts only once its claim is
+    # committed, and a row's outcome is queued only after its claim was (so batches in flight
+    # at once never hold the same payload).
 
     def _write_next(self) -> None:
         batch = self._take()
         if batch is None:
             return
         if self._writer is None:
-            self._writer = concurrent.futures.ThreadPoolExecutor(1, "journal-writer")
+            self._writer = concurrent.futures.ThreadPoolExecutor(self.writers, "journal-writer")
         loop = asyncio.get_running_loop()
         batch.done = self._writer.submit(self._write, batch.keys(), batch.outcomes)
-        self._writing = batch
+        self._writing.append(batch)
 
         def written(_done: object) -> None:  # on the writer's thread
             with contextlib.suppress(RuntimeError):  # the loop has closed: flush() took it
@@ -386,15 +389,15 @@ class RunJournal(abc.ABC):
         batch.done.add_done_callback(written)
 
     def _written(self, batch: _Batch) -> None:
-        if self._writing is not batch:
+        if batch not in self._writing:
             return  # flush() delivered it
-        self._writing = None
+        self._writing.remove(batch)
         try:
             self._deliver(batch)
         except Exception as exc:  # kept for flush(), as a callback's error is
-            self._error = exc
-            return
-        self._write_next()
+            if self._error is None:
+                self._error = exc
+        self._write_next()  # what gathered meanwhile (after an error too: its claims fail)
 
     def _deliver(self, batch: _Batch) -> None:
         """Settle the batch's claims with what its commit found (or the error it hit)."""
@@ -414,9 +417,9 @@ class RunJournal(abc.ABC):
                 future.set_exception(error)
 
     def close_writer(self) -> None:
-        """Commit what is queued and end the writer's thread (a threaded backend's ``finish``)."""
+        """Commit what is queued and end the writers' threads (a backend with ``writers``)."""
         try:
-            if self._writing is not None or self._claims or self._outcomes:
+            if self._writing or self._claims or self._outcomes:
                 self.flush()
         finally:
             if self._writer is not None:
@@ -424,15 +427,19 @@ class RunJournal(abc.ABC):
                 self._writer = None
 
     def flush(self) -> None:
-        """Commit whatever is queued (after the batch the writer commits now, if any); raise
-        what an earlier batch's commit hit."""
-        writing, self._writing = self._writing, None
-        if writing is not None:
+        """Commit whatever is queued (after the batches the writers commit now); raise what an
+        earlier batch's commit hit."""
+        writing, self._writing = self._writing, []
+        failed: BaseException | None = None
+        for batch in writing:  # every one waited for, whatever the first one hit
             try:
-                self._deliver(writing)
+                self._deliver(batch)
             except BaseException as exc:
-                error = exc if isinstance(exc, JournalError) else JournalError(_cannot_write(exc))
-                raise error from None
+                failed = failed or exc
+        if failed is not None:
+            if isinstance(failed, JournalError):
+                raise failed
+            raise JournalError(_cannot_write(failed)) from None
         batch = self._take()
         if batch is not None:
             try:
@@ -449,16 +456,19 @@ class RunJournal(abc.ABC):
 
     def _write(self, claims: list[str], outcomes: list[Settled]) -> list[Outcome | None]:
         """One transaction: claims, then outcomes (call states, usage, results). Returns each
-        claim's verdict: None when claimed, else the outcome of a row not to send."""
-        with self._lock:
-            return self._write_locked(claims, outcomes)
+        claim's verdict: None when claimed, else the outcome of a row not to send.
 
-    def _write_locked(self, claims: list[str], outcomes: list[Settled]) -> list[Outcome | None]:
-        """A payload the journal holds nothing of (the common case) is claimed by the batch's
+        A payload the journal holds nothing of (the common case) is claimed by the batch's
         first transaction, with the outcomes; one it holds needs the rule, so it is judged and
         claimed by a second one, which reads it again under the lock."""
         now = self._clock()
         calls = 0
+        with self._lock:  # claimed, then stopped before the call: what it held before comes back
+            given_back = {
+                row_key: self._claimed[row_key]
+                for _row, row_key, outcome, _digest in outcomes
+                if row_key in self._claimed and not outcome.attempts
+            }
         # immediate: the claim reads, then writes; no other run may write in between
         self._begin(immediate=bool(claims))
         try:
@@ -469,9 +479,8 @@ class RunJournal(abc.ABC):
                 if row_key is None:
                     continue
                 if not outcome.attempts:
-                    if row_key in self._claimed:
-                        # claimed, then stopped before the call: what it held before comes back
-                        self._release(row_key, self._claimed[row_key])
+                    if row_key in given_back:
+                        self._release(row_key, given_back[row_key])
                     continue
                 state = _CALL_STATE.get(outcome.status, "failed")
                 states.append((row_key, state, outcome.request_id, outcome.system_time))
@@ -486,15 +495,17 @@ class RunJournal(abc.ABC):
             self._rollback()
             raise
         held = held_of()
-        if calls:  # kept in memory: written with the report (a chart; not worth a statement)
-            self._minutes[int(now // 60)] += calls
-        for _row, row_key, _outcome, _digest in outcomes:
-            if row_key is not None:
-                self._claimed.pop(row_key, None)
+        with self._lock:
+            if calls:  # kept in memory: written with the report (a chart; not a statement)
+                self._minutes[int(now // 60)] += calls
+            for _row, row_key, _outcome, _digest in outcomes:
+                if row_key is not None:
+                    self._claimed.pop(row_key, None)
         verdicts = self._judge_held(held) if held else {}
-        for row_key in claims:
-            if row_key not in held:
-                self._claimed[row_key] = None
+        with self._lock:
+            for row_key in claims:
+                if row_key not in held:
+                    self._claimed[row_key] = None
         return [verdicts.get(row_key) for row_key in claims]
 
     def _judge_held(self, held: Sequence[str]) -> dict[str, Outcome | None]:
@@ -517,7 +528,8 @@ class RunJournal(abc.ABC):
         except BaseException:
             self._rollback()
             raise
-        self._claimed.update(claimed)
+        with self._lock:
+            self._claimed.update(claimed)
         return verdicts
 
     def _save_minutes(self) -> None:
