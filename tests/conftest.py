@@ -52,3 +52,22 @@ def pg_journal(pg_server, request):
     name = "t_" + re.sub(r"\W", "_", request.node.name.lower())[:50]
     name += f"_{abs(hash(request.node.nodeid)) % 10**6}"
     return pg_server.create_database(name)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test marked ``journals`` runs on each journal (``journal_kind``)."""
+    if metafunc.definition.get_closest_marker("journals"):
+        metafunc.parametrize("journal_kind", ["sqlite", "postgresql"], indirect=True)
+
+
+@pytest.fixture(autouse=True)  # autouse: in every test's closure, so a marked test can be given it
+def journal_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The default journal (a SQLite file in the test's reports/), or a database of its own on
+    ``pg_server`` given to every command the test runs as ``TOP_JOURNAL`` (with the password in
+    ``PGPASSWORD``): the same test, the same assertions, on the journal several hosts share."""
+    kind = getattr(request, "param", "sqlite")
+    if kind == "postgresql":
+        server = request.getfixturevalue("pg_server")
+        monkeypatch.setenv("TOP_JOURNAL", request.getfixturevalue("pg_journal"))
+        monkeypatch.setenv("PGPASSWORD", server.password)
+    return kind

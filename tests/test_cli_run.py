@@ -151,6 +151,7 @@ def test_dry_run_signs_every_row_and_sends_nothing(tmp_path):
     assert statuses(tmp_path / "reports" / "t.dry-run.xlsx") == {"valid": 10, "duplicate": 1}
 
 
+@pytest.mark.journals
 def test_a_rerun_skips_what_succeeded(tmp_path, simulator):
     sim = simulator()
     write_csv(tmp_path / "t.csv", [ticket(i) for i in range(12)])
@@ -163,6 +164,7 @@ def test_a_rerun_skips_what_succeeded(tmp_path, simulator):
     assert sim.stats()["calls"] == 12
 
 
+@pytest.mark.journals
 def test_no_secret_in_any_output(tmp_path, simulator):
     sim = simulator(bad_tenants=frozenset({7}))
     rows = [ticket(i, tenant=7 if i == 3 else 200110004) for i in range(8)]

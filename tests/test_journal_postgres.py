@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import openpyxl
 import pytest
@@ -76,6 +77,8 @@ def test_a_killed_hosts_lock_and_claims_are_free_at_once(pg_journal, pg_server, 
         f"j = PostgresJournal({pg_journal!r})\n"
         "r = j.start_run(input_path='t.csv', input_key='k', app_key='app', method='m')\n"
         "assert r.claim('p1') is None\n"
+        "from importer.rows import Outcome, Status\n"
+        "r.add_rows([(7, Outcome(Status.INVALID, error='bad'))])\n"
         "print('claimed', flush=True)\n"
         "sys.stdin.read()\n"
     )
@@ -89,9 +92,17 @@ def test_a_killed_hosts_lock_and_claims_are_free_at_once(pg_journal, pg_server, 
         other = PostgresJournal(pg_journal)
         with pytest.raises(LockedError):
             _open_run(other)  # alive: its lock holds
+        with pytest.raises(LockedError, match="being imported right now"):
+            other.last_results(Path("t.csv"))  # report: not while it runs
         child.kill()  # kill -9: the server drops its connections, and its liveness lock
         child.wait()
         started = time.monotonic()
+        # report at once: what the killed run recorded is in the journal, on any host
+        wait_for(lambda: _killed_results(other) is not None)
+        killed = _killed_results(other)
+        assert [(row, o.status) for row, _digest, o in killed.paired_results()] == [
+            (7, Status.INVALID)
+        ]
         wait_for(lambda: _can_start(other))
         assert time.monotonic() - started < 10
         run = _open_run(other, key="k2", path="u.csv")
@@ -102,6 +113,13 @@ def test_a_killed_hosts_lock_and_claims_are_free_at_once(pg_journal, pg_server, 
     finally:
         child.kill()
         os.environ.pop("PGPASSWORD", None)
+
+
+def _killed_results(journal):
+    try:
+        return journal.last_results(Path("t.csv"))
+    except LockedError:  # the server has not seen the connection go yet
+        return None
 
 
 def _can_start(journal) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from helpers import cli, read_sheet, run_at_once, statuses, ticket, write_csv
 
 BAD = 999  # a tenant the simulator answers with isv.invalid-parameter
@@ -190,6 +191,7 @@ def test_a_run_that_does_not_fit_the_daily_quota_needs_yes(tmp_path, simulator):
     assert "daily quota 15: 13 calls used today (GMT+8), 2 left" in enough.stderr
 
 
+@pytest.mark.journals
 def test_runs_started_together_never_take_the_same_daily_quota(tmp_path, simulator):
     """Three runs of 40 rows with a daily quota of 100, started at once on one journal: two
     fit, the third does not (exit 2, nothing sent), whatever order their pre-flights meet."""

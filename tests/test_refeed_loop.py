@@ -172,6 +172,7 @@ def test_not_sent_rows_say_why(tmp_path, simulator):
 DECISIONS = {2: "已完成", 3: "resend", 4: "", 5: "maybe", 6: " DONE ", 7: "重发"}
 
 
+@pytest.mark.journals
 def test_check_decisions_done_resend_blank_and_a_bad_word(tmp_path, simulator):
     lossy = simulator(lost_response_rate=1.0)  # accepted, and every answer lost: unknown
     write_csv(tmp_path / "t.csv", [ticket(i) for i in range(6)])
@@ -322,6 +323,7 @@ def decide(workbook: Path, decisions: dict[int, str]) -> None:
     book.save(workbook)
 
 
+@pytest.mark.journals
 def test_the_same_check_sheet_applied_again_after_a_lost_resend_sends_nothing_again(
     tmp_path, simulator
 ):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 
+import pytest
 from helpers import cli, killed_9_when, read_sheet, start_cli, ticket, wait_for, write_csv
 
 # Answers that come long after the kill: the calls the gateway accepted are in flight then.
@@ -59,6 +60,7 @@ def test_report_at_once_after_kill_9_calls_in_flight_unknown_the_rest_not_sent(t
     assert stats["duplicate_accepts"] == 0
 
 
+@pytest.mark.journals
 def test_report_while_the_run_is_alive_says_so_and_exits_2(tmp_path, simulator):
     sim = simulator(latency_ms=SLOW_MS)
     write_csv(tmp_path / "t.csv", [ticket(i) for i in range(5)])

@@ -152,6 +152,7 @@ def test_a_second_run_of_the_same_input_is_refused_at_once(tmp_path, simulator):
         finish(first)
 
 
+@pytest.mark.journals
 def test_two_inputs_share_one_journal_at_the_same_time(tmp_path, simulator):
     sim = simulator(latency_ms=5)
     write_csv(tmp_path / "a.csv", [ticket(i) for i in range(120)])
