@@ -319,3 +319,29 @@ def statuses_of(book) -> dict[str, int]:
     for row in read_sheet(book):
         counts[row["status"]] = counts.get(row["status"], 0) + 1
     return counts
+
+
+def test_the_python_api_takes_the_url_as_journal(
+    tmp_path, simulator, pg_journal, pg_server, monkeypatch
+):
+    import importer
+
+    sim = simulator()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PGPASSWORD", pg_server.password)
+    _rows(tmp_path, 5)
+    given = {"gateway": sim.url, "app_key": sim.settings.app_key,
+             "app_secret": sim.settings.secret, "qps": 1000, "canary": 0}  # fmt: skip
+    first = importer.run("t.csv", **given, journal=pg_journal)
+    assert (first.exit_code, first.counts) == (0, {"success": 5})
+    again = importer.run("t.csv", **given, journal=pg_journal)
+    assert (again.exit_code, again.counts) == (0, {"skipped": 5})
+    assert sim.stats()["calls"] == 5
+
+
+def test_a_url_without_the_driver_installed_says_how_to_install_it(monkeypatch, pg_journal):
+    from importer.errors import UsageError
+
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # as if psycopg were not installed
+    with pytest.raises(UsageError, match=r"pip install 'top-import\[postgres\]'"):
+        open_journal(pg_journal)
