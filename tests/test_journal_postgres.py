@@ -345,3 +345,77 @@ def test_a_url_without_the_driver_installed_says_how_to_install_it(monkeypatch, 
     monkeypatch.setitem(sys.modules, "psycopg", None)  # as if psycopg were not installed
     with pytest.raises(UsageError, match=r"pip install 'top-import\[postgres\]'"):
         open_journal(pg_journal)
+
+
+def _runs_at_once(count: int, work) -> list:
+    """``work(i)`` on ``count`` threads started together; what each returned (or raised)."""
+    import threading
+
+    start, results = threading.Barrier(count), [None] * count
+
+    def go(i: int) -> None:
+        start.wait()
+        try:
+            results[i] = work(i)
+        except Exception as exc:  # the test looks at it
+            results[i] = exc
+
+    threads = [threading.Thread(target=go, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
+def test_eight_runs_claiming_one_payload_at_once_claim_it_once_new_or_held(
+    pg_journal, pg_server, monkeypatch
+):
+    monkeypatch.setenv("PGPASSWORD", pg_server.password)
+    journals = [PostgresJournal(pg_journal) for _ in range(8)]
+    runs = [_open_run(j, key=f"k{i}", path=f"{i}.csv") for i, j in enumerate(journals)]
+    failed = Outcome(Status.FAILED, code="15", attempts=1)
+    runs[0].claim("held")
+    runs[0].settle(2, "held", failed)  # held: a failure, which a run may send again
+    for payload in ("new", "held"):
+        verdicts = _runs_at_once(8, lambda i, payload=payload: runs[i].claim(payload))
+        assert not any(isinstance(v, Exception) for v in verdicts), verdicts
+        assert sum(v is None for v in verdicts) == 1  # one claims it; the others are refused
+        assert {v.status for v in verdicts if v is not None} == {Status.DUPLICATE}
+    for run in runs:
+        run.finish()
+    for journal in journals:
+        journal.close()
+
+
+def test_batches_of_claims_and_outcomes_of_four_runs_at_once_never_deadlock(
+    pg_journal, pg_server, monkeypatch
+):
+    """Every batch of every run takes the claim lock and writes the one usage row of the app key
+    and day: four runs' batches at once all commit, and every call is counted once."""
+    monkeypatch.setenv("PGPASSWORD", pg_server.password)
+    journals = [PostgresJournal(pg_journal) for _ in range(4)]
+    runs = [_open_run(j, key=f"k{i}", path=f"{i}.csv") for i, j in enumerate(journals)]
+
+    def send(i: int) -> int:
+        run, before = runs[i], []
+        for step in range(60):
+            keys = [f"r{i}-{step}-{n}" for n in range(5)]
+            outcomes = [(n, key, Outcome(Status.SUCCESS, attempts=1), None) for n, key in before]
+            assert run._write(keys, outcomes) == [None] * 5
+            before = list(enumerate(keys, start=step * 5))
+        return 0
+
+    assert _runs_at_once(4, send) == [0, 0, 0, 0]
+    used = runs[0].calls_on(quota_day_now())
+    assert used == 4 * 59 * 5  # every settled call counted once
+    for run in runs:
+        run.finish()
+    for journal in journals:
+        journal.close()
+
+
+def quota_day_now() -> str:
+    from importer.journal._base import quota_day
+
+    return quota_day(time.time())
