@@ -254,6 +254,7 @@ def test_a_workbook_with_excel_rounded_ids_sends_the_good_rows_and_reports_the_r
     assert sim.stats()["accepted"] == 4
 
 
+@pytest.mark.journals
 def test_the_summary_sheet_of_a_run_shows_what_failed_and_when(tmp_path, simulator):
     from openpyxl import load_workbook
 

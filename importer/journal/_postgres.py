@@ -13,14 +13,18 @@ quota leases and the daily usage. What differs from SQLite, and why:
   drops its lock at once: within seconds its input lock and quota lease are free for the other
   hosts and its in-flight claims are ``unknown`` (never resent, never locked for ever). A host
   that vanishes without closing its connections is judged dead once its beat is
-  ``BEAT_STALE_S`` old (TCP keepalives end its sessions in about that time too).
+  ``BEAT_STALE_S`` old, whether or not the server has noticed its connections are gone.
 - **Fail closed.** Any error of the connection mid-run is ``JournalLost`` (exit 3): no claim,
   no call. The connections give up after ``NETWORK_TIMEOUT_S`` of silence (``tcp_user_timeout``
   and keepalives), so a network cut stops a run within seconds, and a lease not renewed for
   ``LEASE_STALE_S`` is no longer counted by the others.
-- **Round trips.** A batch reads the prior state of all its claims in one statement and writes
-  each kind of row with one ``executemany`` (psycopg pipelines it): two or three round trips
-  per event-loop tick, whatever the number of rows settled in it.
+- **Round trips.** A run's claims and outcomes are committed by a writer thread (``writers``
+  in ``_base``), so the event loop never waits for the network, and a batch is one statement:
+  its claims of new payloads, call states, usage and results are data-modifying parts of it,
+  one round trip and one transaction whatever the number of rows in it. Only the claims of
+  payloads the journal already holds (a resume, a failure sent again) take a second
+  transaction, which reads them under the claim lock for the rule. The planner's statistics of
+  ``calls`` are refreshed as a run makes it grow (``_grew``).
 
 The schema is created on first use under a session advisory lock, with its version in ``meta``,
 so eight hosts opening an empty database at once all proceed. The password is never part of
