@@ -716,6 +716,85 @@ def report(inputs: tuple[str, ...], config_file: str | None, **flags: Any) -> in
 
 
 @cli.command()
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on; another than this machine's is warned about (the token is "
+    "still asked of every request).",
+)
+@click.option("--port", default=8700, show_default=True, type=int, help="Port to listen on.")
+@click.option("--open", "open_browser", is_flag=True, help="Open the page in a browser.")
+@click.option(
+    "--max-upload",
+    type=click.IntRange(1, 100_000),
+    default=200,
+    show_default=True,
+    help="The largest file the page accepts, in MB.",
+)
+@click.option("--journal", type=click.Path(dir_okay=False), help="As for run. Env TOP_JOURNAL.")
+@click.option("--api", help="As for run: a built-in method or a spec file.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="importer.toml.")
+@LANG_OPTION
+@guarded
+def serve(
+    host: str,
+    port: int,
+    open_browser: bool,
+    max_upload: int,
+    config_file: str | None,
+    lang: str | None = None,
+    **flags: Any,
+) -> int:
+    """Start the web page: choose a file, see it checked, send it, watch it, download the result.
+
+    For people who do not use a terminal: prints the page's address with its access token
+    (http://127.0.0.1:8700/?token=...). The credentials are the server's (TOP_APP_KEY,
+    TOP_APP_SECRET or importer.toml): the page never asks for or shows a secret. Ctrl-C stops
+    the runs as Ctrl-C stops one (rows in flight settle, the rest not_sent) and the server.
+    """
+    from importer.serve import Serve, private_folder, serve_forever
+
+    config = build_config({"lang": lang, **flags}, config_file)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        warn(
+            _(
+                "serve listens on {host}: other machines can reach the page; the token is "
+                "asked of every request, but anyone with the address can send."
+            ).format(host=host)
+        )
+    options = {k: v for k, v in flags.items() if v is not None}
+    server = Serve(
+        private_folder(),
+        max_upload=max_upload * 1024 * 1024,
+        options=options,
+        config_file=config_file,
+        lang=lang or config.language,
+    )
+
+    def ready(url: str) -> None:
+        click.echo(url)
+        if open_browser:
+            import webbrowser
+
+            webbrowser.open(url)
+
+    try:
+        asyncio.run(serve_forever(server, host, port, ready))
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        raise UsageError(
+            _("cannot listen on {host}:{port} ({why}); try --port.").format(
+                host=host, port=port, why=exc.strerror
+            )
+        ) from None
+    finally:
+        server.remove()
+    return ExitCode.OK
+
+
+@cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8787, show_default=True, type=int, help="Port to listen on.")
 @click.option("--qps", type=int, help="Calls per clock second per app key before code 7.")

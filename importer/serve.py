@@ -1,0 +1,529 @@
+"""``top-import serve``: the whole loop in a browser, over the same engine as the CLI.
+
+A local aiohttp application (``Serve.app``) whose page (``web/``: plain HTML, CSS and a little
+JavaScript, every asset in the package) lets a person choose a file and see it checked, send
+it after a confirmation, watch it go (server-sent events) or stop it, and download the
+workbooks. It is a thin shell over ``api.py``: ``validate_async`` checks an upload,
+``run_async`` sends it with an ``on_event`` observer and a ``StopHandle``.
+
+Safety, since the page can send with the server's credentials:
+
+- **A token** (random, printed with the address as Jupyter prints its own) is asked of every
+  request: in the address once (``/?token=...``, then a cookie: HttpOnly, SameSite=Strict), or
+  in the ``X-Top-Import-Token`` header. Without it: 401.
+- **Cross-site requests**: a request that changes anything is a POST that must carry the token
+  in that header (a page of another site cannot read it, so cannot send it: a cookie alone is
+  not enough), and one whose ``Origin`` is another site is refused (403).
+- **Uploads** go to a 0700 folder of the server's, each under a name the server chooses: the
+  client's file name is shown, never used as a path. An upload over ``max_upload`` bytes is
+  refused with a sentence and leaves nothing behind; the loader's own checks follow.
+- The credentials are the server's (its environment or importer.toml): the page shows which app
+  key is used, never a secret, and never asks for one.
+
+The server survives a bad upload, a dropped client and a request of garbage: each is one
+sentence to that request. Runs live in the server, not in the page: a closed tab does not stop
+one, and the page, opened again, shows it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import os
+import secrets
+import shutil
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+from urllib.parse import quote, unquote
+
+from aiohttp import web
+
+import importer
+from importer.config import load_config
+from importer.errors import ImporterError
+from importer.events import Event, EventKind
+from importer.i18n import LANGS, N_, _, language
+from importer.interrupts import StopHandle
+from importer.loader import CSV_SUFFIXES, WORKBOOK_SUFFIXES, open_input
+from importer.spec import load_spec
+
+TOKEN_COOKIE = "top_import_token"
+TOKEN_HEADER = "X-Top-Import-Token"
+LANG_COOKIE = "top_import_lang"
+SUFFIXES = CSV_SUFFIXES + WORKBOOK_SUFFIXES
+MAX_UPLOAD = 200 * 1024 * 1024  # bytes (``--max-upload``, in MB on the command line)
+PROBLEM_ROWS = 500  # invalid and duplicate rows a check shows (the workbook has them all)
+CHUNK = 256 * 1024
+WEB = Path(__file__).parent / "web"
+ASSETS = {"app.js": "text/javascript", "style.css": "text/css"}
+FINAL = "finished"
+
+# What the page says, in the language of the request (``T`` in app.js).
+PAGE_TEXTS = {
+    "title": N_("top-import: send a spreadsheet"),
+    "choose": N_("Choose a file"),
+    "drop": N_("Drop a CSV, TSV, XLSX, XLSM, XLS or ODS file here, or choose one."),
+    "sheet": N_("Sheet"),
+    "checking": N_("Checking..."),
+    "checked": N_("Checked"),
+    "rows": N_("rows"),
+    "mapping": N_("Columns"),
+    "column": N_("Column"),
+    "field": N_("Field"),
+    "kept": N_("kept in the workbook, not sent"),
+    "problems": N_("Rows that will not be sent"),
+    "row": N_("Row"),
+    "status": N_("Status"),
+    "reason": N_("Reason"),
+    "no_problems": N_("Every row is valid."),
+    "validate_book": N_("Download the check workbook"),
+    "send": N_("Send"),
+    "api": N_("API"),
+    "qps": N_("Calls per second (a number, or auto)"),
+    "simulate": N_("The simulator (nothing reaches the platform)"),
+    "gateway": N_("The platform, with app key"),
+    "no_key": N_("no app key is set on the server (TOP_APP_KEY or importer.toml)"),
+    "confirm": N_("Send {rows} rows of {name} to {target}?"),
+    "sending": N_("Sending"),
+    "stop": N_("Stop"),
+    "stopping": N_("Stopping: calls in flight finish, the rest are not sent."),
+    "done": N_("Finished"),
+    "exit": N_("exit code"),
+    "result_book": N_("Download the result workbook"),
+    "feed_back": N_("Fixed the failed sheet, or decided the check sheet? Choose that workbook."),
+    "history": N_("Runs of this page"),
+    "started": N_("Started"),
+    "input": N_("Input"),
+    "counts": N_("Rows"),
+    "error": N_("Error"),
+}
+
+
+@dataclass
+class Upload:
+    """A file a person chose: where the server keeps it, and the name it had."""
+
+    id: str
+    path: Path
+    name: str  # the client's file name, shown only
+    size: int
+
+
+@dataclass
+class Run:
+    """A run started from the page; the page watches it through ``snapshot``."""
+
+    id: str
+    upload: Upload
+    target: str  # simulator | gateway
+    handle: StopHandle = field(default_factory=StopHandle)
+    task: asyncio.Task | None = None
+    started: float = field(default_factory=time.time)
+    phase: str = ""
+    counts: Counter = field(default_factory=Counter)
+    planned: int | None = None  # rows to send, from the pre-flight's plan
+    exit_code: int | None = None
+    message: str = ""
+    workbook: str | None = None  # a download id
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def on_event(self, event: Event) -> None:  # in the server's loop: run_async runs in it
+        if event.kind is EventKind.ROW and event.status is not None:
+            self.counts[event.status.value] += 1
+        elif event.kind is EventKind.PLAN and event.plan is not None:
+            self.planned = event.plan.to_send
+        elif event.kind is EventKind.PASS_STARTED:
+            self.phase = event.phase
+        self.changed.set()
+
+    def snapshot(self) -> dict[str, Any]:
+        seconds = max(time.time() - self.started, 1e-9)
+        settled = sum(self.counts.values())
+        return {
+            "id": self.id,
+            "input": self.upload.name,
+            "target": self.target,
+            "started": self.started,
+            "phase": FINAL if self.exit_code is not None else self.phase,
+            "counts": dict(self.counts),
+            "settled": settled,
+            "planned": self.planned,
+            "rate": round(settled / seconds, 1),
+            "exit_code": self.exit_code,
+            "message": self.message,
+            "workbook": self.workbook,
+            "stopping": self.handle.interrupts.stopped,
+        }
+
+
+class Serve:
+    """The application and what it holds: uploads, runs and downloads, in ``folder`` (0700)."""
+
+    def __init__(
+        self,
+        folder: Path,
+        *,
+        token: str | None = None,
+        max_upload: int = MAX_UPLOAD,
+        options: dict[str, Any] | None = None,
+        config_file: str | None = None,
+        lang: str | None = None,
+    ) -> None:
+        self.folder = Path(folder)
+        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.folder, 0o700)
+        self.token = token or secrets.token_urlsafe(24)
+        self.max_upload = max_upload
+        self.options = dict(options or {})
+        self.config_file = config_file
+        self.lang = lang
+        self.uploads: dict[str, Upload] = {}
+        self.runs: dict[str, Run] = {}
+        self.files: dict[str, tuple[Path, str]] = {}  # download id -> (path, name shown)
+
+    # -- the application ---------------------------------------------------------------------
+
+    def app(self) -> web.Application:
+        app = web.Application(
+            middlewares=[self._guard], client_max_size=self.max_upload + 1024 * 1024
+        )
+        app.add_routes(
+            [
+                web.get("/", self._page),
+                web.get("/assets/{name}", self._asset),
+                web.get("/api/info", self._info),
+                web.post("/api/uploads", self._upload),
+                web.post("/api/checks", self._check),
+                web.post("/api/runs", self._send),
+                web.get("/api/runs", self._runs),
+                web.get("/api/runs/{id}/events", self._events),
+                web.post("/api/runs/{id}/stop", self._stop),
+                web.get("/api/files/{id}", self._download),
+            ]
+        )
+        app.on_shutdown.append(self._stop_all)
+        return app
+
+    def url(self, host: str, port: int) -> str:
+        shown = f"[{host}]" if ":" in host else host
+        return f"http://{shown}:{port}/?token={self.token}"
+
+    def _lang(self, request: web.Request) -> str:
+        """The page's language: ?lang=, else its cookie, else ``--lang``, else the browser's."""
+        for lang in (request.query.get("lang"), request.cookies.get(LANG_COOKIE), self.lang):
+            if lang in LANGS:
+                return lang
+        accepted = request.headers.get("Accept-Language", "").lower()
+        first = accepted.split(",")[0].strip()
+        return "zh" if first.startswith("zh") else "en"
+
+    @web.middleware
+    async def _guard(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        lang = self._lang(request)
+        with language(lang):
+            given = request.query.get("token")
+            if request.method == "GET" and request.path == "/" and given is not None:
+                if not _same(given, self.token):
+                    return _refused(401)
+                # the token leaves the address bar (and the history) for a cookie
+                target = "/" + (f"?lang={request.query['lang']}" if "lang" in request.query else "")
+                found = web.HTTPFound(target)
+                found.set_cookie(
+                    TOKEN_COOKIE, self.token, httponly=True, samesite="Strict", path="/"
+                )
+                raise found
+            if request.method == "POST":
+                if not _same(request.headers.get(TOKEN_HEADER, ""), self.token):
+                    return _refused(403)
+                origin = request.headers.get("Origin")
+                if origin is not None and origin != f"{request.scheme}://{request.host}":
+                    return _refused(403)
+            elif not (
+                _same(request.cookies.get(TOKEN_COOKIE, ""), self.token)
+                or _same(request.headers.get(TOKEN_HEADER, ""), self.token)
+            ):
+                return _refused(401)
+            try:
+                return await handler(request)
+            except web.HTTPException:
+                raise
+            except ImporterError as exc:  # the engine's sentence, for a person
+                return _said(str(exc), 400)
+            except (ValueError, KeyError, TypeError, json.JSONDecodeError):
+                return _said(_("The request was not understood; reload the page."), 400)
+
+    async def _page(self, request: web.Request) -> web.Response:
+        lang = self._lang(request)
+        texts = {key: _(text) for key, text in PAGE_TEXTS.items()}
+        html = (WEB / "index.html").read_text(encoding="utf-8")
+        html = html.replace("{{lang}}", lang).replace("{{title}}", _(PAGE_TEXTS["title"]))
+        html = html.replace("{{token}}", self.token)
+        html = html.replace("{{texts}}", json.dumps(texts, ensure_ascii=False))
+        response = web.Response(text=html, content_type="text/html")
+        if "lang" in request.query and request.query["lang"] in LANGS:
+            response.set_cookie(LANG_COOKIE, lang, samesite="Strict", path="/")
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    async def _asset(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if name not in ASSETS:
+            raise web.HTTPNotFound()
+        return web.Response(
+            body=(WEB / name).read_bytes(), content_type=ASSETS[name], charset="utf-8"
+        )
+
+    async def _info(self, request: web.Request) -> web.Response:
+        config = self._config({})
+        return web.json_response(
+            {"app_key": config.app_key or None, "api": config.api, "lang": self._lang(request)}
+        )
+
+    # -- uploads and checks ----------------------------------------------------------------
+
+    async def _upload(self, request: web.Request) -> web.Response:
+        if not request.content_type.startswith("multipart/"):
+            return _said(_("Choose a file to upload."), 400)
+        reader = await request.multipart()
+        part = await reader.next()
+        if part is None or getattr(part, "filename", None) is None:
+            return _said(_("Choose a file to upload."), 400)
+        # the client's name is shown, never used as a path: its last part only (some clients
+        # send it percent-encoded)
+        name = PurePosixPath(unquote(part.filename).replace("\\", "/")).name or "upload"
+        suffix = PurePosixPath(name).suffix.lower()
+        if suffix not in SUFFIXES:
+            return _said(
+                _("{name}: top-import reads {suffixes} files; choose one of those.").format(
+                    name=name, suffixes=", ".join(SUFFIXES)
+                ),
+                400,
+            )
+        upload_id = secrets.token_hex(8)
+        path = self.folder / f"{upload_id}{suffix}"
+        size = 0
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                while chunk := await part.read_chunk(CHUNK):
+                    size += len(chunk)
+                    if size > self.max_upload:
+                        raise _TooLarge()
+                    out.write(chunk)
+        except _TooLarge:
+            path.unlink(missing_ok=True)
+            return _said(
+                _(
+                    "{name} is larger than the upload limit of {limit} MB; split it, or start "
+                    "top-import serve with a larger --max-upload."
+                ).format(name=name, limit=self.max_upload // (1024 * 1024)),
+                413,
+            )
+        except BaseException:  # a dropped client: nothing half-written is kept
+            path.unlink(missing_ok=True)
+            raise
+        upload = Upload(upload_id, path, name, size)
+        self.uploads[upload_id] = upload
+        return web.json_response({"id": upload_id, "name": name, "size": size})
+
+    async def _check(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        upload = self.uploads[str(body["upload"])]
+        sheet = body.get("sheet") or None
+        out = self.folder / f"{upload.id}.validate.xlsx"
+        options = self._options(lang=self._lang(request), out=str(out))
+        if sheet:
+            options["sheet"] = sheet
+        result = await importer.validate_async(
+            upload.path, config_file=self.config_file, input_name=upload.name, **options
+        )
+        problems = []
+        for row in result.rows():
+            if row.get("status") in ("invalid", "duplicate") and len(problems) < PROBLEM_ROWS:
+                problems.append(
+                    {
+                        "row": row.get("source_row"),
+                        "status": row.get("status"),
+                        "reason": row.get("error") or "",
+                    }
+                )
+        return web.json_response(
+            {
+                "upload": upload.id,
+                "name": upload.name,
+                "counts": result.counts,
+                "exit_code": result.exit_code,
+                "mapping": self._mapping(upload, sheet),
+                "problems": problems,
+                "workbook": self._offer(out, f"{Path(upload.name).stem}.validate.xlsx"),
+            }
+        )
+
+    def _mapping(self, upload: Upload, sheet: str | None) -> list[dict[str, Any]]:
+        """Which column became which field; the others are kept in the workbook, not sent."""
+        config = self._config({})
+        spec = load_spec(config.api)
+        table = open_input(upload.path, spec, sheet, config.columns)
+        fields = {index: name for name, index in table.columns.items()}
+        return [
+            {"column": header, "field": fields.get(i)} for i, header in enumerate(table.headers)
+        ]
+
+    # -- runs -------------------------------------------------------------------------------
+
+    async def _send(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        if body.get("confirmed") is not True:
+            return _said(_("Sending needs a confirmation on the page."), 400)
+        upload = self.uploads[str(body["upload"])]
+        simulate = bool(body.get("simulate", True))
+        run = Run(secrets.token_hex(8), upload, "simulator" if simulate else "gateway")
+        out = self.folder / f"{upload.id}.{run.id}.result.xlsx"
+        options = self._options(lang=self._lang(request), out=str(out), simulate=simulate)
+        qps = body.get("qps")
+        if qps not in (None, ""):
+            options["qps"] = qps if qps == "auto" else float(qps)
+        if body.get("sheet"):
+            options["sheet"] = body["sheet"]
+        self.runs[run.id] = run
+        run.task = asyncio.create_task(self._go(run, options, out))
+        return web.json_response(run.snapshot())
+
+    async def _go(self, run: Run, options: dict[str, Any], out: Path) -> None:
+        name = f"{Path(run.upload.name).stem}.result.xlsx"
+        try:
+            result = await importer.run_async(
+                run.upload.path,
+                config_file=self.config_file,
+                input_name=run.upload.name,
+                on_event=run.on_event,
+                stop=run.handle,
+                **options,
+            )
+            run.exit_code = result.exit_code
+            run.message = result.summary.message
+        except importer.AbortedError as exc:
+            run.exit_code, run.message = exc.result.exit_code, str(exc)
+        except ImporterError as exc:
+            from importer import exits
+
+            run.exit_code, run.message = int(exits.for_error(exc)), str(exc)
+        except Exception as exc:  # the server goes on; the page says what happened
+            run.exit_code, run.message = 2, f"{type(exc).__name__}: {exc}"
+        if out.exists():
+            run.workbook = self._offer(out, name)
+        run.changed.set()
+
+    async def _runs(self, request: web.Request) -> web.Response:
+        return web.json_response([run.snapshot() for run in self.runs.values()])
+
+    async def _events(self, request: web.Request) -> web.StreamResponse:
+        run = self.runs[request.match_info["id"]]
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"}
+        )
+        await response.prepare(request)
+        while True:
+            run.changed.clear()
+            snapshot = run.snapshot()
+            await response.write(f"data: {json.dumps(snapshot)}\n\n".encode())
+            if snapshot["exit_code"] is not None:
+                return response
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(run.changed.wait(), 1.0)
+            await asyncio.sleep(0.2)  # a ceiling on how often the page is told: 5 a second
+
+    async def _stop(self, request: web.Request) -> web.Response:
+        run = self.runs[request.match_info["id"]]
+        run.handle.stop()
+        run.changed.set()
+        return web.json_response(run.snapshot())
+
+    async def _stop_all(self, _app: web.Application) -> None:
+        """Ctrl-C on serve: every run stops as Ctrl-C stops one, and writes its workbook."""
+        tasks = [run.task for run in self.runs.values() if run.task and not run.task.done()]
+        for run in self.runs.values():
+            run.handle.stop()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _download(self, request: web.Request) -> web.FileResponse:
+        path, name = self.files[request.match_info["id"]]
+        return web.FileResponse(
+            path,
+            headers={"Content-Disposition": f"attachment; filename*=UTF-8''{_quoted(name)}"},
+        )
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _offer(self, path: Path, name: str) -> str:
+        file_id = secrets.token_hex(8)
+        self.files[file_id] = (path, name)
+        return file_id
+
+    def _options(self, **extra: Any) -> dict[str, Any]:
+        return {**self.options, "progress": False, **extra}
+
+    def _config(self, extra: dict[str, Any]) -> Any:
+        given = {k: v for k, v in {**self.options, **extra}.items() if v is not None}
+        return load_config(given, os.environ, Path(self.config_file) if self.config_file else None)
+
+    def remove(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _same(given: str, token: str) -> bool:
+    return hmac.compare_digest(given.encode(), token.encode())
+
+
+def _said(sentence: str, status: int) -> web.Response:
+    return web.json_response({"error": sentence}, status=status)
+
+
+def _refused(status: int) -> web.Response:
+    sentence = (
+        _(
+            "This page needs its token: open the address top-import serve printed "
+            "(http://...?token=...)."
+        )
+        if status == 401
+        else _("Refused: a request that changes anything must come from the page itself.")
+    )
+    return web.Response(text=sentence, status=status, content_type="text/plain")
+
+
+def _quoted(name: str) -> str:
+    return quote(name, safe="")
+
+
+def private_folder(parent: Path | None = None) -> Path:
+    """A new 0700 folder for one server's uploads and workbooks."""
+    return Path(tempfile.mkdtemp(prefix="top-import-serve-", dir=parent))
+
+
+async def serve_forever(
+    server: Serve, host: str, port: int, on_ready: Callable[[str], None]
+) -> None:
+    runner = web.AppRunner(server.app(), handle_signals=False)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        bound = runner.addresses[0][1] if runner.addresses else port  # --port 0: a free one
+        on_ready(server.url(host, bound))
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()

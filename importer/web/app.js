@@ -1,0 +1,162 @@
+// The page of top-import serve: choose -> check -> send -> watch, over the server's JSON API.
+// Every request carries the page's token in a header (a page of another site cannot read it).
+"use strict";
+const T = window.T;
+const TOKEN = document.querySelector('meta[name="top-import-token"]').content;
+const $ = (id) => document.getElementById(id);
+let checked = null; // the last check: its upload id, name and counts
+
+function text(id, value) { $(id).textContent = value; }
+
+async function call(method, path, body) {
+  const headers = { "X-Top-Import-Token": TOKEN };
+  let payload = body;
+  if (body && !(body instanceof FormData)) {
+    headers["Content-Type"] = "application/json";
+    payload = JSON.stringify(body);
+  }
+  const response = await fetch(path, { method, headers, body: payload, credentials: "same-origin" });
+  const data = response.headers.get("Content-Type", "").includes("json") ? await response.json() : { error: await response.text() };
+  if (!response.ok) throw new Error(data.error || response.statusText);
+  return data;
+}
+
+function counts(list, values) {
+  list.replaceChildren();
+  for (const [status, n] of Object.entries(values)) {
+    const item = document.createElement("li");
+    item.className = status;
+    item.dataset.status = status;
+    item.textContent = `${status}: ${n}`;
+    list.append(item);
+  }
+}
+
+function table(element, headers, rows) {
+  element.replaceChildren();
+  const head = element.insertRow();
+  for (const h of headers) { const th = document.createElement("th"); th.textContent = h; head.append(th); }
+  for (const row of rows) {
+    const tr = element.insertRow();
+    for (const cell of row) tr.insertCell().textContent = cell ?? "";
+  }
+}
+
+function download(link, fileId, label) {
+  link.href = `/api/files/${fileId}`;
+  link.textContent = label;
+  link.hidden = false;
+}
+
+async function choose(file) {
+  $("upload-error").hidden = true;
+  $("check-step").hidden = false;
+  text("check-title", `${T.checking} ${file.name}`);
+  $("send-step").hidden = true;
+  try {
+    const form = new FormData();
+    form.append("file", file, file.name);
+    const upload = await call("POST", "/api/uploads", form);
+    const check = await call("POST", "/api/checks", { upload: upload.id });
+    checked = check;
+    text("check-title", `${T.checked}: ${check.name}`);
+    counts($("counts"), check.counts);
+    download($("validate-book"), check.workbook, T.validate_book);
+    text("mapping-title", T.mapping);
+    table($("mapping"), [T.column, T.field], check.mapping.map((m) => [m.column, m.field || T.kept]));
+    text("problems-title", T.problems);
+    if (check.problems.length) {
+      table($("problems"), [T.row, T.status, T.reason], check.problems.map((p) => [p.row, p.status, p.reason]));
+    } else {
+      table($("problems"), [T.no_problems], []);
+    }
+    $("send-step").hidden = false;
+  } catch (error) {
+    $("check-step").hidden = true;
+    $("upload-error").hidden = false;
+    text("upload-error", error.message);
+  }
+}
+
+async function send() {
+  if (!checked) return;
+  const simulate = $("simulate").checked;
+  const rows = Object.entries(checked.counts).filter(([s]) => s === "valid").reduce((a, [, n]) => a + n, 0);
+  const target = simulate ? T.simulate : `${T.gateway} ${window.appKey || ""}`;
+  if (!window.confirm(T.confirm.replace("{rows}", rows).replace("{name}", checked.name).replace("{target}", target))) return;
+  $("send").disabled = true;
+  try {
+    const run = await call("POST", "/api/runs", { upload: checked.upload, simulate, qps: $("qps").value.trim(), confirmed: true });
+    watch(run.id);
+  } catch (error) {
+    $("send").disabled = false;
+    window.alert(error.message);
+  }
+}
+
+function watch(runId) {
+  $("watch-step").hidden = false;
+  $("result-book").hidden = true;
+  $("feed-back").hidden = true;
+  $("stop").disabled = false;
+  $("stop").onclick = async () => { $("stop").disabled = true; text("run-message", T.stopping); await call("POST", `/api/runs/${runId}/stop`); };
+  const events = new EventSource(`/api/runs/${runId}/events`);
+  events.onmessage = (message) => {
+    const run = JSON.parse(message.data);
+    text("watch-title", `${run.exit_code === null ? T.sending : T.done}: ${run.input}`);
+    counts($("run-counts"), run.counts);
+    const planned = run.planned || run.settled || 1;
+    $("progress").max = planned;
+    $("progress").value = Math.min(run.settled, planned);
+    text("watch-line", `${run.settled} / ${run.planned ?? "?"} ${T.rows} · ${run.rate}/s`);
+    if (run.exit_code !== null) {
+      events.close();
+      $("stop").disabled = true;
+      $("send").disabled = false;
+      text("run-message", `${T.exit} ${run.exit_code}${run.message ? ": " + run.message : ""}`);
+      if (run.workbook) download($("result-book"), run.workbook, T.result_book);
+      $("feed-back").hidden = false;
+      text("feed-back", T.feed_back);
+      history();
+    }
+  };
+}
+
+async function history() {
+  const runs = await call("GET", "/api/runs");
+  if (!runs.length) return;
+  $("history-step").hidden = false;
+  text("history-title", T.history);
+  table($("history"), [T.started, T.input, T.counts, T.exit],
+    runs.map((r) => [new Date(r.started * 1000).toLocaleString(), r.input, Object.entries(r.counts).map(([s, n]) => `${s} ${n}`).join(", "), r.exit_code ?? "…"]));
+}
+
+async function start() {
+  document.title = T.title;
+  text("title", T.title);
+  text("drop-text", T.drop);
+  text("send-title", T.send);
+  text("simulate-text", T.simulate);
+  text("qps-text", T.qps);
+  text("send", T.send);
+  text("stop", T.stop);
+  const lang = document.documentElement.lang;
+  $("language").textContent = lang === "zh" ? "English" : "中文";
+  $("language").href = `/?lang=${lang === "zh" ? "en" : "zh"}`;
+  const info = await call("GET", "/api/info");
+  window.appKey = info.app_key;
+  text("gateway-text", info.app_key ? `${T.gateway} ${info.app_key}` : `${T.gateway}: ${T.no_key}`);
+  $("gateway").disabled = !info.app_key;
+  const drop = $("drop");
+  drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (e) => { e.preventDefault(); drop.classList.remove("over"); if (e.dataTransfer.files[0]) choose(e.dataTransfer.files[0]); });
+  $("file").addEventListener("change", () => { if ($("file").files[0]) choose($("file").files[0]); $("file").value = ""; });
+  $("send").addEventListener("click", send);
+  const runs = await call("GET", "/api/runs");
+  const going = runs.find((r) => r.exit_code === null);
+  if (going) watch(going.id); // a closed tab did not stop it: show it again
+  history();
+}
+
+start();

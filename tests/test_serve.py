@@ -1,0 +1,271 @@
+"""`top-import serve` over HTTP, as a browser and a hostile page would speak to it: the token,
+cross-site requests, uploads (a path in the name, over the limit, the wrong kind), garbage,
+the check, a run watched to its end and one stopped midway, a dropped client, the language."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import stat
+from pathlib import Path
+
+import openpyxl
+import pytest
+from aiohttp import FormData
+from aiohttp.test_utils import TestClient, TestServer
+from helpers import ticket, write_csv
+
+from importer.serve import TOKEN_COOKIE, TOKEN_HEADER, Serve
+
+TOKEN = "test-token-0123456789"
+SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+WAIT_S = 60  # a ceiling: each wait ends as soon as the server says so
+
+
+@pytest.fixture
+async def page(tmp_path):
+    """A client of a server with the simulator as its gateway; its requests carry the token."""
+    server = Serve(tmp_path / "serve", token=TOKEN, max_upload=1024 * 1024)
+    async with TestClient(TestServer(server.app())) as client:
+        client.session.cookie_jar.update_cookies({TOKEN_COOKIE: TOKEN})
+        yield client, server
+
+
+def _file(name: str, content: bytes) -> FormData:
+    form = FormData()
+    form.add_field("file", io.BytesIO(content), filename=name)
+    return form
+
+
+async def _upload(client: TestClient, name: str, content: bytes) -> dict:
+    response = await client.post("/api/uploads", data=_file(name, content), headers=_token())
+    assert response.status == 200, await response.text()
+    return await response.json()
+
+
+def _token() -> dict[str, str]:
+    return {TOKEN_HEADER: TOKEN}
+
+
+async def _events_until_the_end(client: TestClient, run_id: str) -> list[dict]:
+    seen = []
+    async with client.get(f"/api/runs/{run_id}/events", timeout=WAIT_S) as response:
+        assert response.headers["Content-Type"].startswith("text/event-stream")
+        async for line in response.content:
+            if line.startswith(b"data: "):
+                seen.append(json.loads(line[6:]))
+                if seen[-1]["exit_code"] is not None:
+                    return seen
+    raise AssertionError(f"the stream ended before the run: {seen[-1:]}")
+
+
+# -- who may ask --------------------------------------------------------------------------------
+
+
+async def test_without_the_token_every_request_is_401_and_the_token_becomes_a_cookie(tmp_path):
+    server = Serve(tmp_path / "serve", token=TOKEN)
+    async with TestClient(TestServer(server.app())) as client:
+        for path in ("/", "/assets/app.js", "/api/info", "/api/runs", "/?token=wrong"):
+            response = await client.get(path, allow_redirects=False)
+            assert response.status == 401, path
+            assert "token" in await response.text()
+        first = await client.get(f"/?token={TOKEN}", allow_redirects=False)
+        assert first.status == 302 and first.headers["Location"] == "/"  # out of the address
+        cookie = first.headers["Set-Cookie"]
+        assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+        page = await client.get("/")  # the cookie now
+        assert page.status == 200
+        assert 'name="top-import-token"' in await page.text()
+
+
+async def test_a_post_without_the_token_header_or_from_another_site_is_refused(page):
+    client, server = page
+    form = _file("t.csv", b"case_id\n1\n")
+    assert (await client.post("/api/uploads", data=form)).status == 403  # the cookie alone
+    other_site = {**_token(), "Origin": "https://evil.example"}
+    response = await client.post("/api/checks", json={"upload": "x"}, headers=other_site)
+    assert response.status == 403
+    assert list(server.folder.iterdir()) == []  # nothing was taken in
+
+
+# -- uploads ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["../../../tmp/evil.csv", "..\\..\\evil.csv", "/etc/evil.csv"])
+async def test_a_path_in_an_upload_name_is_only_shown_never_used(page, tmp_path, name):
+    client, server = page
+    uploaded = await _upload(client, name, b"case_id\n1\n")
+    assert uploaded["name"] == "evil.csv"
+    [kept] = server.folder.iterdir()
+    assert kept.name == f"{uploaded['id']}.csv"  # the server's name for it
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o600
+    assert stat.S_IMODE(server.folder.stat().st_mode) == 0o700
+    assert not (tmp_path.parent / "evil.csv").exists() and not Path("/tmp/evil.csv").exists()
+
+
+async def test_an_upload_over_the_limit_is_refused_with_a_sentence_and_leaves_nothing(page):
+    client, server = page
+    big = b"case_id\n" + b"1\n" * (1024 * 1024)
+    response = await client.post("/api/uploads", data=_file("big.csv", big), headers=_token())
+    assert response.status == 413
+    error = (await response.json())["error"]
+    assert "big.csv" in error and "--max-upload" in error and "1 MB" in error
+    assert list(server.folder.iterdir()) == []
+
+
+async def test_a_file_of_another_kind_is_refused_naming_the_kinds_read(page):
+    client, server = page
+    response = await client.post("/api/uploads", data=_file("x.exe", b"MZ"), headers=_token())
+    assert response.status == 400
+    assert ".xlsx" in (await response.json())["error"]
+    assert list(server.folder.iterdir()) == []
+
+
+async def test_garbage_is_one_sentence_and_the_server_goes_on(page):
+    client, _server = page
+    for body in (b"not json", b'{"upload": "no-such-upload"}', b"[]"):
+        response = await client.post("/api/checks", data=body, headers=_token())
+        assert response.status == 400
+        assert "reload the page" in (await response.json())["error"]
+    empty = await client.post("/api/uploads", data=b"--x--", headers=_token())
+    assert empty.status == 400
+    assert (await client.get("/api/info")).status == 200
+
+
+# -- the loop -----------------------------------------------------------------------------------
+
+
+async def test_a_check_shows_counts_the_columns_and_the_rows_not_sent_with_reasons(page):
+    client, _server = page
+    uploaded = await _upload(
+        client, "with_errors.xlsx", (SAMPLES / "with_errors.xlsx").read_bytes()
+    )
+    response = await client.post("/api/checks", json={"upload": uploaded["id"]}, headers=_token())
+    check = await response.json()
+    assert check["counts"] == {"valid": 6, "invalid": 7, "duplicate": 1}
+    assert {"column": "note", "field": None} in check["mapping"]  # kept, not sent
+    assert {"column": "case_id", "field": "case_id"} in check["mapping"]
+    problems = {p["row"]: p for p in check["problems"]}
+    assert len(problems) == 8 and problems[3]["reason"] == "user_identify is required but empty"
+    assert {p["status"] for p in problems.values()} == {"invalid", "duplicate"}
+    book = await client.get(f"/api/files/{check['workbook']}")
+    assert "with_errors.validate.xlsx" in book.headers["Content-Disposition"]
+    sheets = openpyxl.load_workbook(io.BytesIO(await book.read())).sheetnames
+    assert "results" in sheets
+
+
+async def test_sending_needs_a_confirmation(page):
+    client, _server = page
+    uploaded = await _upload(client, "t.csv", b"case_id\n1\n")
+    response = await client.post(
+        "/api/runs", json={"upload": uploaded["id"], "simulate": True}, headers=_token()
+    )
+    assert response.status == 400 and "confirmation" in (await response.json())["error"]
+
+
+async def test_a_run_is_watched_to_its_end_and_its_workbook_downloaded(page):
+    client, _server = page
+    uploaded = await _upload(
+        client, "with_errors.xlsx", (SAMPLES / "with_errors.xlsx").read_bytes()
+    )
+    started = await client.post(
+        "/api/runs",
+        json={"upload": uploaded["id"], "simulate": True, "qps": "200", "confirmed": True},
+        headers=_token(),
+    )
+    run = await started.json()
+    seen = await _events_until_the_end(client, run["id"])
+    last = seen[-1]
+    assert last["exit_code"] == 1  # invalid rows
+    assert last["counts"] == {"invalid": 7, "duplicate": 1, "success": 6}
+    assert last["planned"] == 6 and last["phase"] == "finished"
+    book = await client.get(f"/api/files/{last['workbook']}")
+    results = openpyxl.load_workbook(io.BytesIO(await book.read()))["results"]
+    header = [c.value for c in next(results.iter_rows(max_row=1))]
+    statuses = [
+        row[header.index("status")] for row in results.iter_rows(min_row=2, values_only=True)
+    ]
+    assert statuses.count("success") == 6
+    listed = await (await client.get("/api/runs")).json()
+    assert [r["id"] for r in listed] == [run["id"]]
+
+
+async def test_stop_midway_settles_what_is_in_flight_and_the_rest_is_not_sent(
+    tmp_path, simulator, monkeypatch
+):
+    sim = simulator(latency_ms=100)
+    for name, value in sim.env().items():
+        if name.startswith("TOP_"):
+            monkeypatch.setenv(name, value)
+    write_csv(tmp_path / "t.csv", [ticket(i) for i in range(80)])
+    server = Serve(tmp_path / "serve", token=TOKEN, options={"journal": str(tmp_path / "j.sqlite")})
+    async with TestClient(TestServer(server.app())) as client:
+        client.session.cookie_jar.update_cookies({TOKEN_COOKIE: TOKEN})
+        uploaded = await _upload(client, "t.csv", (tmp_path / "t.csv").read_bytes())
+        started = await client.post(
+            "/api/runs",
+            json={"upload": uploaded["id"], "simulate": False, "qps": "10", "confirmed": True},
+            headers=_token(),
+        )
+        run = await started.json()
+        assert run["target"] == "gateway"
+        while sim.stats()["accepted"] < 5:  # the server's own loop serves the simulator
+            await asyncio.sleep(0.02)
+        stopped = await client.post(f"/api/runs/{run['id']}/stop", headers=_token())
+        assert (await stopped.json())["stopping"] is True
+        last = (await _events_until_the_end(client, run["id"]))[-1]
+    counts = last["counts"]
+    assert last["exit_code"] == 1 and counts["not_sent"] > 0
+    assert counts["success"] == sim.stats()["accepted"]  # nothing after the stop, nothing lost
+    assert counts["success"] + counts["not_sent"] == 80
+
+
+async def test_a_dropped_client_does_not_stop_the_run(page):
+    client, server = page
+    uploaded = await _upload(client, "t.csv", b"case_id,tenant_id\n1,2\n")
+    started = await client.post(
+        "/api/runs",
+        json={"upload": uploaded["id"], "simulate": True, "confirmed": True},
+        headers=_token(),
+    )
+    run_id = (await started.json())["id"]
+    response = await client.get(f"/api/runs/{run_id}/events")
+    await response.content.readline()
+    response.close()  # the tab closed
+    task = server.runs[run_id].task
+    await asyncio.wait_for(asyncio.shield(task), WAIT_S)
+    listed = await (await client.get("/api/runs")).json()
+    assert listed[0]["exit_code"] is not None  # it ran to its end; the page shows it again
+
+
+async def test_the_page_speaks_the_browsers_language_and_switches(page):
+    client, _server = page
+    zh = await client.get("/", headers={"Accept-Language": "zh-CN,zh;q=0.9,en;q=0.8"})
+    text = await zh.text()
+    assert '<html lang="zh">' in text and "选择" in text
+    en = await client.get("/?lang=en", headers={"Accept-Language": "zh-CN"})
+    assert '<html lang="en">' in await en.text()
+    again = await client.get("/", headers={"Accept-Language": "zh-CN"})  # the switch is kept
+    assert '<html lang="en">' in await again.text()
+
+
+def test_serve_prints_its_address_with_a_token_and_warns_off_loopback(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "importer", "serve", "--port", "0", "--host", "0.0.0.0"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={k: v for k, v in os.environ.items() if not k.startswith("TOP_")},
+    )  # fmt: skip
+    try:
+        line = proc.stdout.readline()
+    finally:
+        proc.terminate()
+        _out, err = proc.communicate(timeout=WAIT_S)
+    assert line.startswith("http://0.0.0.0:") and "/?token=" in line
+    assert not line.startswith("http://0.0.0.0:0/")  # the port it was given
+    assert len(line.strip().split("token=")[1]) >= 24
+    assert "other machines can reach the page" in err and "Traceback" not in err
