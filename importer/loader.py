@@ -877,6 +877,17 @@ def _biff_name(body: bytes) -> str:
     return text.decode("utf-16-le" if wide else "latin-1", "replace")
 
 
+def sheet_names(path: Path) -> list[str]:
+    """The sheets of a workbook, in order (none for a CSV); ``InputError`` when it is not one."""
+    if path.suffix.lower() not in WORKBOOK_SUFFIXES:
+        return []
+    book = _open_book(path)
+    try:
+        return list(book.sheet_names)
+    finally:
+        book.close()
+
+
 def _open_book(path: Path) -> CalamineWorkbook:
     if path.suffix.lower() == ".xls":
         _check_xls_ranges(path)

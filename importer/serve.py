@@ -51,7 +51,7 @@ from importer.errors import ImporterError
 from importer.events import Event, EventKind
 from importer.i18n import LANGS, N_, _, language
 from importer.interrupts import StopHandle
-from importer.loader import CSV_SUFFIXES, WORKBOOK_SUFFIXES, open_input
+from importer.loader import CSV_SUFFIXES, WORKBOOK_SUFFIXES, open_input, sheet_names
 from importer.spec import load_spec
 
 TOKEN_COOKIE = "top_import_token"
@@ -216,13 +216,15 @@ class Serve:
         return f"http://{shown}:{port}/?token={self.token}"
 
     def _lang(self, request: web.Request) -> str:
-        """The page's language: ?lang=, else its cookie, else ``--lang``, else the browser's."""
-        for lang in (request.query.get("lang"), request.cookies.get(LANG_COOKIE), self.lang):
+        """The page's language: ?lang= (the switch), else its cookie, else the browser's
+        (``Accept-Language``), else serve's own (``--lang``, the locale)."""
+        for lang in (request.query.get("lang"), request.cookies.get(LANG_COOKIE)):
             if lang in LANGS:
                 return lang
-        accepted = request.headers.get("Accept-Language", "").lower()
-        first = accepted.split(",")[0].strip()
-        return "zh" if first.startswith("zh") else "en"
+        accepted = request.headers.get("Accept-Language", "").strip().lower()
+        if accepted:
+            return "zh" if accepted.split(",")[0].strip().startswith("zh") else "en"
+        return self.lang if self.lang in LANGS else "en"
 
     @web.middleware
     async def _guard(
@@ -333,13 +335,18 @@ class Serve:
             raise
         upload = Upload(upload_id, path, name, size)
         self.uploads[upload_id] = upload
-        return web.json_response({"id": upload_id, "name": name, "size": size})
+        try:
+            sheets = await asyncio.to_thread(sheet_names, path)
+        except ImporterError:  # not a workbook after all: the check says so
+            sheets = []
+        return web.json_response({"id": upload_id, "name": name, "size": size, "sheets": sheets})
 
     async def _check(self, request: web.Request) -> web.Response:
         body = await request.json()
         upload = self.uploads[str(body["upload"])]
         sheet = body.get("sheet") or None
-        out = self.folder / f"{upload.id}.validate.xlsx"
+        # a workbook of its own: the page may check two sheets of one upload at once
+        out = self.folder / f"{upload.id}.{secrets.token_hex(4)}.validate.xlsx"
         options = self._options(lang=self._lang(request), out=str(out))
         if sheet:
             options["sheet"] = sheet

@@ -269,3 +269,20 @@ def test_serve_prints_its_address_with_a_token_and_warns_off_loopback(tmp_path):
     assert not line.startswith("http://0.0.0.0:0/")  # the port it was given
     assert len(line.strip().split("token=")[1]) >= 24
     assert "other machines can reach the page" in err and "Traceback" not in err
+
+
+async def test_two_checks_of_one_upload_at_once_both_answer(page):
+    """The page checks the first sheet, and a person picks another meanwhile: each check writes
+    a workbook of its own."""
+    client, _server = page
+    uploaded = await _upload(
+        client, "with_errors.xlsx", (SAMPLES / "with_errors.xlsx").read_bytes()
+    )
+    checks = [
+        client.post("/api/checks", json={"upload": uploaded["id"]}, headers=_token())
+        for _ in range(4)
+    ]
+    answers = await asyncio.gather(*checks)
+    assert [a.status for a in answers] == [200] * 4
+    books = {(await a.json())["workbook"] for a in answers}
+    assert len(books) == 4

@@ -4,7 +4,9 @@
 const T = window.T;
 const TOKEN = document.querySelector('meta[name="top-import-token"]').content;
 const $ = (id) => document.getElementById(id);
-let checked = null; // the last check: its upload id, name and counts
+let checked = null; // the last check: its upload id, name, sheet and counts
+let uploaded = null; // the last upload: its id, name and sheets
+let checking = 0; // the latest check asked for: an older one's answer is dropped
 
 function text(id, value) { $(id).textContent = value; }
 
@@ -56,9 +58,36 @@ async function choose(file) {
   try {
     const form = new FormData();
     form.append("file", file, file.name);
-    const upload = await call("POST", "/api/uploads", form);
-    const check = await call("POST", "/api/checks", { upload: upload.id });
+    uploaded = await call("POST", "/api/uploads", form);
+    sheets(uploaded.sheets);
+    await check(null);
+  } catch (error) {
+    $("check-step").hidden = true;
+    $("upload-error").hidden = false;
+    text("upload-error", error.message);
+  }
+}
+
+function sheets(names) {
+  const select = $("sheet");
+  select.replaceChildren();
+  for (const name of names) {
+    const option = document.createElement("option");
+    option.value = option.textContent = name;
+    select.append(option);
+  }
+  $("sheet-box").hidden = names.length < 2;
+}
+
+async function check(sheet) {
+  const mine = ++checking;
+  text("check-title", `${T.checking} ${uploaded.name}`);
+  $("send-step").hidden = true;
+  try {
+    const check = await call("POST", "/api/checks", { upload: uploaded.id, sheet });
+    if (mine !== checking) return; // another sheet was chosen meanwhile
     checked = check;
+    checked.sheet = sheet;
     text("check-title", `${T.checked}: ${check.name}`);
     counts($("counts"), check.counts);
     download($("validate-book"), check.workbook, T.validate_book);
@@ -72,6 +101,7 @@ async function choose(file) {
     }
     $("send-step").hidden = false;
   } catch (error) {
+    if (mine !== checking) return;
     $("check-step").hidden = true;
     $("upload-error").hidden = false;
     text("upload-error", error.message);
@@ -86,7 +116,7 @@ async function send() {
   if (!window.confirm(T.confirm.replace("{rows}", rows).replace("{name}", checked.name).replace("{target}", target))) return;
   $("send").disabled = true;
   try {
-    const run = await call("POST", "/api/runs", { upload: checked.upload, simulate, qps: $("qps").value.trim(), confirmed: true });
+    const run = await call("POST", "/api/runs", { upload: checked.upload, sheet: checked.sheet, simulate, qps: $("qps").value.trim(), confirmed: true });
     watch(run.id);
   } catch (error) {
     $("send").disabled = false;
@@ -140,6 +170,8 @@ async function start() {
   text("qps-text", T.qps);
   text("send", T.send);
   text("stop", T.stop);
+  text("sheet-text", T.sheet);
+  $("sheet").addEventListener("change", () => check($("sheet").value));
   const lang = document.documentElement.lang;
   $("language").textContent = lang === "zh" ? "English" : "中文";
   $("language").href = `/?lang=${lang === "zh" ? "en" : "zh"}`;
