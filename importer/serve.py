@@ -34,6 +34,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import tempfile
 import time
 from collections import Counter
@@ -51,7 +52,9 @@ from importer.errors import ImporterError
 from importer.events import Event, EventKind
 from importer.i18n import LANGS, N_, _, language
 from importer.interrupts import StopHandle
+from importer.labels import shown_status
 from importer.loader import CSV_SUFFIXES, WORKBOOK_SUFFIXES, open_input, sheet_names
+from importer.rows import Status
 from importer.spec import load_spec
 
 TOKEN_COOKIE = "top_import_token"
@@ -129,6 +132,7 @@ class Run:
     phase: str = ""
     counts: Counter = field(default_factory=Counter)
     planned: int | None = None  # rows to send, from the pre-flight's plan
+    total: int | None = None  # every row the plan counts: to send, and settled without a call
     exit_code: int | None = None
     message: str = ""
     workbook: str | None = None  # a download id
@@ -138,7 +142,11 @@ class Run:
         if event.kind is EventKind.ROW and event.status is not None:
             self.counts[event.status.value] += 1
         elif event.kind is EventKind.PLAN and event.plan is not None:
-            self.planned = event.plan.to_send
+            plan = event.plan
+            self.planned = plan.to_send
+            self.total = (
+                plan.to_send + plan.already_sent + plan.duplicate + plan.invalid + plan.unknown
+            ) + plan.done
         elif event.kind is EventKind.PASS_STARTED:
             self.phase = event.phase
         self.changed.set()
@@ -155,6 +163,7 @@ class Run:
             "counts": dict(self.counts),
             "settled": settled,
             "planned": self.planned,
+            "total": self.total,
             "rate": round(settled / seconds, 1),
             "exit_code": self.exit_code,
             "message": self.message,
@@ -265,7 +274,9 @@ class Serve:
 
     async def _page(self, request: web.Request) -> web.Response:
         lang = self._lang(request)
-        texts = {key: _(text) for key, text in PAGE_TEXTS.items()}
+        texts: dict[str, Any] = {key: _(text) for key, text in PAGE_TEXTS.items()}
+        # the status words as the workbook's dashboard shows them: 成功 (success) in Chinese
+        texts["statuses"] = {status.value: shown_status(status.value) for status in Status}
         html = (WEB / "index.html").read_text(encoding="utf-8")
         html = html.replace("{{lang}}", lang).replace("{{title}}", _(PAGE_TEXTS["title"]))
         html = html.replace("{{token}}", self.token)
@@ -529,8 +540,13 @@ async def serve_forever(
     try:
         site = web.TCPSite(runner, host, port)
         await site.start()
+        # Ctrl-C or a kill (SIGTERM): the runs stop as Ctrl-C stops one, then the server
+        stopped = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stopped.set)
         bound = runner.addresses[0][1] if runner.addresses else port  # --port 0: a free one
         on_ready(server.url(host, bound))
-        await asyncio.Event().wait()
+        await stopped.wait()
     finally:
         await runner.cleanup()

@@ -180,7 +180,7 @@ async def test_a_run_is_watched_to_its_end_and_its_workbook_downloaded(page):
     last = seen[-1]
     assert last["exit_code"] == 1  # invalid rows
     assert last["counts"] == {"invalid": 7, "duplicate": 1, "success": 6}
-    assert last["planned"] == 6 and last["phase"] == "finished"
+    assert last["planned"] == 6 and last["total"] == 14 and last["phase"] == "finished"
     book = await client.get(f"/api/files/{last['workbook']}")
     results = openpyxl.load_workbook(io.BytesIO(await book.read()))["results"]
     header = [c.value for c in next(results.iter_rows(max_row=1))]
@@ -258,7 +258,8 @@ def test_serve_prints_its_address_with_a_token_and_warns_off_loopback(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "importer", "serve", "--port", "0", "--host", "0.0.0.0"],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={k: v for k, v in os.environ.items() if not k.startswith("TOP_")},
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("TOP_")},
+             "TMPDIR": str(tmp_path)},
     )  # fmt: skip
     try:
         line = proc.stdout.readline()
@@ -269,6 +270,8 @@ def test_serve_prints_its_address_with_a_token_and_warns_off_loopback(tmp_path):
     assert not line.startswith("http://0.0.0.0:0/")  # the port it was given
     assert len(line.strip().split("token=")[1]) >= 24
     assert "other machines can reach the page" in err and "Traceback" not in err
+    assert proc.returncode == 0
+    assert list(tmp_path.glob("top-import-serve-*")) == []  # its uploads went with it
 
 
 async def test_two_checks_of_one_upload_at_once_both_answer(page):
@@ -286,3 +289,27 @@ async def test_two_checks_of_one_upload_at_once_both_answer(page):
     assert [a.status for a in answers] == [200] * 4
     books = {(await a.json())["workbook"] for a in answers}
     assert len(books) == 4
+
+
+async def test_stopping_serve_stops_its_runs_as_ctrl_c_does(tmp_path, simulator, monkeypatch):
+    sim = simulator(latency_ms=100)
+    for name, value in sim.env().items():
+        if name.startswith("TOP_"):
+            monkeypatch.setenv(name, value)
+    write_csv(tmp_path / "t.csv", [ticket(i) for i in range(80)])
+    server = Serve(tmp_path / "serve", token=TOKEN, options={"journal": str(tmp_path / "j.sqlite")})
+    async with TestClient(TestServer(server.app())) as client:
+        client.session.cookie_jar.update_cookies({TOKEN_COOKIE: TOKEN})
+        uploaded = await _upload(client, "t.csv", (tmp_path / "t.csv").read_bytes())
+        started = await client.post(
+            "/api/runs",
+            json={"upload": uploaded["id"], "simulate": False, "qps": "10", "confirmed": True},
+            headers=_token(),
+        )
+        run = server.runs[(await started.json())["id"]]
+        while sim.stats()["accepted"] < 3:
+            await asyncio.sleep(0.02)
+    # the server has shut down: its run stopped, settled what was in flight, wrote its workbook
+    assert run.task.done() and run.exit_code == 1
+    assert run.counts["success"] == sim.stats()["accepted"] and run.counts["not_sent"] > 0
+    assert run.workbook is not None

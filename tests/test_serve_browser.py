@@ -160,6 +160,8 @@ def test_the_page_in_chinese(browser, tmp_path):
         page.wait_for_function("document.documentElement.lang === 'zh'")
         page.set_input_files("#file", str(SAMPLES / "with_errors.xlsx"))
         page.wait_for_selector("#counts li[data-status=invalid]")
+        invalid = page.locator("#counts li[data-status=invalid]").inner_text()
+        assert invalid == "无效 (invalid): 7"  # as the workbook's dashboard shows it
         reasons = page.locator("#problems").inner_text()
         assert "必填" in reasons or "为空" in reasons  # the reasons in Chinese too
     finally:

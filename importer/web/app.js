@@ -29,7 +29,7 @@ function counts(list, values) {
     const item = document.createElement("li");
     item.className = status;
     item.dataset.status = status;
-    item.textContent = `${status}: ${n}`;
+    item.textContent = `${T.statuses[status] || status}: ${n}`;
     list.append(item);
   }
 }
@@ -95,7 +95,7 @@ async function check(sheet) {
     table($("mapping"), [T.column, T.field], check.mapping.map((m) => [m.column, m.field || T.kept]));
     text("problems-title", T.problems);
     if (check.problems.length) {
-      table($("problems"), [T.row, T.status, T.reason], check.problems.map((p) => [p.row, p.status, p.reason]));
+      table($("problems"), [T.row, T.status, T.reason], check.problems.map((p) => [p.row, T.statuses[p.status] || p.status, p.reason]));
     } else {
       table($("problems"), [T.no_problems], []);
     }
@@ -135,10 +135,10 @@ function watch(runId) {
     const run = JSON.parse(message.data);
     text("watch-title", `${run.exit_code === null ? T.sending : T.done}: ${run.input}`);
     counts($("run-counts"), run.counts);
-    const planned = run.planned || run.settled || 1;
-    $("progress").max = planned;
-    $("progress").value = Math.min(run.settled, planned);
-    text("watch-line", `${run.settled} / ${run.planned ?? "?"} ${T.rows} · ${run.rate}/s`);
+    const total = run.total || run.settled || 1;
+    $("progress").max = total;
+    $("progress").value = Math.min(run.settled, total);
+    text("watch-line", `${run.settled} / ${run.total ?? "?"} ${T.rows} · ${run.rate}/s`);
     if (run.exit_code !== null) {
       events.close();
       $("stop").disabled = true;
@@ -158,7 +158,7 @@ async function history() {
   $("history-step").hidden = false;
   text("history-title", T.history);
   table($("history"), [T.started, T.input, T.counts, T.exit],
-    runs.map((r) => [new Date(r.started * 1000).toLocaleString(), r.input, Object.entries(r.counts).map(([s, n]) => `${s} ${n}`).join(", "), r.exit_code ?? "…"]));
+    runs.map((r) => [new Date(r.started * 1000).toLocaleString(), r.input, Object.entries(r.counts).map(([s, n]) => `${T.statuses[s] || s} ${n}`).join(", "), r.exit_code ?? "…"]));
 }
 
 async function start() {
