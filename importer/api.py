@@ -151,12 +151,16 @@ async def run_async(
     handle_signals: bool = False,
     on_event: Observer | None = None,
     stop: StopHandle | None = None,
+    approve: Callable[[Plan], object] | None = None,
     **options: Any,
 ) -> Result:
     """``run`` as a coroutine, for a caller that has an event loop already. ``input_name``
     names a DataFrame or rows in the report (default ``dataframe`` / ``rows``); ``on_event``
     hears of each pass, the plan, each row sent and the end (``importer.Event``); ``stop`` is a
-    ``StopHandle`` whose ``stop()``/``abort()`` does what SIGINT / a second Ctrl-C does."""
+    ``StopHandle`` whose ``stop()``/``abort()`` does what SIGINT / a second Ctrl-C does;
+    ``approve`` sees the pre-flight's ``Plan`` before the first call (after the daily-quota
+    check): it may raise an ``ImporterError`` (nothing is sent) or return an awaitable the run
+    waits for (a person confirming the plan)."""
     with _language_of(options):
         prepared = _prepared(source, input_name, config_file, options, "result")
         async with prepared as (path, config, keep, shown):
@@ -176,6 +180,7 @@ async def run_async(
                     [path],
                     config,
                     configs=configs,
+                    approve=_then(_approve(config), approve),
                     interrupts=interrupts,
                     shown={path: shown} if shown else None,
                     events=Events(on_event),
@@ -402,6 +407,18 @@ def _config(options: Mapping[str, Any], config_file: str | os.PathLike | None) -
         flags.setdefault("quiet", True)  # no bar and no log line unless progress=True
     config = load_config(flags, os.environ, Path(config_file) if config_file else None)
     return replace(config, **secrets)
+
+
+def _then(first: Callable[[Plan], None], then: Callable[[Plan], object] | None):
+    """``first`` (the daily-quota check), then the caller's ``approve``."""
+    if then is None:
+        return first
+
+    def approve(plan: Plan) -> object:
+        first(plan)
+        return then(plan)
+
+    return approve
 
 
 def _approve(config: Config):

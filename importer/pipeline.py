@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import inspect
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -268,7 +269,9 @@ class _Job:
     builder: RequestBuilder
     gateway_url: str
     stop_at: datetime | None  # a cron window's end: no call starts after it
-    approve: Callable[[Plan], None] | None  # sees the pre-flight's Plan before any call
+    # sees the pre-flight's Plan before any call; may raise (not sent) or return an awaitable
+    # the run waits for (a person confirming it on serve's page)
+    approve: Callable[[Plan], object] | None
     interrupts: Interrupts
     events: Events  # the caller's observer
 
@@ -285,7 +288,7 @@ async def run_file(
     credentials: Credentials,
     gateway_url: str,
     stop_at: datetime | None = None,
-    approve: Callable[[Plan], None] | None = None,
+    approve: Callable[[Plan], object] | None = None,
     interrupts: Interrupts | None = None,
     shown: Path | None = None,
     events: Events = NO_EVENTS,
@@ -366,7 +369,9 @@ async def _run_copy(job: _Job, copy: snapshot.Snapshot, journal: Journal) -> Fil
         plan = _preflight(job, table, run_journal)
         job.events(Event(EventKind.PLAN, job.path, "pre-flight", plan.to_send, plan=plan))
         if job.approve is not None:
-            job.approve(plan)
+            approved = job.approve(plan)
+            if inspect.isawaitable(approved):
+                await approved
         await _send(job, table, run_journal, summary)
         summary.ended = time.time()
         _report(job, table, run_journal, summary)

@@ -48,7 +48,7 @@ from aiohttp import web
 
 import importer
 from importer.config import load_config
-from importer.errors import ImporterError
+from importer.errors import ImporterError, UsageError
 from importer.events import Event, EventKind
 from importer.i18n import LANGS, N_, _, language
 from importer.interrupts import StopHandle
@@ -56,6 +56,7 @@ from importer.labels import shown_status
 from importer.loader import CSV_SUFFIXES, WORKBOOK_SUFFIXES, open_input, sheet_names
 from importer.rows import Status
 from importer.spec import load_spec
+from importer.summary import Plan
 
 TOKEN_COOKIE = "top_import_token"
 TOKEN_HEADER = "X-Top-Import-Token"
@@ -67,6 +68,8 @@ CHUNK = 256 * 1024
 WEB = Path(__file__).parent / "web"
 ASSETS = {"app.js": "text/javascript", "style.css": "text/css"}
 FINAL = "finished"
+CONFIRM = "confirm"  # a run's phase while its plan waits for the person's confirmation
+CONFIRM_S = 600.0  # ... for this long at most: then it is not sent (the journal lock is freed)
 
 # What the page says, in the language of the request (``T`` in app.js).
 PAGE_TEXTS = {
@@ -93,7 +96,8 @@ PAGE_TEXTS = {
     "simulate": N_("The simulator (nothing reaches the platform)"),
     "gateway": N_("The platform, with app key"),
     "no_key": N_("no app key is set on the server (TOP_APP_KEY or importer.toml)"),
-    "confirm": N_("Send {rows} rows of {name} to {target}?"),
+    "confirm": N_("{plan}\n\nSend to {target}?"),
+    "planning": N_("Pre-flight: what the journal holds, the quota"),
     "sending": N_("Sending"),
     "stop": N_("Stop"),
     "stopping": N_("Stopping: calls in flight finish, the rest are not sent."),
@@ -136,7 +140,37 @@ class Run:
     exit_code: int | None = None
     message: str = ""
     workbook: str | None = None  # a download id
+    plan: str = ""  # the pre-flight's line: what the run is about to send
+    approval: asyncio.Future | None = None  # the confirmation of the plan, once it is shown
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def approve(self, plan: Plan) -> Awaitable[None]:
+        """The pre-flight's plan, shown on the page: sending starts once it is confirmed."""
+        self.plan = plan.line()
+        self.phase = CONFIRM
+        self.approval = asyncio.get_running_loop().create_future()
+        self.changed.set()
+        return self._confirmed()
+
+    async def _confirmed(self) -> None:
+        assert self.approval is not None
+        try:
+            await asyncio.wait_for(asyncio.shield(self.approval), CONFIRM_S)
+        except asyncio.TimeoutError:
+            raise UsageError(
+                _("{name}: not sent: its plan was not confirmed within {minutes} minutes.").format(
+                    name=self.upload.name, minutes=int(CONFIRM_S // 60)
+                )
+            ) from None
+        self.phase = "sending"
+
+    def refuse(self) -> None:
+        if self.approval is not None and not self.approval.done():
+            self.approval.set_exception(
+                UsageError(
+                    _("{name}: not sent: its plan was not confirmed.").format(name=self.upload.name)
+                )
+            )
 
     def on_event(self, event: Event) -> None:  # in the server's loop: run_async runs in it
         if event.kind is EventKind.ROW and event.status is not None:
@@ -168,6 +202,7 @@ class Run:
             "exit_code": self.exit_code,
             "message": self.message,
             "workbook": self.workbook,
+            "plan": self.plan,
             "stopping": self.handle.interrupts.stopped,
         }
 
@@ -213,6 +248,7 @@ class Serve:
                 web.post("/api/runs", self._send),
                 web.get("/api/runs", self._runs),
                 web.get("/api/runs/{id}/events", self._events),
+                web.post("/api/runs/{id}/confirm", self._confirm),
                 web.post("/api/runs/{id}/stop", self._stop),
                 web.get("/api/files/{id}", self._download),
             ]
@@ -400,8 +436,6 @@ class Serve:
 
     async def _send(self, request: web.Request) -> web.Response:
         body = await request.json()
-        if body.get("confirmed") is not True:
-            return _said(_("Sending needs a confirmation on the page."), 400)
         upload = self.uploads[str(body["upload"])]
         simulate = bool(body.get("simulate", True))
         run = Run(secrets.token_hex(8), upload, "simulator" if simulate else "gateway")
@@ -425,6 +459,7 @@ class Serve:
                 input_name=run.upload.name,
                 on_event=run.on_event,
                 stop=run.handle,
+                approve=run.approve,
                 **options,
             )
             run.exit_code = result.exit_code
@@ -460,8 +495,17 @@ class Serve:
                 await asyncio.wait_for(run.changed.wait(), 1.0)
             await asyncio.sleep(0.2)  # a ceiling on how often the page is told: 5 a second
 
+    async def _confirm(self, request: web.Request) -> web.Response:
+        run = self.runs[request.match_info["id"]]
+        if run.approval is None or run.approval.done():
+            return _said(_("There is no plan waiting for a confirmation; reload the page."), 400)
+        run.approval.set_result(None)
+        run.changed.set()
+        return web.json_response(run.snapshot())
+
     async def _stop(self, request: web.Request) -> web.Response:
         run = self.runs[request.match_info["id"]]
+        run.refuse()  # a plan not confirmed: nothing is sent
         run.handle.stop()
         run.changed.set()
         return web.json_response(run.snapshot())
@@ -470,6 +514,7 @@ class Serve:
         """Ctrl-C on serve: every run stops as Ctrl-C stops one, and writes its workbook."""
         tasks = [run.task for run in self.runs.values() if run.task and not run.task.done()]
         for run in self.runs.values():
+            run.refuse()
             run.handle.stop()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)

@@ -49,6 +49,28 @@ def _token() -> dict[str, str]:
     return {TOKEN_HEADER: TOKEN}
 
 
+async def _start(client: TestClient, upload_id: str, **given) -> dict:
+    """Start a run and confirm its plan once the page would show it."""
+    started = await client.post("/api/runs", json={"upload": upload_id, **given}, headers=_token())
+    run = await started.json()
+    plan = await _plan_of(client, run["id"])
+    assert "to send" in plan["plan"]
+    confirmed = await client.post(f"/api/runs/{run['id']}/confirm", headers=_token())
+    assert confirmed.status == 200
+    return run
+
+
+async def _plan_of(client: TestClient, run_id: str) -> dict:
+    """The run's state once its pre-flight plan waits for a confirmation."""
+    async with client.get(f"/api/runs/{run_id}/events", timeout=WAIT_S) as response:
+        async for line in response.content:
+            if line.startswith(b"data: "):
+                seen = json.loads(line[6:])
+                if seen["phase"] == "confirm" or seen["exit_code"] is not None:
+                    return seen
+    raise AssertionError("the stream ended before the plan")
+
+
 async def _events_until_the_end(client: TestClient, run_id: str) -> list[dict]:
     seen = []
     async with client.get(f"/api/runs/{run_id}/events", timeout=WAIT_S) as response:
@@ -156,13 +178,34 @@ async def test_a_check_shows_counts_the_columns_and_the_rows_not_sent_with_reaso
     assert "results" in sheets
 
 
-async def test_sending_needs_a_confirmation(page):
-    client, _server = page
-    uploaded = await _upload(client, "t.csv", b"case_id\n1\n")
-    response = await client.post(
-        "/api/runs", json={"upload": uploaded["id"], "simulate": True}, headers=_token()
-    )
-    assert response.status == 400 and "confirmation" in (await response.json())["error"]
+async def test_nothing_is_sent_before_the_plan_is_confirmed_and_a_refused_plan_sends_nothing(
+    tmp_path, simulator, monkeypatch
+):
+    sim = simulator()
+    for name, value in sim.env().items():
+        if name.startswith("TOP_"):
+            monkeypatch.setenv(name, value)
+    server = Serve(tmp_path / "serve", token=TOKEN, options={"journal": str(tmp_path / "j.sqlite")})
+    async with TestClient(TestServer(server.app())) as client:
+        client.session.cookie_jar.update_cookies({TOKEN_COOKIE: TOKEN})
+        write_csv(tmp_path / "t.csv", [ticket(0), ticket(1)])
+        uploaded = await _upload(client, "t.csv", (tmp_path / "t.csv").read_bytes())
+        started = await client.post(
+            "/api/runs", json={"upload": uploaded["id"], "simulate": False}, headers=_token()
+        )
+        run_id = (await started.json())["id"]
+        plan = await _plan_of(client, run_id)
+        assert plan["phase"] == "confirm" and "2 rows to send" in plan["plan"]
+        assert sim.stats()["calls"] == 0  # the plan waits: no call has left
+        early = await client.post(f"/api/runs/{run_id}/confirm", headers={})  # no token header
+        assert early.status == 403
+        refused = await client.post(f"/api/runs/{run_id}/stop", headers=_token())
+        assert refused.status == 200
+        last = (await _events_until_the_end(client, run_id))[-1]
+        assert last["exit_code"] == 2 and "not confirmed" in last["message"]
+        again = await client.post(f"/api/runs/{run_id}/confirm", headers=_token())
+        assert again.status == 400  # nothing waits for it any more
+    assert sim.stats()["calls"] == 0
 
 
 async def test_a_run_is_watched_to_its_end_and_its_workbook_downloaded(page):
@@ -170,12 +213,7 @@ async def test_a_run_is_watched_to_its_end_and_its_workbook_downloaded(page):
     uploaded = await _upload(
         client, "with_errors.xlsx", (SAMPLES / "with_errors.xlsx").read_bytes()
     )
-    started = await client.post(
-        "/api/runs",
-        json={"upload": uploaded["id"], "simulate": True, "qps": "200", "confirmed": True},
-        headers=_token(),
-    )
-    run = await started.json()
+    run = await _start(client, uploaded["id"], simulate=True, qps="200")
     seen = await _events_until_the_end(client, run["id"])
     last = seen[-1]
     assert last["exit_code"] == 1  # invalid rows
@@ -204,12 +242,7 @@ async def test_stop_midway_settles_what_is_in_flight_and_the_rest_is_not_sent(
     async with TestClient(TestServer(server.app())) as client:
         client.session.cookie_jar.update_cookies({TOKEN_COOKIE: TOKEN})
         uploaded = await _upload(client, "t.csv", (tmp_path / "t.csv").read_bytes())
-        started = await client.post(
-            "/api/runs",
-            json={"upload": uploaded["id"], "simulate": False, "qps": "10", "confirmed": True},
-            headers=_token(),
-        )
-        run = await started.json()
+        run = await _start(client, uploaded["id"], simulate=False, qps="10")
         assert run["target"] == "gateway"
         while sim.stats()["accepted"] < 5:  # the server's own loop serves the simulator
             await asyncio.sleep(0.02)
@@ -222,15 +255,11 @@ async def test_stop_midway_settles_what_is_in_flight_and_the_rest_is_not_sent(
     assert counts["success"] + counts["not_sent"] == 80
 
 
-async def test_a_dropped_client_does_not_stop_the_run(page):
+async def test_a_dropped_client_does_not_stop_the_run(page, tmp_path):
     client, server = page
-    uploaded = await _upload(client, "t.csv", b"case_id,tenant_id\n1,2\n")
-    started = await client.post(
-        "/api/runs",
-        json={"upload": uploaded["id"], "simulate": True, "confirmed": True},
-        headers=_token(),
-    )
-    run_id = (await started.json())["id"]
+    write_csv(tmp_path / "t.csv", [ticket(0)])
+    uploaded = await _upload(client, "t.csv", (tmp_path / "t.csv").read_bytes())
+    run_id = (await _start(client, uploaded["id"], simulate=True))["id"]
     response = await client.get(f"/api/runs/{run_id}/events")
     await response.content.readline()
     response.close()  # the tab closed
@@ -301,15 +330,27 @@ async def test_stopping_serve_stops_its_runs_as_ctrl_c_does(tmp_path, simulator,
     async with TestClient(TestServer(server.app())) as client:
         client.session.cookie_jar.update_cookies({TOKEN_COOKIE: TOKEN})
         uploaded = await _upload(client, "t.csv", (tmp_path / "t.csv").read_bytes())
-        started = await client.post(
-            "/api/runs",
-            json={"upload": uploaded["id"], "simulate": False, "qps": "10", "confirmed": True},
-            headers=_token(),
-        )
-        run = server.runs[(await started.json())["id"]]
+        run = server.runs[(await _start(client, uploaded["id"], simulate=False, qps="10"))["id"]]
         while sim.stats()["accepted"] < 3:
             await asyncio.sleep(0.02)
     # the server has shut down: its run stopped, settled what was in flight, wrote its workbook
     assert run.task.done() and run.exit_code == 1
     assert run.counts["success"] == sim.stats()["accepted"] and run.counts["not_sent"] > 0
     assert run.workbook is not None
+
+
+async def test_a_plan_left_unconfirmed_is_not_sent_and_frees_the_input(page, tmp_path, monkeypatch):
+    import importer.serve
+
+    monkeypatch.setattr(importer.serve, "CONFIRM_S", 0.1)  # the tab was closed at the plan
+    client, _server = page
+    write_csv(tmp_path / "t.csv", [ticket(0)])
+    uploaded = await _upload(client, "t.csv", (tmp_path / "t.csv").read_bytes())
+    started = await client.post(
+        "/api/runs", json={"upload": uploaded["id"], "simulate": True}, headers=_token()
+    )
+    last = (await _events_until_the_end(client, (await started.json())["id"]))[-1]
+    assert last["exit_code"] == 2 and "not confirmed within" in last["message"]
+    # the journal's lock of that content is free: the same upload goes at once
+    run = await _start(client, uploaded["id"], simulate=True)
+    assert (await _events_until_the_end(client, run["id"]))[-1]["exit_code"] == 0

@@ -90,10 +90,17 @@ def test_choose_check_send_watch_download_and_feed_back(page, tmp_path):
             page.click("#validate-book")
         assert checked.value.suggested_filename == "with_errors.validate.xlsx"
 
-        page.once("dialog", lambda dialog: dialog.accept())  # the confirmation
+        asked: list[str] = []
+
+        def confirm(dialog) -> None:  # the plan, put to the person before any call
+            asked.append(dialog.message)
+            dialog.accept()
+
+        page.once("dialog", confirm)
         page.click("#send")
         page.wait_for_selector("#result-book:not([hidden])")
         assert page.locator("#watch-title").inner_text().startswith("Finished")
+        assert "6 rows to send" in asked[0] and "The simulator" in asked[0]
         assert _statuses(page) == {"invalid": 7, "duplicate": 1, "success": 6}
         with page.expect_download() as result:
             page.click("#result-book")

@@ -111,9 +111,7 @@ async function check(sheet) {
 async function send() {
   if (!checked) return;
   const simulate = $("simulate").checked;
-  const rows = Object.entries(checked.counts).filter(([s]) => s === "valid").reduce((a, [, n]) => a + n, 0);
-  const target = simulate ? T.simulate : `${T.gateway} ${window.appKey || ""}`;
-  if (!window.confirm(T.confirm.replace("{rows}", rows).replace("{name}", checked.name).replace("{target}", target))) return;
+  window.target = simulate ? T.simulate : `${T.gateway} ${window.appKey || ""}`;
   $("send").disabled = true;
   try {
     const run = await call("POST", "/api/runs", { upload: checked.upload, sheet: checked.sheet, simulate, qps: $("qps").value.trim(), confirmed: true });
@@ -131,8 +129,17 @@ function watch(runId) {
   $("stop").disabled = false;
   $("stop").onclick = async () => { $("stop").disabled = true; text("run-message", T.stopping); await call("POST", `/api/runs/${runId}/stop`); };
   const events = new EventSource(`/api/runs/${runId}/events`);
-  events.onmessage = (message) => {
+  let asked = false; // the plan is put to the person once
+  events.onmessage = async (message) => {
     const run = JSON.parse(message.data);
+    if (run.phase === "confirm" && !asked) {
+      asked = true;
+      text("run-message", run.plan);
+      const question = T.confirm.replace("{plan}", run.plan).replace("{target}", window.target || run.target);
+      await call("POST", `/api/runs/${runId}/${window.confirm(question) ? "confirm" : "stop"}`);
+      return;
+    }
+    if (run.phase === "pre-flight" || run.phase === "") text("run-message", T.planning);
     text("watch-title", `${run.exit_code === null ? T.sending : T.done}: ${run.input}`);
     counts($("run-counts"), run.counts);
     const total = run.total || run.settled || 1;
