@@ -419,3 +419,38 @@ def quota_day_now() -> str:
     from importer.journal._base import quota_day
 
     return quota_day(time.time())
+
+
+def test_a_reservation_reads_the_usage_and_the_others_plans_at_one_moment(
+    pg_journal, pg_server, monkeypatch
+):
+    """While run A counts its calls, run C's pre-flight always finds A's calls either used or
+    still planned, never in neither or in both: used + reserved is A's plan, whatever the
+    moment (read by statements one after another, it drifted by the calls counted between)."""
+    import threading
+
+    monkeypatch.setenv("PGPASSWORD", pg_server.password)
+    journal = PostgresJournal(pg_journal)
+    sender, watcher = _open_run(journal, key="a", path="a.csv"), None
+    sender.reserve(400, time.time())
+    other = PostgresJournal(pg_journal)
+    watcher = _open_run(other, key="c", path="c.csv")
+    done = threading.Event()
+
+    def count() -> None:
+        for row in range(400):
+            sender._write([], [(row, None, Outcome(Status.SUCCESS, attempts=1), None)])
+        done.set()
+
+    counting = threading.Thread(target=count)
+    counting.start()
+    seen = []
+    while not done.is_set():
+        view = watcher.reserve(0, time.time())
+        seen.append(view.used + view.reserved)
+    counting.join()
+    assert len(seen) > 5 and set(seen) == {400}, sorted(set(seen))
+    for run in (sender, watcher):
+        run.finish()
+    journal.close()
+    other.close()

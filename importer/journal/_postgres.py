@@ -646,24 +646,16 @@ class _PostgresRun(RunJournal):
         db, app_key, day = self._db, self._key[0], quota_day(now)
         with self._lost(), _transaction(db):
             db.execute("SELECT pg_advisory_xact_lock(%s, 2)", (LOCK_SPACE,))
-            (used,) = db.execute(
-                "SELECT coalesce(sum(calls), 0) FROM usage WHERE app_key = %s AND day = %s",
-                (app_key, day),
-            ).fetchone()
-            held = db.execute(
-                "SELECT x.run_id, greatest(0, x.planned - x.made), x.day, r.pid, r.host "
-                f"FROM reservations x JOIN runs r ON r.run_id = x.run_id "
-                f"WHERE x.app_key = %s AND x.run_id != %s AND {_ALIVE}",
-                (app_key, self.run_id),
-            ).fetchall()
-            leases = dict(
-                db.execute(
-                    "SELECT l.run_id, l.qps FROM leases l JOIN runs r ON r.run_id = l.run_id "
-                    f"WHERE l.app_key = %s AND l.run_id != %s AND l.renewed_at >= {_NOW} - %s "
-                    f"AND {_ALIVE}",
-                    (app_key, self.run_id, LEASE_STALE_S),
-                ).fetchall()
-            )
+            # one statement, so one snapshot: read by statements one after another, the usage
+            # and the reservations could each be of another moment (a call counted in between
+            # would be in neither, or in both)
+            rows = db.execute(
+                _QUOTA_PICTURE, (app_key, day, app_key, self.run_id, app_key, self.run_id,
+                                 LEASE_STALE_S),
+            ).fetchall()  # fmt: skip
+            used = next(int(r[2]) for r in rows if r[0] == "used")
+            held = [(r[1], int(r[2]), r[3], r[4], r[5]) for r in rows if r[0] == "held"]
+            leases = {r[1]: r[2] for r in rows if r[0] == "lease"}
             db.execute(
                 "INSERT INTO reservations (run_id, app_key, day, planned, made) "
                 "VALUES (%s, %s, %s, %s, 0) ON CONFLICT (run_id) DO UPDATE SET "
@@ -887,4 +879,16 @@ _KEPT = (
     "%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::int[], %b::bigint[], "
     "%b::text[], %b::bigint[], %b::int[]) AS u{after} "
     f"{_RESULT_CONFLICT})"
+)
+# What the pre-flight's reservation reads, in one snapshot: the app key's usage of the day, the
+# calls the other live runs still plan, and their leases.
+_QUOTA_PICTURE = (
+    "SELECT 'used', NULL::bigint, coalesce(sum(calls), 0)::double precision, NULL::text, "
+    "NULL::integer, NULL::text FROM usage WHERE app_key = %s AND day = %s "
+    "UNION ALL SELECT 'held', x.run_id, greatest(0, x.planned - x.made)::double precision, "
+    "x.day, r.pid, r.host FROM reservations x JOIN runs r ON r.run_id = x.run_id "
+    f"WHERE x.app_key = %s AND x.run_id != %s AND {_ALIVE} "
+    "UNION ALL SELECT 'lease', l.run_id, l.qps, NULL, NULL, NULL FROM leases l "
+    "JOIN runs r ON r.run_id = l.run_id WHERE l.app_key = %s AND l.run_id != %s "
+    f"AND l.renewed_at >= {_NOW} - %s AND {_ALIVE}"
 )
