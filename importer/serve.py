@@ -141,6 +141,7 @@ class Run:
     message: str = ""
     workbook: str | None = None  # a download id
     plan: str = ""  # the pre-flight's line: what the run is about to send
+    failures: list[dict[str, Any]] = field(default_factory=list)  # rows not sent well, why
     approval: asyncio.Future | None = None  # the confirmation of the plan, once it is shown
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -203,6 +204,7 @@ class Run:
             "message": self.message,
             "workbook": self.workbook,
             "plan": self.plan,
+            "failures": self.failures,
             "stopping": self.handle.interrupts.stopped,
         }
 
@@ -464,8 +466,10 @@ class Serve:
             )
             run.exit_code = result.exit_code
             run.message = result.summary.message
+            run.failures = _failures(result)
         except importer.AbortedError as exc:
             run.exit_code, run.message = exc.result.exit_code, str(exc)
+            run.failures = _failures(exc.result)
         except ImporterError as exc:
             from importer import exits
 
@@ -542,6 +546,27 @@ class Serve:
 
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+FAILURES_SHOWN = 50  # the workbook's failed and check sheets have them all
+_NOT_WELL = ("failed", "unknown", "not_sent")
+
+
+def _failures(result: importer.Result) -> list[dict[str, Any]]:
+    """The rows of a run that failed, are unknown or were not sent, with the reason beside."""
+    rows = []
+    for row in result.rows():
+        if row.get("status") in _NOT_WELL:
+            rows.append(
+                {
+                    "row": row.get("source_row"),
+                    "status": row.get("status"),
+                    "reason": row.get("error") or row.get("sub_msg") or row.get("msg") or "",
+                }
+            )
+            if len(rows) >= FAILURES_SHOWN:
+                break
+    return rows
 
 
 class _TooLarge(Exception):

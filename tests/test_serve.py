@@ -251,6 +251,9 @@ async def test_stop_midway_settles_what_is_in_flight_and_the_rest_is_not_sent(
         last = (await _events_until_the_end(client, run["id"]))[-1]
     counts = last["counts"]
     assert last["exit_code"] == 1 and counts["not_sent"] > 0
+    # beside each row not sent, why: the page lists them (the workbook has them all)
+    assert {f["status"] for f in last["failures"]} == {"not_sent"}
+    assert all(f["reason"].startswith("not sent") for f in last["failures"])
     assert counts["success"] == sim.stats()["accepted"]  # nothing after the stop, nothing lost
     assert counts["success"] + counts["not_sent"] == 80
 

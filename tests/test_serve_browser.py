@@ -144,6 +144,7 @@ def test_a_slow_run_is_stopped_midway_from_the_page(page, tmp_path, simulator):
         assert counts["not_sent"] > 0 and counts["success"] == sim.stats()["accepted"]
         assert counts["success"] + counts["not_sent"] == 60
         assert "exit code 1" in page.locator("#run-message").inner_text()
+        assert "not sent" in page.locator("#failures").inner_text()  # why, beside each row
     finally:
         err = server.stop()
     assert "Traceback" not in err

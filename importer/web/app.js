@@ -152,6 +152,8 @@ function watch(runId) {
       $("send").disabled = false;
       text("run-message", `${T.exit} ${run.exit_code}${run.message ? ": " + run.message : ""}`);
       if (run.workbook) download($("result-book"), run.workbook, T.result_book);
+      $("failures").hidden = !run.failures.length;
+      table($("failures"), [T.row, T.status, T.reason], run.failures.map((f) => [f.row, T.statuses[f.status] || f.status, f.reason]));
       $("feed-back").hidden = false;
       text("feed-back", T.feed_back);
       history();
