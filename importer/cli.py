@@ -734,6 +734,11 @@ def report(inputs: tuple[str, ...], config_file: str | None, **flags: Any) -> in
 )
 @click.option("--journal", type=click.Path(dir_okay=False), help="As for run. Env TOP_JOURNAL.")
 @click.option("--api", help="As for run: a built-in method or a spec file.")
+@click.option(
+    "--specs",
+    type=click.Path(file_okay=False, exists=True),
+    help="A folder of spec files (*.toml) the page offers beside the built-in APIs.",
+)
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="importer.toml.")
 @LANG_OPTION
 @guarded
@@ -742,6 +747,7 @@ def serve(
     port: int,
     open_browser: bool,
     max_upload: int,
+    specs: str | None,
     config_file: str | None,
     lang: str | None = None,
     **flags: Any,
@@ -770,6 +776,7 @@ def serve(
         options=options,
         config_file=config_file,
         lang=lang or config.language,
+        specs=Path(specs) if specs else None,
     )
 
     def ready(url: str) -> None:

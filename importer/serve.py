@@ -55,7 +55,7 @@ from importer.interrupts import StopHandle
 from importer.labels import shown_status
 from importer.loader import CSV_SUFFIXES, WORKBOOK_SUFFIXES, open_input, sheet_names
 from importer.rows import Status
-from importer.spec import load_spec
+from importer.spec import DEFAULT_METHOD, builtin_methods, load_spec
 from importer.summary import Plan
 
 TOKEN_COOKIE = "top_import_token"
@@ -100,6 +100,7 @@ PAGE_TEXTS = {
     "planning": N_("Pre-flight: what the journal holds, the quota"),
     "sending": N_("Sending"),
     "stop": N_("Stop"),
+    "eta": N_("about"),
     "stopping": N_("Stopping: calls in flight finish, the rest are not sent."),
     "done": N_("Finished"),
     "exit": N_("exit code"),
@@ -221,6 +222,7 @@ class Serve:
         options: dict[str, Any] | None = None,
         config_file: str | None = None,
         lang: str | None = None,
+        specs: Path | None = None,
     ) -> None:
         self.folder = Path(folder)
         self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -230,6 +232,7 @@ class Serve:
         self.options = dict(options or {})
         self.config_file = config_file
         self.lang = lang
+        self.specs = Path(specs) if specs else None  # a folder of spec files the page offers
         self.uploads: dict[str, Upload] = {}
         self.runs: dict[str, Run] = {}
         self.files: dict[str, tuple[Path, str]] = {}  # download id -> (path, name shown)
@@ -336,8 +339,38 @@ class Serve:
     async def _info(self, request: web.Request) -> web.Response:
         config = self._config({})
         return web.json_response(
-            {"app_key": config.app_key or None, "api": config.api, "lang": self._lang(request)}
+            {
+                "app_key": config.app_key or None,
+                "api": config.api or DEFAULT_METHOD,
+                "apis": sorted(self._apis()),
+                "lang": self._lang(request),
+            }
         )
+
+    def _apis(self) -> dict[str, str]:
+        """The APIs the page may choose: the built-in methods, the spec files of ``--specs``
+        and serve's own ``--api``, each by the name shown (a client never names a path)."""
+        apis = {method: method for method in builtin_methods()}
+        if self.specs is not None and self.specs.is_dir():
+            apis.update({path.name: str(path) for path in sorted(self.specs.glob("*.toml"))})
+        own = self.options.get("api")
+        if own:
+            apis[Path(own).name if own.endswith(".toml") else own] = own
+        return apis
+
+    def _api(self, body: dict[str, Any]) -> dict[str, Any]:
+        """``api=`` for the engine from the page's choice (one of ``_apis``), or nothing."""
+        chosen = body.get("api")
+        if not chosen:
+            return {}
+        apis = self._apis()
+        if chosen not in apis:
+            raise UsageError(
+                _("{api} is not an API this page offers; choose one of: {apis}.").format(
+                    api=repr(chosen), apis=", ".join(sorted(apis))
+                )
+            )
+        return {"api": apis[chosen]}
 
     # -- uploads and checks ----------------------------------------------------------------
 
@@ -396,7 +429,7 @@ class Serve:
         sheet = body.get("sheet") or None
         # a workbook of its own: the page may check two sheets of one upload at once
         out = self.folder / f"{upload.id}.{secrets.token_hex(4)}.validate.xlsx"
-        options = self._options(lang=self._lang(request), out=str(out))
+        options = self._options(lang=self._lang(request), out=str(out), **self._api(body))
         if sheet:
             options["sheet"] = sheet
         result = await importer.validate_async(
@@ -418,16 +451,16 @@ class Serve:
                 "name": upload.name,
                 "counts": result.counts,
                 "exit_code": result.exit_code,
-                "mapping": self._mapping(upload, sheet),
+                "mapping": self._mapping(upload, sheet, options.get("api")),
                 "problems": problems,
                 "workbook": self._offer(out, f"{Path(upload.name).stem}.validate.xlsx"),
             }
         )
 
-    def _mapping(self, upload: Upload, sheet: str | None) -> list[dict[str, Any]]:
+    def _mapping(self, upload: Upload, sheet: str | None, api: str | None) -> list[dict[str, Any]]:
         """Which column became which field; the others are kept in the workbook, not sent."""
         config = self._config({})
-        spec = load_spec(config.api)
+        spec = load_spec(api or config.api)
         table = open_input(upload.path, spec, sheet, config.columns)
         fields = {index: name for name, index in table.columns.items()}
         return [
@@ -442,7 +475,9 @@ class Serve:
         simulate = bool(body.get("simulate", True))
         run = Run(secrets.token_hex(8), upload, "simulator" if simulate else "gateway")
         out = self.folder / f"{upload.id}.{run.id}.result.xlsx"
-        options = self._options(lang=self._lang(request), out=str(out), simulate=simulate)
+        options = self._options(
+            lang=self._lang(request), out=str(out), simulate=simulate, **self._api(body)
+        )
         qps = body.get("qps")
         if qps not in (None, ""):
             options["qps"] = qps if qps == "auto" else float(qps)

@@ -357,3 +357,50 @@ async def test_a_plan_left_unconfirmed_is_not_sent_and_frees_the_input(page, tmp
     # the journal's lock of that content is free: the same upload goes at once
     run = await _start(client, uploaded["id"], simulate=True)
     assert (await _events_until_the_end(client, run["id"]))[-1]["exit_code"] == 0
+
+
+SPEC = """
+method = "example.customer.tag.save"
+title = "example"
+[[fields]]
+name = "tenant_id"
+type = "Number"
+required = true
+[[fields]]
+name = "tag"
+type = "String"
+required = true
+"""
+
+
+async def test_the_api_is_chosen_among_the_built_in_ones_and_the_spec_folder_never_by_path(
+    tmp_path,
+):
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    (specs / "customer_tags.toml").write_text(SPEC, encoding="utf-8")
+    server = Serve(tmp_path / "serve", token=TOKEN, specs=specs)
+    async with TestClient(TestServer(server.app())) as client:
+        client.session.cookie_jar.update_cookies({TOKEN_COOKIE: TOKEN})
+        info = await (await client.get("/api/info")).json()
+        assert "alibaba.lyservice.robot.tenant.sync" in info["apis"]
+        assert "customer_tags.toml" in info["apis"] and info["api"] in info["apis"]
+        robots = await _upload(client, "r.csv", (SAMPLES / "robot_tenants.csv").read_bytes())
+        check = await client.post(
+            "/api/checks",
+            json={"upload": robots["id"], "api": "alibaba.lyservice.robot.tenant.sync"},
+            headers=_token(),
+        )
+        assert (await check.json())["counts"].get("valid", 0) > 0
+        tags = await _upload(client, "t.csv", b"tenant_id,tag\n1,vip\nx,vip\n")
+        check = await client.post(
+            "/api/checks", json={"upload": tags["id"], "api": "customer_tags.toml"},
+            headers=_token(),
+        )  # fmt: skip
+        assert (await check.json())["counts"] == {"valid": 1, "invalid": 1}
+        for api in ("/etc/passwd", str(specs / "customer_tags.toml"), "no.such.api"):
+            refused = await client.post(
+                "/api/checks", json={"upload": tags["id"], "api": api}, headers=_token()
+            )
+            assert refused.status == 400
+            assert "not an API this page offers" in (await refused.json())["error"]

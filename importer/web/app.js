@@ -84,10 +84,11 @@ async function check(sheet) {
   text("check-title", `${T.checking} ${uploaded.name}`);
   $("send-step").hidden = true;
   try {
-    const check = await call("POST", "/api/checks", { upload: uploaded.id, sheet });
+    const check = await call("POST", "/api/checks", { upload: uploaded.id, sheet, api: $("api").value });
     if (mine !== checking) return; // another sheet was chosen meanwhile
     checked = check;
     checked.sheet = sheet;
+    checked.api = $("api").value;
     text("check-title", `${T.checked}: ${check.name}`);
     counts($("counts"), check.counts);
     download($("validate-book"), check.workbook, T.validate_book);
@@ -114,7 +115,7 @@ async function send() {
   window.target = simulate ? T.simulate : `${T.gateway} ${window.appKey || ""}`;
   $("send").disabled = true;
   try {
-    const run = await call("POST", "/api/runs", { upload: checked.upload, sheet: checked.sheet, simulate, qps: $("qps").value.trim(), confirmed: true });
+    const run = await call("POST", "/api/runs", { upload: checked.upload, sheet: checked.sheet, api: checked.api, simulate, qps: $("qps").value.trim(), confirmed: true });
     watch(run.id);
   } catch (error) {
     $("send").disabled = false;
@@ -145,7 +146,8 @@ function watch(runId) {
     const total = run.total || run.settled || 1;
     $("progress").max = total;
     $("progress").value = Math.min(run.settled, total);
-    text("watch-line", `${run.settled} / ${run.total ?? "?"} ${T.rows} · ${run.rate}/s`);
+    const left = run.total && run.rate > 0 && run.exit_code === null ? Math.ceil((run.total - run.settled) / run.rate) : null;
+    text("watch-line", `${run.settled} / ${run.total ?? "?"} ${T.rows} · ${run.rate}/s${left !== null ? ` · ${T.eta} ${left} s` : ""}`);
     if (run.exit_code !== null) {
       events.close();
       $("stop").disabled = true;
@@ -186,6 +188,14 @@ async function start() {
   $("language").href = `/?lang=${lang === "zh" ? "en" : "zh"}`;
   const info = await call("GET", "/api/info");
   window.appKey = info.app_key;
+  text("api-text", T.api);
+  for (const name of info.apis) {
+    const option = document.createElement("option");
+    option.value = option.textContent = name;
+    option.selected = name === info.api;
+    $("api").append(option);
+  }
+  $("api").addEventListener("change", () => { if (uploaded) check(checked ? checked.sheet : null); });
   text("gateway-text", info.app_key ? `${T.gateway} ${info.app_key}` : `${T.gateway}: ${T.no_key}`);
   $("gateway").disabled = !info.app_key;
   const drop = $("drop");
