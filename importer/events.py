@@ -20,7 +20,7 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from importer.rows import Status
+from importer.rows import Outcome, Status
 
 if TYPE_CHECKING:
     from importer.summary import FileSummary, Plan
@@ -42,6 +42,8 @@ class Event:
     rows: int = 0  # rows of the pass so far
     status: Status | None = None  # ROW: how the row settled
     plan: Plan | None = None  # PLAN
+    source_row: int | None = None  # ROW of a call: the row's number in the input
+    outcome: Outcome | None = None  # ROW of a call: its outcome (code, sub_msg, error...)
     summary: FileSummary | None = None  # FINISHED
 
 

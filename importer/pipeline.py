@@ -513,7 +513,7 @@ async def _send(
         if note and outcome.attempts:
             outcome.error = f"{note}; {outcome.error}" if outcome.error else note
         run_journal.settle_soon(record.source_row, record.row_key, outcome, digest)
-        progress.update(outcome.status)
+        progress.update(outcome.status, record.source_row, outcome)
 
     settings = _dispatch_settings(job, run_journal)
     async with Gateway(

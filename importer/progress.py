@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from importer.events import NO_EVENTS, Event, EventKind, Events
 from importer.i18n import _, pgettext
-from importer.rows import Status
+from importer.rows import Outcome, Status
 from importer.summary import listed, plural
 
 LOG_EVERY_S = 5.0
@@ -72,13 +72,25 @@ class Progress:
     def __repr__(self) -> str:
         return f"<Progress {self._label!r} {self._done} rows>"
 
-    def update(self, status: Status) -> None:
-        """A row of the send pass settled with ``status``."""
+    def update(
+        self, status: Status, source_row: int | None = None, outcome: Outcome | None = None
+    ) -> None:
+        """A row of the send pass settled with ``status`` (a call's: its row and outcome)."""
         self._counts[status] += 1
         self._done += 1
         self._tick(postfix=True)
         if self._events:
-            self._events(Event(EventKind.ROW, self._source, self._phase, self._done, status))
+            self._events(
+                Event(
+                    EventKind.ROW,
+                    self._source,
+                    self._phase,
+                    self._done,
+                    status,
+                    source_row=source_row,
+                    outcome=outcome,
+                )
+            )
 
     def advance(self) -> None:
         """A row of a pass that settles nothing (checking, pre-flight, writing)."""

@@ -37,7 +37,7 @@ import shutil
 import signal
 import tempfile
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -50,11 +50,11 @@ import importer
 from importer.config import load_config
 from importer.errors import ImporterError, UsageError
 from importer.events import Event, EventKind
-from importer.i18n import LANGS, N_, _, language
+from importer.i18n import LANGS, N_, _, language, shown
 from importer.interrupts import StopHandle
 from importer.labels import shown_status
 from importer.loader import CSV_SUFFIXES, WORKBOOK_SUFFIXES, open_input, sheet_names
-from importer.rows import Status
+from importer.rows import Outcome, Status
 from importer.spec import DEFAULT_METHOD, builtin_methods, load_spec
 from importer.summary import Plan
 
@@ -143,6 +143,7 @@ class Run:
     workbook: str | None = None  # a download id
     plan: str = ""  # the pre-flight's line: what the run is about to send
     failures: list[dict[str, Any]] = field(default_factory=list)  # rows not sent well, why
+    latest: deque = field(default_factory=lambda: deque(maxlen=LATEST_SHOWN))  # while it goes
     approval: asyncio.Future | None = None  # the confirmation of the plan, once it is shown
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -177,6 +178,12 @@ class Run:
     def on_event(self, event: Event) -> None:  # in the server's loop: run_async runs in it
         if event.kind is EventKind.ROW and event.status is not None:
             self.counts[event.status.value] += 1
+            # not_sent rows come in bulk at a stop, and say why in the workbook
+            if event.status.value in ("failed", "unknown") and event.outcome is not None:
+                self.latest.appendleft(
+                    {"row": event.source_row, "status": event.status.value,
+                     "reason": _reason(event.outcome)}
+                )  # fmt: skip
         elif event.kind is EventKind.PLAN and event.plan is not None:
             plan = event.plan
             self.planned = plan.to_send
@@ -206,6 +213,7 @@ class Run:
             "workbook": self.workbook,
             "plan": self.plan,
             "failures": self.failures,
+            "latest": list(self.latest),
             "stopping": self.handle.interrupts.stopped,
         }
 
@@ -584,7 +592,13 @@ class Serve:
 
 
 FAILURES_SHOWN = 50  # the workbook's failed and check sheets have them all
+LATEST_SHOWN = 10  # the latest rows that failed or are unknown, while a run goes
 _NOT_WELL = ("failed", "unknown", "not_sent")
+
+
+def _reason(outcome: Outcome) -> str:
+    """A row's reason as the workbook's error column says it, in the run's language."""
+    return shown(outcome.error) if outcome.error else outcome.sub_msg or outcome.msg or ""
 
 
 def _failures(result: importer.Result) -> list[dict[str, Any]]:

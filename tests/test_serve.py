@@ -404,3 +404,24 @@ async def test_the_api_is_chosen_among_the_built_in_ones_and_the_spec_folder_nev
             )
             assert refused.status == 400
             assert "not an API this page offers" in (await refused.json())["error"]
+
+
+async def test_the_latest_rows_that_failed_come_with_the_platforms_reason(
+    tmp_path, simulator, monkeypatch
+):
+    sim = simulator(bad_tenants=frozenset({999}))
+    for name, value in sim.env().items():
+        if name.startswith("TOP_"):
+            monkeypatch.setenv(name, value)
+    rows = [ticket(i, tenant=999) if i % 10 == 0 else ticket(i) for i in range(30)]
+    write_csv(tmp_path / "t.csv", rows)
+    server = Serve(tmp_path / "serve", token=TOKEN, options={"journal": str(tmp_path / "j.sqlite")})
+    async with TestClient(TestServer(server.app())) as client:
+        client.session.cookie_jar.update_cookies({TOKEN_COOKIE: TOKEN})
+        uploaded = await _upload(client, "t.csv", (tmp_path / "t.csv").read_bytes())
+        run = await _start(client, uploaded["id"], simulate=False, qps="500")
+        last = (await _events_until_the_end(client, run["id"]))[-1]
+    latest = last["latest"]
+    assert len(latest) == 3 and {f["status"] for f in latest} == {"failed"}
+    assert all(f["reason"] for f in latest)  # the platform's words, or the advice beside them
+    assert {f["row"] for f in latest} == {i + 2 for i in range(0, 30, 10)}
