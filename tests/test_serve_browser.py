@@ -157,7 +157,7 @@ def test_the_page_in_chinese(browser, tmp_path):
     server = ServeProcess(tmp_path, _env())
     try:
         page.goto(server.url)
-        assert page.locator("#title").inner_text() == "top-import:发送表格"
+        assert page.locator("#title").inner_text() == "top-import：发送表格"
         assert "拖到这里" in page.locator("#drop-text").inner_text()
         page.click("#language")  # the switch: English, and it stays so
         page.wait_for_function("document.documentElement.lang === 'en'")
