@@ -233,6 +233,13 @@ def _of_another_input(workbook: Path, path: Path) -> bool:
     return isinstance(recorded, str) and Path(recorded).name != path.name
 
 
+def next_name(input_name: str, kind: str = "result") -> str:
+    """The loop's name of the workbook of an input called ``input_name`` (no folder looked
+    at): ``t.result.xlsx`` for ``t.csv``, ``t-2.result.xlsx`` for ``t.result.xlsx`` fed back."""
+    name, number = _round(Path(input_name))
+    return _named(Path(), name, number + 1 if number else 1, kind).name
+
+
 def _named(folder: Path, name: str, n: int, kind: str) -> Path:
     return folder / (f"{name}.{kind}.xlsx" if n == 1 else f"{name}-{n}.{kind}.xlsx")
 

@@ -51,6 +51,7 @@ from importer.config import load_config
 from importer.errors import ImporterError, UsageError
 from importer.events import Event, EventKind
 from importer.i18n import LANGS, N_, _, language, shown
+from importer.inputs import next_name
 from importer.interrupts import StopHandle
 from importer.labels import shown_status
 from importer.loader import CSV_SUFFIXES, WORKBOOK_SUFFIXES, open_input, sheet_names
@@ -461,7 +462,7 @@ class Serve:
                 "exit_code": result.exit_code,
                 "mapping": self._mapping(upload, sheet, options.get("api")),
                 "problems": problems,
-                "workbook": self._offer(out, f"{Path(upload.name).stem}.validate.xlsx"),
+                "workbook": self._offer(out, next_name(upload.name, "validate")),
             }
         )
 
@@ -496,7 +497,7 @@ class Serve:
         return web.json_response(run.snapshot())
 
     async def _go(self, run: Run, options: dict[str, Any], out: Path) -> None:
-        name = f"{Path(run.upload.name).stem}.result.xlsx"
+        name = next_name(run.upload.name)  # the loop's naming: t-2.result.xlsx for t.result.xlsx
         try:
             result = await importer.run_async(
                 run.upload.path,

@@ -425,3 +425,15 @@ async def test_the_latest_rows_that_failed_come_with_the_platforms_reason(
     assert len(latest) == 3 and {f["status"] for f in latest} == {"failed"}
     assert all(f["reason"] for f in latest)  # the platform's words, or the advice beside them
     assert {f["row"] for f in latest} == {i + 2 for i in range(0, 30, 10)}
+
+
+@pytest.mark.parametrize(
+    ("uploaded", "downloaded"),
+    [("t.csv", "t.result.xlsx"), ("t.result.xlsx", "t-2.result.xlsx"),
+     ("t-2.result.xlsx", "t-3.result.xlsx")],
+)  # fmt: skip
+def test_a_workbook_fed_back_downloads_under_the_loops_next_name(uploaded, downloaded):
+    from importer.inputs import next_name
+
+    assert next_name(uploaded) == downloaded
+    assert next_name(uploaded, "validate") == downloaded.replace("result", "validate")

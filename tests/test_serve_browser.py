@@ -104,7 +104,8 @@ def test_choose_check_send_watch_download_and_feed_back(page, tmp_path):
         assert _statuses(page) == {"invalid": 7, "duplicate": 1, "success": 6}
         with page.expect_download() as result:
             page.click("#result-book")
-        book = tmp_path / "downloaded.result.xlsx"
+        assert result.value.suggested_filename == "with_errors.result.xlsx"
+        book = tmp_path / "with_errors.result.xlsx"
         result.value.save_as(book)
         statuses = [row["status"] for row in read_sheet(book)]
         assert statuses.count("success") == 6 and statuses.count("invalid") == 7
