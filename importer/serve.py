@@ -102,6 +102,8 @@ PAGE_TEXTS = {
     "sending": N_("Sending"),
     "stop": N_("Stop"),
     "eta": N_("about"),
+    "pace": N_("paced at"),
+    "shared": N_("the quota shared with {others} other runs"),
     "stopping": N_("Stopping: calls in flight finish, the rest are not sent."),
     "done": N_("Finished"),
     "exit": N_("exit code"),
@@ -139,6 +141,8 @@ class Run:
     counts: Counter = field(default_factory=Counter)
     planned: int | None = None  # rows to send, from the pre-flight's plan
     total: int | None = None  # every row the plan counts: to send, and settled without a call
+    pace: float | None = None  # the plan's calls/s: this run's share of the app key's quota
+    sharing: int = 0  # ... shared with this many other runs sending for the app key
     exit_code: int | None = None
     message: str = ""
     workbook: str | None = None  # a download id
@@ -188,6 +192,7 @@ class Run:
         elif event.kind is EventKind.PLAN and event.plan is not None:
             plan = event.plan
             self.planned = plan.to_send
+            self.pace, self.sharing = plan.rate, plan.sharing
             self.total = (
                 plan.to_send + plan.already_sent + plan.duplicate + plan.invalid + plan.unknown
             ) + plan.done
@@ -208,6 +213,8 @@ class Run:
             "settled": settled,
             "planned": self.planned,
             "total": self.total,
+            "pace": round(self.pace, 1) if self.pace else None,
+            "sharing": self.sharing,
             "rate": round(settled / seconds, 1),
             "exit_code": self.exit_code,
             "message": self.message,

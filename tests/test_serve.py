@@ -219,6 +219,7 @@ async def test_a_run_is_watched_to_its_end_and_its_workbook_downloaded(page):
     assert last["exit_code"] == 1  # invalid rows
     assert last["counts"] == {"invalid": 7, "duplicate": 1, "success": 6}
     assert last["planned"] == 6 and last["total"] == 14 and last["phase"] == "finished"
+    assert 0 < last["pace"] <= 200 and last["sharing"] == 0  # --qps 200, alone on the app key
     book = await client.get(f"/api/files/{last['workbook']}")
     results = openpyxl.load_workbook(io.BytesIO(await book.read()))["results"]
     header = [c.value for c in next(results.iter_rows(max_row=1))]
@@ -437,3 +438,29 @@ def test_a_workbook_fed_back_downloads_under_the_loops_next_name(uploaded, downl
 
     assert next_name(uploaded) == downloaded
     assert next_name(uploaded, "validate") == downloaded.replace("result", "validate")
+
+
+async def test_two_uploads_sent_at_once_share_the_app_keys_quota(tmp_path, simulator, monkeypatch):
+    sim = simulator(latency_ms=50)
+    for name, value in sim.env().items():
+        if name.startswith("TOP_"):
+            monkeypatch.setenv(name, value)
+    write_csv(tmp_path / "a.csv", [ticket(i) for i in range(60)])
+    write_csv(tmp_path / "b.csv", [ticket(i) for i in range(1000, 1060)])
+    server = Serve(tmp_path / "serve", token=TOKEN, options={"journal": str(tmp_path / "j.sqlite")})
+    async with TestClient(TestServer(server.app())) as client:
+        client.session.cookie_jar.update_cookies({TOKEN_COOKIE: TOKEN})
+        a = await _upload(client, "a.csv", (tmp_path / "a.csv").read_bytes())
+        b = await _upload(client, "b.csv", (tmp_path / "b.csv").read_bytes())
+        first = await _start(client, a["id"], simulate=False, qps="10")
+        while sim.stats()["accepted"] < 2:
+            await asyncio.sleep(0.02)
+        started = await client.post(
+            "/api/runs", json={"upload": b["id"], "simulate": False, "qps": "10"}, headers=_token()
+        )
+        second = await started.json()
+        plan = await _plan_of(client, second["id"])
+        assert plan["sharing"] == 1 and "its share" in plan["plan"]
+        for run in (first, second):
+            await client.post(f"/api/runs/{run['id']}/stop", headers=_token())
+            await _events_until_the_end(client, run["id"])

@@ -147,7 +147,8 @@ function watch(runId) {
     $("progress").max = total;
     $("progress").value = Math.min(run.settled, total);
     const left = run.total && run.rate > 0 && run.exit_code === null ? Math.ceil((run.total - run.settled) / run.rate) : null;
-    text("watch-line", `${run.settled} / ${run.total ?? "?"} ${T.rows} · ${run.rate}/s${left !== null ? ` · ${T.eta} ${left} s` : ""}`);
+    const pace = run.pace ? ` · ${T.pace} ${run.pace}/s` + (run.sharing ? ` (${T.shared.replace("{others}", run.sharing)})` : "") : "";
+    text("watch-line", `${run.settled} / ${run.total ?? "?"} ${T.rows} · ${run.rate}/s${left !== null ? ` · ${T.eta} ${left} s` : ""}${pace}`);
     if (run.exit_code === null) {
       $("failures").hidden = !run.latest.length; // the latest rows that went wrong, live
       table($("failures"), [T.row, T.status, T.reason], run.latest.map((f) => [f.row, T.statuses[f.status] || f.status, f.reason]));
