@@ -40,6 +40,7 @@ def main() -> None:
                 for lang, prefix in (("en-US", ""), ("zh-CN", "zh-")):
                     page = browser.new_page(locale=lang, viewport=VIEW)
                     page.goto(url)
+                    page.wait_for_selector("body[data-ready]", state="attached")
                     page.set_input_files("#file", str(SAMPLE))
                     page.wait_for_selector("#counts li[data-status=invalid]")
                     page.screenshot(path=HERE / f"{prefix}serve-check.png", full_page=True)

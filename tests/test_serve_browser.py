@@ -63,6 +63,16 @@ def page(browser):
     context.close()
 
 
+def _open(page, url: str) -> None:
+    """Go to ``url`` and wait until the page's script listens to every control."""
+    page.goto(url)
+    _ready(page)
+
+
+def _ready(page) -> None:
+    page.wait_for_selector("body[data-ready]", state="attached")
+
+
 def _env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TOP_")}
     return {**env, **extra}
@@ -76,7 +86,7 @@ def _statuses(page) -> dict[str, int]:
 def test_choose_check_send_watch_download_and_feed_back(page, tmp_path):
     server = ServeProcess(tmp_path, _env())
     try:
-        page.goto(server.url)
+        _open(page, server.url)
         assert "token" not in page.url  # it went into a cookie
         assert page.locator("#gateway").is_disabled()  # no app key on the server
         page.set_input_files("#file", str(SAMPLES / "with_errors.xlsx"))
@@ -130,7 +140,7 @@ def test_a_slow_run_is_stopped_midway_from_the_page(page, tmp_path, simulator):
     gateway = {k: v for k, v in sim.env().items() if k.startswith("TOP_")}
     server = ServeProcess(tmp_path, _env(**gateway))
     try:
-        page.goto(server.url)
+        _open(page, server.url)
         assert sim.settings.app_key in page.locator("#gateway-text").inner_text()
         page.set_input_files("#file", str(tmp_path / "t.csv"))
         page.wait_for_selector("#counts li[data-status=valid]")
@@ -157,16 +167,20 @@ def test_the_page_in_chinese(browser, tmp_path):
     page.set_default_timeout(WAIT_MS)
     server = ServeProcess(tmp_path, _env())
     try:
-        page.goto(server.url)
+        _open(page, server.url)
         assert page.locator("#title").inner_text() == "top-import：发送表格"
         assert "拖到这里" in page.locator("#drop-text").inner_text()
-        page.click("#language")  # the switch: English, and it stays so
-        page.wait_for_function("document.documentElement.lang === 'en'")
+        with page.expect_navigation():
+            page.click("#language")  # the switch: English, and it stays so
+        _ready(page)
         assert page.locator("#title").inner_text() == "top-import: send a spreadsheet"
         page.reload()
+        _ready(page)
         assert page.locator("#title").inner_text() == "top-import: send a spreadsheet"
-        page.click("#language")
-        page.wait_for_function("document.documentElement.lang === 'zh'")
+        with page.expect_navigation():
+            page.click("#language")
+        _ready(page)
+        assert page.locator("html").get_attribute("lang") == "zh"
         page.set_input_files("#file", str(SAMPLES / "with_errors.xlsx"))
         page.wait_for_selector("#counts li[data-status=invalid]")
         invalid = page.locator("#counts li[data-status=invalid]").inner_text()

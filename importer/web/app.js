@@ -212,7 +212,8 @@ async function start() {
   const runs = await call("GET", "/api/runs");
   const going = runs.find((r) => r.exit_code === null);
   if (going) watch(going.id); // a closed tab did not stop it: show it again
-  history();
+  await history();
+  document.body.dataset.ready = "1"; // every control listens now
 }
 
 start();
