@@ -5,6 +5,7 @@ the check, a run watched to its end and one stopped midway, a dropped client, th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import os
@@ -28,6 +29,19 @@ WAIT_S = 60  # a ceiling: each wait ends as soon as the server says so
 async def page(tmp_path):
     """A client of a server with the simulator as its gateway; its requests carry the token."""
     server = Serve(tmp_path / "serve", token=TOKEN, max_upload=1024 * 1024)
+    async with TestClient(TestServer(server.app())) as client:
+        client.session.cookie_jar.update_cookies({TOKEN_COOKIE: TOKEN})
+        yield client, server
+
+
+@contextlib.asynccontextmanager
+async def _gateway_page(tmp_path, sim, monkeypatch):
+    """A client (with the token) of a server whose gateway is ``sim``: its TOP_* settings in the
+    server's environment, as a real deployment has them; a journal of its own in ``tmp_path``."""
+    for name, value in sim.env().items():
+        if name.startswith("TOP_"):
+            monkeypatch.setenv(name, value)
+    server = Serve(tmp_path / "serve", token=TOKEN, options={"journal": str(tmp_path / "j.sqlite")})
     async with TestClient(TestServer(server.app())) as client:
         client.session.cookie_jar.update_cookies({TOKEN_COOKIE: TOKEN})
         yield client, server
@@ -182,12 +196,7 @@ async def test_nothing_is_sent_before_the_plan_is_confirmed_and_a_refused_plan_s
     tmp_path, simulator, monkeypatch
 ):
     sim = simulator()
-    for name, value in sim.env().items():
-        if name.startswith("TOP_"):
-            monkeypatch.setenv(name, value)
-    server = Serve(tmp_path / "serve", token=TOKEN, options={"journal": str(tmp_path / "j.sqlite")})
-    async with TestClient(TestServer(server.app())) as client:
-        client.session.cookie_jar.update_cookies({TOKEN_COOKIE: TOKEN})
+    async with _gateway_page(tmp_path, sim, monkeypatch) as (client, _server):
         write_csv(tmp_path / "t.csv", [ticket(0), ticket(1)])
         uploaded = await _upload(client, "t.csv", (tmp_path / "t.csv").read_bytes())
         started = await client.post(
@@ -235,13 +244,8 @@ async def test_stop_midway_settles_what_is_in_flight_and_the_rest_is_not_sent(
     tmp_path, simulator, monkeypatch
 ):
     sim = simulator(latency_ms=100)
-    for name, value in sim.env().items():
-        if name.startswith("TOP_"):
-            monkeypatch.setenv(name, value)
     write_csv(tmp_path / "t.csv", [ticket(i) for i in range(80)])
-    server = Serve(tmp_path / "serve", token=TOKEN, options={"journal": str(tmp_path / "j.sqlite")})
-    async with TestClient(TestServer(server.app())) as client:
-        client.session.cookie_jar.update_cookies({TOKEN_COOKIE: TOKEN})
+    async with _gateway_page(tmp_path, sim, monkeypatch) as (client, _server):
         uploaded = await _upload(client, "t.csv", (tmp_path / "t.csv").read_bytes())
         run = await _start(client, uploaded["id"], simulate=False, qps="10")
         assert run["target"] == "gateway"
@@ -326,13 +330,8 @@ async def test_two_checks_of_one_upload_at_once_both_answer(page):
 
 async def test_stopping_serve_stops_its_runs_as_ctrl_c_does(tmp_path, simulator, monkeypatch):
     sim = simulator(latency_ms=100)
-    for name, value in sim.env().items():
-        if name.startswith("TOP_"):
-            monkeypatch.setenv(name, value)
     write_csv(tmp_path / "t.csv", [ticket(i) for i in range(80)])
-    server = Serve(tmp_path / "serve", token=TOKEN, options={"journal": str(tmp_path / "j.sqlite")})
-    async with TestClient(TestServer(server.app())) as client:
-        client.session.cookie_jar.update_cookies({TOKEN_COOKIE: TOKEN})
+    async with _gateway_page(tmp_path, sim, monkeypatch) as (client, server):
         uploaded = await _upload(client, "t.csv", (tmp_path / "t.csv").read_bytes())
         run = server.runs[(await _start(client, uploaded["id"], simulate=False, qps="10"))["id"]]
         while sim.stats()["accepted"] < 3:
@@ -411,14 +410,9 @@ async def test_the_latest_rows_that_failed_come_with_the_platforms_reason(
     tmp_path, simulator, monkeypatch
 ):
     sim = simulator(bad_tenants=frozenset({999}))
-    for name, value in sim.env().items():
-        if name.startswith("TOP_"):
-            monkeypatch.setenv(name, value)
     rows = [ticket(i, tenant=999) if i % 10 == 0 else ticket(i) for i in range(30)]
     write_csv(tmp_path / "t.csv", rows)
-    server = Serve(tmp_path / "serve", token=TOKEN, options={"journal": str(tmp_path / "j.sqlite")})
-    async with TestClient(TestServer(server.app())) as client:
-        client.session.cookie_jar.update_cookies({TOKEN_COOKIE: TOKEN})
+    async with _gateway_page(tmp_path, sim, monkeypatch) as (client, _server):
         uploaded = await _upload(client, "t.csv", (tmp_path / "t.csv").read_bytes())
         run = await _start(client, uploaded["id"], simulate=False, qps="500")
         last = (await _events_until_the_end(client, run["id"]))[-1]
@@ -442,14 +436,9 @@ def test_a_workbook_fed_back_downloads_under_the_loops_next_name(uploaded, downl
 
 async def test_two_uploads_sent_at_once_share_the_app_keys_quota(tmp_path, simulator, monkeypatch):
     sim = simulator(latency_ms=50)
-    for name, value in sim.env().items():
-        if name.startswith("TOP_"):
-            monkeypatch.setenv(name, value)
     write_csv(tmp_path / "a.csv", [ticket(i) for i in range(60)])
     write_csv(tmp_path / "b.csv", [ticket(i) for i in range(1000, 1060)])
-    server = Serve(tmp_path / "serve", token=TOKEN, options={"journal": str(tmp_path / "j.sqlite")})
-    async with TestClient(TestServer(server.app())) as client:
-        client.session.cookie_jar.update_cookies({TOKEN_COOKIE: TOKEN})
+    async with _gateway_page(tmp_path, sim, monkeypatch) as (client, _server):
         a = await _upload(client, "a.csv", (tmp_path / "a.csv").read_bytes())
         b = await _upload(client, "b.csv", (tmp_path / "b.csv").read_bytes())
         first = await _start(client, a["id"], simulate=False, qps="10")
