@@ -11,7 +11,7 @@ import contextlib
 import inspect
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -787,15 +787,7 @@ def serve(
             webbrowser.open(url)
 
     try:
-        asyncio.run(serve_forever(server, host, port, ready))
-    except KeyboardInterrupt:
-        pass
-    except OSError as exc:
-        raise UsageError(
-            _("cannot listen on {host}:{port} ({why}); try --port.").format(
-                host=host, port=port, why=exc.strerror
-            )
-        ) from None
+        _in_the_foreground(serve_forever(server, host, port, ready), host, port)
     finally:
         server.remove()
     return ExitCode.OK
@@ -879,8 +871,15 @@ def simulate(host: str, port: int, lang: str | None = None, **knobs: Any) -> int
             f"TOP_APP_SECRET={settings.secret}"
         )
 
+    _in_the_foreground(serve_forever(settings, host=host, port=port, on_ready=ready), host, port)
+    return ExitCode.OK
+
+
+def _in_the_foreground(server: Coroutine[Any, Any, None], host: str, port: int) -> None:
+    """Run a server (``serve``'s page, the simulator) until Ctrl-C; an address it cannot take
+    is one sentence."""
     try:
-        asyncio.run(serve_forever(settings, host=host, port=port, on_ready=ready))
+        asyncio.run(server)
     except KeyboardInterrupt:
         pass
     except OSError as exc:
@@ -889,7 +888,6 @@ def simulate(host: str, port: int, lang: str | None = None, **knobs: Any) -> int
                 host=host, port=port, why=exc.strerror
             )
         ) from None
-    return ExitCode.OK
 
 
 @cli.command()

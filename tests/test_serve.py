@@ -453,3 +453,22 @@ async def test_two_uploads_sent_at_once_share_the_app_keys_quota(tmp_path, simul
         for run in (first, second):
             await client.post(f"/api/runs/{run['id']}/stop", headers=_token())
             await _events_until_the_end(client, run["id"])
+
+
+def test_a_port_already_taken_is_one_sentence_and_exit_2(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "importer", "serve", "--port", str(port)],
+            capture_output=True, text=True, timeout=WAIT_S,
+            env={**os.environ, "TMPDIR": str(tmp_path)},
+        )  # fmt: skip
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr and "--port" in done.stderr
+    assert list(tmp_path.glob("top-import-serve-*")) == []  # nothing left behind
