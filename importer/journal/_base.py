@@ -181,8 +181,12 @@ CallState = tuple[str, str, str, str]
 _CALL_STATE = {Status.SUCCESS: "success", Status.UNKNOWN: "unknown"}
 
 
-def _cannot_write(why: BaseException) -> str:
-    return _("The journal cannot be written: {why}.").format(why=why)
+def _as_journal_error(why: BaseException) -> JournalError:
+    """What a batch's commit hit, as a run reports it: a backend's own sentence (a lost server:
+    exit 3) as it is, any other error as the journal that cannot be written."""
+    if isinstance(why, JournalError):
+        return why
+    return JournalError(_("The journal cannot be written: {why}.").format(why=why))
 
 
 @dataclass(slots=True)
@@ -410,8 +414,7 @@ class RunJournal(abc.ABC):
         batch.resolve(verdicts)
 
     def _fail(self, batch: _Batch, exc: BaseException) -> None:
-        # a backend's own sentence (a lost server: exit 3) is kept as it is
-        error = exc if isinstance(exc, JournalError) else JournalError(_cannot_write(exc))
+        error = _as_journal_error(exc)
         for _key, future in batch.claims:
             if not future.done():
                 future.set_exception(error)
@@ -437,9 +440,7 @@ class RunJournal(abc.ABC):
             except BaseException as exc:
                 failed = failed or exc
         if failed is not None:
-            if isinstance(failed, JournalError):
-                raise failed
-            raise JournalError(_cannot_write(failed)) from None
+            raise _as_journal_error(failed) from None
         batch = self._take()
         if batch is not None:
             try:
@@ -450,9 +451,7 @@ class RunJournal(abc.ABC):
             batch.resolve(verdicts)
         if self._error is not None:
             error, self._error = self._error, None
-            if isinstance(error, JournalError):
-                raise error
-            raise JournalError(_cannot_write(error)) from None
+            raise _as_journal_error(error) from None
 
     def _write(self, claims: list[str], outcomes: list[Settled]) -> list[Outcome | None]:
         """One transaction: claims, then outcomes (call states, usage, results). Returns each
