@@ -75,7 +75,6 @@ CONFIRM_S = 600.0  # ... for this long at most: then it is not sent (the journal
 # What the page says, in the language of the request (``T`` in app.js).
 PAGE_TEXTS = {
     "title": N_("top-import: send a spreadsheet"),
-    "choose": N_("Choose a file"),
     "drop": N_("Drop a CSV, TSV, XLSX, XLSM, XLS or ODS file here, or choose one."),
     "sheet": N_("Sheet"),
     "checking": N_("Checking..."),
@@ -113,7 +112,6 @@ PAGE_TEXTS = {
     "started": N_("Started"),
     "input": N_("Input"),
     "counts": N_("Rows"),
-    "error": N_("Error"),
 }
 
 
