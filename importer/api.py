@@ -155,7 +155,8 @@ async def run_async(
     **options: Any,
 ) -> Result:
     """``run`` as a coroutine, for a caller that has an event loop already. ``input_name``
-    names a DataFrame or rows in the report (default ``dataframe`` / ``rows``); ``on_event``
+    names the input in messages, the summary and the journal (default: its path, or
+    ``dataframe`` / ``rows``); ``on_event``
     hears of each pass, the plan, each row sent and the end (``importer.Event``); ``stop`` is a
     ``StopHandle`` whose ``stop()``/``abort()`` does what SIGINT / a second Ctrl-C does;
     ``approve`` sees the pre-flight's ``Plan`` before the first call (after the daily-quota
@@ -380,7 +381,10 @@ async def _prepared(
         if kind == "result" and wants_own_journal(config, given("journal", options, settings)):
             config = with_own_journal(config, folder)
         path = as_input_file(source, input_name, folder)
-        shown = None if isinstance(source, (str, os.PathLike)) else Path(path.stem)
+        if input_name:  # a file of the caller's (an upload of serve's) goes by its own name
+            shown: Path | None = Path(input_name)
+        else:
+            shown = None if isinstance(source, (str, os.PathLike)) else Path(path.stem)
         yield path, config, not no_workbook, shown
 
 

@@ -733,6 +733,12 @@ def report(inputs: tuple[str, ...], config_file: str | None, **flags: Any) -> in
     help="The largest file the page accepts, in MB.",
 )
 @click.option("--journal", type=click.Path(dir_okay=False), help="As for run. Env TOP_JOURNAL.")
+@click.option(
+    "--out-dir",
+    type=click.Path(file_okay=False),
+    help="The runs' workbooks go to its serve/ folder, kept when serve stops (the page's "
+    "history offers them). Default: reports.",
+)
 @click.option("--api", help="As for run: a built-in method or a spec file.")
 @click.option(
     "--specs",
@@ -777,6 +783,7 @@ def serve(
         config_file=config_file,
         lang=lang or config.language,
         specs=Path(specs) if specs else None,
+        results=config.out_dir / "serve",
     )
 
     def ready(url: str) -> None:

@@ -30,6 +30,7 @@ class EventKind(str, Enum):
     PASS_STARTED = "pass_started"  # a pass over the input begins (``phase`` names it)
     PLAN = "plan"  # the pre-flight's Plan: what the send pass is about to send
     ROW = "row"  # a row of the send pass settled (``status``)
+    PROBLEM = "problem"  # a check (validate, dry-run) found a row invalid or a duplicate
     PASS_ENDED = "pass_ended"  # ``rows``: how many the pass went through
     FINISHED = "finished"  # the input is done: its ``summary``, workbook written
 
@@ -42,8 +43,10 @@ class Event:
     rows: int = 0  # rows of the pass so far
     status: Status | None = None  # ROW: how the row settled
     plan: Plan | None = None  # PLAN
-    source_row: int | None = None  # ROW of a call: the row's number in the input
-    outcome: Outcome | None = None  # ROW of a call: its outcome (code, sub_msg, error...)
+    source_row: int | None = None  # ROW of a call, PROBLEM: the row's number in the input
+    outcome: Outcome | None = None  # ROW of a call, PROBLEM: its outcome (code, error...)
+    field: str = ""  # PROBLEM: the field its reason is about ("" for a duplicate)
+    value: str = ""  # PROBLEM: that field's cell, as read
     summary: FileSummary | None = None  # FINISHED
 
 

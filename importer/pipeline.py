@@ -36,7 +36,7 @@ from importer.events import NO_EVENTS, Event, EventKind, Events
 from importer.gateway import Gateway
 from importer.i18n import N_, _, language
 from importer.interrupts import Interrupts
-from importer.journal import UNKNOWN_STATES, Journal, RunJournal
+from importer.journal import UNKNOWN_STATES, Journal, RunEnd, RunJournal
 from importer.labels import Sheet, is_label, label
 from importer.loader import InputTable, check_path, open_input
 from importer.pacing import AUTO_START_QPS, paced_rate
@@ -240,6 +240,8 @@ def check_file(
                 decided, _note = triage.decide(row)
                 if isinstance(decided, Outcome):
                     outcome = decided
+                    if events:
+                        events(_problem(name, row, outcome, table))
                 else:
                     outcome = Outcome(Status.VALID)
                     if builder is not None and isinstance(decided, RequestRecord):
@@ -252,6 +254,16 @@ def check_file(
             summary.workbook = writer.close(_dashboard(summary, out))
         events(Event(EventKind.FINISHED, name, summary=summary))
         return summary
+
+
+def _problem(name: Path, row: Row, outcome: Outcome, table: InputTable) -> Event:
+    """A row a check will not send, for an observer: its number, outcome, field and cell."""
+    index = table.columns.get(outcome.field)
+    value = row.cells[index] if index is not None and index < len(row.cells) else ""
+    return Event(
+        EventKind.PROBLEM, name, status=outcome.status, source_row=row.shown_row,
+        outcome=outcome, field=outcome.field, value=value,
+    )  # fmt: skip
 
 
 # -- run: pre-flight, send, report ----------------------------------------------------------------
@@ -365,6 +377,7 @@ async def _run_copy(job: _Job, copy: snapshot.Snapshot, journal: Journal) -> Fil
         resend_success=not config.resume,
     )
     summary.run_id = run_journal.run_id
+    error: BaseException | None = None
     try:
         plan = _preflight(job, table, run_journal)
         job.events(Event(EventKind.PLAN, job.path, "pre-flight", plan.to_send, plan=plan))
@@ -380,12 +393,26 @@ async def _run_copy(job: _Job, copy: snapshot.Snapshot, journal: Journal) -> Fil
         for _tick in range(3):
             await asyncio.sleep(0)
         summary.interrupt_signal = job.interrupts.signal
+    except BaseException as exc:
+        error = exc
+        raise
     finally:
-        run_journal.finish(keep_results=summary.workbook is None)
+        run_journal.finish(keep_results=summary.workbook is None, end=_run_end(summary, error))
     unknown = summary.counts[Status.UNKNOWN]
     if unknown:
         summary.notes.append(_unknown_note(job.path, unknown, summary.workbook))
     return summary
+
+
+def _run_end(summary: FileSummary, error: BaseException | None) -> RunEnd:
+    """How the run ended, for the journal's history: the exit code its summary (or the error
+    that stopped it) gives, its counts and its workbook."""
+    if error is None:
+        code: int | None = int(exits.for_file(summary))
+    else:
+        code = int(exits.for_error(error)) if isinstance(error, ImporterError) else None
+    workbook = str(summary.workbook.resolve()) if summary.workbook else None
+    return RunEnd(code, summary.counts_by_word(), workbook)
 
 
 def _unknown_note(path: Path, unknown: int, workbook: Path | None) -> str:

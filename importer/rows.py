@@ -112,6 +112,7 @@ class Outcome:
     # kept in the journal
     reason: str = ""
     shown_reason: str = ""  # ``reason`` in the run's language, as the dashboard shows it
+    field: str = ""  # the field an invalid row's reason is about (serve's table); not a column
 
     COLUMNS = (
         "status",

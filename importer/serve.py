@@ -35,6 +35,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import tempfile
 import time
 from collections import Counter, deque
@@ -53,6 +54,7 @@ from importer.events import Event, EventKind
 from importer.i18n import LANGS, N_, _, language, shown
 from importer.inputs import next_name
 from importer.interrupts import StopHandle
+from importer.journal import KILLED, PastRun, is_url, open_journal
 from importer.labels import shown_status
 from importer.loader import CSV_SUFFIXES, WORKBOOK_SUFFIXES, open_input, sheet_names
 from importer.rows import Outcome, Status
@@ -108,10 +110,18 @@ PAGE_TEXTS = {
     "exit": N_("exit code"),
     "result_book": N_("Download the result workbook"),
     "feed_back": N_("Fixed the failed sheet, or decided the check sheet? Choose that workbook."),
-    "history": N_("Runs of this page"),
+    "history": N_("Runs in the journal"),
+    "value": N_("Value"),
+    "uploading": N_("Uploading"),
+    "running": N_("still going"),
+    "killed": N_("its process died"),
+    "target": N_("Sent to"),
+    "simulator": N_("the simulator"),
+    "platform": N_("the platform"),
     "started": N_("Started"),
     "input": N_("Input"),
     "counts": N_("Rows"),
+    "labelled": N_("{label}: {value}"),
 }
 
 
@@ -237,10 +247,14 @@ class Serve:
         config_file: str | None = None,
         lang: str | None = None,
         specs: Path | None = None,
+        results: Path | None = None,
     ) -> None:
         self.folder = Path(folder)
         self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(self.folder, 0o700)
+        # the runs' workbooks, and the journal of simulated runs: kept when the server stops
+        # (the history lists them), unlike the uploads
+        self.results = Path(results) if results else self.folder / "results"
         self.token = token or secrets.token_urlsafe(24)
         self.max_upload = max_upload
         self.options = dict(options or {})
@@ -250,6 +264,7 @@ class Serve:
         self.uploads: dict[str, Upload] = {}
         self.runs: dict[str, Run] = {}
         self.files: dict[str, tuple[Path, str]] = {}  # download id -> (path, name shown)
+        self._offered: dict[tuple[Path, str], str] = {}  # ... and back
 
     # -- the application ---------------------------------------------------------------------
 
@@ -266,6 +281,7 @@ class Serve:
                 web.post("/api/checks", self._check),
                 web.post("/api/runs", self._send),
                 web.get("/api/runs", self._runs),
+                web.get("/api/history", self._history),
                 web.get("/api/runs/{id}/events", self._events),
                 web.post("/api/runs/{id}/confirm", self._confirm),
                 web.post("/api/runs/{id}/stop", self._stop),
@@ -446,16 +462,30 @@ class Serve:
         options = self._options(lang=self._lang(request), out=str(out), **self._api(body))
         if sheet:
             options["sheet"] = sheet
+        cells: dict[int | None, tuple[str, str]] = {}  # row -> the field and value it is about
+
+        def on_event(event: Event) -> None:  # in the check's thread
+            if event.kind is EventKind.PROBLEM and len(cells) < PROBLEM_ROWS:
+                cells[event.source_row] = (event.field, event.value)
+
         result = await importer.validate_async(
-            upload.path, config_file=self.config_file, input_name=upload.name, **options
+            upload.path,
+            config_file=self.config_file,
+            input_name=upload.name,
+            on_event=on_event,
+            **options,
         )
         problems = []
         for row in result.rows():
             if row.get("status") in ("invalid", "duplicate") and len(problems) < PROBLEM_ROWS:
+                number = row.get("source_row")
+                name, value = cells.get(number, ("", ""))  # type: ignore[arg-type]
                 problems.append(
                     {
-                        "row": row.get("source_row"),
+                        "row": number,
                         "status": row.get("status"),
+                        "field": name,
+                        "value": value,
                         "reason": row.get("error") or "",
                     }
                 )
@@ -488,10 +518,12 @@ class Serve:
         upload = self.uploads[str(body["upload"])]
         simulate = bool(body.get("simulate", True))
         run = Run(secrets.token_hex(8), upload, "simulator" if simulate else "gateway")
-        out = self.folder / f"{upload.id}.{run.id}.result.xlsx"
+        out = self._kept() / f"{time.strftime('%Y%m%d-%H%M%S')}-{run.id}.result.xlsx"
         options = self._options(
             lang=self._lang(request), out=str(out), simulate=simulate, **self._api(body)
         )
+        if simulate:  # a journal of their own, never the real one: see SIMULATED
+            options["journal"] = str(self._kept() / SIMULATED)
         qps = body.get("qps")
         if qps not in (None, ""):
             options["qps"] = qps if qps == "auto" else float(qps)
@@ -531,6 +563,47 @@ class Serve:
 
     async def _runs(self, request: web.Request) -> web.Response:
         return web.json_response([run.snapshot() for run in self.runs.values()])
+
+    async def _history(self, request: web.Request) -> web.Response:
+        """The runs in the journal, and in the journal of simulated runs, newest first: input,
+        started, counts, exit code, and the workbook while it is where the run wrote it."""
+        config = self._config({})
+        journals = [("gateway", config.journal), ("simulator", self.results / SIMULATED)]
+        runs: list[dict[str, Any]] = []
+        problems = []
+        for target, journal in journals:
+            try:
+                past = await asyncio.to_thread(_history_of, journal, config.out_dir)
+            except ImporterError as exc:  # the history says so; the page goes on
+                problems.append(str(exc))
+                continue
+            runs += [self._past(target, run) for run in past]
+        runs.sort(key=lambda run: run["started"], reverse=True)
+        return web.json_response({"runs": runs[:HISTORY_SHOWN], "problems": problems})
+
+    def _past(self, target: str, run: PastRun) -> dict[str, Any]:
+        name = PurePosixPath(run.input_path.replace("\\", "/")).name
+        workbook = None
+        # a workbook another machine wrote (a shared journal) is that machine's, not a file here
+        if run.workbook and run.host == socket.gethostname() and Path(run.workbook).is_file():
+            workbook = self._offer(Path(run.workbook), next_name(name))
+        if run.finished_at is None:
+            state = "running"
+        elif run.finished_at == KILLED:
+            state = "killed"
+        else:
+            state = FINAL
+        return {
+            "target": target,
+            "input": name,
+            "method": run.method,
+            "host": run.host,
+            "started": run.started_at,
+            "state": state,
+            "counts": run.counts,
+            "exit_code": run.exit_code,
+            "workbook": workbook,
+        }
 
     async def _events(self, request: web.Request) -> web.StreamResponse:
         run = self.runs[request.match_info["id"]]
@@ -582,9 +655,20 @@ class Serve:
     # -- helpers ----------------------------------------------------------------------------
 
     def _offer(self, path: Path, name: str) -> str:
+        """A download id for ``path`` (the same one each time the history lists it)."""
+        known = self._offered.get((path, name))
+        if known is not None:
+            return known
         file_id = secrets.token_hex(8)
         self.files[file_id] = (path, name)
+        self._offered[(path, name)] = file_id
         return file_id
+
+    def _kept(self) -> Path:
+        """The folder of what outlives the server (0700): the runs' workbooks, the journal of
+        the simulated runs."""
+        self.results.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return self.results
 
     def _options(self, **extra: Any) -> dict[str, Any]:
         return {**self.options, "progress": False, **extra}
@@ -598,8 +682,25 @@ class Serve:
 
 
 FAILURES_SHOWN = 50  # the workbook's failed and check sheets have them all
+HISTORY_SHOWN = 50  # the latest runs the history lists
+# Simulated runs keep a journal of their own beside their workbooks, as a simulated CLI run
+# keeps one (so a rehearsal never makes a real run skip a row); unlike the CLI's, it is kept,
+# so that the history lists them after a restart.
+SIMULATED = "simulated-journal.sqlite"
 LATEST_SHOWN = 10  # the latest rows that failed or are unknown, while a run goes
 _NOT_WELL = ("failed", "unknown", "not_sent")
+
+
+def _history_of(journal: Path | str, folder: Path) -> list[PastRun]:
+    """The latest runs in ``journal`` (none while it does not exist: looking creates nothing)."""
+    if not is_url(journal) and not Path(journal).is_file():
+        return []
+    opened = open_journal(journal, folder)
+    try:
+        with opened.errors():
+            return opened.history(HISTORY_SHOWN)
+    finally:
+        opened.close()
 
 
 def _reason(outcome: Outcome) -> str:

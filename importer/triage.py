@@ -88,6 +88,7 @@ class Triage:
                     error=result.message,
                     reason=result.rule,
                     shown_reason=result.shown_rule or result.rule,
+                    field=result.field,
                 ),
                 "",
             )

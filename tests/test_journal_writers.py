@@ -107,7 +107,7 @@ class GatedRun(RunJournal):
     def calls_on(self, day: str) -> int:
         return 0
 
-    def finish(self, keep_results: bool = False) -> None:
+    def finish(self, keep_results: bool = False, end=None) -> None:
         self.close_writer()
 
 

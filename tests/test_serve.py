@@ -9,6 +9,7 @@ import contextlib
 import io
 import json
 import os
+import socket
 import stat
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from aiohttp import FormData
 from aiohttp.test_utils import TestClient, TestServer
 from helpers import ticket, write_csv
 
+from importer.journal import RunEnd, SQLiteJournal
 from importer.serve import TOKEN_COOKIE, TOKEN_HEADER, Serve
 
 TOKEN = "test-token-0123456789"
@@ -185,6 +187,11 @@ async def test_a_check_shows_counts_the_columns_and_the_rows_not_sent_with_reaso
     assert {"column": "case_id", "field": "case_id"} in check["mapping"]
     problems = {p["row"]: p for p in check["problems"]}
     assert len(problems) == 8 and problems[3]["reason"] == "user_identify is required but empty"
+    # the field and the value, each in a column of its own, beside the reason
+    assert (problems[3]["field"], problems[3]["value"]) == ("user_identify", "")
+    assert (problems[4]["field"], problems[4]["value"]) == ("tenant_id", "abc")
+    duplicate = next(p for p in problems.values() if p["status"] == "duplicate")
+    assert duplicate["field"] == "" and "same payload as row" in duplicate["reason"]
     assert {p["status"] for p in problems.values()} == {"invalid", "duplicate"}
     book = await client.get(f"/api/files/{check['workbook']}")
     assert "with_errors.validate.xlsx" in book.headers["Content-Disposition"]
@@ -472,3 +479,90 @@ def test_a_port_already_taken_is_one_sentence_and_exit_2(tmp_path):
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert f"cannot listen on 127.0.0.1:{port}" in done.stderr and "--port" in done.stderr
     assert list(tmp_path.glob("top-import-serve-*")) == []  # nothing left behind
+
+
+# -- history ------------------------------------------------------------------------------------
+
+
+async def _history(client: TestClient) -> dict:
+    response = await client.get("/api/history")
+    assert response.status == 200
+    return await response.json()
+
+
+async def test_the_history_lists_the_journals_runs_with_workbooks_after_a_restart(
+    tmp_path, simulator, monkeypatch
+):
+    sim = simulator(bad_tenants=frozenset({7}))
+    write_csv(tmp_path / "t.csv", [ticket(i, tenant=7 if i == 1 else 200110004) for i in range(4)])
+    results = tmp_path / "kept"
+    for name, value in sim.env().items():
+        if name.startswith("TOP_"):
+            monkeypatch.setenv(name, value)
+    options = {"journal": str(tmp_path / "j.sqlite")}
+    first = Serve(tmp_path / "serve", token=TOKEN, options=options, results=results)
+    async with TestClient(TestServer(first.app())) as client:
+        client.session.cookie_jar.update_cookies({TOKEN_COOKIE: TOKEN})
+        uploaded = await _upload(client, "t.csv", (tmp_path / "t.csv").read_bytes())
+        for simulate, code in ((False, 1), (True, 0)):  # tenant 7 fails on sim only
+            run = await _start(client, uploaded["id"], simulate=simulate, qps="200")
+            assert (await _events_until_the_end(client, run["id"]))[-1]["exit_code"] == code
+    first.remove()  # serve stopped: its uploads are gone, the workbooks and journals kept
+    assert not first.folder.exists()
+    assert stat.S_IMODE(results.stat().st_mode) == 0o700
+    again = Serve(tmp_path / "serve-2", token=TOKEN, options=options, results=results)
+    async with TestClient(TestServer(again.app())) as client:
+        client.session.cookie_jar.update_cookies({TOKEN_COOKIE: TOKEN})
+        found = await _history(client)
+        assert found["problems"] == []
+        simulated, sent = found["runs"]  # newest first
+        assert (sent["target"], simulated["target"]) == ("gateway", "simulator")
+        assert (sent["exit_code"], sent["counts"]) == (1, {"success": 3, "failed": 1})
+        assert (simulated["exit_code"], simulated["counts"]) == (0, {"success": 4})
+        for run in (sent, simulated):
+            assert (run["input"], run["state"]) == ("t.csv", "finished")
+            book = await client.get(f"/api/files/{run['workbook']}")
+            assert book.status == 200
+            assert "t.result.xlsx" in book.headers["Content-Disposition"]
+            sheets = openpyxl.load_workbook(io.BytesIO(await book.read())).sheetnames
+            assert "failed" in sheets
+        # the same id each time: the history does not grow the server's downloads
+        assert (await _history(client))["runs"][0]["workbook"] == simulated["workbook"]
+    # a rehearsal never enters the real journal, the real run never the simulated one
+    assert sim.stats()["calls"] == 4
+
+
+async def test_a_history_whose_journal_cannot_be_read_says_so_and_the_page_goes_on(
+    page, tmp_path, monkeypatch
+):
+    client, server = page
+    broken = tmp_path / "broken.sqlite"
+    broken.write_bytes(b"this is not a database" * 100)
+    server.options["journal"] = str(broken)
+    found = await _history(client)
+    assert found["runs"] == [] and len(found["problems"]) == 1
+    assert str(broken) in found["problems"][0]
+    assert (await client.get("/api/info")).status == 200
+
+
+async def test_a_workbook_another_machine_wrote_is_not_offered_for_download(page, tmp_path):
+    client, server = page
+    journal = SQLiteJournal(tmp_path / "j.sqlite")
+    book = tmp_path / "t.result.xlsx"
+    book.write_bytes(b"not this machine's workbook")
+    for host in ("other-host", socket.gethostname()):
+        journal.host = host
+        run = journal.start_run(input_path="t.csv", input_key=host, app_key="a", method="m")
+        run.finish(end=RunEnd(0, {"success": 1}, str(book)))
+    journal.close()
+    server.options["journal"] = str(tmp_path / "j.sqlite")
+    here, there = (await _history(client))["runs"]
+    assert (here["host"], there["host"]) == (socket.gethostname(), "other-host")
+    assert here["workbook"] and there["workbook"] is None
+
+
+async def test_a_history_with_no_journal_yet_is_empty_and_creates_none(page, tmp_path):
+    client, server = page
+    server.options["journal"] = str(tmp_path / "none-yet.sqlite")
+    assert await _history(client) == {"runs": [], "problems": []}
+    assert not (tmp_path / "none-yet.sqlite").exists() and not server.results.exists()

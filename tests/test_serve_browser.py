@@ -96,6 +96,10 @@ def test_choose_check_send_watch_download_and_feed_back(page, tmp_path):
         problems = page.locator("#problems tr")
         assert problems.count() == 1 + 8
         assert "user_identify is required but empty" in page.locator("#problems").inner_text()
+        header = page.locator("#problems tr").first.locator("th").all_inner_texts()
+        assert header == ["Row", "Status", "Field", "Value", "Reason"]
+        row_4 = page.locator("#problems tr", has_text="'abc'").locator("td").all_inner_texts()
+        assert row_4[:4] == ["4", "invalid", "tenant_id", "abc"]  # each in a column of its own
         with page.expect_download() as checked:
             page.click("#validate-book")
         assert checked.value.suggested_filename == "with_errors.validate.xlsx"
@@ -131,6 +135,19 @@ def test_choose_check_send_watch_download_and_feed_back(page, tmp_path):
         assert page.locator("#history tr").count() == 2  # the run, listed
     finally:
         err = server.stop()
+    assert "Traceback" not in err
+    # serve started again: the run is in the history, its workbook still to download
+    again = ServeProcess(tmp_path, _env())
+    try:
+        _open(page, again.url)
+        page.wait_for_selector("#history a")
+        listed = page.locator("#history tr").nth(1).inner_text()
+        assert "with_errors.xlsx" in listed and "success 6" in listed
+        with page.expect_download() as kept:
+            page.click("#history a")
+        assert kept.value.suggested_filename == "with_errors.result.xlsx"
+    finally:
+        err = again.stop()
     assert "Traceback" not in err
 
 

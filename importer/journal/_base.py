@@ -12,6 +12,7 @@ import abc
 import asyncio
 import concurrent.futures
 import contextlib
+import json
 import math
 import threading
 import time
@@ -20,6 +21,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from importer.advice import CHECK_ADVICE
 from importer.errors import JournalError, LockedError
@@ -34,6 +36,51 @@ BEAT_STALE_S = 60.0  # a run silent for this long died (on any host), whatever i
 # its run died with it in flight
 UNKNOWN_STATES = frozenset({"in_flight", "unknown"})
 KILLED = 0  # runs.finished_at of a run whose process died: found so by a later run or report
+
+HISTORY_COLUMNS = (
+    "run_id, input_path, method, host, started_at, finished_at, exit_code, counts, workbook"
+)
+
+
+@dataclass(frozen=True)
+class RunEnd:
+    """How a run ended, kept in its row of ``runs`` for the history (serve's page lists it)."""
+
+    exit_code: int | None  # None: it ended by an error the run could not name a code for
+    counts: dict[str, int]  # rows per status word
+    workbook: str | None  # its result workbook (an absolute path), None when none was written
+
+
+@dataclass(frozen=True)
+class PastRun:
+    """A run as the journal's history shows it: what it read, when, and how it ended."""
+
+    run_id: int
+    input_path: str
+    method: str
+    host: str
+    started_at: float
+    finished_at: float | None  # None: still going (or dead, not yet found so); KILLED: died
+    exit_code: int | None
+    counts: dict[str, int]
+    workbook: str | None
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> PastRun:
+        """One row of ``SELECT {HISTORY_COLUMNS} FROM runs``."""
+        run_id, path, method, host, started, finished, code, counts, workbook = row
+        return cls(
+            int(run_id), path, method, host, float(started),
+            None if finished is None else float(finished),
+            None if code is None else int(code),
+            json.loads(counts) if counts else {}, workbook,
+        )  # fmt: skip
+
+
+def counts_text(end: RunEnd | None) -> str | None:
+    """``runs.counts`` of a run that ended so: its counts as JSON."""
+    return json.dumps(end.counts, sort_keys=True) if end is not None else None
+
 
 KEPT_UNKNOWN_NOTE = N_(
     "an earlier call of this payload got no answer (its outcome is unknown), so it was not sent "
@@ -233,6 +280,10 @@ class Journal(abc.ABC):
     def last_results(self, input_path: Path) -> RunJournal | None:
         """The latest run of ``input_path`` when the journal still holds what it did (its
         workbook could not be written, or it was killed); None when its workbook holds it."""
+
+    @abc.abstractmethod
+    def history(self, limit: int = 50) -> list[PastRun]:
+        """The latest ``limit`` runs, newest first (runs found dead are closed first)."""
 
     @abc.abstractmethod
     def errors(self) -> contextlib.AbstractContextManager[None]:
@@ -648,7 +699,7 @@ class RunJournal(abc.ABC):
         """HTTP calls settled for this app key (any method, any run) on a ``quota_day``."""
 
     @abc.abstractmethod
-    def finish(self, keep_results: bool = False) -> None:
+    def finish(self, keep_results: bool = False, end: RunEnd | None = None) -> None:
         """Release the lock, stop the heartbeat, and drop this run's per-row results (the
         workbook holds them), or keep them for ``top-import report`` when the workbook could
-        not be written."""
+        not be written; ``end`` (its counts, exit code, workbook) goes to the history."""

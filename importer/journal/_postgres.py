@@ -51,15 +51,19 @@ from importer.i18n import _
 from importer.journal._base import (
     BEAT_S,
     BEAT_STALE_S,
+    HISTORY_COLUMNS,
     KILLED,
     LEASE_STALE_S,
     CallState,
     Journal,
+    PastRun,
     PriorCall,
     QuotaView,
+    RunEnd,
     RunJournal,
     Settled,
     being_imported,
+    counts_text,
     input_locked,
     quota_day,
     wrong_version,
@@ -102,6 +106,8 @@ CREATE TABLE IF NOT EXISTS runs (
     started_at DOUBLE PRECISION NOT NULL, finished_at DOUBLE PRECISION,
     beat_at DOUBLE PRECISION
 );
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS exit_code INTEGER,
+    ADD COLUMN IF NOT EXISTS counts TEXT, ADD COLUMN IF NOT EXISTS workbook TEXT;
 CREATE INDEX IF NOT EXISTS runs_live ON runs (input_key, finished_at);
 CREATE TABLE IF NOT EXISTS results (
     run_id BIGINT NOT NULL, source_row INTEGER NOT NULL, status TEXT NOT NULL,
@@ -284,6 +290,14 @@ class PostgresJournal(Journal):
                 return None
             return _PostgresRun(self, run_id, app_key, method)
         return None
+
+    def history(self, limit: int = 50) -> list[PastRun]:
+        with self.errors(), _transaction(self._db):
+            self._close_dead_runs()
+            rows = self._db.execute(
+                f"SELECT {HISTORY_COLUMNS} FROM runs ORDER BY run_id DESC LIMIT %s", (limit,)
+            ).fetchall()
+        return [PastRun.from_row(row) for row in rows]
 
     def start_run(
         self,
@@ -699,7 +713,7 @@ class _PostgresRun(RunJournal):
             ).fetchone()
         return int(row[0]) if row else 0
 
-    def finish(self, keep_results: bool = False) -> None:
+    def finish(self, keep_results: bool = False, end: RunEnd | None = None) -> None:
         try:
             with contextlib.suppress(JournalError):  # an error of a batch is the run's to report
                 self.close_writer()
@@ -717,8 +731,15 @@ class _PostgresRun(RunJournal):
                 db.execute("DELETE FROM reservations WHERE run_id = %s", (self.run_id,))
                 db.execute("DELETE FROM leases WHERE run_id = %s", (self.run_id,))
                 db.execute(
-                    "UPDATE runs SET finished_at = %s WHERE run_id = %s",
-                    (self._clock(), self.run_id),
+                    "UPDATE runs SET finished_at = %s, exit_code = %s, counts = %s, "
+                    "workbook = %s WHERE run_id = %s",
+                    (
+                        self._clock(),
+                        end.exit_code if end else None,
+                        counts_text(end),
+                        end.workbook if end else None,
+                        self.run_id,
+                    ),
                 )
         finally:
             if self._heart is not None:  # its connection's end frees the liveness lock

@@ -48,15 +48,19 @@ from importer.errors import JournalError
 from importer.i18n import _
 from importer.journal._base import (
     BEAT_S,
+    HISTORY_COLUMNS,
     KILLED,
     LEASE_STALE_S,
     CallState,
     Journal,
+    PastRun,
     PriorCall,
     QuotaView,
+    RunEnd,
     RunJournal,
     Settled,
     being_imported,
+    counts_text,
     input_locked,
     quota_day,
     run_alive,
@@ -87,7 +91,8 @@ CREATE TABLE IF NOT EXISTS calls (
 CREATE TABLE IF NOT EXISTS runs (
     run_id INTEGER PRIMARY KEY, input_key TEXT NOT NULL, input_path TEXT NOT NULL,
     app_key TEXT NOT NULL, method TEXT NOT NULL, pid INTEGER NOT NULL, host TEXT NOT NULL,
-    started_at REAL NOT NULL, finished_at REAL, beat_at REAL
+    started_at REAL NOT NULL, finished_at REAL, beat_at REAL,
+    exit_code INTEGER, counts TEXT, workbook TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_live ON runs (input_key, finished_at);
 CREATE TABLE IF NOT EXISTS results (
@@ -193,6 +198,9 @@ class SQLiteJournal(Journal):
                 ("results", "row_digest INTEGER"),
                 ("results", "sent INTEGER"),
                 ("runs", "beat_at REAL"),
+                ("runs", "exit_code INTEGER"),
+                ("runs", "counts TEXT"),
+                ("runs", "workbook TEXT"),
             ):
                 columns = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
                 if column.split()[0] not in columns:  # a journal of an earlier version
@@ -263,6 +271,13 @@ class SQLiteJournal(Journal):
                 return None  # it ended well: its workbook holds its results
             return _SQLiteRun(self._db, run_id, app_key, method, host=self.host, path=self.path)
         return None
+
+    def history(self, limit: int = 50) -> list[PastRun]:
+        self._close_dead_runs()
+        rows = self._db.execute(
+            f"SELECT {HISTORY_COLUMNS} FROM runs ORDER BY run_id DESC LIMIT ?", (limit,)
+        ).fetchall()
+        return [PastRun.from_row(row) for row in rows]
 
     def errors(self) -> contextlib.AbstractContextManager[None]:
         return sqlite_errors(self.path)
@@ -536,7 +551,7 @@ class _SQLiteRun(RunJournal):
         ).fetchone()
         return int(row[0]) if row else 0
 
-    def finish(self, keep_results: bool = False) -> None:
+    def finish(self, keep_results: bool = False, end: RunEnd | None = None) -> None:
         if self._heart is not None:
             self._heart.stop()
         if keep_results:
@@ -549,7 +564,15 @@ class _SQLiteRun(RunJournal):
                 db.execute("DELETE FROM minutes WHERE run_id = ?", (self.run_id,))
             db.execute("DELETE FROM reservations WHERE run_id = ?", (self.run_id,))
             db.execute(
-                "UPDATE runs SET finished_at = ? WHERE run_id = ?", (self._clock(), self.run_id)
+                "UPDATE runs SET finished_at = ?, exit_code = ?, counts = ?, workbook = ? "
+                "WHERE run_id = ?",
+                (
+                    self._clock(),
+                    end.exit_code if end else None,
+                    counts_text(end),
+                    end.workbook if end else None,
+                    self.run_id,
+                ),
             )
 
 

@@ -9,6 +9,8 @@ let uploaded = null; // the last upload: its id, name and sheets
 let checking = 0; // the latest check asked for: an older one's answer is dropped
 
 function text(id, value) { $(id).textContent = value; }
+// "label: value", with the colon of the page's language (a full-width one in Chinese)
+function labelled(label, value) { return T.labelled.replace("{label}", label).replace("{value}", value); }
 
 async function call(method, path, body) {
   const headers = { "X-Top-Import-Token": TOKEN };
@@ -21,6 +23,29 @@ async function call(method, path, body) {
   const data = response.headers.get("Content-Type", "").includes("json") ? await response.json() : { error: await response.text() };
   if (!response.ok) throw new Error(data.error || response.statusText);
   return data;
+}
+
+// An upload through XMLHttpRequest, whose upload.onprogress moves the bar (fetch has none).
+function upload(file) {
+  return new Promise((resolve, reject) => {
+    const form = new FormData();
+    form.append("file", file, file.name);
+    const request = new XMLHttpRequest();
+    request.open("POST", "/api/uploads");
+    request.setRequestHeader("X-Top-Import-Token", TOKEN);
+    const bar = $("upload-progress");
+    bar.hidden = false;
+    bar.value = 0;
+    request.upload.onprogress = (e) => { if (e.lengthComputable) { bar.max = e.total; bar.value = e.loaded; } };
+    request.onload = () => {
+      bar.hidden = true;
+      let data;
+      try { data = JSON.parse(request.responseText); } catch { data = { error: request.responseText || request.statusText }; }
+      if (request.status >= 200 && request.status < 300) resolve(data); else reject(new Error(data.error || request.statusText));
+    };
+    request.onerror = () => { bar.hidden = true; reject(new Error(request.statusText || "upload failed")); };
+    request.send(form);
+  });
 }
 
 function counts(list, values) {
@@ -53,12 +78,10 @@ function download(link, fileId, label) {
 async function choose(file) {
   $("upload-error").hidden = true;
   $("check-step").hidden = false;
-  text("check-title", `${T.checking} ${file.name}`);
+  text("check-title", `${T.uploading} ${file.name}`);
   $("send-step").hidden = true;
   try {
-    const form = new FormData();
-    form.append("file", file, file.name);
-    uploaded = await call("POST", "/api/uploads", form);
+    uploaded = await upload(file);
     sheets(uploaded.sheets);
     await check(null);
   } catch (error) {
@@ -89,14 +112,15 @@ async function check(sheet) {
     checked = check;
     checked.sheet = sheet;
     checked.api = $("api").value;
-    text("check-title", `${T.checked}: ${check.name}`);
+    text("check-title", labelled(T.checked, check.name));
     counts($("counts"), check.counts);
     download($("validate-book"), check.workbook, T.validate_book);
     text("mapping-title", T.mapping);
     table($("mapping"), [T.column, T.field], check.mapping.map((m) => [m.column, m.field || T.kept]));
     text("problems-title", T.problems);
     if (check.problems.length) {
-      table($("problems"), [T.row, T.status, T.reason], check.problems.map((p) => [p.row, T.statuses[p.status] || p.status, p.reason]));
+      table($("problems"), [T.row, T.status, T.field, T.value, T.reason],
+        check.problems.map((p) => [p.row, T.statuses[p.status] || p.status, p.field, p.value, p.reason]));
     } else {
       table($("problems"), [T.no_problems], []);
     }
@@ -141,7 +165,7 @@ function watch(runId) {
       return;
     }
     if (run.phase === "pre-flight" || run.phase === "") text("run-message", T.planning);
-    text("watch-title", `${run.exit_code === null ? T.sending : T.done}: ${run.input}`);
+    text("watch-title", labelled(run.exit_code === null ? T.sending : T.done, run.input));
     counts($("run-counts"), run.counts);
     const total = run.total || run.settled || 1;
     $("progress").max = total;
@@ -168,13 +192,28 @@ function watch(runId) {
   };
 }
 
+// The runs in the journal (this server's and any other's), with their workbooks.
 async function history() {
-  const runs = await call("GET", "/api/runs");
-  if (!runs.length) return;
-  $("history-step").hidden = false;
+  const found = await call("GET", "/api/history");
+  $("history-step").hidden = !found.runs.length && !found.problems.length;
   text("history-title", T.history);
-  table($("history"), [T.started, T.input, T.counts, T.exit],
-    runs.map((r) => [new Date(r.started * 1000).toLocaleString(), r.input, Object.entries(r.counts).map(([s, n]) => `${T.statuses[s] || s} ${n}`).join(", "), r.exit_code ?? "…"]));
+  text("history-problems", found.problems.join(" "));
+  const body = found.runs.map((r) => [
+    new Date(r.started * 1000).toLocaleString(),
+    r.input,
+    T[r.target === "simulator" ? "simulator" : "platform"],
+    Object.entries(r.counts).map(([s, n]) => `${T.statuses[s] || s} ${n}`).join(", ") || (r.state === "running" ? T.running : r.state === "killed" ? T.killed : ""),
+    r.exit_code ?? (r.state === "running" ? "…" : ""),
+    "", // the workbook's link, below
+  ]);
+  table($("history"), [T.started, T.input, T.target, T.counts, T.exit, ""], body);
+  found.runs.forEach((r, i) => {
+    if (!r.workbook) return;
+    const link = document.createElement("a");
+    link.href = `/api/files/${r.workbook}`;
+    link.textContent = T.result_book;
+    $("history").rows[i + 1].cells[5].append(link);
+  });
 }
 
 async function start() {
@@ -201,7 +240,7 @@ async function start() {
     $("api").append(option);
   }
   $("api").addEventListener("change", () => { if (uploaded) check(checked ? checked.sheet : null); });
-  text("gateway-text", info.app_key ? `${T.gateway} ${info.app_key}` : `${T.gateway}: ${T.no_key}`);
+  text("gateway-text", info.app_key ? `${T.gateway} ${info.app_key}` : labelled(T.gateway, T.no_key));
   $("gateway").disabled = !info.app_key;
   const drop = $("drop");
   drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
