@@ -14,6 +14,13 @@ The simulator runs in a separate process (so its CPU does not count against the 
 3. pacing: simulator quota 50 vs dispatcher --qps 50 for ~20 s, and 2000 vs 2000 (latency 0)
    for ~10 s; prints the share of the quota used in the full seconds and the share throttled.
 
+With ``--end-to-end [--rows N] [--rounds R]`` it measures instead the whole command a user
+runs: ``top-import run`` of a CSV of N rows (default 20,000) in a process of its own
+(start-up, pre-flight, canary, journal, workbook) at ``--qps 10000 --concurrency 64``, against
+the bare loop of 1. in a process of its own (start-up and imports too), alternately R rounds
+(default 3), the simulator answering after 20 ms; prints each round's ratio of the two wall
+times (bare / run: 1.0 means the command costs nothing over the calls; target >= 0.8).
+
 Prints, never asserts: the figures depend on the machine.
 """
 
@@ -27,6 +34,7 @@ import subprocess
 import sys
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 
 import aiohttp
 from yarl import URL
@@ -264,6 +272,67 @@ def _counts(counts: dict[Status, int]) -> str:
     return ", ".join(f"{status.value} {n}" for status, n in sorted(counts.items()))
 
 
+def bare_process(url: str, rows: int, offset: int) -> None:
+    """The bare loop of ``rows`` records as a process's whole work (``--bare-loop``)."""
+    rate = asyncio.run(bare_loop(url, make_records(rows, offset), 64))
+    print(f"{rate:.1f}")
+
+
+def write_tickets(path, rows: int, offset: int) -> None:
+    """A CSV of ``rows`` distinct valid rows of the built-in API (as ``record`` makes them)."""
+    import csv
+
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        out = csv.writer(fh)
+        out.writerow(["corp_id", "user_identify", "case_id", "tenant_id", "open_conversation_id"])
+        for i in range(offset, offset + rows):
+            out.writerow([f"ding{i:032d}", f"u{i}", str(396743391396743391 + i), 200110004,
+                          "cid=="])  # fmt: skip
+
+
+def timed(args: list[str], **kw: object) -> float:
+    started = time.perf_counter()
+    subprocess.run(args, check=True, stdout=subprocess.DEVNULL, **kw)  # type: ignore[call-overload]
+    return time.perf_counter() - started
+
+
+def end_to_end(rows: int, rounds: int) -> None:
+    import os
+    import statistics
+    import tempfile
+
+    print(
+        f"end to end: top-import run of {rows:,} rows (--qps 10000 --concurrency 64, its own "
+        f"process) vs the bare loop (its own process), simulator latency 20 ms; {rounds} rounds"
+    )
+    ratios, bare_s, run_s = [], [], []
+    with SimulatorProcess(latency_ms=20) as sim, tempfile.TemporaryDirectory() as scratch:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TOP_")}
+        env.update(TOP_APP_KEY=APP_KEY, TOP_APP_SECRET=SECRET, TOP_GATEWAY=sim.url)
+        me = [sys.executable, __file__, "--bare-loop", sim.url, str(rows)]
+        timed([*me, "0"])  # warm up: the simulator's first connections, the page cache
+        for round_ in range(rounds):
+            folder = Path(scratch) / f"round-{round_}"
+            folder.mkdir()
+            offset = (round_ + 1) * 10 * rows
+            write_tickets(folder / "t.csv", rows, offset + rows)  # rows the bare loop never sent
+            bare = timed([*me, str(offset)])
+            run = timed(
+                [sys.executable, "-m", "importer", "run", "t.csv", "--qps", "10000",
+                 "--concurrency", "64", "--no-progress"],
+                cwd=folder, env=env,
+            )  # fmt: skip
+            bare_s.append(bare)
+            run_s.append(run)
+            ratios.append(bare / run)
+            print(f"  round {round_ + 1}: bare {bare:6.2f} s   run {run:6.2f} s   "
+                  f"ratio {bare / run:5.2f}")  # fmt: skip
+    print(
+        f"  ratio bare/run: min {min(ratios):.2f}  median {statistics.median(ratios):.2f}  "
+        f"max {max(ratios):.2f}   (target >= 0.80)"
+    )
+
+
 async def main(quick: bool) -> None:
     await throughput(
         1_000 if quick else 5_000, rounds=2 if quick else 3, sdk_calls=100 if quick else 200
@@ -277,4 +346,16 @@ async def main(quick: bool) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="shorter runs")
-    asyncio.run(main(parser.parse_args().quick))
+    parser.add_argument("--end-to-end", action="store_true", help="the whole CLI vs a bare loop")
+    parser.add_argument("--rows", type=int, default=20_000, help="rows of --end-to-end")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds, --end-to-end")
+    parser.add_argument(
+        "--bare-loop", nargs=3, metavar=("URL", "ROWS", "OFFSET"), help=argparse.SUPPRESS
+    )
+    given = parser.parse_args()
+    if given.bare_loop:
+        bare_process(given.bare_loop[0], int(given.bare_loop[1]), int(given.bare_loop[2]))
+    elif given.end_to_end:
+        end_to_end(given.rows, given.rounds)
+    else:
+        asyncio.run(main(given.quick))
