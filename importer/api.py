@@ -185,6 +185,7 @@ async def run_async(
                     interrupts=interrupts,
                     shown={path: shown} if shown else None,
                     events=Events(on_event),
+                    exact_plan=approve is not None,  # the caller reads the plan's counts
                 )
             if not sent:  # stopped before it began
                 raise UsageError(
@@ -264,6 +265,7 @@ async def send_files(
     shown: Mapping[Path, Path] | None = None,
     events: Events = NO_EVENTS,
     loaded: tuple[ApiSpec, Credentials | None] | None = None,
+    exact_plan: bool = False,
 ) -> list[FileSummary | ImporterError]:
     """Send ``paths`` one after another on one journal and one gateway (or simulator): what the
     CLI's ``run`` and ``run_async`` both do. Each input's summary, or the ``ImporterError`` that
@@ -271,7 +273,7 @@ async def send_files(
     it and archives the input there) and into the list returned. A stop in ``interrupts``
     starts no further input. ``configs``: each input's own (its workbook), default ``config``.
     ``loaded``: the spec and credentials when the caller has loaded them already (the CLI, to
-    refuse early), so they are read once.
+    refuse early), so they are read once. ``exact_plan``: as for ``run_file``.
     """
     spec, credentials = loaded or load_for(config)
     interrupts = interrupts or Interrupts()
@@ -297,6 +299,7 @@ async def send_files(
                         interrupts,
                         (shown or {}).get(path),
                         events,
+                        exact_plan,
                     )
                 except ImporterError as exc:
                     outcome = exc

@@ -117,6 +117,14 @@ class InputTable:
             return None
         return self._source.estimate_rows(self._header_row)
 
+    def most_rows(self) -> int | None:
+        """At least as many data rows as there are, when that is cheap (CSV: its line breaks
+        below the header, of any kind, and one more for a last line without one); None
+        otherwise (a workbook). What a run may plan its daily quota on without reading them."""
+        if self._source is None:
+            return None
+        return self._source.most_rows(self._header_row)
+
     def rows(self) -> Iterator[Row]:
         """A fresh pass over the non-blank data rows, in file order."""
         if self._source is None:
@@ -397,6 +405,10 @@ class RowSource(Protocol):
         """About how many data rows there are, when that is cheap (None otherwise)."""
         ...
 
+    def most_rows(self, header_row: int) -> int | None:
+        """No fewer data rows than there are, when that is cheap (None otherwise)."""
+        ...
+
 
 def _source_for(path: Path, sheet: str | None) -> RowSource:
     check_path(path)
@@ -552,6 +564,18 @@ class _CsvSource:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 lines += block.count(b"\n")
         return max(0, lines - header_row)
+
+    def most_rows(self, header_row: int) -> int | None:
+        # "\r\n", "\n" and a lone "\r" each end a line (the csv module reads all three); a
+        # "\r\n" split across two blocks is counted twice: an overcount, never an undercount
+        breaks, last = 0, b"\n"
+        with self.path.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                returns = block.count(b"\r")
+                breaks += block.count(b"\n") + (returns - block.count(b"\r\n") if returns else 0)
+                last = block[-1:]
+        ended = last in (b"\n", b"\r")  # else a last line without a line break
+        return max(0, breaks + (0 if ended else 1) - header_row)
 
     @classmethod
     def sniff(cls, path: Path, tab: bool) -> _CsvSource:
@@ -739,6 +763,9 @@ class _SheetSource:
 
     def estimate_rows(self, header_row: int) -> int | None:
         return None  # counting would parse the sheet
+
+    def most_rows(self, header_row: int) -> int | None:
+        return None
 
     @classmethod
     def find(cls, path: Path, requested: str | None) -> _SheetSource:

@@ -36,7 +36,7 @@ from importer.events import NO_EVENTS, Event, EventKind, Events
 from importer.gateway import Gateway
 from importer.i18n import N_, _, language
 from importer.interrupts import Interrupts
-from importer.journal import UNKNOWN_STATES, Journal, RunEnd, RunJournal
+from importer.journal import UNKNOWN_STATES, Journal, QuotaView, RunEnd, RunJournal
 from importer.labels import Sheet, is_label, label
 from importer.loader import InputTable, check_path, open_input
 from importer.pacing import AUTO_START_QPS, paced_rate
@@ -286,6 +286,7 @@ class _Job:
     approve: Callable[[Plan], object] | None
     interrupts: Interrupts
     events: Events  # the caller's observer
+    exact_plan: bool = False  # the plan's counts, all of them, before the first call (serve's)
 
     @property
     def resend_unknown(self) -> bool:
@@ -304,6 +305,7 @@ async def run_file(
     interrupts: Interrupts | None = None,
     shown: Path | None = None,
     events: Events = NO_EVENTS,
+    exact_plan: bool = False,
 ) -> FileSummary:
     """Send every valid row of one input; the workbook is written whatever stops the run.
     ``shown`` is the name the input goes by in messages, the summary and the journal, when
@@ -316,6 +318,8 @@ async def run_file(
     with nothing sent and no workbook. ``interrupts`` carries a stop asked from outside (the
     CLI's signal handlers, or a caller's ``StopHandle``); without it nothing but the deadline
     stops the run. ``events`` hears of each pass, the plan, each row sent and the end.
+    ``exact_plan``: the pre-flight reads every row whatever the input's size (a person reads
+    the plan before confirming it), never a plan of a big CSV's line count.
     """
     with _named(path, shown), language(config.language):
         check_path(path)
@@ -334,6 +338,7 @@ async def run_file(
             approve,
             interrupts or Interrupts(),
             events,
+            exact_plan,
         )
         copy = snapshot.take(path, journal.folder / SNAPSHOT_FOLDER)
         try:
@@ -385,7 +390,7 @@ async def _run_copy(job: _Job, copy: snapshot.Snapshot, journal: Journal) -> Fil
             approved = job.approve(plan)
             if inspect.isawaitable(approved):
                 await approved
-        await _send(job, table, run_journal, summary)
+        await _send(job, table, run_journal, summary, plan)
         summary.ended = time.time()
         _report(job, table, run_journal, summary)
         # A signal that came while the workbook was written (the loop was busy) is handled now:
@@ -445,7 +450,15 @@ def _unknown_note(path: Path, unknown: int, workbook: Path | None) -> str:
 
 
 def _preflight(job: _Job, table: InputTable, run_journal: RunJournal) -> Plan:
-    """Pass one: count what the send pass will send; record nothing."""
+    """Pass one: count what the send pass will send; record nothing. A CSV of more than
+    ``QUICK_PLAN_ROWS`` whose every line fits the daily quota is not read here: its plan is
+    its line count, and the send pass checks each row as it sends (``Plan.estimated``)."""
+    most = None if job.exact_plan else table.most_rows()
+    if most is not None and most >= QUICK_PLAN_ROWS:
+        # Held at once, even by a run the daily-quota check will stop: it ends with the run.
+        quota = run_journal.reserve(most, time.time())
+        if _fits(most, job.config.daily_quota, quota):
+            return _plan(job, Counter({SEND: most}), run_journal, quota, estimated=True)
     triage = _triage(job.spec, table, run_journal)
     progress = _progress(job.config, job.path, "pre-flight", table, job.events)
     tally: Counter[str] = Counter()
@@ -453,9 +466,26 @@ def _preflight(job: _Job, table: InputTable, run_journal: RunJournal) -> Plan:
         progress.advance()
         tally[triage.kind(triage.decide(row)[0])] += 1
     progress.close()
-    config = job.config
-    # Held at once, even by a run the daily-quota check will stop: it ends with the run.
     quota = run_journal.reserve(tally[SEND], time.time())
+    return _plan(job, tally, run_journal, quota)
+
+
+QUICK_PLAN_ROWS = 100_000  # a pre-flight over more rows than this takes seconds
+
+
+def _fits(calls: int, daily_quota: int | None, quota: QuotaView) -> bool:
+    """``calls`` fit what is left of the daily quota (always, without one)."""
+    return daily_quota is None or calls <= daily_quota - quota.used - quota.reserved
+
+
+def _plan(
+    job: _Job,
+    tally: Counter[str],
+    run_journal: RunJournal,
+    quota: QuotaView,
+    estimated: bool = False,
+) -> Plan:
+    config = job.config
     others = run_journal.peers(time.time()) if config.qps_auto else None
     rate = None
     if not config.qps_auto:  # the even rate of its share of the app key's limit
@@ -477,6 +507,7 @@ def _preflight(job: _Job, table: InputTable, run_journal: RunJournal) -> Plan:
         reserved=quota.reserved,
         reserving=quota.reserving,
         sharing=0 if config.qps_auto else quota.sending,
+        estimated=estimated,
     )
 
 
@@ -497,6 +528,7 @@ class _Feed:
         )
         self.pending: dict[int, tuple[int, str]] = {}  # source_row -> (digest, note)
         self.on_settled: Callable[[Status], None] = lambda status: None
+        self.on_read: Callable[[], object] = lambda: None  # every row read
 
     def records(self) -> Iterator[RequestRecord]:
         settled: list[tuple[int, Outcome, int]] = []
@@ -521,16 +553,19 @@ class _Feed:
                 settled.clear()
         if settled:
             self._run_journal.add_rows(settled)
+        self.on_read()
 
 
 async def _send(
-    job: _Job, table: InputTable, run_journal: RunJournal, summary: FileSummary
+    job: _Job, table: InputTable, run_journal: RunJournal, summary: FileSummary, plan: Plan
 ) -> None:
     """Pass two: rows into the dispatcher, every claim and outcome into the journal."""
     config = job.config
     progress = _progress(config, summary.input, "sending", table, job.events)
     feed = _Feed(table, _triage(job.spec, table, run_journal), run_journal, summary)
     feed.on_settled = progress.update
+    if plan.estimated:  # the quota held on the line count: what is left to send, once known
+        feed.on_read = lambda: run_journal.reserve(len(feed.pending), time.time())
 
     def claim(record: RequestRecord) -> asyncio.Future[Outcome | None]:
         return run_journal.claim_soon(record.row_key)

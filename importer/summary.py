@@ -360,6 +360,9 @@ class Plan:
     reserved: int = 0  # calls other live runs on the app key still plan to make today
     reserving: int = 0  # ... how many runs those are
     sharing: int = 0  # other runs sending for the app key now: ``rate`` is this run's share
+    # ``to_send`` is the rows of the file, not yet checked: a big CSV whose rows fit the daily
+    # quota all the same is checked by the send pass as it sends (one pass, not two)
+    estimated: bool = False
 
     @property
     def quota_left(self) -> int | None:
@@ -377,9 +380,14 @@ class Plan:
         counts = (self.already_sent, self.duplicate, self.invalid, self.unknown, self.done)
         held = [_(what).format(n=f"{n:,}") for n, what in zip(counts, HELD, strict=True) if n]
         rows = plural(self.to_send, "row")
-        text = (
-            _("{input}: {rows} to send ({held})") if held else _("{input}: {rows} to send")
-        ).format(input=self.input, rows=rows, held=listed(held))
+        if self.estimated:
+            text = _("{input}: up to {rows} to send (each row is checked as it is sent)").format(
+                input=self.input, rows=rows
+            )
+        else:
+            text = (
+                _("{input}: {rows} to send ({held})") if held else _("{input}: {rows} to send")
+            ).format(input=self.input, rows=rows, held=listed(held))
         if self.to_send and self.rate is None:
             text += (
                 _(
