@@ -915,6 +915,13 @@ def sheet_names(path: Path) -> list[str]:
         book.close()
 
 
+def check_sheet(path: Path, sheet: str) -> None:
+    """``InputError`` unless the workbook at ``path`` has ``sheet`` (by name, or a result
+    workbook's sheet by its key in either language: ``failed`` finds 失败); a CSV has none."""
+    if path.suffix.lower() in WORKBOOK_SUFFIXES:
+        _SheetSource.find(path, sheet)
+
+
 def _open_book(path: Path) -> CalamineWorkbook:
     if path.suffix.lower() == ".xls":
         _check_xls_ranges(path)

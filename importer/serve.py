@@ -46,6 +46,7 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage
 
 import importer
 from importer.config import load_config
@@ -56,7 +57,13 @@ from importer.inputs import next_name
 from importer.interrupts import StopHandle
 from importer.journal import KILLED, PastRun, is_url, open_journal
 from importer.labels import shown_status
-from importer.loader import CSV_SUFFIXES, WORKBOOK_SUFFIXES, open_input, sheet_names
+from importer.loader import (
+    CSV_SUFFIXES,
+    WORKBOOK_SUFFIXES,
+    check_sheet,
+    open_input,
+    sheet_names,
+)
 from importer.rows import Outcome, Status
 from importer.spec import DEFAULT_METHOD, builtin_methods, load_spec
 from importer.summary import Plan
@@ -317,7 +324,8 @@ class Serve:
                 if not _same(given, self.token):
                     return _refused(401)
                 # the token leaves the address bar (and the history) for a cookie
-                target = "/" + (f"?lang={request.query['lang']}" if "lang" in request.query else "")
+                chosen = request.query.get("lang")
+                target = "/" + (f"?lang={chosen}" if chosen in LANGS else "")
                 found = web.HTTPFound(target)
                 found.set_cookie(
                     TOKEN_COOKIE, self.token, httponly=True, samesite="Strict", path="/"
@@ -340,8 +348,11 @@ class Serve:
                 raise
             except ImporterError as exc:  # the engine's sentence, for a person
                 return _said(str(exc), 400)
-            except (ValueError, KeyError, TypeError, json.JSONDecodeError):
+            except (ValueError, KeyError, TypeError, RecursionError, BadHttpMessage):
+                # garbage: JSON nested beyond reason, a part header of binary bytes or a NUL
                 return _said(_("The request was not understood; reload the page."), 400)
+            except ConnectionError:  # the client went away (a tab closed): nobody to answer
+                return web.Response(status=499)
 
     async def _page(self, request: web.Request) -> web.Response:
         lang = self._lang(request)
@@ -433,6 +444,11 @@ class Serve:
                     if size > self.max_upload:
                         raise _TooLarge()
                     out.write(chunk)
+            if not part.at_eof():  # the body ended before the part's closing boundary
+                raise _Cut()
+        except _Cut:
+            path.unlink(missing_ok=True)
+            return _said(_("{name} arrived incomplete; choose it again.").format(name=name), 400)
         except _TooLarge:
             path.unlink(missing_ok=True)
             return _said(
@@ -526,9 +542,19 @@ class Serve:
             options["journal"] = str(self._kept() / SIMULATED)
         qps = body.get("qps")
         if qps not in (None, ""):
+            if isinstance(qps, bool) or not isinstance(qps, (str, int, float)):
+                raise ValueError(qps)
             options["qps"] = qps if qps == "auto" else float(qps)
         if body.get("sheet"):
-            options["sheet"] = body["sheet"]
+            options["sheet"] = str(body["sheet"])
+        # what the engine would refuse once started (a qps of 0, a sheet not in the workbook)
+        # is refused now, as one sentence, with no run begun
+        self._config({k: v for k, v in options.items() if k in ("qps", "sheet")})
+        if options.get("sheet"):
+            try:
+                await asyncio.to_thread(check_sheet, upload.path, options["sheet"])
+            except ImporterError as exc:  # named as the person knows the file
+                return _said(str(exc).replace(str(upload.path), upload.name), 400)
         self.runs[run.id] = run
         run.task = asyncio.create_task(self._go(run, options, out))
         return web.json_response(run.snapshot())
@@ -571,22 +597,24 @@ class Serve:
         journals = [("gateway", config.journal), ("simulator", self.results / SIMULATED)]
         runs: list[dict[str, Any]] = []
         problems = []
+        folders = (self.results.resolve(), Path(config.out_dir).resolve())
         for target, journal in journals:
             try:
                 past = await asyncio.to_thread(_history_of, journal, config.out_dir)
             except ImporterError as exc:  # the history says so; the page goes on
                 problems.append(str(exc))
                 continue
-            runs += [self._past(target, run) for run in past]
+            runs += [self._past(target, run, folders) for run in past]
         runs.sort(key=lambda run: run["started"], reverse=True)
         return web.json_response({"runs": runs[:HISTORY_SHOWN], "problems": problems})
 
-    def _past(self, target: str, run: PastRun) -> dict[str, Any]:
+    def _past(self, target: str, run: PastRun, folders: tuple[Path, ...]) -> dict[str, Any]:
         name = PurePosixPath(run.input_path.replace("\\", "/")).name
         workbook = None
-        # a workbook another machine wrote (a shared journal) is that machine's, not a file here
-        if run.workbook and run.host == socket.gethostname() and Path(run.workbook).is_file():
-            workbook = self._offer(Path(run.workbook), next_name(name))
+        if run.workbook and run.host == socket.gethostname():
+            kept = _kept_workbook(Path(run.workbook), folders)
+            if kept is not None:
+                workbook = self._offer(kept, next_name(name))
         if run.finished_at is None:
             state = "running"
         elif run.finished_at == KILLED:
@@ -614,7 +642,10 @@ class Serve:
         while True:
             run.changed.clear()
             snapshot = run.snapshot()
-            await response.write(f"data: {json.dumps(snapshot)}\n\n".encode())
+            try:
+                await response.write(f"data: {json.dumps(snapshot)}\n\n".encode())
+            except ConnectionError:  # the tab closed: the run goes on, reopening shows it
+                return response
             if snapshot["exit_code"] is not None:
                 return response
             with contextlib.suppress(asyncio.TimeoutError):
@@ -691,6 +722,21 @@ LATEST_SHOWN = 10  # the latest rows that failed or are unknown, while a run goe
 _NOT_WELL = ("failed", "unknown", "not_sent")
 
 
+def _kept_workbook(path: Path, folders: tuple[Path, ...]) -> Path | None:
+    """``path`` if it is a workbook in one of ``folders`` (serve's own, the runs' out_dir):
+    whatever else a journal row names (it is only a row: anyone who can write the journal
+    writes it) is never offered for download."""
+    if path.suffix.lower() not in (".xlsx", ".csv"):
+        return None
+    try:
+        real = path.resolve(strict=True)
+    except (OSError, RuntimeError):
+        return None
+    if not real.is_file() or not any(real.is_relative_to(folder) for folder in folders):
+        return None
+    return real
+
+
 def _history_of(journal: Path | str, folder: Path) -> list[PastRun]:
     """The latest runs in ``journal`` (none while it does not exist: looking creates nothing)."""
     if not is_url(journal) and not Path(journal).is_file():
@@ -729,8 +775,13 @@ class _TooLarge(Exception):
     pass
 
 
+class _Cut(Exception):
+    pass
+
+
 def _same(given: str, token: str) -> bool:
-    return hmac.compare_digest(given.encode(), token.encode())
+    # a header's bytes that are not text come as surrogates: never the token, never an error
+    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), token.encode())
 
 
 def _said(sentence: str, status: int) -> web.Response:

@@ -548,8 +548,10 @@ async def test_a_history_whose_journal_cannot_be_read_says_so_and_the_page_goes_
 async def test_a_workbook_another_machine_wrote_is_not_offered_for_download(page, tmp_path):
     client, server = page
     journal = SQLiteJournal(tmp_path / "j.sqlite")
-    book = tmp_path / "t.result.xlsx"
+    (tmp_path / "reports").mkdir()
+    book = tmp_path / "reports" / "t.result.xlsx"
     book.write_bytes(b"not this machine's workbook")
+    server.options["out_dir"] = str(tmp_path / "reports")
     for host in ("other-host", socket.gethostname()):
         journal.host = host
         run = journal.start_run(input_path="t.csv", input_key=host, app_key="a", method="m")
@@ -566,3 +568,132 @@ async def test_a_history_with_no_journal_yet_is_empty_and_creates_none(page, tmp
     server.options["journal"] = str(tmp_path / "none-yet.sqlite")
     assert await _history(client) == {"runs": [], "problems": []}
     assert not (tmp_path / "none-yet.sqlite").exists() and not server.results.exists()
+
+
+# -- what a hostile client sends ---------------------------------------------------------------
+
+
+def _multipart(filename: bytes, content: bytes, closed: bool = True) -> tuple[bytes, dict]:
+    body = (
+        b'--abc\r\nContent-Disposition: form-data; name="file"; filename="' + filename + b'"\r\n'
+        b"\r\n" + content + (b"\r\n--abc--\r\n" if closed else b"")
+    )
+    return body, {**_token(), "Content-Type": "multipart/form-data; boundary=abc"}
+
+
+async def test_a_token_of_bytes_that_are_not_text_is_refused_not_a_crash(page, caplog):
+    client, _server = page
+    client.session.cookie_jar.clear()
+    response = await client.get("/api/info", headers={TOKEN_HEADER: "\udcff"})
+    assert response.status == 401
+    raw = await client.post("/api/checks", headers={TOKEN_HEADER: "caf\u00e9\udcff"}, json={})
+    assert raw.status == 403
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+@pytest.mark.parametrize("filename", [b"a\x00b.csv", b"evil.csv\x00.exe"])
+async def test_a_nul_in_an_upload_name_is_one_sentence_not_a_500(page, filename):
+    client, server = page
+    body, headers = _multipart(filename, b"case_id\n1\n")
+    response = await client.post("/api/uploads", data=body, headers=headers)
+    assert response.status == 400
+    assert (await response.json())["error"]
+    assert list(server.folder.iterdir()) == []
+
+
+async def test_json_nested_beyond_reason_is_one_sentence_not_a_500(page):
+    client, _server = page
+    deep = b"[" * 100_000 + b"]" * 100_000
+    for path in ("/api/checks", "/api/runs"):
+        response = await client.post(path, data=deep, headers=_token())
+        assert response.status == 400, path
+        assert "reload the page" in (await response.json())["error"]
+
+
+async def test_an_upload_cut_before_its_closing_boundary_is_refused_and_not_kept(page):
+    client, server = page
+    body, headers = _multipart(b"cut.csv", b"case_id,user_identify\n1,u\n2,", closed=False)
+    response = await client.post("/api/uploads", data=body, headers=headers)
+    assert response.status == 400
+    assert "cut.csv arrived incomplete" in (await response.json())["error"]
+    assert list(server.folder.iterdir()) == []
+
+
+async def test_a_closed_event_stream_leaves_no_error_and_the_run_goes_on(page, tmp_path, caplog):
+    client, server = page
+    write_csv(tmp_path / "t.csv", [ticket(0), ticket(1)])
+    uploaded = await _upload(client, "t.csv", (tmp_path / "t.csv").read_bytes())
+    run_id = (await _start(client, uploaded["id"], simulate=True))["id"]
+    for _ in range(3):  # three tabs opened and closed
+        response = await client.get(f"/api/runs/{run_id}/events")
+        await response.content.readline()
+        response.close()
+    await asyncio.wait_for(asyncio.shield(server.runs[run_id].task), WAIT_S)
+    assert server.runs[run_id].exit_code == 0
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+@pytest.mark.parametrize("qps", [-1, 0, "0", 1e309, "inf", "nan", True, [1]])
+async def test_a_run_with_an_impossible_qps_is_refused_before_it_starts(page, tmp_path, qps):
+    client, server = page
+    write_csv(tmp_path / "t.csv", [ticket(0)])
+    uploaded = await _upload(client, "t.csv", (tmp_path / "t.csv").read_bytes())
+    body = json.dumps({"upload": uploaded["id"], "simulate": True, "qps": qps})
+    response = await client.post(
+        "/api/runs", data=body, headers={**_token(), "Content-Type": "application/json"}
+    )
+    assert response.status == 400
+    assert (await response.json())["error"]
+    assert server.runs == {}
+
+
+async def test_a_run_of_a_sheet_the_workbook_lacks_is_refused_naming_the_file(page):
+    client, server = page
+    uploaded = await _upload(
+        client, "with_errors.xlsx", (SAMPLES / "with_errors.xlsx").read_bytes()
+    )
+    response = await client.post(
+        "/api/runs",
+        json={"upload": uploaded["id"], "simulate": True, "sheet": "nope"},
+        headers=_token(),
+    )
+    assert response.status == 400
+    error = (await response.json())["error"]
+    assert "with_errors.xlsx has no sheet 'nope'" in error and str(server.folder) not in error
+    assert server.runs == {}
+
+
+async def test_the_history_never_offers_a_file_that_is_not_a_run_workbook(page, tmp_path):
+    client, server = page
+    journal = SQLiteJournal(tmp_path / "j.sqlite")
+    server.options["journal"] = str(tmp_path / "j.sqlite")
+    server.options["out_dir"] = str(tmp_path / "reports")
+    (tmp_path / "reports").mkdir()
+    kept = tmp_path / "reports" / "t.result.xlsx"
+    kept.write_bytes(b"a workbook")
+    (tmp_path / "reports" / "notes.txt").write_text("not a workbook")
+    elsewhere = tmp_path / "elsewhere.xlsx"
+    elsewhere.write_bytes(b"a workbook, but not where runs write them")
+    named = [
+        "/etc/passwd",
+        str(elsewhere),
+        str(tmp_path / "reports" / "notes.txt"),
+        str(tmp_path / "reports" / ".." / "elsewhere.xlsx"),
+        str(kept),
+    ]
+    for i, path in enumerate(named):
+        run = journal.start_run(input_path="t.csv", input_key=str(i), app_key="a", method="m")
+        run.finish(end=RunEnd(0, {"success": 1}, path))
+    journal.close()
+    offered = [run["workbook"] for run in (await _history(client))["runs"]]
+    assert offered[0] is not None and offered[1:] == [None] * 4  # newest first: the real one
+    assert await (await client.get(f"/api/files/{offered[0]}")).read() == b"a workbook"
+
+
+async def test_the_language_given_with_the_token_goes_back_only_when_it_is_one(tmp_path):
+    server = Serve(tmp_path / "serve", token=TOKEN)
+    async with TestClient(TestServer(server.app())) as client:
+        given = await client.get(f"/?token={TOKEN}&lang=zh", allow_redirects=False)
+        assert given.headers["Location"] == "/?lang=zh"
+        odd = await client.get(f"/?token={TOKEN}&lang=en%26token%3Dzzz", allow_redirects=False)
+        assert odd.headers["Location"] == "/"
