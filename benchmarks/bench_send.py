@@ -19,7 +19,9 @@ runs: ``top-import run`` of a CSV of N rows (default 20,000) in a process of its
 (start-up, pre-flight, canary, journal, workbook) at ``--qps 10000 --concurrency 64``, against
 the bare loop of 1. in a process of its own (start-up and imports too), alternately R rounds
 (default 3), the simulator answering after 20 ms; prints each round's ratio of the two wall
-times (bare / run: 1.0 means the command costs nothing over the calls; target >= 0.8).
+times (bare / run: 1.0 means the command costs nothing over the calls; target >= 0.8). With
+``--baseline DIR`` (another checkout, e.g. a ``git worktree`` of the commit before a change)
+each round also runs that checkout's command, so both ratios come from the same rounds.
 
 Prints, never asserts: the figures depend on the machine.
 """
@@ -296,7 +298,7 @@ def timed(args: list[str], **kw: object) -> float:
     return time.perf_counter() - started
 
 
-def end_to_end(rows: int, rounds: int) -> None:
+def end_to_end(rows: int, rounds: int, baseline: Path | None = None) -> None:
     import os
     import statistics
     import tempfile
@@ -305,7 +307,8 @@ def end_to_end(rows: int, rounds: int) -> None:
         f"end to end: top-import run of {rows:,} rows (--qps 10000 --concurrency 64, its own "
         f"process) vs the bare loop (its own process), simulator latency 20 ms; {rounds} rounds"
     )
-    ratios, bare_s, run_s = [], [], []
+    sides = {"run": None, **({"baseline": baseline.resolve()} if baseline else {})}
+    ratios: dict[str, list[float]] = {side: [] for side in sides}
     with SimulatorProcess(latency_ms=20) as sim, tempfile.TemporaryDirectory() as scratch:
         env = {k: v for k, v in os.environ.items() if not k.startswith("TOP_")}
         env.update(TOP_APP_KEY=APP_KEY, TOP_APP_SECRET=SECRET, TOP_GATEWAY=sim.url)
@@ -315,22 +318,27 @@ def end_to_end(rows: int, rounds: int) -> None:
             folder = Path(scratch) / f"round-{round_}"
             folder.mkdir()
             offset = (round_ + 1) * 10 * rows
-            write_tickets(folder / "t.csv", rows, offset + rows)  # rows the bare loop never sent
             bare = timed([*me, str(offset)])
-            run = timed(
-                [sys.executable, "-m", "importer", "run", "t.csv", "--qps", "10000",
-                 "--concurrency", "64", "--no-progress"],
-                cwd=folder, env=env,
-            )  # fmt: skip
-            bare_s.append(bare)
-            run_s.append(run)
-            ratios.append(bare / run)
-            print(f"  round {round_ + 1}: bare {bare:6.2f} s   run {run:6.2f} s   "
-                  f"ratio {bare / run:5.2f}")  # fmt: skip
-    print(
-        f"  ratio bare/run: min {min(ratios):.2f}  median {statistics.median(ratios):.2f}  "
-        f"max {max(ratios):.2f}   (target >= 0.80)"
-    )
+            line = f"  round {round_ + 1}: bare {bare:6.2f} s"
+            for i, (side, source) in enumerate(sides.items()):
+                here = folder / side
+                here.mkdir()
+                # rows no other command of the run sent
+                write_tickets(here / "t.csv", rows, offset + (i + 1) * rows)
+                side_env = {**env, "PYTHONPATH": str(source)} if source else env
+                took = timed(
+                    [sys.executable, "-m", "importer", "run", "t.csv", "--qps", "10000",
+                     "--concurrency", "64", "--no-progress"],
+                    cwd=here, env=side_env, stderr=subprocess.DEVNULL,
+                )  # fmt: skip
+                ratios[side].append(bare / took)
+                line += f"   {side} {took:6.2f} s (ratio {bare / took:4.2f})"
+            print(line)
+    for side, figures in ratios.items():
+        print(
+            f"  ratio bare/{side}: min {min(figures):.2f}  median "
+            f"{statistics.median(figures):.2f}  max {max(figures):.2f}   (target >= 0.80)"
+        )
 
 
 async def main(quick: bool) -> None:
@@ -349,6 +357,7 @@ if __name__ == "__main__":
     parser.add_argument("--end-to-end", action="store_true", help="the whole CLI vs a bare loop")
     parser.add_argument("--rows", type=int, default=20_000, help="rows of --end-to-end")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds, --end-to-end")
+    parser.add_argument("--baseline", type=Path, help="--end-to-end: another checkout too")
     parser.add_argument(
         "--bare-loop", nargs=3, metavar=("URL", "ROWS", "OFFSET"), help=argparse.SUPPRESS
     )
@@ -356,6 +365,6 @@ if __name__ == "__main__":
     if given.bare_loop:
         bare_process(given.bare_loop[0], int(given.bare_loop[1]), int(given.bare_loop[2]))
     elif given.end_to_end:
-        end_to_end(given.rows, given.rounds)
+        end_to_end(given.rows, given.rounds, given.baseline)
     else:
         asyncio.run(main(given.quick))

@@ -383,3 +383,28 @@ def test_a_run_that_stops_beating_is_dead_after_beat_stale_s_on_the_journals_clo
     assert after.claim("h1").status is Status.UNKNOWN  # what it held in flight is unknown
     after.finish()
     silent.finish()
+
+
+def test_a_batch_of_more_new_claims_than_one_statement_takes_claims_each_and_judges_the_held(
+    tmp_path,
+):
+    from importer.journal._sqlite import CLAIM_CHUNK
+
+    journal = SQLiteJournal(tmp_path / "j.sqlite")
+    first = open_run(journal)
+    first.claim("held")
+    first.settle(2, "held", Outcome(Status.SUCCESS, request_id="r1", attempts=1))
+    first.finish()
+    run = open_run(journal, key="input-2")
+    keys = [f"k{i}" for i in range(2 * CLAIM_CHUNK + 3)]
+    keys.insert(CLAIM_CHUNK, "held")  # held, in the middle of the first chunks
+
+    async def claims():
+        return await asyncio.gather(*(run.claim_soon(key) for key in keys))
+
+    verdicts = dict(zip(keys, asyncio.run(claims()), strict=True))
+    assert verdicts.pop("held").status is Status.SKIPPED  # a success is never claimed again
+    assert set(verdicts.values()) == {None}
+    with sqlite3.connect(tmp_path / "j.sqlite") as db:
+        states = dict(db.execute("SELECT state, count(*) FROM calls GROUP BY state"))
+    assert states == {"in_flight": 2 * CLAIM_CHUNK + 3, "success": 1}
