@@ -131,6 +131,7 @@ def _writer(
         text_columns=text,
         number_columns=numbers,
         like=like,
+        rows=table.estimate_rows(),
     )
 
 

@@ -46,11 +46,13 @@ import contextlib
 import csv
 import functools
 import math
+import multiprocessing
 import os
 import shutil
+import signal
 import stat
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -164,6 +166,7 @@ class ReportWriter:
         text_columns: Iterable[int] = (),
         number_columns: Iterable[int] = (),
         like: Path | None = None,
+        rows: int | None = None,
     ) -> None:
         """``call_columns=False`` (validate, dry run: no call is ever made) leaves ``attempts``
         and ``elapsed_ms`` empty instead of writing zeros (it also saves ~20% of the write time)
@@ -172,7 +175,9 @@ class ReportWriter:
         that holds a value of 16+ digits is formatted as Text too. ``like`` is the input: the
         report, which echoes every cell of it, is made no more open than it (a ``chmod 600``
         input gives a ``600`` workbook). ``number_columns`` are the spec's Number fields: a number
-        cell there up to 2^53 is exact (it was sent as it is) and is written so.
+        cell there up to 2^53 is exact (it was sent as it is) and is written so. ``rows``:
+        about how many rows will be written (None: unknown); a workbook of ``FORKED_ROWS`` or
+        more is written by a child process (``_ForkedSink``) while this one reads the rows.
         """
         if not 1 <= max_rows_per_sheet <= EXCEL_MAX_DATA_ROWS:
             raise ValueError(f"max_rows_per_sheet must be 1..{EXCEL_MAX_DATA_ROWS}")
@@ -193,16 +198,19 @@ class ReportWriter:
             )
         self._prepare_directory()
         self._remove_stale()
-        sink: _XlsxSink | _CsvSink
+        sink: _XlsxSink | _ForkedSink | _CsvSink
         try:
             if suffix == ".xlsx":
-                sink = _XlsxSink(
+                make = functools.partial(
+                    _XlsxSink,
                     self._tmp,
                     self.input_headers,
                     max_rows_per_sheet,
                     frozenset(text_columns),
                     checks=call_columns,
                 )
+                forked = rows is not None and rows >= FORKED_ROWS and _can_fork()
+                sink = _ForkedSink(make, self._tmp) if forked else make()
             else:
                 sink = _CsvSink(self._tmp, self.input_headers)
         except OSError as exc:
@@ -325,6 +333,128 @@ class ReportWriter:
                 "choose a path in a writable directory with free space."
             ).format(path=self.path, reason=reason)
         )
+
+
+FORKED_ROWS = 10_000  # fewer rows are written before a child process would have started
+_FORKED_BATCH = 1_000  # rows a message to the child holds
+
+
+def _can_fork() -> bool:
+    return hasattr(os, "fork") and "fork" in multiprocessing.get_all_start_methods()
+
+
+class _ForkedSink:
+    """The workbook written by a child process (forked: it has everything imported): the
+    rows go to it in batches through a pipe, so that on a machine of two cores reading and
+    checking the rows (this process) and writing the XML (xlsxwriter, the child) go on at the
+    same time. The child ignores Ctrl-C (this process decides: ``discard``) and ends when the
+    pipe does (this process killed): its temporary files go with it. An error of the child
+    (a full disk) is raised here as it was raised there, at the next batch or at ``finish``."""
+
+    def __init__(self, make: Callable[[], _XlsxSink], tmp: Path) -> None:
+        self._tmp = tmp
+        self._rows: list[tuple] = []
+        context = multiprocessing.get_context("fork")
+        self._pipe, theirs = context.Pipe()
+        self._child = context.Process(
+            target=_write_in_child, args=(make, theirs, self._pipe), daemon=True
+        )
+        self._child.start()
+        theirs.close()
+        self._answer()  # the sink made (its files opened), or the error that stopped it
+
+    @staticmethod
+    def rounded(text: str) -> object:
+        return _XlsxSink.rounded(text)
+
+    def write(self, source_row: int, cells: Sequence[object], values: tuple, sheet: str) -> None:
+        self._rows.append((source_row, cells, values, sheet))
+        if len(self._rows) >= _FORKED_BATCH:
+            self._send()
+
+    def _send(self) -> None:
+        if self._pipe.poll():  # the child stopped early: its error, now
+            self._answer()
+        rows, self._rows = self._rows, []
+        self._tell(("rows", rows))
+
+    def finish(self, summary: Dashboard | Iterable[tuple[str, object]]) -> None:
+        if self._rows:
+            self._send()
+        self._tell(("finish", summary if isinstance(summary, Dashboard) else list(summary)))
+        self._answer()
+        self._child.join()
+
+    def discard(self) -> None:
+        with contextlib.suppress(OSError, EOFError, ValueError):
+            self._pipe.send(("discard", None))
+            if self._pipe.poll(_FORKED_WAIT_S):
+                self._pipe.recv()
+        self._child.join(_FORKED_WAIT_S)
+        if self._child.is_alive():
+            self._child.kill()
+            self._child.join()
+        with contextlib.suppress(OSError):
+            self._pipe.close()
+        # what a child that died left behind
+        self._tmp.unlink(missing_ok=True)
+        shutil.rmtree(self._tmp.with_name(self._tmp.name + ".d"), ignore_errors=True)
+
+    def _tell(self, message: tuple) -> None:
+        try:
+            self._pipe.send(message)
+        except (OSError, EOFError) as exc:  # the child is gone: its error, if it said one
+            if self._pipe.poll():
+                self._answer()
+            raise OSError(f"the workbook's writer process ended ({exc})") from None
+
+    def _answer(self) -> None:
+        try:
+            kind, error = self._pipe.recv()
+        except (OSError, EOFError):
+            self._child.join()
+            raise OSError(
+                f"the workbook's writer process ended (exit code {self._child.exitcode})"
+            ) from None
+        if kind == "error":
+            raise error
+
+
+_FORKED_WAIT_S = 30.0  # a discard waits this long for the child to remove its files
+
+
+def _write_in_child(make: Callable[[], _XlsxSink], pipe: Any, parents: Any) -> None:
+    """The child's loop: make the sink, write each batch, then finish or discard it."""
+    parents.close()  # else the pipe never ends when the parent dies: the child would wait on
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal's Ctrl-C is the parent's
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    sink = None
+    try:
+        sink = make()
+        pipe.send(("ready", None))
+        while True:
+            kind, payload = pipe.recv()
+            if kind == "rows":
+                for source_row, cells, values, sheet in payload:
+                    sink.write(source_row, cells, values, sheet)
+            elif kind == "finish":
+                sink.finish(payload)
+                sink = None
+                pipe.send(("done", None))
+                return
+            else:  # discard
+                break
+    except EOFError:  # the parent is gone
+        pass
+    except Exception as exc:  # a full disk, xlsxwriter's own: the parent raises it
+        with contextlib.suppress(Exception):
+            pipe.send(("error", exc))
+    finally:
+        if sink is not None:
+            sink.discard()
+        with contextlib.suppress(Exception):
+            pipe.send(("discarded", None))
+        os._exit(0)  # nothing of the parent's (atexit, its threads' locks) runs here
 
 
 class _XlsxSink:
