@@ -45,12 +45,15 @@ from __future__ import annotations
 import contextlib
 import csv
 import functools
+import gc
 import math
 import multiprocessing
 import os
 import shutil
 import signal
 import stat
+import sys
+import traceback
 import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -357,7 +360,7 @@ class _ForkedSink:
         context = multiprocessing.get_context("fork")
         self._pipe, theirs = context.Pipe()
         self._child = context.Process(
-            target=_write_in_child, args=(make, theirs, self._pipe), daemon=True
+            target=_write_in_child, args=(make, tmp, theirs, self._pipe), daemon=True
         )
         self._child.start()
         theirs.close()
@@ -423,11 +426,13 @@ class _ForkedSink:
 _FORKED_WAIT_S = 30.0  # a discard waits this long for the child to remove its files
 
 
-def _write_in_child(make: Callable[[], _XlsxSink], pipe: Any, parents: Any) -> None:
+def _write_in_child(make: Callable[[], _XlsxSink], tmp: Path, pipe: Any, parents: Any) -> None:
     """The child's loop: make the sink, write each batch, then finish or discard it."""
     parents.close()  # else the pipe never ends when the parent dies: the child would wait on
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal's Ctrl-C is the parent's
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    # Ctrl-C, a kill (timeout, systemctl stop) and a hang-up are the parent's to handle: it
+    # finishes the workbook or discards it; a parent killed outright ends the pipe, and this
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
     sink = None
     try:
         sink = make()
@@ -440,7 +445,10 @@ def _write_in_child(make: Callable[[], _XlsxSink], pipe: Any, parents: Any) -> N
             elif kind == "finish":
                 sink.finish(payload)
                 sink = None
-                pipe.send(("done", None))
+                try:
+                    pipe.send(("done", None))
+                except OSError:  # the parent died before it could publish the workbook
+                    tmp.unlink(missing_ok=True)
                 return
             else:  # discard
                 break
@@ -455,6 +463,24 @@ def _write_in_child(make: Callable[[], _XlsxSink], pipe: Any, parents: Any) -> N
         with contextlib.suppress(Exception):
             pipe.send(("discarded", None))
         os._exit(0)  # nothing of the parent's (atexit, its threads' locks) runs here
+
+
+def _drop_quietly(exc: BaseException) -> None:
+    """Let go of what the frames of ``exc`` hold without a word: xlsxwriter's ``close`` that
+    failed (a full disk while zipping) leaves its ZipFile open in a frame, whose finalizer
+    would print "Exception ignored ... No space left" beside the one sentence we say."""
+    hook = sys.unraisablehook
+    sys.unraisablehook = lambda _unraisable: None
+    try:
+        seen: set[int] = set()
+        chained: BaseException | None = exc
+        while chained is not None and id(chained) not in seen:  # xlsxwriter wraps the OSError
+            seen.add(id(chained))
+            traceback.clear_frames(chained.__traceback__)
+            chained = chained.__context__ or chained.__cause__
+        gc.collect()
+    finally:
+        sys.unraisablehook = hook
 
 
 class _XlsxSink:
@@ -537,7 +563,11 @@ class _XlsxSink:
             for item, value in summary:
                 sheet.append((str(item), value))
             sheet.finish(table=False)
-        self._workbook.close()
+        try:
+            self._workbook.close()
+        except BaseException as exc:
+            _drop_quietly(exc)
+            raise
         self._fh.flush()
         os.fsync(self._fh.fileno())
         self._fh.close()

@@ -88,12 +88,15 @@ def test_a_child_killed_mid_write_is_one_sentence_and_no_temporary_file(tmp_path
     assert _left(tmp_path) == [] and not (tmp_path / "t.xlsx").exists()
 
 
-def test_the_terminals_ctrl_c_is_the_parents_the_child_writes_on(tmp_path, forked):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_a_signal_to_the_group_is_the_parents_the_child_writes_on(tmp_path, forked, sig):
     writer = ReportWriter(tmp_path / "t.xlsx", HEADERS, rows=100)
     rows = list(_rows(100))
     for row, outcome in rows[:50]:
         writer.write(row, outcome)
-    os.kill(writer._sink._child.pid, signal.SIGINT)  # the whole process group gets it
+    # Ctrl-C, timeout's or systemd's SIGTERM, a hang-up: the whole process group gets it, and
+    # the parent (which finishes the workbook on each) decides
+    os.kill(writer._sink._child.pid, sig)
     for row, outcome in rows[50:]:
         writer.write(row, outcome)
     writer.close([])
@@ -156,3 +159,37 @@ def test_a_full_disk_under_a_big_workbook_is_the_same_sentence(tmp_path, simulat
     assert "'top-import report a.csv' writes the workbook (nothing is sent again)" in done.stderr
     assert list(small_disk.iterdir()) == []  # no temporary file, no row store
     assert sim.stats()["accepted"] == rows
+
+
+def test_a_parent_gone_before_it_publishes_the_workbook_leaves_no_file(tmp_path, forked):
+    writer = ReportWriter(tmp_path / "t.xlsx", HEADERS, rows=100)
+    sink = writer._sink
+    for row, outcome in _rows(100):
+        writer.write(row, outcome)
+    sink._send()
+    sink._pipe.send(("finish", []))
+    sink._pipe.close()  # as a parent killed -9 right after asking for the end
+    sink._child.join()
+    assert _left(tmp_path) == [] and not (tmp_path / "t.xlsx").exists()
+
+
+def test_a_disk_full_while_zipping_is_the_sentence_alone(tmp_path, monkeypatch):
+    import zipfile
+
+    def full(*_args, **_kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(zipfile.ZipFile, "write", full)
+    monkeypatch.setattr(zipfile.ZipFile, "close", full)  # its finalizer would say so too
+    said = []
+    monkeypatch.setattr(sys, "unraisablehook", said.append)
+    writer = ReportWriter(tmp_path / "t.xlsx", HEADERS)
+    for row, outcome in _rows(20):
+        writer.write(row, outcome)
+    with pytest.raises(UsageError, match="No space left on device"):
+        writer.close([])
+    import gc
+
+    gc.collect()
+    assert said == []  # no "Exception ignored in: ZipFile.__del__"
+    assert _left(tmp_path) == []
