@@ -385,10 +385,8 @@ def test_a_run_that_stops_beating_is_dead_after_beat_stale_s_on_the_journals_clo
     silent.finish()
 
 
-def test_a_batch_of_more_new_claims_than_one_statement_takes_claims_each_and_judges_the_held(
-    tmp_path,
-):
-    from importer.journal._sqlite import CLAIM_CHUNK
+def test_a_batch_of_a_thousand_new_claims_claims_each_and_judges_the_held(tmp_path):
+    CLAIM_CHUNK = 500  # a batch of a thousand and three, the held one among them
 
     journal = SQLiteJournal(tmp_path / "j.sqlite")
     first = open_run(journal)

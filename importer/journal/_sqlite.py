@@ -416,19 +416,6 @@ class _SQLiteRun(RunJournal):
     def _claim(self, row_key: str) -> None:
         self._db.execute(_CLAIM, (*self._key, row_key, self.run_id))
 
-    def _claim_new(self, row_keys: Sequence[str]) -> Callable[[], Sequence[str]]:
-        # One statement per CLAIM_CHUNK payloads instead of a read and a write each: the insert
-        # claims those the journal holds nothing of and returns them; the others are held.
-        new: set[str] = set()
-        for start in range(0, len(row_keys), CLAIM_CHUNK):
-            chunk = row_keys[start : start + CLAIM_CHUNK]
-            values = ", ".join(["(?, ?, ?, 'in_flight', ?)"] * len(chunk))
-            params = [v for row_key in chunk for v in (*self._key, row_key, self.run_id)]
-            rows = self._db.execute(_CLAIM_NEW.format(values=values), params)
-            new.update(row_key for (row_key,) in rows)
-        held = [row_key for row_key in row_keys if row_key not in new]
-        return lambda: held
-
     def _release(self, row_key: str, before: PriorCall | None) -> None:
         if before is None:
             self._db.execute(_FORGET_CALL, (*self._key, row_key, self.run_id))
@@ -741,12 +728,6 @@ _CLAIM = (
     "ON CONFLICT DO UPDATE SET run_id = excluded.run_id, "
     "state = CASE state WHEN 'success' THEN 'success' ELSE 'in_flight' END"
 )
-# The payloads of a batch the journal holds nothing of, claimed in one statement
-_CLAIM_NEW = (
-    "INSERT INTO calls (app_key, method, payload_hash, state, run_id) VALUES {values} "
-    "ON CONFLICT DO NOTHING RETURNING payload_hash"
-)
-CLAIM_CHUNK = 500  # payloads per statement: 4 parameters each, far below SQLite's limit
 # A claim given back unsent: the journal holds again what it held before (or nothing).
 _FORGET_CALL = (
     "DELETE FROM calls WHERE app_key = ? AND method = ? AND payload_hash = ? AND run_id = ? "
