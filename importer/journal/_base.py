@@ -77,9 +77,11 @@ class PastRun:
         )  # fmt: skip
 
 
-def counts_text(end: RunEnd | None) -> str | None:
-    """``runs.counts`` of a run that ended so: its counts as JSON."""
-    return json.dumps(end.counts, sort_keys=True) if end is not None else None
+def end_columns(end: RunEnd | None) -> tuple[int | None, str | None, str | None]:
+    """``runs.exit_code``, ``counts`` (JSON) and ``workbook`` of a run that ended so."""
+    if end is None:
+        return None, None, None
+    return end.exit_code, json.dumps(end.counts, sort_keys=True), end.workbook
 
 
 KEPT_UNKNOWN_NOTE = N_(

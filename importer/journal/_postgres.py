@@ -63,7 +63,7 @@ from importer.journal._base import (
     RunJournal,
     Settled,
     being_imported,
-    counts_text,
+    end_columns,
     input_locked,
     quota_day,
     wrong_version,
@@ -733,13 +733,7 @@ class _PostgresRun(RunJournal):
                 db.execute(
                     "UPDATE runs SET finished_at = %s, exit_code = %s, counts = %s, "
                     "workbook = %s WHERE run_id = %s",
-                    (
-                        self._clock(),
-                        end.exit_code if end else None,
-                        counts_text(end),
-                        end.workbook if end else None,
-                        self.run_id,
-                    ),
+                    (self._clock(), *end_columns(end), self.run_id),
                 )
         finally:
             if self._heart is not None:  # its connection's end frees the liveness lock

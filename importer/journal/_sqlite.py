@@ -60,7 +60,7 @@ from importer.journal._base import (
     RunJournal,
     Settled,
     being_imported,
-    counts_text,
+    end_columns,
     input_locked,
     quota_day,
     run_alive,
@@ -566,13 +566,7 @@ class _SQLiteRun(RunJournal):
             db.execute(
                 "UPDATE runs SET finished_at = ?, exit_code = ?, counts = ?, workbook = ? "
                 "WHERE run_id = ?",
-                (
-                    self._clock(),
-                    end.exit_code if end else None,
-                    counts_text(end),
-                    end.workbook if end else None,
-                    self.run_id,
-                ),
+                (self._clock(), *end_columns(end), self.run_id),
             )
 
 
