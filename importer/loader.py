@@ -559,23 +559,27 @@ class _CsvSource:
     def estimate_rows(self, header_row: int) -> int | None:
         """The line count below the header (blank lines and line breaks inside quoted values
         make it a slight overestimate)."""
-        lines = 0
-        with self.path.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                lines += block.count(b"\n")
-        return max(0, lines - header_row)
+        return max(0, self._lines[0] - header_row)
 
     def most_rows(self, header_row: int) -> int | None:
-        # "\r\n", "\n" and a lone "\r" each end a line (the csv module reads all three); a
-        # "\r\n" split across two blocks is counted twice: an overcount, never an undercount
-        breaks, last = 0, b"\n"
+        _newlines, breaks, ended = self._lines
+        return max(0, breaks + (0 if ended else 1) - header_row)
+
+    @functools.cached_property
+    def _lines(self) -> tuple[int, int, bool]:
+        """One read of the file for both counts (a run asks for them at each pass): its "\n",
+        its line breaks of every kind, and whether its last line has one. "\r\n", "\n" and a
+        lone "\r" each end a line (the csv module reads all three); a "\r\n" split across two
+        blocks is counted twice: an overcount, never an undercount."""
+        newlines, breaks, last = 0, 0, b"\n"
         with self.path.open("rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
+                count = block.count(b"\n")
                 returns = block.count(b"\r")
-                breaks += block.count(b"\n") + (returns - block.count(b"\r\n") if returns else 0)
+                newlines += count
+                breaks += count + (returns - block.count(b"\r\n") if returns else 0)
                 last = block[-1:]
-        ended = last in (b"\n", b"\r")  # else a last line without a line break
-        return max(0, breaks + (0 if ended else 1) - header_row)
+        return newlines, breaks, last in (b"\n", b"\r")
 
     @classmethod
     def sniff(cls, path: Path, tab: bool) -> _CsvSource:
