@@ -342,6 +342,11 @@ FORKED_ROWS = 10_000  # fewer rows are written before a child process would have
 _FORKED_BATCH = 1_000  # rows a message to the child holds
 
 
+def _row_store(tmp: Path) -> Path:
+    """The folder of xlsxwriter's row stores beside the temporary workbook ``tmp``."""
+    return tmp.with_name(tmp.name + ".d")
+
+
 def _can_fork() -> bool:
     return hasattr(os, "fork") and "fork" in multiprocessing.get_all_start_methods()
 
@@ -401,7 +406,7 @@ class _ForkedSink:
             self._pipe.close()
         # what a child that died left behind
         self._tmp.unlink(missing_ok=True)
-        shutil.rmtree(self._tmp.with_name(self._tmp.name + ".d"), ignore_errors=True)
+        shutil.rmtree(_row_store(self._tmp), ignore_errors=True)
 
     def _tell(self, message: tuple) -> None:
         try:
@@ -496,7 +501,7 @@ class _XlsxSink:
         checks: bool,
     ) -> None:
         self._tmp = tmp
-        self._tmpdir = tmp.with_name(tmp.name + ".d")
+        self._tmpdir = _row_store(tmp)
         self._tmpdir.mkdir(mode=0o700, exist_ok=True)  # xlsxwriter's row stores: private
         try:
             self._fh: IO[bytes] = open(tmp, "wb")  # noqa: SIM115 - closed in finish/discard
